@@ -1,0 +1,1 @@
+"""The host test bench for the intrathecal pump firmware. Not for clinical use."""

