@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.errors import BenchError, PumpRefused
@@ -100,8 +101,13 @@ class Client:
             f"{self.url}: no reply to {name} (seq {seq}) within {timeout:g} s, {tries} tries"
         )
 
-    def wait_event(self, name: str, timeout_s: float | None = None) -> codec.Frame:
-        """The next event called ``name``; earlier events of other kinds are dropped."""
+    def wait_event(
+        self,
+        name: str,
+        timeout_s: float | None = None,
+        where: Callable[[codec.Frame], bool] | None = None,
+    ) -> codec.Frame:
+        """The next event called ``name`` (and matching ``where``); others are dropped."""
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         while True:
             left = deadline - time.monotonic()
@@ -111,7 +117,7 @@ class Client:
                 frame = self.transport.events.get(timeout=left)
             except queue.Empty:
                 continue
-            if frame.name == name:
+            if frame.name == name and (where is None or where(frame)):
                 return frame
 
     def link_stats(self) -> dict[str, int]:

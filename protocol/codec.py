@@ -185,22 +185,30 @@ def decode(encoded: bytes) -> Frame:
     except c.ChecksumError:
         raise CodecError(schema.BAD_CRC, "CRC-32 mismatch", seq) from None
     except c.ConstructError as exc:
-        raise CodecError(schema.BAD_LENGTH, f"malformed body ({exc.__class__.__name__})", seq) from None
+        raise CodecError(
+            schema.BAD_LENGTH, f"malformed body ({exc.__class__.__name__})", seq
+        ) from None
     header = parsed.header.value
     if header.version != schema.PROTOCOL_VERSION:
         raise CodecError(schema.BAD_VERSION, f"version {header.version}", seq)
     msg = MESSAGE_IDS.get(header.msg_id)
-    if msg is None:
+    if msg is not None:
+        name = msg.name
+        layout = payload_struct(msg, header.flags)
+    elif header.flags & schema.FLAG_ERROR:
+        # A NACK echoes whatever id it refuses, known to us or not.
+        name = f"UNKNOWN_0x{header.msg_id:02X}"
+        layout = NACK
+    else:
         raise CodecError(schema.UNKNOWN_MESSAGE, f"message id 0x{header.msg_id:02x}", seq)
-    layout = payload_struct(msg, header.flags)
     try:
         values = layout.parse(header.payload)
     except c.ConstructError:
         raise CodecError(
-            schema.BAD_PAYLOAD, f"{msg.name}: {len(header.payload)} payload bytes", seq
+            schema.BAD_PAYLOAD, f"{name}: {len(header.payload)} payload bytes", seq
         ) from None
     fields = {k: v for k, v in values.items() if not k.startswith("_")}
-    return Frame(header.msg_id, msg.name, header.seq, header.flags, fields)
+    return Frame(header.msg_id, name, header.seq, header.flags, fields)
 
 
 def split_stream(buffer: bytearray) -> list[bytes]:

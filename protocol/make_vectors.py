@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from cobs import cobs
 
@@ -18,7 +19,7 @@ NACK = schema.FLAG_REPLY | schema.FLAG_ERROR
 EVENT = schema.FLAG_EVENT
 
 # (vector name, message, seq, flags, fields)
-GOOD = [
+GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
     ("hello request", "HELLO", 1, 0, {}),
     (
         "hello reply",
@@ -135,7 +136,7 @@ def good_vectors() -> list[dict]:
 
 def main() -> None:
     path = Path(__file__).with_name("vectors.json")
-    doc = {
+    doc: dict[str, Any] = {
         "schema_fingerprint": schema.FINGERPRINT,
         "good": good_vectors(),
         "bad": bad_vectors(),

@@ -96,51 +96,73 @@ RESET_CAUSES = (
 # Events use the same table: port is where they are sent from, the request
 # fields are the event payload and the reply fields are None.
 MESSAGES = (
-    (0x01, "HELLO", PORT_PUMP, (), (
-        ("protocol_version", "B", ""),
-        ("firmware_version", "16s", ""),
-        ("board", "16s", ""),
-        ("device_id", "16s", ""),
-        ("schema_fingerprint", "I", ""),
-    )),
-    (0x02, "PING", PORT_BOTH, (
-        ("token", "I", ""),
-    ), (
-        ("token", "I", ""),
-    )),
-    (0x03, "STATUS", PORT_PUMP, (), (
-        ("device_time_ms", "Q", "ms"),
-        ("uptime_ms", "Q", "ms"),
-        ("state", "B", ""),
-        ("boot_count", "H", "count"),
-    )),
-    (0x04, "LINK_STATS", PORT_BOTH, (), (
-        ("frames_ok", "I", "count"),
-        ("garbage", "I", "count"),
-        ("bad_crc", "I", "count"),
-        ("bad_frame", "I", "count"),
-        ("oversize", "I", "count"),
-        ("rejected", "I", "count"),
-        ("duplicates", "I", "count"),
-        ("tx_dropped", "I", "count"),
-    )),
-    (0x40, "RIG_HELLO", PORT_RIG, (), (
-        ("protocol_version", "B", ""),
-        ("rig_kind", "16s", ""),
-        ("schema_fingerprint", "I", ""),
-        ("seed", "I", ""),
-    )),
-    (0x41, "ADVANCE", PORT_RIG, (
-        ("duration_ms", "Q", "ms"),
-    ), (
-        ("device_time_ms", "Q", "ms"),
-    )),
+    (
+        0x01,
+        "HELLO",
+        PORT_PUMP,
+        (),
+        (
+            ("protocol_version", "B", ""),
+            ("firmware_version", "16s", ""),
+            ("board", "16s", ""),
+            ("device_id", "16s", ""),
+            ("schema_fingerprint", "I", ""),
+        ),
+    ),
+    (0x02, "PING", PORT_BOTH, (("token", "I", ""),), (("token", "I", ""),)),
+    (
+        0x03,
+        "STATUS",
+        PORT_PUMP,
+        (),
+        (
+            ("device_time_ms", "Q", "ms"),
+            ("uptime_ms", "Q", "ms"),
+            ("state", "B", ""),
+            ("boot_count", "H", "count"),
+        ),
+    ),
+    (
+        0x04,
+        "LINK_STATS",
+        PORT_BOTH,
+        (),
+        (
+            ("frames_ok", "I", "count"),
+            ("garbage", "I", "count"),
+            ("bad_crc", "I", "count"),
+            ("bad_frame", "I", "count"),
+            ("oversize", "I", "count"),
+            ("rejected", "I", "count"),
+            ("duplicates", "I", "count"),
+            ("tx_dropped", "I", "count"),
+        ),
+    ),
+    (
+        0x40,
+        "RIG_HELLO",
+        PORT_RIG,
+        (),
+        (
+            ("protocol_version", "B", ""),
+            ("rig_kind", "16s", ""),
+            ("schema_fingerprint", "I", ""),
+            ("seed", "I", ""),
+        ),
+    ),
+    (0x41, "ADVANCE", PORT_RIG, (("duration_ms", "Q", "ms"),), (("device_time_ms", "Q", "ms"),)),
     (0x42, "RESET", PORT_RIG, (), ()),
-    (0x80, "BOOT", PORT_PUMP, (
-        ("device_time_ms", "Q", "ms"),
-        ("reset_cause", "B", ""),
-        ("boot_count", "H", "count"),
-    ), None),
+    (
+        0x80,
+        "BOOT",
+        PORT_PUMP,
+        (
+            ("device_time_ms", "Q", "ms"),
+            ("reset_cause", "B", ""),
+            ("boot_count", "H", "count"),
+        ),
+        None,
+    ),
 )
 
 # Largest ADVANCE the rig accepts in one request: one year of device time.

@@ -114,8 +114,16 @@ class FrameWriter:
     def _finish(self, msg_id, seq, flags, size):
         body = self.body
         self.payload_size = size
-        struct.pack_into(schema.HEADER_FORMAT, body, 0, schema.PROTOCOL_VERSION,
-                         msg_id, seq & 0xFFFF, flags, size)
+        struct.pack_into(
+            schema.HEADER_FORMAT,
+            body,
+            0,
+            schema.PROTOCOL_VERSION,
+            msg_id,
+            seq & 0xFFFF,
+            flags,
+            size,
+        )
         end = schema.HEADER_SIZE + size
         crc = crc32(memoryview(body)[:end]) & 0xFFFFFFFF
         struct.pack_into("<I", body, end, crc)
@@ -123,7 +131,7 @@ class FrameWriter:
         wire[0] = 0
         stop = cobs_encode(body, end + schema.CRC_SIZE, wire, 1)
         wire[stop] = 0
-        return self._wire_view[:stop + 1]
+        return self._wire_view[: stop + 1]
 
 
 class FrameReader:
@@ -140,7 +148,7 @@ class FrameReader:
         self._overflow = False
         self.body = bytearray(schema.MAX_BODY)
         self.body_view = memoryview(self.body)
-        self.payload = self.body_view[schema.HEADER_SIZE:schema.HEADER_SIZE]
+        self.payload = self.body_view[schema.HEADER_SIZE : schema.HEADER_SIZE]
         self.version = 0
         self.msg_id = 0
         self.seq = 0
@@ -169,8 +177,9 @@ class FrameReader:
         self.seq_valid = False
         if size < schema.HEADER_SIZE:
             return GARBAGE
-        (self.version, self.msg_id, self.seq, self.flags,
-         self.payload_size) = struct.unpack_from(schema.HEADER_FORMAT, self.body, 0)
+        (self.version, self.msg_id, self.seq, self.flags, self.payload_size) = struct.unpack_from(
+            schema.HEADER_FORMAT, self.body, 0
+        )
         self.seq_valid = True
         if self._overflow:
             return schema.OVERSIZE
@@ -182,5 +191,5 @@ class FrameReader:
         self.crc = struct.unpack_from("<I", self.body, end)[0]
         if crc32(self.body_view[:end]) & 0xFFFFFFFF != self.crc:
             return schema.BAD_CRC
-        self.payload = self.body_view[schema.HEADER_SIZE:end]
+        self.payload = self.body_view[schema.HEADER_SIZE : end]
         return FRAME_OK

@@ -40,8 +40,13 @@ class PumpApp:
         self.scheduler = Scheduler()
         self._housekeeping = self.scheduler.add(Task("housekeeping", self._on_housekeeping))
         self._housekeeping.after(self.clock.ticks_ms(), HOUSEKEEPING_MS)
-        self._hello = (schema.PROTOCOL_VERSION, FIRMWARE_VERSION.encode(), board.name.encode(),
-                       board.device_id.encode(), schema.FINGERPRINT)
+        self._hello = (
+            schema.PROTOCOL_VERSION,
+            FIRMWARE_VERSION.encode(),
+            board.name.encode(),
+            board.device_id.encode(),
+            schema.FINGERPRINT,
+        )
         handlers = {
             schema.message_by_name("HELLO")[0]: self._on_hello,
             schema.message_by_name("PING")[0]: self._on_ping,
@@ -58,8 +63,9 @@ class PumpApp:
         board = self.board
         clock = self.clock
         scheduler = self.scheduler
-        self.link.event(_BOOT_ID, _BOOT_FMT,
-                        (self._boot_time_ms, self.reset_cause, board.boot_count))
+        self.link.event(
+            _BOOT_ID, _BOOT_FMT, (self._boot_time_ms, self.reset_cause, board.boot_count)
+        )
         while True:
             scheduler.run_due(clock.ticks_ms())
             self.link.service()
@@ -88,8 +94,9 @@ class PumpApp:
         return linkmod.DONE
 
     def _on_status(self, link, _payload):
-        link.ack(_STATUS_FMT, (self.clock.time_ms(), self.uptime_ms(), self.state,
-                               self.board.boot_count))
+        link.ack(
+            _STATUS_FMT, (self.clock.time_ms(), self.uptime_ms(), self.state, self.board.boot_count)
+        )
         return linkmod.DONE
 
     def _on_link_stats(self, link, _payload):

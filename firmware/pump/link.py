@@ -148,8 +148,9 @@ class Link:
         if outcome != DEFERRED and slot.state != _SLOT_DONE:
             # A handler that forgot to answer is a firmware bug; the request
             # still gets its one reply rather than a silent timeout.
-            self._finish(slot, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT,
-                         (schema.BUSY, 0xFFFF))
+            self._finish(
+                slot, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT, (schema.BUSY, 0xFFFF)
+            )
         return None
 
     def _find_cached(self, seq, crc):
@@ -173,8 +174,9 @@ class Link:
 
     def nack(self, code, detail):
         self.counters[REJECTED] += 1
-        self._finish(self._current, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT,
-                     (code, detail))
+        self._finish(
+            self._current, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT, (code, detail)
+        )
 
     def defer(self):
         # Returns a token for ack_deferred(); the handler returns DEFERRED.
@@ -206,8 +208,11 @@ class Link:
         self._write(self._writer.frame_raw(msg_id, seq, flags, payload, size))
 
     def _send_nack(self, msg_id, seq, code, detail):
-        self._write(self._writer.frame(msg_id, seq, schema.FLAG_REPLY | schema.FLAG_ERROR,
-                                       _NACK_FMT, (code, detail)))
+        self._write(
+            self._writer.frame(
+                msg_id, seq, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT, (code, detail)
+            )
+        )
 
     def _write(self, frame):
         if not self._port.write(frame):

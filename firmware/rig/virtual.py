@@ -5,8 +5,9 @@
 
 import struct
 
-from protocol import schema
 from pump import link as linkmod
+
+from protocol import schema
 
 _RIG_HELLO_FMT = schema.struct_format(schema.message_by_name("RIG_HELLO")[4])
 _ADVANCE_FMT = schema.struct_format(schema.message_by_name("ADVANCE")[4])
@@ -42,8 +43,7 @@ class VirtualRig:
             self.link.ack_deferred(token, _ADVANCE_FMT, (self.clock.time_ms(),))
 
     def _on_hello(self, link, _payload):
-        link.ack(_RIG_HELLO_FMT, (schema.PROTOCOL_VERSION, RIG_KIND, schema.FINGERPRINT,
-                                  self.seed))
+        link.ack(_RIG_HELLO_FMT, (schema.PROTOCOL_VERSION, RIG_KIND, schema.FINGERPRINT, self.seed))
         return linkmod.DONE
 
     def _on_ping(self, link, payload):

