@@ -84,16 +84,17 @@ class Client:
                 frame = self.transport.wait_reply(seq, timeout)
                 if frame is None:
                     continue
+                if frame.is_nack and frame.fields["code"] < schema.LINK_ERROR_LIMIT:
+                    # The request was damaged on the way (its id byte too,
+                    # perhaps): resend it unchanged.
+                    self.transport.expect(seq)
+                    continue
                 if frame.name != name:
                     raise BenchError(
                         f"{self.url}: reply to {name} (seq {seq}) came back as {frame.name}"
                     )
                 if frame.is_nack:
-                    code = frame.fields["code"]
-                    if code < schema.LINK_ERROR_LIMIT:
-                        self.transport.expect(seq)
-                        continue  # the frame was damaged on the way: resend it
-                    raise PumpRefused(self.url, name, code, frame.fields["detail"])
+                    raise PumpRefused(self.url, name, frame.fields["code"], frame.fields["detail"])
                 return frame.fields
         finally:
             self.transport.forget(seq)
@@ -140,13 +141,25 @@ class Client:
             )
 
 
+def _our_schema() -> dict[str, int]:
+    return {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": schema.FINGERPRINT}
+
+
 class PumpClient(Client):
     """The pump port: what a clinician programmer or the bench may ask the pump."""
 
     port_kind = schema.PORT_PUMP
 
     def hello(self) -> dict[str, Any]:
-        reply = self.request("HELLO")
+        try:
+            reply = self.request("HELLO", _our_schema())
+        except PumpRefused as refused:
+            if refused.code == schema.SCHEMA_MISMATCH:
+                raise BenchError(
+                    f"{self.url}: the pump refuses this bench's schema "
+                    f"{schema.FINGERPRINT:#010x}: flash matching firmware"
+                ) from None
+            raise
         self._check_fingerprint(reply, "the pump")
         for key in ("firmware_version", "board", "device_id"):
             reply[key] = text(reply[key])
@@ -164,7 +177,7 @@ class RigClient(Client):
     port_kind = schema.PORT_RIG
 
     def hello(self) -> dict[str, Any]:
-        reply = self.request("RIG_HELLO")
+        reply = self.request("RIG_HELLO", _our_schema())
         self._check_fingerprint(reply, "the rig")
         reply["rig_kind"] = text(reply["rig_kind"])
         return reply

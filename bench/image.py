@@ -3,7 +3,8 @@
 Shipped: every ``.py`` under ``firmware/`` (their paths on the board are
 relative to ``firmware/``) and the protocol modules the firmware imports
 (``protocol/schema.py``, ``protocol/wire.py``, placed under ``protocol/`` on
-the board). ``main.py`` stays source, as MicroPython runs it by name.
+the board). Every file is compiled here, to prove the board's compiler takes
+it; on the board ``main.py`` stays source, as MicroPython runs it by name.
 
 Usage: ``python -m bench.image --out build/mpy [--arch armv6m]``.
 """

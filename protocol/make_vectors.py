@@ -20,7 +20,13 @@ EVENT = schema.FLAG_EVENT
 
 # (vector name, message, seq, flags, fields)
 GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
-    ("hello request", "HELLO", 1, 0, {}),
+    (
+        "hello request",
+        "HELLO",
+        1,
+        0,
+        {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": schema.FINGERPRINT},
+    ),
     (
         "hello reply",
         "HELLO",
@@ -61,7 +67,13 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
             "tx_dropped": 0,
         },
     ),
-    ("rig hello request", "RIG_HELLO", 0xFFFF, 0, {}),
+    (
+        "rig hello request",
+        "RIG_HELLO",
+        0xFFFF,
+        0,
+        {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": schema.FINGERPRINT},
+    ),
     (
         "rig hello reply",
         "RIG_HELLO",
@@ -78,8 +90,8 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
     ("advance reply", "ADVANCE", 9, REPLY, {"device_time_ms": 30 * 86_400_000}),
     ("reset request", "RESET", 10, 0, {}),
     ("reset reply", "RESET", 10, REPLY, {}),
-    ("boot event", "BOOT", 0, EVENT, {"device_time_ms": 0, "reset_cause": 0, "boot_count": 1}),
-    ("nack unknown", "STATUS", 11, NACK, {"code": schema.UNKNOWN_MESSAGE, "detail": 0x7F}),
+    ("boot event", "BOOT", 1, EVENT, {"device_time_ms": 0, "reset_cause": 0, "boot_count": 1}),
+    ("nack bad payload", "PING", 11, NACK, {"code": schema.BAD_PAYLOAD, "detail": 4}),
 ]
 
 

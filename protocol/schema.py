@@ -51,6 +51,7 @@ ERRORS = (
     (20, "NOT_A_REQUEST", "a frame with the REPLY or EVENT flag was sent to the device"),
     (21, "BAD_VALUE", "a field is out of its allowed range (detail = field index)"),
     (22, "BUSY", "an earlier request of this kind is still in progress"),
+    (23, "SCHEMA_MISMATCH", "HELLO carried another protocol version or schema fingerprint"),
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
 
@@ -65,6 +66,7 @@ BAD_PAYLOAD = 19
 NOT_A_REQUEST = 20
 BAD_VALUE = 21
 BUSY = 22
+SCHEMA_MISMATCH = 23
 
 # The payload of every NACK (flags REPLY|ERROR), whatever the message id.
 NACK_FIELDS = (
@@ -95,75 +97,61 @@ RESET_CAUSES = (
 # per format code; "Ns" is a fixed-size ASCII string padded with 0x00.
 # Events use the same table: port is where they are sent from, the request
 # fields are the event payload and the reply fields are None.
+# fmt: off
 MESSAGES = (
-    (
-        0x01,
-        "HELLO",
-        PORT_PUMP,
-        (),
-        (
-            ("protocol_version", "B", ""),
-            ("firmware_version", "16s", ""),
-            ("board", "16s", ""),
-            ("device_id", "16s", ""),
-            ("schema_fingerprint", "I", ""),
-        ),
-    ),
-    (0x02, "PING", PORT_BOTH, (("token", "I", ""),), (("token", "I", ""),)),
-    (
-        0x03,
-        "STATUS",
-        PORT_PUMP,
-        (),
-        (
-            ("device_time_ms", "Q", "ms"),
-            ("uptime_ms", "Q", "ms"),
-            ("state", "B", ""),
-            ("boot_count", "H", "count"),
-        ),
-    ),
-    (
-        0x04,
-        "LINK_STATS",
-        PORT_BOTH,
-        (),
-        (
-            ("frames_ok", "I", "count"),
-            ("garbage", "I", "count"),
-            ("bad_crc", "I", "count"),
-            ("bad_frame", "I", "count"),
-            ("oversize", "I", "count"),
-            ("rejected", "I", "count"),
-            ("duplicates", "I", "count"),
-            ("tx_dropped", "I", "count"),
-        ),
-    ),
-    (
-        0x40,
-        "RIG_HELLO",
-        PORT_RIG,
-        (),
-        (
-            ("protocol_version", "B", ""),
-            ("rig_kind", "16s", ""),
-            ("schema_fingerprint", "I", ""),
-            ("seed", "I", ""),
-        ),
-    ),
-    (0x41, "ADVANCE", PORT_RIG, (("duration_ms", "Q", "ms"),), (("device_time_ms", "Q", "ms"),)),
+    (0x01, "HELLO", PORT_PUMP, (
+        ("protocol_version", "B", ""),
+        ("schema_fingerprint", "I", ""),
+    ), (
+        ("protocol_version", "B", ""),
+        ("firmware_version", "16s", ""),
+        ("board", "16s", ""),
+        ("device_id", "16s", ""),
+        ("schema_fingerprint", "I", ""),
+    )),
+    (0x02, "PING", PORT_BOTH, (
+        ("token", "I", ""),
+    ), (
+        ("token", "I", ""),
+    )),
+    (0x03, "STATUS", PORT_PUMP, (), (
+        ("device_time_ms", "Q", "ms"),
+        ("uptime_ms", "Q", "ms"),
+        ("state", "B", ""),
+        ("boot_count", "H", "count"),
+    )),
+    (0x04, "LINK_STATS", PORT_BOTH, (), (
+        ("frames_ok", "I", "count"),
+        ("garbage", "I", "count"),
+        ("bad_crc", "I", "count"),
+        ("bad_frame", "I", "count"),
+        ("oversize", "I", "count"),
+        ("rejected", "I", "count"),
+        ("duplicates", "I", "count"),
+        ("tx_dropped", "I", "count"),
+    )),
+    (0x40, "RIG_HELLO", PORT_RIG, (
+        ("protocol_version", "B", ""),
+        ("schema_fingerprint", "I", ""),
+    ), (
+        ("protocol_version", "B", ""),
+        ("rig_kind", "16s", ""),
+        ("schema_fingerprint", "I", ""),
+        ("seed", "I", ""),
+    )),
+    (0x41, "ADVANCE", PORT_RIG, (
+        ("duration_ms", "Q", "ms"),
+    ), (
+        ("device_time_ms", "Q", "ms"),
+    )),
     (0x42, "RESET", PORT_RIG, (), ()),
-    (
-        0x80,
-        "BOOT",
-        PORT_PUMP,
-        (
-            ("device_time_ms", "Q", "ms"),
-            ("reset_cause", "B", ""),
-            ("boot_count", "H", "count"),
-        ),
-        None,
-    ),
+    (0x80, "BOOT", PORT_PUMP, (
+        ("device_time_ms", "Q", "ms"),
+        ("reset_cause", "B", ""),
+        ("boot_count", "H", "count"),
+    ), None),
 )
+# fmt: on
 
 # Largest ADVANCE the rig accepts in one request: one year of device time.
 MAX_ADVANCE_MS = 366 * 24 * 3600 * 1000

@@ -85,8 +85,9 @@ class PumpApp:
         self._housekeeping.after(now_ticks, HOUSEKEEPING_MS)
 
     # --- pump port handlers: fn(link, payload) -> linkmod.DONE -------------------
-    def _on_hello(self, link, _payload):
-        link.ack(_HELLO_FMT, self._hello)
+    def _on_hello(self, link, payload):
+        if linkmod.hello_matches(link, payload):
+            link.ack(_HELLO_FMT, self._hello)
         return linkmod.DONE
 
     def _on_ping(self, link, payload):

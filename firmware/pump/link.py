@@ -135,9 +135,12 @@ class Link:
             if slot.state == _SLOT_DONE:
                 self._send(slot.msg_id, slot.seq, slot.flags, slot.payload, slot.size)
             return None  # still pending: its one reply is yet to come
+        slot = self._free_slot()
+        if slot is None:
+            # Every slot holds a deferred request still running: refuse
+            # rather than evict one, whose reply would then be lost.
+            return self._reject(msg_id, seq, schema.BUSY, REPLY_CACHE_SLOTS)
         counters[FRAMES_OK] += 1
-        slot = self._cache[self._next_slot]
-        self._next_slot = (self._next_slot + 1) % REPLY_CACHE_SLOTS
         slot.state = _SLOT_PENDING
         slot.seq = seq
         slot.request_crc = reader.crc
@@ -148,9 +151,20 @@ class Link:
         if outcome != DEFERRED and slot.state != _SLOT_DONE:
             # A handler that forgot to answer is a firmware bug; the request
             # still gets its one reply rather than a silent timeout.
+            self.counters[REJECTED] += 1
             self._finish(
                 slot, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT, (schema.BUSY, 0xFFFF)
             )
+        return None
+
+    def _free_slot(self):
+        # The oldest slot that is not waiting for a deferred reply (round
+        # robin); a pending slot is never reused before it is answered.
+        for _ in range(REPLY_CACHE_SLOTS):
+            slot = self._cache[self._next_slot]
+            self._next_slot = (self._next_slot + 1) % REPLY_CACHE_SLOTS
+            if slot.state != _SLOT_PENDING:
+                return slot
         return None
 
     def _find_cached(self, seq, crc):
@@ -220,6 +234,20 @@ class Link:
 
 
 _NACK_FMT = schema.struct_format(schema.NACK_FIELDS)
+
+
+_HELLO_REQUEST_FMT = schema.struct_format(schema.message_by_name("HELLO")[3])
+
+
+def hello_matches(link, payload):
+    # HELLO and RIG_HELLO carry the sender's protocol version and schema
+    # fingerprint: a bench built from another schema is refused loudly
+    # (NACK SCHEMA_MISMATCH), never half-understood.
+    version, fingerprint = struct.unpack_from(_HELLO_REQUEST_FMT, payload, 0)
+    if version == schema.PROTOCOL_VERSION and fingerprint == schema.FINGERPRINT:
+        return True
+    link.nack(schema.SCHEMA_MISMATCH, version)
+    return False
 
 
 def _size(fields):

@@ -42,7 +42,9 @@ class VirtualRig:
             self._advance_token = None
             self.link.ack_deferred(token, _ADVANCE_FMT, (self.clock.time_ms(),))
 
-    def _on_hello(self, link, _payload):
+    def _on_hello(self, link, payload):
+        if not linkmod.hello_matches(link, payload):
+            return linkmod.DONE
         link.ack(_RIG_HELLO_FMT, (schema.PROTOCOL_VERSION, RIG_KIND, schema.FINGERPRINT, self.seed))
         return linkmod.DONE
 

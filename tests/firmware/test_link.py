@@ -167,3 +167,31 @@ def test_client_retransmits_through_a_damaged_reply_path(pump: PumpClient) -> No
     body[-2] ^= 0xFF
     pump.transport.send(frame_of(body))  # damaged copy: NACK BAD_CRC for seq 0x600
     assert pump.request("PING", {"token": 77}, seq=0x0600)["token"] == 77
+
+
+def test_requests_during_a_long_advance_never_evict_it(rig: RigClient) -> None:
+    # A deferred ADVANCE holds its reply-cache slot until answered: more
+    # requests than the cache has slots must not make it run twice.
+    seq = rig.next_seq()
+    wire = codec.encode("ADVANCE", seq, {"duration_ms": 200 * 86_400_000})
+    rig.transport.expect(seq)
+    rig.transport.send(wire)
+    for token in range(6):
+        assert rig.ping(token) == token
+    done = rig.transport.wait_reply(seq, 30.0)
+    assert done is not None and done.fields == {"device_time_ms": 200 * 86_400_000}
+    rig.transport.expect(seq)
+    rig.transport.send(wire)  # a late retransmission is answered from the cache
+    again = rig.transport.wait_reply(seq, REPLY_WAIT_S)
+    assert again is not None and again.fields == done.fields
+    assert rig.advance(0) == 200 * 86_400_000
+
+
+def test_hello_from_another_schema_is_refused(pump: PumpClient, rig: RigClient) -> None:
+    for client, name in ((pump, "HELLO"), (rig, "RIG_HELLO")):
+        with pytest.raises(PumpRefused) as caught:
+            client.request(
+                name,
+                {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": 0x12345678},
+            )
+        assert caught.value.code == schema.SCHEMA_MISMATCH
