@@ -121,6 +121,16 @@ class Client:
             if frame.name == name and (where is None or where(frame)):
                 return frame
 
+    def clear_events(self) -> int:
+        """Drops every event received so far (from an earlier boot, say)."""
+        dropped = 0
+        while True:
+            try:
+                self.transport.events.get_nowait()
+            except queue.Empty:
+                return dropped
+            dropped += 1
+
     def link_stats(self) -> dict[str, int]:
         return self.request("LINK_STATS")
 

@@ -106,6 +106,9 @@ class VirtualBoard:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=str(FIRMWARE_DIR),
+                # Its own process group: Ctrl-C at the terminal reaches the
+                # launcher, which then stops the board cleanly.
+                start_new_session=True,
             )
         finally:
             for master in masters:

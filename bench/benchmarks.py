@@ -1,0 +1,192 @@
+"""Benchmarks that print figures (``make bench``); nothing here asserts a time.
+
+Figures, all against the real firmware on virtual boards (bench.sim):
+
+- STATUS round trips over the pty: rate, median and p95 latency;
+- wall time of one ADVANCE over 30 idle days (median of fresh boards);
+- bytes of framing overhead per frame, from the schema constants, checked by
+  encoding with the host codec;
+- total size of the compiled .mpy image (bench.image.compile_all);
+- peak heap: not measurable from outside yet, listed as such.
+
+Usage: ``python -m bench.benchmarks [--requests N] [--boards N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.client import PumpClient, RigClient
+from bench.image import compile_all
+from bench.sim import BoardOptions, VirtualBoard
+from protocol import codec, schema
+
+STATUS_REQUESTS = 2000
+ADVANCE_BOARDS = 3
+ADVANCE_DAYS = 30
+DAY_MS = 86_400_000
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    unit: str
+    note: str = ""
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``samples`` (fraction in 0..1)."""
+    ordered = sorted(samples)
+    rank = max(1, round(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def _check_alive(board: VirtualBoard) -> None:
+    if not board.alive:
+        raise SystemExit(f"virtual board died:\n{board.stderr_text()}")
+
+
+# --- (a) STATUS round trips ---------------------------------------------------
+def status_round_trips(requests: int) -> list[Row]:
+    with VirtualBoard(BoardOptions()) as board, PumpClient(board.pump_port) as pump:
+        pump.hello()  # the board is up and speaks our schema
+        for _ in range(20):  # warm up (first reads, page faults)
+            pump.status()
+        latencies: list[float] = []
+        start = time.perf_counter()
+        for _ in range(requests):
+            sent = time.perf_counter()
+            pump.status()
+            latencies.append(time.perf_counter() - sent)
+        elapsed = time.perf_counter() - start
+        retransmissions = pump.retransmissions
+        _check_alive(board)
+    note = f"{requests} requests, one in flight"
+    if retransmissions:
+        note += f", {retransmissions} retransmitted"
+    return [
+        Row("STATUS round trips", f"{requests / elapsed:,.0f}", "req/s", note),
+        Row("STATUS latency, median", f"{statistics.median(latencies) * 1e3:.3f}", "ms"),
+        Row("STATUS latency, p95", f"{_percentile(latencies, 0.95) * 1e3:.3f}", "ms"),
+    ]
+
+
+# --- (b) ADVANCE over idle days -------------------------------------------------
+def advance_wall_time(boards: int, days: int) -> list[Row]:
+    duration_ms = days * DAY_MS
+    walls: list[float] = []
+    for _ in range(boards):
+        with VirtualBoard(BoardOptions()) as board, RigClient(board.rig_port) as rig:
+            rig.hello()
+            start = time.perf_counter()
+            reached = rig.advance(duration_ms)
+            walls.append(time.perf_counter() - start)
+            _check_alive(board)
+        if reached != duration_ms:
+            raise SystemExit(f"ADVANCE of {duration_ms} ms from 0 ended at {reached} ms")
+    spread = ", ".join(f"{wall:.3f}" for wall in walls)
+    return [
+        Row(
+            f"ADVANCE {days} idle days, wall time",
+            f"{statistics.median(walls):.3f}",
+            "s",
+            f"median of {boards} fresh boards ({spread} s)",
+        )
+    ]
+
+
+# --- (c) framing overhead -------------------------------------------------------
+def expected_wire_size(payload_size: int) -> int:
+    """Wire bytes of a frame with ``payload_size`` payload bytes, from the schema."""
+    body = schema.HEADER_SIZE + payload_size + schema.CRC_SIZE
+    encoded = body + 1 + body // 254  # COBS: one code byte per started 254-byte block
+    return encoded + 2  # the 0x00 delimiters before and after
+
+
+def framing_overhead() -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
+    problems: list[str] = []
+    ping_id = codec.MESSAGE_TYPES["PING"].msg_id
+    for label, size in (("empty", 0), ("max-size", schema.MAX_PAYLOAD)):
+        expected = expected_wire_size(size) - size
+        # all-zero and all-nonzero payloads: COBS overhead must not depend on content
+        for fill in (0x00, 0x55):
+            wire = codec.encode_raw(ping_id, 0x1234, 0, bytes([fill]) * size)
+            if len(wire) - size != expected:
+                problems.append(
+                    f"{label} payload filled with {fill:#04x}: {len(wire) - size} bytes of "
+                    f"overhead encoded, {expected} from the schema"
+                )
+        rows.append(
+            Row(
+                f"frame overhead, {label} payload ({size} B)",
+                str(expected),
+                "B",
+                f"wire {expected_wire_size(size)} B; checked with protocol.codec",
+            )
+        )
+    return rows, problems
+
+
+# --- (d) image size ----------------------------------------------------------------
+def image_size() -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="mpy-") as out:
+        built = compile_all(Path(out))
+        total = sum(path.stat().st_size for path in built)
+    return [Row("compiled image (.mpy)", f"{total:,}", "B", f"{len(built)} files, mpy-cross")]
+
+
+def print_table(rows: list[Row]) -> None:
+    headers = Row("figure", "value", "unit", "note")
+    widths = [
+        max(len(getattr(row, name)) for row in [headers, *rows])
+        for name in ("figure", "value", "unit")
+    ]
+
+    def line(row: Row) -> str:
+        return (
+            f"{row.figure:<{widths[0]}}  {row.value:>{widths[1]}}  "
+            f"{row.unit:<{widths[2]}}  {row.note}"
+        ).rstrip()
+
+    print(line(headers))
+    print("-" * len(line(headers)))
+    for row in rows:
+        print(line(row))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=STATUS_REQUESTS)
+    parser.add_argument("--boards", type=int, default=ADVANCE_BOARDS)
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    rows: list[Row] = []
+    rows += status_round_trips(args.requests)
+    rows += advance_wall_time(args.boards, ADVANCE_DAYS)
+    overhead_rows, problems = framing_overhead()
+    rows += overhead_rows
+    rows += image_size()
+    rows.append(Row("peak heap", "n/a", "", "not measurable from outside yet"))
+
+    print(
+        f"pumpbench benchmarks (protocol v{schema.PROTOCOL_VERSION}, "
+        f"schema {schema.FINGERPRINT:#010x}, virtual board, lockstep)"
+    )
+    print_table(rows)
+    print(f"({time.perf_counter() - started:.1f} s)")
+    for problem in problems:
+        print(f"MISMATCH: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
