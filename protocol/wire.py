@@ -9,7 +9,7 @@
 import struct
 from binascii import crc32
 
-from protocol import schema
+from protocol import table as t
 
 # Result of FrameReader.feed() for a byte that completes nothing.
 NOTHING = -1
@@ -88,9 +88,9 @@ class FrameWriter:
     """Builds complete wire frames (delimiters included) in one buffer."""
 
     def __init__(self):
-        self.body = bytearray(schema.MAX_BODY)
+        self.body = bytearray(t.MAX_BODY)
         self.payload_size = 0  # of the last frame built
-        self._wire = bytearray(schema.MAX_WIRE)
+        self._wire = bytearray(t.MAX_WIRE)
         self._wire_view = memoryview(self._wire)
 
     def frame(self, msg_id, seq, flags, fmt, values):
@@ -100,13 +100,13 @@ class FrameWriter:
             size = 0
         else:
             size = struct.calcsize(fmt)
-            struct.pack_into(fmt, body, schema.HEADER_SIZE, *values)
+            struct.pack_into(fmt, body, t.HEADER_SIZE, *values)
         return self._finish(msg_id, seq, flags, size)
 
     def frame_raw(self, msg_id, seq, flags, payload, size):
         # For payloads that are already packed (cached replies, tests).
         body = self.body
-        base = schema.HEADER_SIZE
+        base = t.HEADER_SIZE
         for i in range(size):
             body[base + i] = payload[i]
         return self._finish(msg_id, seq, flags, size)
@@ -115,21 +115,21 @@ class FrameWriter:
         body = self.body
         self.payload_size = size
         struct.pack_into(
-            schema.HEADER_FORMAT,
+            t.HEADER_FORMAT,
             body,
             0,
-            schema.PROTOCOL_VERSION,
+            t.PROTOCOL_VERSION,
             msg_id,
             seq & 0xFFFF,
             flags,
             size,
         )
-        end = schema.HEADER_SIZE + size
+        end = t.HEADER_SIZE + size
         crc = crc32(memoryview(body)[:end]) & 0xFFFFFFFF
         struct.pack_into("<I", body, end, crc)
         wire = self._wire
         wire[0] = 0
-        stop = cobs_encode(body, end + schema.CRC_SIZE, wire, 1)
+        stop = cobs_encode(body, end + t.CRC_SIZE, wire, 1)
         wire[stop] = 0
         return self._wire_view[: stop + 1]
 
@@ -143,12 +143,12 @@ class FrameReader:
     """
 
     def __init__(self):
-        self._raw = bytearray(schema.MAX_ENCODED)
+        self._raw = bytearray(t.MAX_ENCODED)
         self._count = 0
         self._overflow = False
-        self.body = bytearray(schema.MAX_BODY)
+        self.body = bytearray(t.MAX_BODY)
         self.body_view = memoryview(self.body)
-        self.payload = self.body_view[schema.HEADER_SIZE : schema.HEADER_SIZE]
+        self.payload = self.body_view[t.HEADER_SIZE : t.HEADER_SIZE]
         self.version = 0
         self.msg_id = 0
         self.seq = 0
@@ -159,7 +159,7 @@ class FrameReader:
 
     def feed(self, byte):
         if byte:
-            if self._count < schema.MAX_ENCODED:
+            if self._count < t.MAX_ENCODED:
                 self._raw[self._count] = byte
                 self._count += 1
             else:
@@ -175,21 +175,21 @@ class FrameReader:
     def _check(self):
         size, ok = cobs_decode(self._raw, self._count, self.body)
         self.seq_valid = False
-        if size < schema.HEADER_SIZE:
+        if size < t.HEADER_SIZE:
             return GARBAGE
         (self.version, self.msg_id, self.seq, self.flags, self.payload_size) = struct.unpack_from(
-            schema.HEADER_FORMAT, self.body, 0
+            t.HEADER_FORMAT, self.body, 0
         )
         self.seq_valid = True
         if self._overflow:
-            return schema.OVERSIZE
+            return t.OVERSIZE
         if not ok:
-            return schema.BAD_FRAME
-        end = schema.HEADER_SIZE + self.payload_size
-        if end + schema.CRC_SIZE != size:
-            return schema.BAD_LENGTH
+            return t.BAD_FRAME
+        end = t.HEADER_SIZE + self.payload_size
+        if end + t.CRC_SIZE != size:
+            return t.BAD_LENGTH
         self.crc = struct.unpack_from("<I", self.body, end)[0]
         if crc32(self.body_view[:end]) & 0xFFFFFFFF != self.crc:
-            return schema.BAD_CRC
-        self.payload = self.body_view[schema.HEADER_SIZE : end]
+            return t.BAD_CRC
+        self.payload = self.body_view[t.HEADER_SIZE : end]
         return FRAME_OK

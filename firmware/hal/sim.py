@@ -14,6 +14,9 @@ import sys
 import time
 
 from pump.ticks import TICKS_MAX
+from rig.plant import Plant
+
+from hal.simfs import PowerCut, SimFs
 
 BOARD_NAME = "sim"
 
@@ -40,6 +43,12 @@ class VirtualClock:
     def ticks_ms(self):
         self._follow_host()
         return self._now_ms & TICKS_MAX
+
+    def seconds(self):
+        # Device seconds since power-on of the board (the RTC): counts on
+        # across firmware resets and power cuts, fits a small int for 34 years.
+        self._follow_host()
+        return self._now_ms // 1000
 
     def _follow_host(self):
         if self.mode == FREE_RUNNING:
@@ -93,6 +102,31 @@ class FdPort:
         return written == len(data)
 
 
+class SimMotor:
+    """The stepper as the plant sees it: a bounded move, then off."""
+
+    def __init__(self, plant):
+        self._plant = plant
+        self.enabled = False
+        self.moves = 0
+
+    def start(self, steps):
+        self.enabled = True
+        self.moves += 1
+        self._plant.move(steps)
+
+    def stop(self):
+        self.enabled = False
+
+
+class SimEncoder:
+    def __init__(self, plant):
+        self._plant = plant
+
+    def count(self):
+        return self._plant.encoder
+
+
 class SimBoard:
     """The virtual board: ports, clock, and the idle wait.
 
@@ -100,10 +134,16 @@ class SimBoard:
     the application and the rig.
     """
 
-    def __init__(self, pump_fd, rig_fd, device_id, mode=LOCKSTEP, speed=1):
+    def __init__(self, pump_fd, rig_fd, device_id, journal_dir, seed=0, mode=LOCKSTEP, speed=1):
         self.name = BOARD_NAME
         self.device_id = device_id
         self.clock = VirtualClock(mode, speed)
+        self.plant = Plant(seed)
+        self.motor = SimMotor(self.plant)
+        self.encoder = SimEncoder(self.plant)
+        self.fs = SimFs(journal_dir)
+        self.powered = True
+        self._cut_at_ms = -1  # device time of an armed power cut
         self.pump_port = FdPort(pump_fd)
         self.rig_port = FdPort(rig_fd)
         self._poll = select.poll()
@@ -127,9 +167,37 @@ class SimBoard:
 
     def service(self):
         # Work the board does on each loop pass besides the application:
-        # on the virtual board, the rig port and the end of ADVANCE grants.
+        # on the virtual board, the rig port, the end of ADVANCE grants and
+        # a power cut armed for this instant.
         if self.rig is not None:
             self.rig.service()
+        if self._cut_at_ms >= 0 and self.clock.time_ms() >= self._cut_at_ms:
+            self._cut_at_ms = -1
+            raise PowerCut()
+
+    # --- power (driven by the rig) ------------------------------------------------
+    def power_off(self):
+        self.powered = False
+        self._cut_at_ms = -1
+        self.fs.disarm()
+        self.motor.stop()
+
+    def power_on(self):
+        self.powered = True
+
+    def cut_after_bytes(self, count):
+        self.fs.arm_cut(count)
+
+    def cut_in_ms(self, delay_ms):
+        self._cut_at_ms = self.clock.time_ms() + delay_ms
+
+    def wait_for_power(self, drain):
+        # Powered off: only the rig lives. Bytes on the pump port go nowhere.
+        while not self.powered and not self.orphaned:
+            self.service()
+            while self.pump_port.readinto(drain):
+                pass
+            self.idle(60_000)
 
     # --- idle -----------------------------------------------------------------
     def idle(self, wait_ms):
@@ -147,6 +215,11 @@ class SimBoard:
             return
         if self._wait_io(0):
             return
+        if self._cut_at_ms >= 0:
+            # stop at the armed power cut so that it lands on its instant
+            until_cut = self._cut_at_ms - clock.time_ms()
+            if until_cut < wait_ms:
+                wait_ms = until_cut if until_cut > 0 else 0
         clock.jump(wait_ms if wait_ms < left else left)
 
     def _wait_io(self, timeout_ms):

@@ -1,70 +1,132 @@
-# The pump application: owns the pump port, the scheduler and the therapy
-# state, and runs the main loop. Hardware comes in through `board` (a HAL
-# object); nothing here knows whether it runs on a Pico or the unix port.
+# The pump application: the delivery loop, the fail-stop path, and the
+# state the pump-port commands (pump/commands.py) act on. Hardware comes in
+# through `board` (a HAL object); nothing here knows whether it runs on a
+# Pico or on the unix port.
+#
+# A stroke, start to end:
+#   stroke task due -> journal "before" -> drive.start_stroke
+#   STROKE_MS later -> drive.finish_stroke (encoder count) -> journal "after"
+#   -> reservoir, governor, therapy totals -> pending program activated here
+#   (a stroke boundary) -> next stroke scheduled.
+# The governor counts what the encoder says moved, never what was asked.
 
-import struct
-
-from protocol import schema
+from protocol import table as t
+from pump import alarms as alarmsmod
+from pump import commands, limits, logcodes
 from pump import link as linkmod
+from pump import program as programmod
+from pump import reservoir as reservoirmod
+from pump.drive import STROKE_MS, STROKE_STEPS, Drive
+from pump.governor import Governor
+from pump.journal import Journal
+from pump.persist import Persist
 from pump.scheduler import Scheduler, Task
-from pump.version import FIRMWARE_VERSION
+from pump.therapy import BOLUS_NONE, KIND_BOLUS, Therapy
+from pump.ticks import ticks_diff
 
-
-def _reply_format(name):
-    return schema.struct_format(schema.message_by_name(name)[4])
-
-
-_HELLO_FMT = _reply_format("HELLO")
-_PING_FMT = _reply_format("PING")
-_STATUS_FMT = _reply_format("STATUS")
-_STATS_FMT = _reply_format("LINK_STATS")
-_BOOT_FMT = schema.struct_format(schema.message_by_name("BOOT")[3])
-_BOOT_ID = schema.message_by_name("BOOT")[0]
+_BOOT_FMT = t.BOOT_EVENT
+_BOOT_ID = t.BOOT
+_ALARM_FMT = t.ALARM_EVENT
+_ALARM_ID = t.ALARM
+_BOLUS_FMT = t.BOLUS_EVENT_EVENT
+_BOLUS_ID = t.BOLUS_EVENT
+_PROGRAM_FMT = t.PROGRAM_CHANGED_EVENT
+_PROGRAM_ID = t.PROGRAM_CHANGED
 
 STATE_IDLE = 1
+STATE_RUNNING = 2
+STATE_ALARM = 3
 
-# Housekeeping period: how often the supervisor wakes when nothing else is
-# due. Later issues hang the monitors and the watchdog feed here.
+BOLUS_STARTED = 1
+BOLUS_FINISHED = 2
+BOLUS_CANCELLED = 3
+
+# Housekeeping period: governor windows, pending-program timeout, snapshots.
 HOUSEKEEPING_MS = 60_000
+# A program sent but not confirmed within this time is dropped; the old one
+# keeps running (an abandoned programming session never stops the pump).
+PENDING_TIMEOUT_MS = 600_000
+# A full snapshot at least this often, so recovery replays a bounded log.
+SNAPSHOT_EVERY_S = 3600
 
 
 class PumpApp:
     def __init__(self, board, reset_cause):
         self.board = board
         self.clock = board.clock
-        self.state = STATE_IDLE
         self.reset_cause = reset_cause
-        board.boot_count += 1
         self._boot_time_ms = self.clock.time_ms()
-        self.housekeeping_runs = 0
-        self.scheduler = Scheduler()
-        self._housekeeping = self.scheduler.add(Task("housekeeping", self._on_housekeeping))
-        self._housekeeping.after(self.clock.ticks_ms(), HOUSEKEEPING_MS)
-        self._hello = (
-            schema.PROTOCOL_VERSION,
-            FIRMWARE_VERSION.encode(),
-            board.name.encode(),
-            board.device_id.encode(),
-            schema.FINGERPRINT,
+        self.drive = Drive(board.motor, board.encoder)
+        self.therapy = Therapy(self.drive.nominal_stroke_nl())
+        self.reservoir = reservoirmod.Reservoir()
+        self.governor = Governor(0, 0)
+        self.journal = Journal(board.fs)
+        self.persist = Persist(
+            self.journal, self.therapy, self.reservoir, self.governor, self.drive
         )
-        handlers = {
-            schema.message_by_name("HELLO")[0]: self._on_hello,
-            schema.message_by_name("PING")[0]: self._on_ping,
-            schema.message_by_name("STATUS")[0]: self._on_status,
-            schema.message_by_name("LINK_STATS")[0]: self._on_link_stats,
-        }
-        self.link = linkmod.Link(board.pump_port, schema.PORT_PUMP, handlers)
+        self.alarms = alarmsmod.Alarms(self._on_alarm_change)
+        self.link = linkmod.Link(board.pump_port, t.PUMP_REQUESTS, commands.handlers(self))
+        self.scheduler = Scheduler()
+        self._stroke_task = self.scheduler.add(Task("stroke", self._on_stroke_due))
+        self._stroke_end_task = self.scheduler.add(Task("stroke end", self._on_stroke_end))
+        self._flex_task = self.scheduler.add(Task("flex switch", self._on_flex_switch))
+        self._housekeeping = self.scheduler.add(Task("housekeeping", self._on_housekeeping))
+        self._stroke_kind = 0
+        # programming session: the pending program and when it was sent
+        self.pending = None
+        self.pending_soft_mask = 0
+        self._pending_since = 0
+        self.confirm_token = None  # a CONFIRM waiting for the stroke to end
+        self._last_snapshot_s = 0
+        self._boot()
 
-    # --- main loop ---------------------------------------------------------------
+    # --- boot and recovery -----
+    def _boot(self):
+        now_s = self.clock.seconds()
+        found = self.persist.recover()
+        if found is None:
+            # Unreadable state: deliver nothing until a clinician reprograms.
+            self.therapy.program = programmod.stopped_program()
+            self.therapy.running = False
+            self.persist.boot_count += 1
+            self.alarms.raise_alarm(alarmsmod.MEMORY, lasting=False)
+            self.persist.snapshot()
+            self.log(logcodes.BOOT, self.reset_cause, 1)
+            return
+        self.persist.boot_count += 1
+        self.alarms.active = self.persist.alarms_mask
+        self._apply_program_limits(self.therapy.program)
+        self.governor.advance(now_s)
+        unexpected = 1 if found.had_state else 0
+        self.log(logcodes.BOOT, self.reset_cause, unexpected)
+        if found.interrupted_bolus_id >= 0:
+            self.log(
+                logcodes.BOLUS_INTERRUPTED, found.interrupted_bolus_id, found.interrupted_bolus_nl
+            )
+            self.persist.bolus_end(found.interrupted_bolus_id, found.interrupted_bolus_nl)
+        if unexpected:
+            self.alarms.raise_alarm(alarmsmod.UNEXPECTED_RESET, lasting=False)
+        self._check_reservoir_alarms()
+        if self.governor.exceeded:
+            self.fail_stop(alarmsmod.DOSE_LIMIT)
+        self.persist.snapshot()
+        self._last_snapshot_s = now_s
+        now = self.clock.ticks_ms()
+        self.therapy.replan(now, now_s)
+        self._schedule_stroke(now)
+        self._arm_flex(now, now_s)
+        self._housekeeping.after(now, HOUSEKEEPING_MS)
+
+    # --- main loop -----
     def run(self):
         # Returns the reset cause when a reset is requested (the caller then
         # boots a fresh application, as the hardware would), or -1 when the
-        # board is shutting down.
+        # board powers off or shuts down.
         board = self.board
         clock = self.clock
         scheduler = self.scheduler
         self.link.event(
-            _BOOT_ID, _BOOT_FMT, (self._boot_time_ms, self.reset_cause, board.boot_count)
+            _BOOT_ID, _BOOT_FMT, (self._boot_time_ms, self.reset_cause, self.persist.boot_count)
         )
         while True:
             scheduler.run_due(clock.ticks_ms())
@@ -72,34 +134,232 @@ class PumpApp:
             board.service()
             cause = board.take_reset_request()
             if cause >= 0:
+                self.drive.abort()
                 return cause
-            if board.orphaned:
+            if board.orphaned or not board.powered:
+                self.drive.abort()
                 return -1
             board.idle(scheduler.wait_ms(clock.ticks_ms()))
+
+    # --- state for STATUS ----------------------------------------------------------------
+    def state(self):
+        if self.alarms.stopping():
+            return STATE_ALARM
+        if self.delivering():
+            return STATE_RUNNING
+        return STATE_IDLE
+
+    def delivering(self):
+        return self.therapy.running and not self.alarms.stopping()
 
     def uptime_ms(self):
         return self.clock.time_ms() - self._boot_time_ms
 
-    def _on_housekeeping(self, now_ticks):
-        self.housekeeping_runs += 1
-        self._housekeeping.after(now_ticks, HOUSEKEEPING_MS)
+    def log(self, code, a, b):
+        self.journal.log_event(self.clock.seconds(), code, a, b)
 
-    # --- pump port handlers: fn(link, payload) -> linkmod.DONE -------------------
-    def _on_hello(self, link, payload):
-        if linkmod.hello_matches(link, payload):
-            link.ack(_HELLO_FMT, self._hello)
-        return linkmod.DONE
+    # --- strokes -----
+    def _schedule_stroke(self, now):
+        # Arms the stroke task for the next due stroke (or disarms it).
+        if self.drive.in_stroke:
+            return  # the stroke end reschedules
+        kind, due = self.therapy.next_due()
+        if kind < 0 or not self.delivering():
+            self._stroke_task.cancel()
+            return
+        self._stroke_task.at(due if ticks_diff(due, now) > 0 else now)
 
-    def _on_ping(self, link, payload):
-        link.ack(_PING_FMT, struct.unpack_from("<I", payload, 0))
-        return linkmod.DONE
+    def _on_stroke_due(self, now):
+        if self.drive.in_stroke or not self.delivering():
+            return
+        kind, due = self.therapy.next_due()
+        if kind < 0:
+            return
+        if ticks_diff(due, now) > 0:
+            self._stroke_task.at(due)
+            return
+        now_s = self.clock.seconds()
+        self.persist.stroke_begin(kind, now_s)  # before: the stroke may move
+        self._stroke_kind = kind
+        self.therapy.stroke_started(kind, now)
+        self.drive.start_stroke(now)
+        self._stroke_end_task.after(now, STROKE_MS)
 
-    def _on_status(self, link, _payload):
-        link.ack(
-            _STATUS_FMT, (self.clock.time_ms(), self.uptime_ms(), self.state, self.board.boot_count)
+    def _on_stroke_end(self, now):
+        kind = self._stroke_kind
+        volume = self.drive.finish_stroke()
+        moved = self.drive.last_moved
+        now_s = self.clock.seconds()
+        self.persist.stroke_end(kind, moved, volume, now_s)  # after: what moved
+        self._account(kind, volume, now_s)
+        if moved != STROKE_STEPS:
+            self.log(logcodes.STROKE_MISMATCH, moved, STROKE_STEPS)
+            self.alarms.raise_alarm(alarmsmod.STROKE_MISMATCH, lasting=False)
+        if self.confirm_token is not None:
+            commands.finish_confirm(self)  # the stroke boundary a program waits for
+        self._schedule_stroke(now)
+
+    def _account(self, kind, volume, now_s):
+        therapy = self.therapy
+        bolus_id = therapy.bolus_id
+        if therapy.stroke_done(kind, volume) and kind == KIND_BOLUS:
+            self.bolus_finished(bolus_id, therapy.bolus_delivered_nl, BOLUS_FINISHED)
+        self.reservoir.consume(volume)
+        self._check_reservoir_alarms()
+        if not self.governor.record(now_s, volume):
+            window_1h, window_24h = self.governor.totals(now_s)
+            self.log(
+                logcodes.GOVERNOR_STOP,
+                self.governor.exceeded,
+                window_1h if self.governor.exceeded == 1 else window_24h,
+            )
+            self.fail_stop(alarmsmod.DOSE_LIMIT)
+
+    def _check_reservoir_alarms(self):
+        # Only a program that delivers needs drug: a stopped pump with an
+        # empty reservoir (new, or emptied for an MRI) raises nothing.
+        reservoir = self.reservoir
+        if self.therapy.program.mode == programmod.MODE_STOPPED:
+            self.alarms.condition_gone(alarmsmod.EMPTY_RESERVOIR)
+            self.alarms.condition_gone(alarmsmod.LOW_RESERVOIR)
+            return
+        if reservoir.is_empty():
+            if not self.alarms.active & alarmsmod.bit(alarmsmod.EMPTY_RESERVOIR):
+                self.fail_stop(alarmsmod.EMPTY_RESERVOIR)
+        else:
+            self.alarms.condition_gone(alarmsmod.EMPTY_RESERVOIR)
+        if reservoir.is_low():
+            self.alarms.raise_alarm(alarmsmod.LOW_RESERVOIR)
+        else:
+            self.alarms.condition_gone(alarmsmod.LOW_RESERVOIR)
+
+    # --- the one fail-stop path -----
+    def fail_stop(self, alarm_id):
+        # Motor off first, then everything else: the bolus is cancelled, the
+        # reason latched as an alarm that stops delivery, and journalled.
+        self.drive.abort()
+        self._stroke_task.cancel()
+        if self.therapy.bolus_kind != BOLUS_NONE:
+            self.cancel_bolus()
+        self.alarms.raise_alarm(alarm_id, lasting=alarm_id != alarmsmod.DOSE_LIMIT)
+
+    # --- boluses -----
+    def start_bolus(self, kind, volume_nl, duration_ms):
+        bolus_id = self.persist.next_bolus_id
+        self.persist.next_bolus_id = (bolus_id + 1) & 0xFFFF or 1
+        self.persist.bolus_start(bolus_id, kind, volume_nl)  # journalled before any stroke
+        now = self.clock.ticks_ms()
+        self.therapy.start_bolus(kind, bolus_id, volume_nl, duration_ms, now)
+        self.log(logcodes.BOLUS_START, bolus_id | kind << 16, volume_nl)
+        self._bolus_event(bolus_id, kind, BOLUS_STARTED, volume_nl)
+        self._schedule_stroke(now)
+        return bolus_id
+
+    def cancel_bolus(self):
+        therapy = self.therapy
+        if therapy.bolus_kind == BOLUS_NONE:
+            return 0
+        delivered = therapy.bolus_delivered_nl
+        kind = therapy.bolus_kind
+        therapy.cancel_bolus()
+        self.persist.bolus_end(therapy.bolus_id, delivered)
+        self.log(logcodes.BOLUS_CANCELLED, therapy.bolus_id, delivered)
+        self._bolus_event(therapy.bolus_id, kind, BOLUS_CANCELLED, delivered)
+        return delivered
+
+    def bolus_finished(self, bolus_id, delivered, action):
+        self.persist.bolus_end(bolus_id, delivered)
+        self.log(logcodes.BOLUS_DONE, bolus_id, delivered)
+        self._bolus_event(bolus_id, 0, action, delivered)
+
+    def _bolus_event(self, bolus_id, kind, action, volume):
+        self.link.event(
+            _BOLUS_ID, _BOLUS_FMT, (self.clock.time_ms(), bolus_id, kind, action, volume)
         )
-        return linkmod.DONE
 
-    def _on_link_stats(self, link, _payload):
-        link.ack(_STATS_FMT, link.counters)
-        return linkmod.DONE
+    # --- delivery on/off and programs -----
+    def set_running(self, running):
+        therapy = self.therapy
+        if therapy.running == running:
+            return
+        if not running:
+            self.cancel_bolus()
+        therapy.running = running
+        self.persist.running(running)
+        self.log(logcodes.START if running else logcodes.STOP, 0, 0)
+        self.replan()
+
+    def replan(self):
+        now = self.clock.ticks_ms()
+        now_s = self.clock.seconds()
+        self.therapy.replan(now, now_s)
+        self._schedule_stroke(now)
+        self._arm_flex(now, now_s)
+
+    def activate(self, program, soft_mask):
+        # Called between strokes only (commands.finish_confirm).
+        therapy = self.therapy
+        therapy.program = program
+        self._apply_program_limits(program)
+        therapy.running = program.mode != programmod.MODE_STOPPED
+        self.pending = None
+        self.log(logcodes.PROGRAM_ACTIVE, program.crc, soft_mask)
+        if soft_mask:
+            self.log(logcodes.SOFT_OVERRIDE, soft_mask, 0)
+        self.persist.snapshot()
+        self.link.event(_PROGRAM_ID, _PROGRAM_FMT, (self.clock.time_ms(), program.crc))
+        self.replan()
+        self._check_reservoir_alarms()
+
+    def _apply_program_limits(self, program):
+        limit_1h, limit_24h = limits.governor_limits(program.drug_id, program.conc_ug_ml)
+        # One stroke of margin: the governor counts whole strokes, so a
+        # program exactly at a hard limit may end a window one stroke over.
+        stroke = self.drive.nominal_stroke_nl()
+        self.governor.set_limits(limit_1h + stroke, limit_24h + stroke)
+        if program.low_reservoir_nl:
+            self.reservoir.set_low_threshold(program.low_reservoir_nl)
+
+    def _arm_flex(self, now, now_s):
+        if self.therapy.program.mode == programmod.MODE_FLEX and self.therapy.running:
+            wait_s = self.therapy.seconds_to_next_change(now_s)
+            self._flex_task.after(now, wait_s * 1000 if wait_s > 0 else 0)
+        else:
+            self._flex_task.cancel()
+
+    def _on_flex_switch(self, _now):
+        self.replan()  # new rate, next stroke, and the following switch
+
+    # --- housekeeping -----
+    def _on_housekeeping(self, now):
+        now_s = self.clock.seconds()
+        self.governor.advance(now_s)
+        if self.pending is not None and ticks_diff(now, self._pending_since) >= PENDING_TIMEOUT_MS:
+            self.log(logcodes.PROGRAM_ABANDONED, self.pending.crc, 0)
+            self.pending = None
+        if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S or self.journal.wants_snapshot():
+            if not self.drive.in_stroke:
+                self.persist.snapshot()
+                self._last_snapshot_s = now_s
+        self._housekeeping.after(now, HOUSEKEEPING_MS)
+
+    def refilled(self):
+        # After REFILL: the reservoir alarms follow the new volume, the new
+        # state is made durable at once, and delivery resumes if it may.
+        self._check_reservoir_alarms()
+        self.persist.snapshot()
+        self.replan()
+
+    def set_pending(self, program, soft_mask):
+        self.pending = program
+        self.pending_soft_mask = soft_mask
+        self._pending_since = self.clock.ticks_ms()
+        self.log(logcodes.PROGRAM_PENDING, program.crc, soft_mask)
+
+    # --- alarms -----
+    def _on_alarm_change(self, alarm_id, raised):
+        self.link.event(
+            _ALARM_ID, _ALARM_FMT, (self.clock.time_ms(), alarm_id, raised, self.alarms.active)
+        )
+        self.log(logcodes.ALARM_RAISED if raised else logcodes.ALARM_CLEARED, alarm_id, 0)
+        self.persist.alarms(self.alarms.active)

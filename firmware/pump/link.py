@@ -11,7 +11,7 @@
 
 import struct
 
-from protocol import schema
+from protocol import table as t
 from protocol.wire import FRAME_OK, GARBAGE, NOTHING, FrameReader, FrameWriter
 
 # What a handler returns.
@@ -46,7 +46,7 @@ class _CachedReply:
         self.msg_id = 0
         self.flags = 0
         self.size = 0
-        self.payload = bytearray(schema.MAX_PAYLOAD)
+        self.payload = bytearray(t.MAX_PAYLOAD)
 
 
 class Link:
@@ -54,13 +54,16 @@ class Link:
 
     port: object with readinto(buf) -> int (non-blocking, 0 when idle) and
           write(buf) -> bool (False when the bytes could not be sent).
-    port_name: schema.PORT_PUMP or schema.PORT_RIG (which messages it takes).
+    requests: the port's table of requests (table.PUMP_REQUESTS or
+          table.RIG_REQUESTS): msg_id -> request payload size.
     handlers: dict msg_id -> fn(link, payload memoryview) -> DONE | DEFERRED.
     """
 
-    def __init__(self, port, port_name, handlers):
+    def __init__(self, port, requests, handlers):
         self._port = port
-        self._port_name = port_name
+        # Payload sizes are checked before the handler runs, so that
+        # handlers can trust their payload.
+        self._request_size = requests
         self._handlers = handlers
         self._reader = FrameReader()
         self._writer = FrameWriter()
@@ -70,15 +73,6 @@ class Link:
         self._current = None  # the cache slot of the request being handled
         self._event_seq = 0
         self.counters = [0] * N_COUNTERS
-        # Payload sizes of every request this port accepts, checked before
-        # the handler runs so that handlers can trust their payload.
-        self._request_size = {}
-        self._request_format = {}
-        for msg_id, _name, port_of, request, reply in schema.MESSAGES:
-            if reply is not None and port_of in (port_name, schema.PORT_BOTH):
-                fmt = schema.struct_format(request)
-                self._request_format[msg_id] = fmt
-                self._request_size[msg_id] = _size(request)
 
     # --- receive -------------------------------------------------------
     def service(self):
@@ -105,9 +99,9 @@ class Link:
         if result == GARBAGE:
             counters[GARBAGE_COUNT] += 1
             return
-        if result == schema.BAD_CRC:
+        if result == t.BAD_CRC:
             counters[BAD_CRC_COUNT] += 1
-        elif result == schema.OVERSIZE:
+        elif result == t.OVERSIZE:
             counters[OVERSIZE_COUNT] += 1
         else:
             counters[BAD_FRAME_COUNT] += 1
@@ -118,17 +112,17 @@ class Link:
         counters = self.counters
         msg_id = reader.msg_id
         seq = reader.seq
-        if reader.version != schema.PROTOCOL_VERSION:
-            return self._reject(msg_id, seq, schema.BAD_VERSION, reader.version)
-        if reader.flags & (schema.FLAG_REPLY | schema.FLAG_EVENT):
-            return self._reject(msg_id, seq, schema.NOT_A_REQUEST, reader.flags)
+        if reader.version != t.PROTOCOL_VERSION:
+            return self._reject(msg_id, seq, t.BAD_VERSION, reader.version)
+        if reader.flags & (t.FLAG_REPLY | t.FLAG_EVENT):
+            return self._reject(msg_id, seq, t.NOT_A_REQUEST, reader.flags)
         size = self._request_size.get(msg_id)
         if size is None:
-            if schema.message_by_id(msg_id) is None:
-                return self._reject(msg_id, seq, schema.UNKNOWN_MESSAGE, msg_id)
-            return self._reject(msg_id, seq, schema.WRONG_PORT, msg_id)
+            if msg_id not in t.ALL_IDS:
+                return self._reject(msg_id, seq, t.UNKNOWN_MESSAGE, msg_id)
+            return self._reject(msg_id, seq, t.WRONG_PORT, msg_id)
         if reader.payload_size != size:
-            return self._reject(msg_id, seq, schema.BAD_PAYLOAD, size)
+            return self._reject(msg_id, seq, t.BAD_PAYLOAD, size)
         slot = self._find_cached(seq, reader.crc)
         if slot is not None:
             counters[DUPLICATES] += 1
@@ -139,7 +133,7 @@ class Link:
         if slot is None:
             # Every slot holds a deferred request still running: refuse
             # rather than evict one, whose reply would then be lost.
-            return self._reject(msg_id, seq, schema.BUSY, REPLY_CACHE_SLOTS)
+            return self._reject(msg_id, seq, t.BUSY, REPLY_CACHE_SLOTS)
         counters[FRAMES_OK] += 1
         slot.state = _SLOT_PENDING
         slot.seq = seq
@@ -152,9 +146,7 @@ class Link:
             # A handler that forgot to answer is a firmware bug; the request
             # still gets its one reply rather than a silent timeout.
             self.counters[REJECTED] += 1
-            self._finish(
-                slot, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT, (schema.BUSY, 0xFFFF)
-            )
+            self._finish(slot, t.FLAG_REPLY | t.FLAG_ERROR, _NACK_FMT, (t.BUSY, 0xFFFF))
         return None
 
     def _free_slot(self):
@@ -178,26 +170,33 @@ class Link:
         self._send_nack(msg_id, seq, code, detail)
 
     # --- reply (called by handlers) --------------------------------------
-    def request_format(self, msg_id):
-        return self._request_format[msg_id]
-
     def ack(self, fmt, values):
         # Replies to the request being handled. fmt is the struct format of
         # the message's reply fields (None for an empty reply).
-        self._finish(self._current, schema.FLAG_REPLY, fmt, values)
+        self._finish(self._current, t.FLAG_REPLY, fmt, values)
+
+    def ack_bytes(self, payload):
+        # Replies with an already packed payload (GET_PROGRAM's stored bytes).
+        self._finish_raw(self._current, t.FLAG_REPLY, payload, len(payload))
 
     def nack(self, code, detail):
         self.counters[REJECTED] += 1
-        self._finish(
-            self._current, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT, (code, detail)
-        )
+        self._finish(self._current, t.FLAG_REPLY | t.FLAG_ERROR, _NACK_FMT, (code, detail))
 
     def defer(self):
         # Returns a token for ack_deferred(); the handler returns DEFERRED.
         return self._current
 
     def ack_deferred(self, token, fmt, values):
-        self._finish(token, schema.FLAG_REPLY, fmt, values)
+        self._finish(token, t.FLAG_REPLY, fmt, values)
+
+    def _finish_raw(self, slot, flags, payload, size):
+        slot.flags = flags
+        for i in range(size):
+            slot.payload[i] = payload[i]
+        slot.size = size
+        slot.state = _SLOT_DONE
+        self._send(slot.msg_id, slot.seq, flags, slot.payload, size)
 
     def _finish(self, slot, flags, fmt, values):
         slot.flags = flags
@@ -207,7 +206,7 @@ class Link:
         size = writer.payload_size
         body = writer.body
         for i in range(size):
-            slot.payload[i] = body[schema.HEADER_SIZE + i]
+            slot.payload[i] = body[t.HEADER_SIZE + i]
         slot.size = size
         slot.state = _SLOT_DONE
         self._write(frame)
@@ -215,7 +214,7 @@ class Link:
     # --- events ------------------------------------------------------------
     def event(self, msg_id, fmt, values):
         self._event_seq = (self._event_seq + 1) & 0xFFFF
-        self._write(self._writer.frame(msg_id, self._event_seq, schema.FLAG_EVENT, fmt, values))
+        self._write(self._writer.frame(msg_id, self._event_seq, t.FLAG_EVENT, fmt, values))
 
     # --- transmit ------------------------------------------------------------
     def _send(self, msg_id, seq, flags, payload, size):
@@ -223,9 +222,7 @@ class Link:
 
     def _send_nack(self, msg_id, seq, code, detail):
         self._write(
-            self._writer.frame(
-                msg_id, seq, schema.FLAG_REPLY | schema.FLAG_ERROR, _NACK_FMT, (code, detail)
-            )
+            self._writer.frame(msg_id, seq, t.FLAG_REPLY | t.FLAG_ERROR, _NACK_FMT, (code, detail))
         )
 
     def _write(self, frame):
@@ -233,10 +230,10 @@ class Link:
             self.counters[TX_DROPPED] += 1
 
 
-_NACK_FMT = schema.struct_format(schema.NACK_FIELDS)
+_NACK_FMT = t.NACK_REPLY
 
 
-_HELLO_REQUEST_FMT = schema.struct_format(schema.message_by_name("HELLO")[3])
+_HELLO_REQUEST_FMT = t.HELLO_REQUEST
 
 
 def hello_matches(link, payload):
@@ -244,11 +241,7 @@ def hello_matches(link, payload):
     # fingerprint: a bench built from another schema is refused loudly
     # (NACK SCHEMA_MISMATCH), never half-understood.
     version, fingerprint = struct.unpack_from(_HELLO_REQUEST_FMT, payload, 0)
-    if version == schema.PROTOCOL_VERSION and fingerprint == schema.FINGERPRINT:
+    if version == t.PROTOCOL_VERSION and fingerprint == t.FINGERPRINT:
         return True
-    link.nack(schema.SCHEMA_MISMATCH, version)
+    link.nack(t.SCHEMA_MISMATCH, version)
     return False
-
-
-def _size(fields):
-    return struct.calcsize(schema.struct_format(fields))

@@ -7,13 +7,24 @@ import os
 import subprocess
 from pathlib import Path
 
-from bench.sim import FIRMWARE_DIR, ROOT, micropython_command
+from bench import image
+from bench.paths import IMAGE_DIR, ROOT
+from bench.sim import micropython_command
 
 UPY = Path(__file__).with_name("upy")
 
 
-def run_upy(script: str, *args: str, heap: str = "64k") -> dict:
-    env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_DIR}:{ROOT}")
+def run_upy(script: str, *args: str, heap: str = "256k") -> dict:
+    """Runs a check script under MicroPython on the compiled firmware image.
+
+    The firmware modules load as .mpy, as on the board (compiling source at
+    import would cost the heap far more than the firmware needs). The heap
+    is the check script's (it loads the vectors file); the firmware's own
+    budget is checked on the running virtual board.
+    """
+    # the image, and protocol/ so that checks can `import schema` (the host's
+    # tables, to compare the firmware's against)
+    env = dict(os.environ, MICROPYPATH=f"{image.ensure_compiled(IMAGE_DIR)}:{ROOT / 'protocol'}")
     result = subprocess.run(
         [micropython_command(), "-X", f"heapsize={heap}", str(UPY / script), *args],
         capture_output=True,

@@ -6,7 +6,7 @@ import pytest
 
 from bench.client import PumpClient, RigClient
 from bench.errors import BenchError
-from bench.sim import BoardOptions, VirtualBoard
+from bench.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard
 from protocol import codec, schema
 
 RESET_CAUSE_RIG = 1
@@ -77,11 +77,12 @@ def test_pump_port_serves_while_an_advance_runs(board: VirtualBoard) -> None:
 
 
 def test_firmware_runs_in_the_stated_heap() -> None:
-    # The default board runs at the README's 64 KB; a board with far too
-    # little heap must fail to start, which shows the budget is enforced.
-    with VirtualBoard(BoardOptions(heap="64k")) as vb, PumpClient(vb.pump_port) as pump:
+    # Every test runs the board at the README's budget (DEFAULT_HEAP); a
+    # board with far too little heap must fail to start, which shows the
+    # budget is really applied.
+    with VirtualBoard(BoardOptions(heap=DEFAULT_HEAP)) as vb, PumpClient(vb.pump_port) as pump:
         assert pump.status()["state"] == 1
-    with VirtualBoard(BoardOptions(heap="4k")) as vb:
+    with VirtualBoard(BoardOptions(heap="16k")) as vb:
         with pytest.raises(BenchError), PumpClient(vb.pump_port, timeout_s=0.5, retries=1) as pump:
             pump.status()
         assert "MemoryError" in _stderr_after_exit(vb)

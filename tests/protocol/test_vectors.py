@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from protocol import codec, schema
+from protocol import codec, generate, schema
 
 VECTORS = json.loads((Path(codec.__file__).with_name("vectors.json")).read_text())
+
+
+def test_firmware_table_is_generated_from_this_schema() -> None:
+    # The firmware speaks through protocol/table.py; stale means the schema
+    # changed without `make vectors`.
+    assert generate.TABLE_PATH.read_text() == generate.table_text(), "run `make vectors`"
 
 
 def test_vectors_match_this_schema() -> None:
@@ -68,7 +74,11 @@ def test_every_message_round_trips() -> None:
 
 
 def _sample(fmt: str) -> object:
-    return "abc" if fmt.endswith("s") else 3
+    if fmt.endswith("s"):
+        return "abc"
+    if len(fmt) > 1:
+        return [3] * int(fmt[:-1])
+    return 3
 
 
 def test_split_stream_keeps_partial_frame() -> None:

@@ -1,9 +1,12 @@
 # Runs under MicroPython: the firmware codec (protocol/wire.py) against the
-# golden vectors. Prints one JSON line with the counts; raises on a mismatch.
+# golden vectors, and the firmware's table against the schema it came from.
+# Prints one JSON line with the counts; raises on a mismatch.
 import json
 import sys
 
-from protocol import schema
+import schema  # protocol/schema.py, the host's tables, to compare against
+
+from protocol import table
 from protocol.wire import FRAME_OK, GARBAGE, NOTHING, FrameReader, FrameWriter, cobs_decode
 
 
@@ -45,7 +48,9 @@ def feed_all(reader, wire):
 def main(path):
     with open(path) as f:
         doc = json.load(f)
-    assert doc["schema_fingerprint"] == schema.FINGERPRINT, "vectors are for another schema"
+    assert doc["schema_fingerprint"] == table.FINGERPRINT, "vectors are for another schema"
+    # MicroPython computes the firmware table's fingerprint from the schema
+    assert schema.compute_fingerprint() == table.FINGERPRINT, "run `make vectors`"
     writer = FrameWriter()
     reader = FrameReader()
     good = 0

@@ -1,0 +1,251 @@
+# The independent over-delivery guard (DESIGN.md 4): counts what the encoder
+# says moved, never what the scheduler asked for, over a 1-hour and a 24-hour
+# window that include basal and boluses alike, and tells the caller to
+# fail-stop the pump as soon as either window holds more than its limit.
+#
+# Windows. Deliveries go into fixed buckets keyed by device time:
+#   1 h:  one-minute buckets; the window is the current (partial) minute plus
+#         the 60 previous full minutes: 61 buckets, spanning 60-61 minutes;
+#   24 h: fifteen-minute buckets; the current quarter plus the 96 previous
+#         full quarters: 97 buckets, spanning 24 h to 24 h 15 min.
+# Why one bucket more than the nominal length: a delivery at time s with
+# t - 3600 <= s <= t (inside a true sliding hour ending at t) lies in minute
+# floor(s / 60) >= floor(t / 60) - 60, so it is always among the 61 buckets
+# counted. With 60 buckets the oldest part of a true hour would fall out and
+# the guard could under-count. So a window sum is never less than the true
+# sliding-window volume of the nominal length; it may be up to one bucket
+# longer (more), which errs on the side of stopping. pump/limits.py checks
+# programs over the same 61-minute and 24 h 15 min spans, so an accepted
+# program does not trip the guard.
+#
+# Time: now_s is device seconds, monotonic across reboots (the app restores
+# its clock from the journal). If it ever goes backwards, deliveries are
+# added to the newest bucket and nothing expires: still conservative.
+#
+# Integers: every bucket is capped at BUCKET_MAX_NL (2**23 nL, 8.4 mL, many
+# times what the mechanism can move in a quarter hour), so each window sum
+# stays below 97 * 2**23 < 2**30 and record() never makes a big integer on
+# the RP2040. A capped bucket alone exceeds any allowed hourly limit, so
+# capping can only make the guard trip, never hide a delivery.
+#
+# record() and advance() allocate nothing: buckets live in arrays created in
+# __init__, the running sums are small ints on the instance.
+
+import struct
+from array import array
+
+MINUTE_S = 60
+QUARTER_S = 900
+N_1H = 61  # current minute + 60 full minutes
+N_24H = 97  # current quarter + 96 full quarters
+
+BUCKET_MAX_NL = 1 << 23
+LIMIT_1H_MAX_NL = BUCKET_MAX_NL - 1  # see set_limits
+LIMIT_24H_MAX_NL = (1 << 30) - 1
+
+# exceeded values
+WITHIN = 0
+HOURLY = 1
+DAILY = 2
+
+# pack() layout, little-endian: version u8, N_1H u8, N_24H u8, exceeded u8,
+# current minute i32, current quarter i32, then the 61 minute buckets and the
+# 97 quarter buckets as i32, oldest slot first in ring order (slot index =
+# absolute bucket number modulo the ring size).
+PACK_VERSION = 1
+_HDR_FMT = "<BBBBii"
+_HDR_SIZE = 12
+PACKED_SIZE = _HDR_SIZE + 4 * (N_1H + N_24H)
+
+
+class Governor:
+    def __init__(self, limit_1h_nl, limit_24h_nl):
+        self._b1 = array("i", [0] * N_1H)
+        self._b24 = array("i", [0] * N_24H)
+        self._min = 0  # absolute minute number of the current 1 h bucket
+        self._quarter = 0  # absolute quarter number of the current 24 h bucket
+        self._sum1 = 0
+        self._sum24 = 0
+        self._buf = bytearray(PACKED_SIZE)
+        self.limit_1h_nl = 0
+        self.limit_24h_nl = 0
+        self.exceeded = WITHIN  # first window that tripped since clear_exceeded()
+        self.set_limits(limit_1h_nl, limit_24h_nl)
+
+    def set_limits(self, limit_1h_nl, limit_24h_nl):
+        # New limits (a new program or drug); the delivery history stays, as
+        # the windows are about the patient, not the program. The hourly limit
+        # must stay below one full bucket so that a capped bucket always trips.
+        if not 0 <= limit_1h_nl <= LIMIT_1H_MAX_NL or not 0 <= limit_24h_nl <= LIMIT_24H_MAX_NL:
+            raise ValueError("governor limit")
+        self.limit_1h_nl = limit_1h_nl
+        self.limit_24h_nl = limit_24h_nl
+
+    def clear_exceeded(self):
+        # Forget the latched trip (explicit clear after a fail-stop).
+        self.exceeded = WITHIN
+
+    # --- hot path ------------------------------------------------------------
+    def advance(self, now_s):
+        # Rolls both windows forward to now_s with no delivery: every bucket
+        # that has left its window is subtracted and zeroed. A gap longer than
+        # a window clears it in one pass of the ring (at most 61 + 97 steps,
+        # whatever the gap).
+        m = now_s // MINUTE_S
+        steps = m - self._min
+        if steps > 0:
+            b = self._b1
+            if steps >= N_1H:
+                i = 0
+                while i < N_1H:
+                    b[i] = 0
+                    i += 1
+                self._sum1 = 0
+            else:
+                i = self._min % N_1H
+                while steps > 0:
+                    i += 1
+                    if i == N_1H:
+                        i = 0
+                    self._sum1 -= b[i]
+                    b[i] = 0
+                    steps -= 1
+            self._min = m
+        q = now_s // QUARTER_S
+        steps = q - self._quarter
+        if steps > 0:
+            b = self._b24
+            if steps >= N_24H:
+                i = 0
+                while i < N_24H:
+                    b[i] = 0
+                    i += 1
+                self._sum24 = 0
+            else:
+                i = self._quarter % N_24H
+                while steps > 0:
+                    i += 1
+                    if i == N_24H:
+                        i = 0
+                    self._sum24 -= b[i]
+                    b[i] = 0
+                    steps -= 1
+            self._quarter = q
+
+    def record(self, now_s, volume_nl):
+        # Adds volume_nl (what the encoder says moved) at device second now_s.
+        # Returns True when both windows are within their limits (a window
+        # exactly at its limit is within), False when either holds more: the
+        # caller then fail-stops. Negative volumes (encoder saw reverse
+        # motion) are ignored: subtracting them could hide an earlier
+        # over-delivery.
+        self.advance(now_s)
+        if volume_nl > 0:
+            if volume_nl > BUCKET_MAX_NL:
+                volume_nl = BUCKET_MAX_NL
+            b = self._b1
+            i = self._min % N_1H
+            room = BUCKET_MAX_NL - b[i]
+            add = volume_nl if volume_nl < room else room
+            b[i] += add
+            self._sum1 += add
+            b = self._b24
+            i = self._quarter % N_24H
+            room = BUCKET_MAX_NL - b[i]
+            add = volume_nl if volume_nl < room else room
+            b[i] += add
+            self._sum24 += add
+        if self._sum1 > self.limit_1h_nl:
+            if self.exceeded == WITHIN:
+                self.exceeded = HOURLY
+            return False
+        if self._sum24 > self.limit_24h_nl:
+            if self.exceeded == WITHIN:
+                self.exceeded = DAILY
+            return False
+        return True
+
+    # --- reports -------------------------------------------------------------
+    def totals(self, now_s):
+        # (sum_1h_nl, sum_24h_nl) after rolling the windows to now_s.
+        self.advance(now_s)
+        return (self._sum1, self._sum24)
+
+    # --- persistence -----------------------------------------------------------
+    def pack_into(self, buf, offset=0):
+        # Writes PACKED_SIZE bytes at buf[offset:]; allocates nothing.
+        struct.pack_into(
+            _HDR_FMT,
+            buf,
+            offset,
+            PACK_VERSION,
+            N_1H,
+            N_24H,
+            self.exceeded,
+            self._min,
+            self._quarter,
+        )
+        o = offset + _HDR_SIZE
+        b = self._b1
+        i = 0
+        while i < N_1H:
+            struct.pack_into("<i", buf, o, b[i])
+            o += 4
+            i += 1
+        b = self._b24
+        i = 0
+        while i < N_24H:
+            struct.pack_into("<i", buf, o, b[i])
+            o += 4
+            i += 1
+        return PACKED_SIZE
+
+    def pack(self):
+        # The bucket state as bytes, for the journal (which adds its own CRC).
+        self.pack_into(self._buf, 0)
+        return bytes(self._buf)
+
+    def unpack(self, data):
+        # Restores what pack() wrote. Returns False and changes nothing when
+        # the data is not a valid image (wrong size, version or ring sizes, a
+        # bucket outside 0..BUCKET_MAX_NL). The limits are not part of the
+        # image: they come from the active program. Call advance(now_s) or
+        # record() afterwards to roll the windows to the present.
+        if len(data) != PACKED_SIZE:
+            return False
+        version, n1, n24, exceeded, minute, quarter = struct.unpack_from(_HDR_FMT, data, 0)
+        if version != PACK_VERSION or n1 != N_1H or n24 != N_24H or exceeded > DAILY:
+            return False
+        if minute < 0 or quarter < 0:
+            return False
+        o = _HDR_SIZE
+        while o < PACKED_SIZE:
+            v = struct.unpack_from("<i", data, o)[0]
+            if v < 0 or v > BUCKET_MAX_NL:
+                return False
+            o += 4
+        o = _HDR_SIZE
+        s = 0
+        b = self._b1
+        i = 0
+        while i < N_1H:
+            v = struct.unpack_from("<i", data, o)[0]
+            b[i] = v
+            s += v
+            o += 4
+            i += 1
+        self._sum1 = s
+        s = 0
+        b = self._b24
+        i = 0
+        while i < N_24H:
+            v = struct.unpack_from("<i", data, o)[0]
+            b[i] = v
+            s += v
+            o += 4
+            i += 1
+        self._sum24 = s
+        self._min = minute
+        self._quarter = quarter
+        self.exceeded = exceeded
+        return True

@@ -1,0 +1,435 @@
+# Persistent journal: state snapshots, a delta log and an event log, every
+# record CRC-32 protected, on the filesystem adapter the board hands in
+# (hal/simfs.SimFs on the virtual board, a littlefs adapter on the Pico; the
+# interface and the ordering contract it keeps are in hal/simfs.py). The
+# journal never opens a file itself.
+#
+# State = the newest valid snapshot + the deltas appended after it. The
+# caller packs both (snapshot: up to MAX_SNAPSHOT opaque bytes; delta: a kind
+# 0-255 and up to MAX_DELTA bytes); the journal only keeps them safe.
+#
+# Files
+#   state.a, state.b   snapshot slots A/B, one record each
+#   log.a, log.b       delta log of the snapshot in state.a / state.b
+#   events.0/1         event log, two rotating files of fixed-size records
+#
+# Records (little-endian)
+#   snapshot: magic u16 0x4A53, version u8, flags u8, seq u32, length u16,
+#             payload[length], crc32 u32 over everything before it
+#             (flags bit 0: "no payload", recovered as None)
+#   delta:    length u8, kind u8, seq u32, payload[length], crc32 u32
+#   event:    index u32, time_s u32, code u16, a i32, b i32, crc32 u32 (22 B)
+#
+# Sequence numbers: one counter (u32) for snapshots and deltas. A snapshot
+# takes seq S, the deltas after it S+1, S+2, ... in the log of its slot. At
+# recovery the deltas must form exactly that chain: the first record that is
+# damaged (bad length, short, bad CRC) or out of sequence ends it.
+#
+# Why every write is power-loss safe ("a cut at any instant leaves either the
+# old or the new state"):
+# - append(): one record is appended to the current log. A cut leaves a
+#   prefix of it: the CRC (and the length) reject the torn record, so the
+#   state is the old one; if every byte landed, it is the new one. Records
+#   completely written before are never touched again.
+# - snapshot(): the slot that does NOT hold the newest valid snapshot is
+#   rewritten; the newest slot and its log are not touched. Its log is
+#   removed first (remove is atomic), then the slot written. A cut before
+#   the slot record is complete leaves an invalid slot (CRC), so recovery
+#   takes the other slot and its intact log: the old state. Once complete, it
+#   is the newest (higher seq) and its log is empty: the new state.
+# - recover() finding bytes after the last good delta (a torn append, a
+#   damaged or stale record): new appends behind them could never be read
+#   again, and rewriting the log in place (truncate + write) could lose good
+#   records in a cut. So recovery starts a new generation in the OTHER slot,
+#   exactly like snapshot(): remove the other log, re-append the good deltas
+#   to it under fresh seqs, then write the other slot with the same snapshot
+#   payload and a seq higher than any in the chain. Until that last write is
+#   complete the old slot and its log win (same state as before the repair);
+#   afterwards the new slot wins with the same state. With no good delta the
+#   log is simply removed.
+# - recover() removes slot files that fail their check (a torn snapshot, a
+#   flipped bit): they are unusable, and removing them (atomic) keeps one
+#   interpretation of the flash; the slot is rewritten by the next snapshot.
+# - log_event(): a record is appended to the current event file, or a full
+#   file is rotated by replacing the older file with the first record. A cut
+#   leaves a torn record at the tail (or a torn first record in a replaced
+#   file, whose events had already aged out). At construction a torn tail is
+#   padded to a whole record slot (the padded slot fails its CRC and is
+#   skipped by readers), so later records stay aligned and readable.
+#
+# Hot path: append() runs before and after every pump stroke. It packs into
+# one preallocated bytearray (struct.pack_into, slice assignment) and hands
+# the adapter a preallocated memoryview of the exact length: no allocation
+# besides binascii.crc32's result (a big int on the rp2 above 2**30).
+#
+# Error handling: if the adapter raises in snapshot() or append(), the log
+# tail is unknown; the journal refuses further writes (JournalError) until
+# recover() has been called again, which repairs the tail. recover() must
+# also be called once before the first append() or snapshot().
+#
+# Memory: the journal reads through the adapter's read_into() into buffers
+# allocated at construction (~1.3 KB plus the views), never a whole file.
+# What recover() returns is allocated, though: the snapshot payload and one
+# (kind, bytes) tuple per delta (~120 B each on the 64-bit host, about half
+# on the rp2). The caller bounds that, and the boot time, by taking a
+# snapshot when wants_snapshot() says so (LOG_SNAPSHOT_BYTES of log, about
+# a hundred deltas). events() returns a list too: ask for small pages.
+
+import binascii
+import struct
+
+MAX_SNAPSHOT = 1536  # bytes of snapshot payload (persist.py needs about 1.1 KB)
+MAX_DELTA = 32  # bytes of delta payload
+EVENTS_PER_FILE = 256  # records per event file (two files are kept)
+LOG_SNAPSHOT_BYTES = 2048  # wants_snapshot() once the log is this long
+
+SLOT_FILES = ("state.a", "state.b")
+LOG_FILES = ("log.a", "log.b")
+EVENT_FILES = ("events.0", "events.1")
+
+_CRC = "<I"
+_CRC_SIZE = 4
+
+_SNAP_HDR = "<HBBIH"
+_SNAP_HDR_SIZE = 10
+_SNAP_MAGIC = 0x4A53
+_SNAP_VERSION = 1
+_SNAP_NONE = 1  # flags: the snapshot has no payload (recovered as None)
+
+_DELTA_HDR = "<BBI"
+_DELTA_HDR_SIZE = 6
+DELTA_OVERHEAD = _DELTA_HDR_SIZE + _CRC_SIZE  # bytes on top of the payload
+
+_EVENT_BODY = "<IIHii"
+_EVENT_BODY_SIZE = 18
+EVENT_SIZE = _EVENT_BODY_SIZE + _CRC_SIZE
+
+# With no valid snapshot the deltas go to log.b, so the first snapshot lands
+# in state.a without removing them first.
+_NO_SNAPSHOT_SLOT = 1
+
+# Read buffer for the delta log and the event files (> the largest delta).
+_CHUNK = 256
+
+
+class JournalError(Exception):
+    """A write was attempted before recover(), or after a failed write."""
+
+
+def _event_at(view, pos):
+    # -> (index, time_s, code, a, b) of the record slot at pos, or None
+    end = pos + _EVENT_BODY_SIZE
+    if binascii.crc32(view[pos:end]) != struct.unpack_from(_CRC, view, end)[0]:
+        return None
+    return struct.unpack_from(_EVENT_BODY, view, pos)
+
+
+class Journal:
+    def __init__(self, fs, events_per_file=EVENTS_PER_FILE):
+        self._fs = fs
+        self._ready = False  # recover() done and no write failed since
+        self._cur = _NO_SNAPSHOT_SLOT  # slot whose log takes the deltas
+        self._log = LOG_FILES[_NO_SNAPSHOT_SLOT]
+        self._seq = 1  # next sequence number
+        self._deltas = 0  # deltas after the current snapshot
+        self._log_bytes = 0  # size of the current log
+        # Delta record buffer and one view per length: append() slices nothing.
+        self._dbuf = bytearray(DELTA_OVERHEAD + MAX_DELTA)
+        view = memoryview(self._dbuf)
+        self._dviews = [view[:n] for n in range(len(self._dbuf) + 1)]
+        # Snapshot record buffer, for writing and reading a slot; one spare
+        # byte so that reading an oversized file fills it and is rejected.
+        self._sbuf = bytearray(_SNAP_HDR_SIZE + MAX_SNAPSHOT + _CRC_SIZE + 1)
+        # Read buffer for scanning the delta log and the event files.
+        self._chunk = bytearray(_CHUNK)
+        self._chunk_events = memoryview(self._chunk)[: (_CHUNK // EVENT_SIZE) * EVENT_SIZE]
+        # Event log: per file the first and last valid index (-1: none) and
+        # the record slots used (damaged and padded slots included).
+        self._per_file = events_per_file
+        self._ebuf = bytearray(EVENT_SIZE)
+        self._ebody = memoryview(self._ebuf)[:_EVENT_BODY_SIZE]
+        self._ev_first = [-1, -1]
+        self._ev_last = [-1, -1]
+        self._ev_slots = [0, 0]
+        self._ev_cur = 0
+        self._ev_ok = False
+        self._load_events()
+
+    # --- state: snapshots and deltas -------------------------------------------
+    def recover(self):
+        """Boot: -> (snapshot payload or None, [(kind, payload), ...] after it)."""
+        self._ready = False
+        fs = self._fs
+        best = -1
+        best_seq = -1
+        for slot in (0, 1):
+            seq = self._read_slot(slot)
+            if seq == -2:
+                fs.remove(SLOT_FILES[slot])  # torn or damaged: never valid again
+            elif seq > best_seq:
+                best = slot
+                best_seq = seq
+        payload = None
+        if best < 0:
+            best = _NO_SNAPSHOT_SLOT
+            best_seq = 0
+        else:
+            self._read_slot(best)
+            size = struct.unpack_from("<H", self._sbuf, 8)[0]
+            if not self._sbuf[3] & _SNAP_NONE:
+                payload = bytes(memoryview(self._sbuf)[_SNAP_HDR_SIZE : _SNAP_HDR_SIZE + size])
+        self._set_generation(best, best_seq + 1)
+        deltas: list = []
+        end, clean = self._read_chain(deltas)
+        self._deltas = len(deltas)
+        self._seq += self._deltas
+        self._log_bytes = end
+        if not clean:
+            if deltas:
+                self._repair(payload, deltas)
+            else:
+                fs.remove(self._log)
+                self._log_bytes = 0
+        self._ready = True
+        return payload, deltas
+
+    def _read_slot(self, slot):
+        # Reads a slot into _sbuf; -> its seq, -1 if missing, -2 if invalid.
+        buf = self._sbuf
+        n = self._fs.read_into(SLOT_FILES[slot], 0, buf)
+        if n <= 0:
+            return -1
+        if n < _SNAP_HDR_SIZE + _CRC_SIZE:
+            return -2
+        magic, version, _flags, seq, size = struct.unpack_from(_SNAP_HDR, buf, 0)
+        end = _SNAP_HDR_SIZE + size
+        if magic != _SNAP_MAGIC or version != _SNAP_VERSION or n != end + _CRC_SIZE:
+            return -2
+        if binascii.crc32(memoryview(buf)[:end]) != struct.unpack_from(_CRC, buf, end)[0]:
+            return -2
+        return seq
+
+    def _read_chain(self, out):
+        # Appends (kind, payload) of the chain _seq, _seq+1, ... at the start of
+        # the current log to out; stops at the first damaged or out-of-sequence
+        # record. -> (offset past the last good record, True if that is the
+        # end of the file). Reads chunk by chunk: a record that straddles the
+        # end of a chunk is read again at the start of the next one.
+        buf = self._chunk
+        view = memoryview(buf)
+        seq = self._seq
+        pos = 0  # file offset of the first record in buf
+        while True:
+            n = self._fs.read_into(self._log, pos, buf)
+            if n <= 0:
+                return pos, True
+            p = 0
+            while p + DELTA_OVERHEAD <= n:
+                size, kind, rec_seq = struct.unpack_from(_DELTA_HDR, buf, p)
+                end = p + _DELTA_HDR_SIZE + size
+                if size > MAX_DELTA or rec_seq != seq:
+                    return pos + p, False
+                if end + _CRC_SIZE > n:
+                    break  # continues past the chunk (or the file ends in it)
+                if binascii.crc32(view[p:end]) != struct.unpack_from(_CRC, buf, end)[0]:
+                    return pos + p, False
+                out.append((kind, bytes(view[p + _DELTA_HDR_SIZE : end])))
+                seq += 1
+                p = end + _CRC_SIZE
+            if p == 0:
+                return pos, False  # bytes left that are no whole record: torn
+            pos += p
+
+    def snapshot(self, payload):
+        """Writes a new snapshot and starts a new delta generation after it."""
+        if len(payload) > MAX_SNAPSHOT:
+            raise ValueError("snapshot too large")
+        self._check_ready()
+        self._ready = False
+        self._new_generation(payload)
+        self._ready = True
+
+    def append(self, kind, payload):
+        """Appends one delta record (kind 0-255, payload up to MAX_DELTA bytes)."""
+        if len(payload) > MAX_DELTA or kind < 0 or kind > 255:
+            raise ValueError("bad delta")
+        self._check_ready()
+        self._ready = False  # stays False if the adapter raises
+        self._put_delta(kind, payload)
+        self._ready = True
+
+    def next_seq(self):
+        return self._seq
+
+    def deltas_since_snapshot(self):
+        return self._deltas
+
+    def log_bytes(self):
+        return self._log_bytes
+
+    def wants_snapshot(self):
+        return self._log_bytes >= LOG_SNAPSHOT_BYTES
+
+    def _check_ready(self):
+        if not self._ready:
+            raise JournalError("journal needs recover()")
+
+    def _set_generation(self, slot, seq):
+        self._cur = slot
+        self._log = LOG_FILES[slot]
+        self._seq = seq
+        self._deltas = 0
+        self._log_bytes = 0
+
+    def _new_generation(self, payload):
+        # Snapshot seq = next seq, into the other slot, whose log is removed
+        # first; until the slot record is complete the current one wins.
+        slot = 1 - self._cur
+        seq = self._seq
+        self._fs.remove(LOG_FILES[slot])
+        self._write_slot(slot, seq, payload)
+        self._set_generation(slot, seq + 1)
+
+    def _repair(self, payload, deltas):
+        # The current log has bytes after its good chain. Copies the chain to
+        # a new generation in the other slot (see the header): its log first,
+        # under seqs after the new snapshot's, then the slot as commit point.
+        slot = 1 - self._cur
+        seq = self._seq  # higher than every seq of the good chain
+        self._fs.remove(LOG_FILES[slot])
+        self._set_generation(slot, seq + 1)
+        for kind, data in deltas:
+            self._put_delta(kind, data)
+        self._write_slot(slot, seq, payload)
+
+    def _write_slot(self, slot, seq, payload):
+        buf = self._sbuf
+        if payload is None:
+            flags = _SNAP_NONE
+            size = 0
+        else:
+            flags = 0
+            size = len(payload)
+            buf[_SNAP_HDR_SIZE : _SNAP_HDR_SIZE + size] = payload
+        struct.pack_into(_SNAP_HDR, buf, 0, _SNAP_MAGIC, _SNAP_VERSION, flags, seq, size)
+        end = _SNAP_HDR_SIZE + size
+        view = memoryview(buf)
+        struct.pack_into(_CRC, buf, end, binascii.crc32(view[:end]))
+        self._fs.write(SLOT_FILES[slot], view[: end + _CRC_SIZE])
+
+    def _put_delta(self, kind, payload):
+        buf = self._dbuf
+        size = len(payload)
+        struct.pack_into(_DELTA_HDR, buf, 0, size, kind, self._seq)
+        end = _DELTA_HDR_SIZE + size
+        buf[_DELTA_HDR_SIZE:end] = payload
+        struct.pack_into(_CRC, buf, end, binascii.crc32(self._dviews[end]))
+        end += _CRC_SIZE
+        self._fs.append(self._log, self._dviews[end])
+        self._seq += 1
+        self._deltas += 1
+        self._log_bytes += end
+
+    # --- event log ---------------------------------------------------------------
+    def log_event(self, time_s, code, a, b):
+        """Appends an event (u32 device seconds, u16 code, two i32); -> its index."""
+        if not self._ev_ok:
+            self._load_events()  # a write failed: find out what landed
+        index = self.event_count()
+        cur = self._ev_cur
+        if self._ev_slots[cur] >= self._per_file:
+            # Rotate: the older file is replaced, its events age out.
+            cur = 1 - cur
+            self._ev_cur = cur
+            self._ev_first[cur] = -1
+            self._ev_last[cur] = -1
+            self._ev_slots[cur] = 0
+        struct.pack_into(_EVENT_BODY, self._ebuf, 0, index, time_s, code, a, b)
+        struct.pack_into(_CRC, self._ebuf, _EVENT_BODY_SIZE, binascii.crc32(self._ebody))
+        self._ev_ok = False
+        if self._ev_slots[cur] == 0:
+            # A new file (or one holding only garbage): replace its content.
+            self._fs.write(EVENT_FILES[cur], self._ebuf)
+        else:
+            self._fs.append(EVENT_FILES[cur], self._ebuf)
+        self._ev_ok = True
+        if self._ev_first[cur] < 0:
+            self._ev_first[cur] = index
+        self._ev_last[cur] = index
+        self._ev_slots[cur] += 1
+        return index
+
+    def event_count(self):
+        """The index the next event gets (= events ever logged, if none was torn)."""
+        if not self._ev_ok:
+            self._load_events()
+        last = self._ev_last[self._ev_cur]
+        return last + 1 if last >= 0 else 0
+
+    def oldest_event(self):
+        """Index of the oldest event still kept (event_count() if none)."""
+        if not self._ev_ok:
+            self._load_events()
+        for f in (1 - self._ev_cur, self._ev_cur):
+            if self._ev_first[f] >= 0:
+                return self._ev_first[f]
+        return self.event_count()
+
+    def events(self, start, count):
+        """Up to count (index, time_s, code, a, b), oldest first, from index start."""
+        if not self._ev_ok:
+            self._load_events()
+        out: list = []
+        new = self._ev_cur
+        old = 1 - new
+        if self._ev_first[old] >= 0 and start < self._ev_first[new]:
+            self._scan_events(old, start, count, self._ev_first[new], out)
+        if self._ev_first[new] >= 0:
+            self._scan_events(new, start, count, -1, out)
+        return out
+
+    def _scan_events(self, f, start, count, limit, out):
+        # Reads event file f chunk by chunk. Valid records (CRC) with an index
+        # above the previous one count; with out, those in [start, limit)
+        # are appended to it, up to count in all. -> (first index, last
+        # index, whole record slots, bytes of a torn slot at the end).
+        buf = self._chunk_events
+        first = -1
+        last = -1
+        pos = 0
+        while True:
+            n = self._fs.read_into(EVENT_FILES[f], pos, buf)
+            k = 0
+            while k + EVENT_SIZE <= n:
+                rec = _event_at(buf, k)
+                k += EVENT_SIZE
+                if rec is None or rec[0] <= last:
+                    continue
+                last = rec[0]
+                if first < 0:
+                    first = last
+                if out is not None:
+                    if len(out) >= count or (limit >= 0 and last >= limit):
+                        return first, last, 0, 0
+                    if last >= start:
+                        out.append(rec)
+            pos += k
+            if n < len(buf):
+                return first, last, pos // EVENT_SIZE, n - k
+
+    def _load_events(self):
+        # Scans both files. A torn tail is padded to a whole slot, so that
+        # later appends stay aligned (the padded slot fails its CRC).
+        for f in (0, 1):
+            first, last, slots, torn = self._scan_events(f, 0, 0, -1, None)
+            if first < 0:
+                slots = 0  # nothing valid: the next write replaces the file
+            elif torn:
+                self._fs.append(EVENT_FILES[f], bytes(EVENT_SIZE - torn))
+                slots += 1
+            self._ev_first[f] = first
+            self._ev_last[f] = last
+            self._ev_slots[f] = slots
+        # The current file is the one with the newest record.
+        self._ev_cur = 1 if self._ev_last[1] > self._ev_last[0] else 0
+        self._ev_ok = True

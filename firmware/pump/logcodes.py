@@ -1,0 +1,21 @@
+# Event-log codes (GET_LOG), as named in protocol/schema.py LOG_CODES; the
+# comment says what the two arguments a and b carry.
+
+BOOT = 1  # a = reset cause, b = 1 if the reset was unexpected
+PROGRAM_PENDING = 2  # a = crc, b = soft-limit override mask
+PROGRAM_ACTIVE = 3  # a = crc, b = soft-limit override mask
+PROGRAM_ABANDONED = 4  # a = crc of the pending program dropped, b = 1 if cancelled
+START = 5
+STOP = 6
+BOLUS_START = 7  # a = bolus id | kind << 16, b = target nL
+BOLUS_DONE = 8  # a = bolus id, b = delivered nL
+BOLUS_CANCELLED = 9  # a = bolus id, b = delivered nL
+PB_REFUSED = 10  # a = NACK code, b = detail
+REFILL = 11  # a = added nL, b = discrepancy nL (signed)
+ALARM_RAISED = 12  # a = alarm id
+ALARM_CLEARED = 13  # a = alarm id
+GOVERNOR_STOP = 14  # a = window (1 hourly, 2 daily), b = window total nL
+STROKE_MISMATCH = 15  # a = steps moved, b = steps commanded
+BOLUS_INTERRUPTED = 16  # a = bolus id, b = delivered nL before the reset
+SOFT_OVERRIDE = 17  # a = mask of soft limits overridden
+CLOCK_SET = 18  # a = new local offset s

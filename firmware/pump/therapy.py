@@ -1,0 +1,214 @@
+# Therapy: when the next stroke is due and what it is for.
+#
+# Basal delivery follows the active program's rate (continuous, flex step,
+# minimum rate); boluses (clinician, priming, bridge, patient) run as
+# back-to-back strokes no faster than MIN_BOLUS_INTERVAL_MS, interleaved
+# with basal strokes. This module only decides; the app runs the drive,
+# counts what the encoder says moved and tells stroke_done().
+#
+# Parameters change only at defined boundaries: a new program takes effect
+# between strokes (the app confirms it only when no stroke is running); a
+# flex step switches at its start minute; a bolus starts between strokes.
+
+from pump.program import MINUTES_PER_DAY, stopped_program
+from pump.ticks import ticks_add, ticks_diff
+
+DAY_MS = 86_400_000
+DAY_S = 86_400
+
+KIND_BASAL = 0
+KIND_BOLUS = 1
+
+BOLUS_NONE = 0
+BOLUS_CLINICIAN = 1
+BOLUS_PRIMING = 2
+BOLUS_BRIDGE = 3
+BOLUS_PATIENT = 4
+BOLUS_NAMES = ("NONE", "CLINICIAN", "PRIMING", "BRIDGE", "PATIENT")
+
+# Fastest bolus: a 200 nL stroke every 250 ms = 2.9 mL/h. A bolus never
+# runs the motor continuously; each stroke is bounded and checked.
+MIN_BOLUS_INTERVAL_MS = 250
+# Patient boluses remembered for the daily maximum (the schema allows at
+# most 48 a day; the ring holds one day's worth at that maximum).
+PB_HISTORY = 48
+
+# Why a patient bolus was refused (also NACK details).
+PB_OK = 0
+PB_DISABLED = 1
+PB_LOCKOUT = 2
+PB_DAILY_MAX = 3
+PB_BUSY = 4
+PB_STOPPED = 5
+
+
+class Therapy:
+    def __init__(self, stroke_nl):
+        self.stroke_nl = stroke_nl  # nominal volume of one stroke
+        self.program = stopped_program()
+        self.running = False  # START/STOP; also false after a fail-stop
+        self.clock_offset_s = 0  # device seconds -> local time (0: Monday 00:00)
+        # basal: Bresenham over the stroke interval, all small integers
+        self.rate_nl_day = 0
+        self._interval_ms = 0
+        self._interval_rem = 0  # (stroke_nl x DAY_MS) mod rate
+        self._err = 0
+        self._last_basal = 0  # ticks of the last basal stroke start
+        self._basal_armed = False
+        self.basal_next = 0
+        # the bolus in progress (one at a time)
+        self.bolus_kind = BOLUS_NONE
+        self.bolus_id = 0
+        self.bolus_target_nl = 0
+        self.bolus_delivered_nl = 0
+        self.bolus_interval_ms = 0
+        self.bolus_next = 0
+        # patient-bolus history: device seconds of the last PB_HISTORY
+        self.pb_times = [0] * PB_HISTORY
+        self.pb_count = 0  # total ever granted (index into the ring)
+        self.delivered_nl = 0  # since manufacture: basal + boluses
+        self.basal_delivered_nl = 0
+        self.bolus_total_nl = 0
+
+    # --- time of day -----
+    def local_minute(self, now_s):
+        return ((now_s + self.clock_offset_s) // 60) % MINUTES_PER_DAY
+
+    def weekday(self, now_s):
+        return ((now_s + self.clock_offset_s) // DAY_S) % 7
+
+    def seconds_to_next_change(self, now_s):
+        # Device seconds until the flex rate may change (next step start or
+        # local midnight); a full day when the program has no steps.
+        minute = self.local_minute(now_s)
+        following = self.program.next_change_minute(minute)
+        second_of_minute = (now_s + self.clock_offset_s) % 60
+        return (following - minute) * 60 - second_of_minute
+
+    # --- basal -----
+    def basal_rate(self, now_s):
+        if not self.running:
+            return 0
+        return self.program.rate_at(self.local_minute(now_s), self.weekday(now_s))
+
+    def replan(self, now_ticks, now_s):
+        # Called when the rate may have changed (program, flex step, start).
+        # Keeps the last stroke as the phase reference, so that a change of
+        # rate moves the next stroke to the new cadence at once; the
+        # accounting error of a switch is below one stroke.
+        rate = self.basal_rate(now_s)
+        if rate == self.rate_nl_day and self._basal_armed == (rate > 0):
+            return
+        self.rate_nl_day = rate
+        if rate <= 0:
+            self._basal_armed = False
+            return
+        # stroke_nl x DAY_MS exceeds 2**30: a big integer on the board, but
+        # only here, once per rate change, never per stroke.
+        span = self.stroke_nl * DAY_MS
+        self._interval_ms = span // rate
+        self._interval_rem = span % rate
+        self._err = 0
+        if not self._basal_armed:
+            self._last_basal = now_ticks
+            self._basal_armed = True
+        due = ticks_add(self._last_basal, self._interval_ms)
+        self.basal_next = due if ticks_diff(due, now_ticks) > 0 else now_ticks
+
+    def _after_basal_stroke(self, started_ticks):
+        self._last_basal = started_ticks
+        step = self._interval_ms
+        self._err += self._interval_rem
+        if self._err >= self.rate_nl_day:
+            self._err -= self.rate_nl_day
+            step += 1
+        self.basal_next = ticks_add(started_ticks, step)
+
+    # --- what runs next -----
+    def next_due(self):
+        # (kind, ticks) of the next stroke, or (-1, 0) when nothing is due.
+        if not self.running:
+            return -1, 0
+        if self.bolus_kind != BOLUS_NONE:
+            if not self._basal_armed or ticks_diff(self.bolus_next, self.basal_next) <= 0:
+                return KIND_BOLUS, self.bolus_next
+        if self._basal_armed:
+            return KIND_BASAL, self.basal_next
+        return -1, 0
+
+    def stroke_started(self, kind, started_ticks):
+        if kind == KIND_BASAL:
+            self._after_basal_stroke(started_ticks)
+        else:
+            self.bolus_next = ticks_add(started_ticks, self.bolus_interval_ms)
+
+    def stroke_done(self, kind, volume_nl):
+        # Adds what the encoder says moved; returns True when a bolus ended.
+        self.delivered_nl += volume_nl
+        if kind == KIND_BASAL:
+            self.basal_delivered_nl += volume_nl
+            return False
+        self.bolus_total_nl += volume_nl
+        self.bolus_delivered_nl += volume_nl
+        # A bolus ends at the stroke that brings it nearest its target.
+        if self.bolus_delivered_nl * 2 + self.stroke_nl > self.bolus_target_nl * 2:
+            self.bolus_kind = BOLUS_NONE
+            return True
+        return False
+
+    # --- boluses -----
+    def start_bolus(self, kind, bolus_id, volume_nl, duration_ms, now_ticks):
+        strokes = (volume_nl + self.stroke_nl // 2) // self.stroke_nl
+        if strokes < 1:
+            strokes = 1
+        interval = duration_ms // strokes
+        if interval < MIN_BOLUS_INTERVAL_MS:
+            interval = MIN_BOLUS_INTERVAL_MS
+        self.bolus_kind = kind
+        self.bolus_id = bolus_id
+        self.bolus_target_nl = volume_nl
+        self.bolus_delivered_nl = 0
+        self.bolus_interval_ms = interval
+        self.bolus_next = now_ticks
+
+    def cancel_bolus(self):
+        self.bolus_kind = BOLUS_NONE
+
+    def bolus_remaining_nl(self):
+        if self.bolus_kind == BOLUS_NONE:
+            return 0
+        left = self.bolus_target_nl - self.bolus_delivered_nl
+        return left if left > 0 else 0
+
+    # --- patient bolus -----
+    def patient_bolus_refusal(self, now_s):
+        # PB_OK or why not; the second value is a NACK detail (seconds of
+        # lockout left, or the daily maximum).
+        program = self.program
+        if program.pb_dose_nl == 0:
+            return PB_DISABLED, 0
+        if not self.running:
+            return PB_STOPPED, 0
+        if self.bolus_kind != BOLUS_NONE:
+            return PB_BUSY, 0
+        if self.pb_count:
+            last = self.pb_times[(self.pb_count - 1) % PB_HISTORY]
+            wait = last + program.pb_lockout_s - now_s
+            if wait > 0:
+                return PB_LOCKOUT, wait if wait < 0xFFFF else 0xFFFF
+        if self.patient_boluses_last_day(now_s) >= program.pb_max_per_day:
+            return PB_DAILY_MAX, program.pb_max_per_day
+        return PB_OK, 0
+
+    def patient_boluses_last_day(self, now_s):
+        count = 0
+        newest = self.pb_count
+        oldest = newest - PB_HISTORY if newest > PB_HISTORY else 0
+        for index in range(oldest, newest):
+            if now_s - self.pb_times[index % PB_HISTORY] < DAY_S:
+                count += 1
+        return count
+
+    def record_patient_bolus(self, now_s):
+        self.pb_times[self.pb_count % PB_HISTORY] = now_s
+        self.pb_count += 1

@@ -1,0 +1,300 @@
+"""Regenerates protocol/vectors.json and protocol/table.py from the schema.
+
+vectors.json: the golden frames both codecs must match.
+
+Run it (``make vectors``) only when the schema changes on purpose, then review
+the diff: a vector that changes is a wire-format change. It also writes
+protocol/table.py, the firmware's compact view of the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from cobs import cobs
+
+from protocol import codec, schema
+
+REPLY = schema.FLAG_REPLY
+NACK = schema.FLAG_REPLY | schema.FLAG_ERROR
+EVENT = schema.FLAG_EVENT
+
+# (vector name, message, seq, flags, fields)
+GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
+    (
+        "hello request",
+        "HELLO",
+        1,
+        0,
+        {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": schema.FINGERPRINT},
+    ),
+    (
+        "hello reply",
+        "HELLO",
+        1,
+        REPLY,
+        {
+            "protocol_version": schema.PROTOCOL_VERSION,
+            "firmware_version": "0.1.0",
+            "board": "sim",
+            "device_id": "SIM-0001",
+            "schema_fingerprint": schema.FINGERPRINT,
+        },
+    ),
+    ("ping request", "PING", 2, 0, {"token": 0xDEADBEEF}),
+    ("ping reply", "PING", 2, REPLY, {"token": 0xDEADBEEF}),
+    ("status request", "STATUS", 0x1234, 0, {}),
+    (
+        "status reply",
+        "STATUS",
+        0x1234,
+        REPLY,
+        {
+            "device_time_ms": 2_592_000_000,
+            "uptime_ms": 86_400_000,
+            "state": 2,
+            "boot_count": 3,
+            "mode": 1,
+            "rate_nl_day": 1_000_000,
+            "reservoir_nl": 19_000_000,
+            "delivered_nl": 1_000_000,
+            "bolus_kind": 0,
+            "bolus_remaining_nl": 0,
+            "alarms": 0,
+            "program_crc": 0x22B8A50F,
+            "pending": 0,
+            "time_to_empty_s": 1_641_600,
+            "refill_date_s": 1_555_200,
+            "pb_last_day": 0,
+            "window_1h_nl": 41_600,
+            "window_24h_nl": 999_800,
+        },
+    ),
+    ("link stats request", "LINK_STATS", 7, 0, {}),
+    (
+        "link stats reply",
+        "LINK_STATS",
+        7,
+        REPLY,
+        {
+            "frames_ok": 10,
+            "garbage": 1,
+            "bad_crc": 2,
+            "bad_frame": 3,
+            "oversize": 4,
+            "rejected": 5,
+            "duplicates": 6,
+            "tx_dropped": 0,
+        },
+    ),
+    (
+        "rig hello request",
+        "RIG_HELLO",
+        0xFFFF,
+        0,
+        {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": schema.FINGERPRINT},
+    ),
+    (
+        "rig hello reply",
+        "RIG_HELLO",
+        0xFFFF,
+        REPLY,
+        {
+            "protocol_version": schema.PROTOCOL_VERSION,
+            "rig_kind": "virtual",
+            "schema_fingerprint": schema.FINGERPRINT,
+            "seed": 42,
+        },
+    ),
+    ("advance 30 days", "ADVANCE", 9, 0, {"duration_ms": 30 * 86_400_000}),
+    ("advance reply", "ADVANCE", 9, REPLY, {"device_time_ms": 30 * 86_400_000}),
+    ("reset request", "RESET", 10, 0, {}),
+    ("reset reply", "RESET", 10, REPLY, {}),
+    ("confirm request", "CONFIRM", 20, 0, {"crc": 0x22B8A50F}),
+    ("confirm reply", "CONFIRM", 20, REPLY, {"crc": 0x22B8A50F}),
+    ("patient bolus request", "PATIENT_BOLUS", 21, 0, {}),
+    ("patient bolus reply", "PATIENT_BOLUS", 21, REPLY, {"bolus_id": 7, "volume_nl": 50_000}),
+    ("lockout nack", "PATIENT_BOLUS", 22, NACK, {"code": schema.LOCKOUT, "detail": 1200}),
+    ("refill request", "REFILL", 23, 0, {"withdrawn_nl": 1_950_000, "added_nl": 20_000_000}),
+    (
+        "refill reply",
+        "REFILL",
+        23,
+        REPLY,
+        {
+            "expected_nl": 2_000_000,
+            "discrepancy_nl": -50_000,
+            "flagged": 0,
+            "refill_date_s": 2_000_000,
+        },
+    ),
+    ("truth request", "TRUTH", 24, 0, {}),
+    (
+        "truth reply",
+        "TRUTH",
+        24,
+        REPLY,
+        {
+            "pumped_nl": 1_000_000,
+            "tip_nl": 1_000_000,
+            "reservoir_nl": 19_000_000,
+            "steps": 40_000,
+            "powered": 1,
+            "journal_bytes": 276_811,
+        },
+    ),
+    (
+        "bolus event",
+        "BOLUS_EVENT",
+        2,
+        EVENT,
+        {"device_time_ms": 3_600_000, "bolus_id": 7, "kind": 4, "action": 2, "volume_nl": 50_000},
+    ),
+    ("boot event", "BOOT", 1, EVENT, {"device_time_ms": 0, "reset_cause": 0, "boot_count": 1}),
+    ("nack bad payload", "PING", 11, NACK, {"code": schema.BAD_PAYLOAD, "detail": 4}),
+]
+
+
+def _bad(name: str, wire: bytes, error: str, seq: int | None) -> dict:
+    return {"name": name, "hex": wire.hex(), "error": error, "seq": seq}
+
+
+def bad_vectors() -> list[dict]:
+    """Frames the receiver must reject, with the error it must report."""
+    good = codec.encode("STATUS", 0x0102, {})
+    body = bytearray(cobs.decode(good[1:-1]))
+    flipped = bytearray(body)
+    flipped[-1] ^= 0x01
+    truncated = body[:-2]
+    unknown = codec.encode_raw(0x7F, 0x0103, 0, b"")
+    old_version = bytearray(cobs.decode(codec.encode("PING", 0x0104, {"token": 1})[1:-1]))
+    old_version[0] = 0
+    import zlib
+
+    old_version[-4:] = (zlib.crc32(bytes(old_version[:-4])) & 0xFFFFFFFF).to_bytes(4, "little")
+    short_payload = codec.encode_raw(0x02, 0x0105, 0, b"\x01\x02")
+    return [
+        _bad("bad crc", b"\x00" + cobs.encode(bytes(flipped)) + b"\x00", "BAD_CRC", 0x0102),
+        _bad("truncated", b"\x00" + cobs.encode(bytes(truncated)) + b"\x00", "BAD_LENGTH", 0x0102),
+        _bad("garbage", b"\x00\x41\x42\x43\x00", "GARBAGE", None),
+        _bad("unknown id", unknown, "UNKNOWN_MESSAGE", 0x0103),
+        _bad(
+            "old version",
+            b"\x00" + cobs.encode(bytes(old_version)) + b"\x00",
+            "BAD_VERSION",
+            0x0104,
+        ),
+        _bad("short payload", short_payload, "BAD_PAYLOAD", 0x0105),
+    ]
+
+
+def good_vectors() -> list[dict]:
+    vectors = []
+    for name, message, seq, flags, fields in GOOD:
+        wire = codec.encode(message, seq, fields, flags)
+        vectors.append(
+            {
+                "name": name,
+                "hex": wire.hex(),
+                "message": message,
+                "msg_id": codec.MESSAGE_TYPES[message].msg_id,
+                "seq": seq,
+                "flags": flags,
+                "fields": fields,
+            }
+        )
+    return vectors
+
+
+TABLE_HEADER = """\
+# GENERATED from protocol/schema.py by `make vectors` (protocol/generate.py).
+# Do not edit: change the schema and regenerate; a test fails when stale.
+#
+# The firmware's compact view of the schema: protocol constants, message ids
+# and the struct format of every payload. The full schema (names, units,
+# descriptions) stays on the host, where its heap costs nothing.
+"""
+
+
+def _struct_name(name: str) -> str:
+    return name.upper()
+
+
+def table_text() -> str:
+    """The text of protocol/table.py for the current schema."""
+    lines = [TABLE_HEADER]
+    constants = [
+        ("PROTOCOL_VERSION", schema.PROTOCOL_VERSION),
+        ("FINGERPRINT", f"0x{schema.FINGERPRINT:08X}"),
+        ("HEADER_FORMAT", json.dumps(schema.HEADER_FORMAT)),
+        ("HEADER_SIZE", schema.HEADER_SIZE),
+        ("CRC_SIZE", schema.CRC_SIZE),
+        ("MAX_PAYLOAD", schema.MAX_PAYLOAD),
+        ("MAX_BODY", schema.MAX_BODY),
+        ("MAX_ENCODED", schema.MAX_ENCODED),
+        ("MAX_WIRE", schema.MAX_WIRE),
+        ("MAX_ADVANCE_MS", schema.MAX_ADVANCE_MS),
+        ("FLAG_REPLY", schema.FLAG_REPLY),
+        ("FLAG_ERROR", schema.FLAG_ERROR),
+        ("FLAG_EVENT", schema.FLAG_EVENT),
+        ("LINK_ERROR_LIMIT", schema.LINK_ERROR_LIMIT),
+    ]
+    lines += [f"{name} = {value}" for name, value in constants]
+    lines.append("\n# error codes (NACK)")
+    lines += [f"{name} = {code}" for code, name in schema.ERRORS]
+    lines.append("\n# message ids; <NAME>_REQUEST / _REPLY / _EVENT: struct formats")
+    pump: list[str] = []
+    rig: list[str] = []
+    for msg_id, name, port, request, reply in schema.MESSAGES:
+        lines.append(f"{name} = 0x{msg_id:02X}")
+        if reply is None:
+            lines.append(f"{name}_EVENT = {json.dumps(schema.struct_format(request))}")
+            continue
+        lines.append(f"{name}_REQUEST = {json.dumps(schema.struct_format(request))}")
+        lines.append(f"{name}_REPLY = {json.dumps(schema.struct_format(reply))}")
+        size = struct.calcsize(schema.struct_format(request))
+        if port in (schema.PORT_PUMP, schema.PORT_BOTH):
+            pump.append(f"    {name}: {size},")
+        if port in (schema.PORT_RIG, schema.PORT_BOTH):
+            rig.append(f"    {name}: {size},")
+    lines.append("NACK_REPLY = " + json.dumps(schema.struct_format(schema.NACK_FIELDS)))
+    lines.append("\n# requests each port takes: message id -> request payload size")
+    lines.append("PUMP_REQUESTS = {")
+    lines += pump
+    lines.append("}")
+    lines.append("RIG_REQUESTS = {")
+    lines += rig
+    lines.append("}")
+    lines.append("ALL_IDS = (")
+    lines += [f"    0x{m[0]:02X}," for m in schema.MESSAGES]
+    lines.append(")")
+    lines.append("\n# the program's fields in order: (name, number of struct values)")
+    lines.append("PROGRAM_FIELDS = (")
+    for name, fmt, _unit in schema.PROGRAM_FIELDS:
+        count = int(fmt[:-1]) if len(fmt) > 1 and not fmt.endswith("s") else 1
+        lines.append(f"    ({json.dumps(name)}, {count}),")
+    lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+TABLE_PATH = Path(__file__).with_name("table.py")
+
+
+def main() -> None:
+    TABLE_PATH.write_text(table_text())
+    print(f"wrote {TABLE_PATH} (schema fingerprint 0x{schema.FINGERPRINT:08X})")
+    path = Path(__file__).with_name("vectors.json")
+    doc: dict[str, Any] = {
+        "schema_fingerprint": schema.FINGERPRINT,
+        "good": good_vectors(),
+        "bad": bad_vectors(),
+    }
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {path} ({len(doc['good'])} good, {len(doc['bad'])} bad)")
+
+
+if __name__ == "__main__":
+    main()
