@@ -193,10 +193,12 @@ class SimBoard:
 
     def wait_for_power(self, drain):
         # Powered off: only the rig lives. Bytes on the pump port go nowhere.
-        while not self.powered and not self.orphaned:
+        while True:
             self.service()
             while self.pump_port.readinto(drain):
                 pass
+            if self.powered or self.orphaned:
+                return
             self.idle(60_000)
 
     # --- idle -----------------------------------------------------------------

@@ -6,8 +6,7 @@
 # A stroke, start to end:
 #   stroke task due -> journal "before" -> drive.start_stroke
 #   STROKE_MS later -> drive.finish_stroke (encoder count) -> journal "after"
-#   -> reservoir, governor, therapy totals -> pending program activated here
-#   (a stroke boundary) -> next stroke scheduled.
+#   -> reservoir, governor, therapy totals -> next stroke scheduled.
 # The governor counts what the encoder says moved, never what was asked.
 
 from protocol import table as t
@@ -76,14 +75,13 @@ class PumpApp:
         self.pending = None
         self.pending_soft_mask = 0
         self._pending_since = 0
-        self.confirm_token = None  # a CONFIRM waiting for the stroke to end
         self._last_snapshot_s = 0
         self._boot()
 
     # --- boot and recovery -----
     def _boot(self):
         now_s = self.clock.seconds()
-        found = self.persist.recover()
+        found = self.persist.recover(self._apply_program_limits)
         if found is None:
             # Unreadable state: deliver nothing until a clinician reprograms.
             self.therapy.program = programmod.stopped_program()
@@ -95,7 +93,6 @@ class PumpApp:
             return
         self.persist.boot_count += 1
         self.alarms.active = self.persist.alarms_mask
-        self._apply_program_limits(self.therapy.program)
         self.governor.advance(now_s)
         unexpected = 1 if found.had_state else 0
         self.log(logcodes.BOOT, self.reset_cause, unexpected)
@@ -195,8 +192,6 @@ class PumpApp:
         if moved != STROKE_STEPS:
             self.log(logcodes.STROKE_MISMATCH, moved, STROKE_STEPS)
             self.alarms.raise_alarm(alarmsmod.STROKE_MISMATCH, lasting=False)
-        if self.confirm_token is not None:
-            commands.finish_confirm(self)  # the stroke boundary a program waits for
         self._schedule_stroke(now)
 
     def _account(self, kind, volume, now_s):
@@ -297,7 +292,7 @@ class PumpApp:
         self._arm_flex(now, now_s)
 
     def activate(self, program, soft_mask):
-        # Called between strokes only (commands.finish_confirm).
+        # A stroke in flight is not touched; the schedule changes after it.
         therapy = self.therapy
         therapy.program = program
         self._apply_program_limits(program)
@@ -347,6 +342,8 @@ class PumpApp:
         # After REFILL: the reservoir alarms follow the new volume, the new
         # state is made durable at once, and delivery resumes if it may.
         self._check_reservoir_alarms()
+        # the refill is the clinician's answer to an empty reservoir
+        self.alarms.clear(alarmsmod.EMPTY_RESERVOIR)
         self.persist.snapshot()
         self.replan()
 

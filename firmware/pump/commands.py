@@ -4,7 +4,8 @@
 #
 # Programming is atomic (DESIGN section 4): PROGRAM only stores a pending
 # program and answers with its CRC; GET_PROGRAM reads it back; CONFIRM with
-# that CRC makes it active at the next stroke boundary. A session that is
+# that CRC makes it active: the stroke in flight, if any, ends unchanged and
+# the next one follows the new program. A session that is
 # abandoned (no CONFIRM, CANCEL_PROGRAM, timeout, reset) leaves the old
 # program running.
 
@@ -100,10 +101,12 @@ def handlers(app):
         if crc != app.pending.crc:
             link.nack(t.CRC_MISMATCH, 0)
             return DONE
-        app.confirm_token = link.defer()
-        if not app.drive.in_stroke:
-            finish_confirm(app)
-        return linkmod.DEFERRED
+        # A stroke already moving finishes unchanged (strokes are bounded and
+        # never altered in flight), so the switch lands between two strokes.
+        pending = app.pending
+        app.activate(pending, app.pending_soft_mask)
+        link.ack(t.CONFIRM_REPLY, (pending.crc,))
+        return DONE
 
     def cancel_program(link, _payload):
         if app.pending is not None:
@@ -188,8 +191,6 @@ def handlers(app):
         app.log(logcodes.REFILL, added, discrepancy)
         if flagged:
             app.alarms.raise_alarm(alarmsmod.REFILL_DISCREPANCY, lasting=False)
-        # the refill is the clinician's answer to an empty reservoir
-        app.alarms.clear(alarmsmod.EMPTY_RESERVOIR)
         app.refilled()
         link.ack(t.REFILL_REPLY, (expected, discrepancy, 1 if flagged else 0, refill_date(app)))
         return DONE
@@ -251,15 +252,6 @@ def handlers(app):
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
     }
-
-
-def finish_confirm(app):
-    # Activates the pending program (between strokes) and answers CONFIRM.
-    token = app.confirm_token
-    app.confirm_token = None
-    pending = app.pending
-    app.activate(pending, app.pending_soft_mask)
-    app.link.ack_deferred(token, t.CONFIRM_REPLY, (pending.crc,))
 
 
 def check_program(candidate):

@@ -156,8 +156,16 @@ class Journal:
         self._load_events()
 
     # --- state: snapshots and deltas -------------------------------------------
-    def recover(self):
-        """Boot: -> (snapshot payload or None, [(kind, payload), ...] after it)."""
+    def recover(self, on_delta=None, on_snapshot=None):
+        """Boot: -> (snapshot payload or None, deltas after it).
+
+        With on_delta, each delta is handed to on_delta(kind, payload) as it
+        is read (payload is a memoryview valid during the call) and the
+        second value is their number: recovery then needs no memory for the
+        log, however long. Without it, the deltas come back as a list of
+        (kind, payload bytes) (tests, tools). on_snapshot(payload or None)
+        is called before the first delta.
+        """
         self._ready = False
         fs = self._fs
         best = -1
@@ -179,19 +187,28 @@ class Journal:
             if not self._sbuf[3] & _SNAP_NONE:
                 payload = bytes(memoryview(self._sbuf)[_SNAP_HDR_SIZE : _SNAP_HDR_SIZE + size])
         self._set_generation(best, best_seq + 1)
-        deltas: list = []
-        end, clean = self._read_chain(deltas)
-        self._deltas = len(deltas)
-        self._seq += self._deltas
+        if on_snapshot is not None:
+            on_snapshot(payload)
+        collected: list = []
+        streaming = on_delta is not None
+        if on_delta is None:
+
+            def on_delta(kind, data):
+                collected.append((kind, bytes(data)))
+
+        first_seq = self._seq
+        end, clean, count = self._read_chain(self._log, first_seq, on_delta)
+        self._deltas = count
+        self._seq += count
         self._log_bytes = end
         if not clean:
-            if deltas:
-                self._repair(payload, deltas)
+            if count:
+                self._repair(payload, self._log, first_seq)
             else:
                 fs.remove(self._log)
                 self._log_bytes = 0
         self._ready = True
-        return payload, deltas
+        return payload, (count if streaming else collected)
 
     def _read_slot(self, slot):
         # Reads a slot into _sbuf; -> its seq, -1 if missing, -2 if invalid.
@@ -209,35 +226,36 @@ class Journal:
             return -2
         return seq
 
-    def _read_chain(self, out):
-        # Appends (kind, payload) of the chain _seq, _seq+1, ... at the start of
-        # the current log to out; stops at the first damaged or out-of-sequence
+    def _read_chain(self, log, seq, on_delta):
+        # Hands (kind, payload) of the chain seq, seq+1, ... at the start of
+        # the log to on_delta; stops at the first damaged or out-of-sequence
         # record. -> (offset past the last good record, True if that is the
-        # end of the file). Reads chunk by chunk: a record that straddles the
-        # end of a chunk is read again at the start of the next one.
+        # end of the file, records read). Reads chunk by chunk: a record that
+        # straddles the end of a chunk is read again at the start of the next.
         buf = self._chunk
         view = memoryview(buf)
-        seq = self._seq
         pos = 0  # file offset of the first record in buf
+        count = 0
         while True:
-            n = self._fs.read_into(self._log, pos, buf)
+            n = self._fs.read_into(log, pos, buf)
             if n <= 0:
-                return pos, True
+                return pos, True, count
             p = 0
             while p + DELTA_OVERHEAD <= n:
                 size, kind, rec_seq = struct.unpack_from(_DELTA_HDR, buf, p)
                 end = p + _DELTA_HDR_SIZE + size
                 if size > MAX_DELTA or rec_seq != seq:
-                    return pos + p, False
+                    return pos + p, False, count
                 if end + _CRC_SIZE > n:
                     break  # continues past the chunk (or the file ends in it)
                 if binascii.crc32(view[p:end]) != struct.unpack_from(_CRC, buf, end)[0]:
-                    return pos + p, False
-                out.append((kind, bytes(view[p + _DELTA_HDR_SIZE : end])))
+                    return pos + p, False, count
+                on_delta(kind, view[p + _DELTA_HDR_SIZE : end])
                 seq += 1
+                count += 1
                 p = end + _CRC_SIZE
             if p == 0:
-                return pos, False  # bytes left that are no whole record: torn
+                return pos, False, count  # bytes left that are no whole record: torn
             pos += p
 
     def snapshot(self, payload):
@@ -290,16 +308,16 @@ class Journal:
         self._write_slot(slot, seq, payload)
         self._set_generation(slot, seq + 1)
 
-    def _repair(self, payload, deltas):
+    def _repair(self, payload, old_log, first_seq):
         # The current log has bytes after its good chain. Copies the chain to
         # a new generation in the other slot (see the header): its log first,
         # under seqs after the new snapshot's, then the slot as commit point.
+        # The chain is read again from the old log, record by record.
         slot = 1 - self._cur
         seq = self._seq  # higher than every seq of the good chain
         self._fs.remove(LOG_FILES[slot])
         self._set_generation(slot, seq + 1)
-        for kind, data in deltas:
-            self._put_delta(kind, data)
+        self._read_chain(old_log, first_seq, self._put_delta)
         self._write_slot(slot, seq, payload)
 
     def _write_slot(self, slot, seq, payload):

@@ -66,6 +66,15 @@ class Persist:
         self.boot_count = 0
         self.next_bolus_id = 1
         self._delta = bytearray(32)
+        # preallocated views of _delta, one per record size (no allocation
+        # before and after each stroke)
+        self._views = [memoryview(self._delta)[:size] for size in range(12)]
+        # recovery state
+        self._found = Recovered()
+        self._open_kind = -1
+        self._open_time = 0
+        self._snapshot_ok = True
+        self._program_restored = _nothing
 
     # --- deltas (hot path: before and after every stroke) ------------------
     def stroke_begin(self, kind, now_s):
@@ -98,7 +107,7 @@ class Persist:
         self._append(D_ALARMS, 4)
 
     def _append(self, kind, size):
-        self.journal.append(kind, memoryview(self._delta)[:size])
+        self.journal.append(kind, self._views[size])
 
     # --- snapshot -----
     def snapshot(self):
@@ -169,50 +178,70 @@ class Persist:
         return True
 
     # --- recovery -----
-    def recover(self):
+    def recover(self, program_restored):
         # Returns a Recovered, or None when the stored state is unreadable
         # (the app then raises the MEMORY alarm and delivers nothing).
-        snapshot, deltas = self.journal.recover()
-        found = Recovered()
-        found.had_state = snapshot is not None or len(deltas) > 0
-        if snapshot is not None and not self._restore(snapshot):
+        # program_restored(program) runs between the snapshot and the replay
+        # of the deltas, so that the governor replays under its real limits.
+        # The deltas stream through _replay one by one: a long log costs no
+        # memory.
+        self._found = Recovered()
+        self._open_kind = -1
+        self._open_time = 0
+        self._program_restored = program_restored
+        self._snapshot_ok = True
+        snapshot, count = self.journal.recover(self._replay, self._on_snapshot)
+        if not self._snapshot_ok:
             return None
+        found = self._found
+        found.had_state = snapshot is not None or count > 0
         t = self.therapy
-        open_kind = -1
-        open_time = 0
-        for kind, payload in deltas:
-            if kind == D_STROKE_BEGIN:
-                open_kind, open_time = struct.unpack(_STROKE_BEGIN, payload)
-            elif kind == D_STROKE_END:
-                stroke_kind, _moved, volume, now_s = struct.unpack(_STROKE_END, payload)
-                self._apply(stroke_kind, volume, now_s)
-                open_kind = -1
-            elif kind == D_BOLUS_START:
-                bolus_id, bolus_kind, target = struct.unpack(_BOLUS_START, payload)
-                t.bolus_kind = bolus_kind
-                t.bolus_id = bolus_id
-                t.bolus_target_nl = target
-                t.bolus_delivered_nl = 0
-                self.next_bolus_id = (bolus_id + 1) & 0xFFFF or 1
-            elif kind == D_BOLUS_END:
-                t.bolus_kind = 0
-            elif kind == D_PATIENT_BOLUS:
-                t.record_patient_bolus(struct.unpack(_TIME, payload)[0])
-            elif kind == D_RUNNING:
-                t.running = bool(struct.unpack(_FLAG, payload)[0])
-            elif kind == D_ALARMS:
-                self.alarms_mask = struct.unpack(_MASK, payload)[0]
-        if open_kind >= 0:
+        if self._open_kind >= 0:
             # The power went during a stroke: count it as a full stroke.
             found.open_stroke = True
-            self._apply(open_kind, self.drive.nominal_stroke_nl(), open_time)
+            self._apply(self._open_kind, self.drive.nominal_stroke_nl(), self._open_time)
         if t.bolus_kind:
             found.interrupted_bolus_id = t.bolus_id
             found.interrupted_bolus_nl = t.bolus_delivered_nl
             t.cancel_bolus()
         return found
 
+    def _on_snapshot(self, snapshot):
+        if snapshot is not None and not self._restore(snapshot):
+            self._snapshot_ok = False
+        self._program_restored(self.therapy.program)
+
+    def _replay(self, kind, payload):
+        t = self.therapy
+        if not self._snapshot_ok:
+            return
+        if kind == D_STROKE_BEGIN:
+            self._open_kind, self._open_time = struct.unpack(_STROKE_BEGIN, payload)
+        elif kind == D_STROKE_END:
+            stroke_kind, _moved, volume, now_s = struct.unpack(_STROKE_END, payload)
+            self._apply(stroke_kind, volume, now_s)
+            self._open_kind = -1
+        elif kind == D_BOLUS_START:
+            bolus_id, bolus_kind, target = struct.unpack(_BOLUS_START, payload)
+            t.bolus_kind = bolus_kind
+            t.bolus_id = bolus_id
+            t.bolus_target_nl = target
+            t.bolus_delivered_nl = 0
+            self.next_bolus_id = (bolus_id + 1) & 0xFFFF or 1
+        elif kind == D_BOLUS_END:
+            t.bolus_kind = 0
+        elif kind == D_PATIENT_BOLUS:
+            t.record_patient_bolus(struct.unpack(_TIME, payload)[0])
+        elif kind == D_RUNNING:
+            t.running = bool(struct.unpack(_FLAG, payload)[0])
+        elif kind == D_ALARMS:
+            self.alarms_mask = struct.unpack(_MASK, payload)[0]
+
     def _apply(self, kind, volume_nl, now_s):
         self.therapy.stroke_done(kind, volume_nl)
         self.reservoir.consume(volume_nl)
         self.governor.record(now_s, volume_nl)
+
+
+def _nothing(_program):
+    pass

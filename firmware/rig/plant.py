@@ -18,7 +18,8 @@ DEFAULT_CATHETER_CM = 60
 # Pump-side dead volume between the head and the catheter connector
 # (assumed; the bridge bolus pushes it together with the catheter volume).
 PUMP_DEAD_NL = 20_000
-DEFAULT_RESERVOIR_NL = 20_000_000  # a 20 mL SynchroMed II, filled
+# A new pump arrives empty; the rig's FILL (the clinician's syringe) fills it.
+DEFAULT_RESERVOIR_NL = 0
 
 FAULT_NONE = 0
 FAULT_RUNAWAY = 1  # the motor moves extra steps the firmware did not ask for

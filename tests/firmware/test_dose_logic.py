@@ -9,33 +9,18 @@ run under ``micropython.heap_lock()`` there.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import tokenize
-from pathlib import Path
 
 import pytest
 
-from bench.paths import FIRMWARE_DIR, ROOT
-from bench.sim import micropython_command
+from bench.paths import FIRMWARE_DIR
+from tests.firmware import upy
 
-UPY = Path(__file__).with_name("upy")
-HEAP = "64k"
+HEAP = "64k"  # the pure modules and their checks fit the old budget
 
 
 def run_upy(script: str) -> dict:
-    env = dict(os.environ, MICROPYPATH=f"{FIRMWARE_DIR}:{ROOT}")
-    result = subprocess.run(
-        [micropython_command(), "-X", f"heapsize={HEAP}", str(UPY / script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return upy.run(script, heap=HEAP)
 
 
 def test_drug_library_and_program_limits() -> None:

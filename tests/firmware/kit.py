@@ -1,0 +1,118 @@
+"""Helpers for therapy tests on a virtual board: programs, refills, time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.client import PumpClient, RigClient
+from protocol import codec
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+STROKE_NL = 200  # nominal stroke of the firmware's drive (8 steps x 25 nL)
+
+MORPHINE = 1
+ZICONOTIDE = 3
+BACLOFEN = 4
+
+STOPPED, CONTINUOUS, FLEX, MINIMUM_RATE = 0, 1, 2, 3
+CLINICIAN, PRIMING, BRIDGE, PATIENT = 1, 2, 3, 4
+
+ALARM_BITS = {
+    "LOW_RESERVOIR": 1,
+    "EMPTY_RESERVOIR": 2,
+    "DOSE_LIMIT": 3,
+    "STROKE_MISMATCH": 4,
+    "REFILL_DISCREPANCY": 5,
+    "MEMORY": 6,
+    "UNEXPECTED_RESET": 7,
+}
+
+
+def program(**fields: Any) -> dict[str, Any]:
+    """PROGRAM fields: morphine 10 mg/mL, continuous 1 mL/day, unless overridden."""
+    base: dict[str, Any] = {
+        "drug_id": MORPHINE,
+        "conc_ug_ml": 10_000,
+        "mode": CONTINUOUS,
+        "basal_nl_day": 1_000_000,
+        "flex_count": 0,
+        "flex_start_min": [0] * 24,
+        "flex_rate_nl_day": [0] * 24,
+        "flex_days": [0] * 24,
+        "pb_dose_nl": 0,
+        "pb_lockout_s": 0,
+        "pb_max_per_day": 0,
+        "low_reservoir_nl": 2_000_000,
+        "override_soft": 0,
+    }
+    base.update(fields)
+    return base
+
+
+def flex(steps: list[tuple[int, int, int]], basal_nl_day: int, **fields: Any) -> dict[str, Any]:
+    """A flex program from (start minute, rate nL/day, days mask) steps."""
+    starts = [s for s, _r, _d in steps] + [0] * (24 - len(steps))
+    rates = [r for _s, r, _d in steps] + [0] * (24 - len(steps))
+    days = [d for _s, _r, d in steps] + [0] * (24 - len(steps))
+    return program(
+        mode=FLEX,
+        basal_nl_day=basal_nl_day,
+        flex_count=len(steps),
+        flex_start_min=starts,
+        flex_rate_nl_day=rates,
+        flex_days=days,
+        **fields,
+    )
+
+
+def refill(pump: PumpClient, rig: RigClient, volume_nl: int) -> dict[str, Any]:
+    """Fills the real reservoir and tells the pump (withdrawn = what was left)."""
+    withdrawn = rig.request("FILL", {"reservoir_nl": volume_nl})["withdrawn_nl"]
+    return pump.request("REFILL", {"withdrawn_nl": withdrawn, "added_nl": volume_nl})
+
+
+def activate(pump: PumpClient, fields: dict[str, Any]) -> int:
+    """PROGRAM then CONFIRM; returns the active program's CRC."""
+    crc = pump.request("PROGRAM", fields)["crc"]
+    assert pump.request("CONFIRM", {"crc": crc})["crc"] == crc
+    return int(crc)
+
+
+def start_therapy(
+    pump: PumpClient, rig: RigClient, fields: dict[str, Any], reservoir_nl: int = 20_000_000
+) -> int:
+    refill(pump, rig, reservoir_nl)
+    return activate(pump, fields)
+
+
+def truth(rig: RigClient) -> dict[str, Any]:
+    return rig.request("TRUTH")
+
+
+def alarm_active(status: dict[str, Any], name: str) -> bool:
+    return bool(status["alarms"] & (1 << (ALARM_BITS[name] - 1)))
+
+
+def log_entries(pump: PumpClient) -> list[tuple[int, int, int, int]]:
+    """Every event-log entry as (time_s, code, a, b)."""
+    entries: list[tuple[int, int, int, int]] = []
+    start = 0
+    while True:
+        page = pump.request("GET_LOG", {"start": start, "count": 12})
+        for i in range(page["count"]):
+            entries.append((page["time_s"][i], page["code"][i], page["a"][i], page["b"][i]))
+        start = page["first"] + page["count"]
+        if page["count"] == 0 or start >= page["total"]:
+            return entries
+
+
+def events(pump: PumpClient, name: str) -> list[codec.Frame]:
+    """Every queued event called ``name`` (others are dropped)."""
+    found = []
+    while not pump.transport.events.empty():
+        frame = pump.transport.events.get_nowait()
+        if frame.name == name:
+            found.append(frame)
+    return found

@@ -1,0 +1,183 @@
+"""The guards around therapy on the virtual board: the dose governor, the
+patient-bolus lockout and daily maximum, and power cuts and resets."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from bench.client import PumpClient, RigClient
+from bench.errors import PumpRefused
+from protocol import schema
+from tests.firmware.kit import (
+    DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
+    STROKE_NL,
+    alarm_active,
+    log_entries,
+    program,
+    start_therapy,
+    truth,
+)
+
+LOG = {name: code for code, name in schema.LOG_CODES}
+RUNAWAY = 1
+POWER_OFF, POWER_ON, CUT_AFTER_BYTES, CUT_IN_MS = 0, 1, 2, 3
+
+# morphine 25 mg/mL; hard limits: 25 mg/day, 3.6 mg in any hour (144 uL)
+MORPHINE_25 = {"conc_ug_ml": 25_000}
+PB = {"pb_dose_nl": 40_000, "pb_lockout_s": 3_600, "pb_max_per_day": 3}
+
+
+def test_governor_stops_a_pump_that_delivers_more_than_asked(
+    pump: PumpClient, rig: RigClient
+) -> None:
+    # 0.5 mL/day is 12.5 mg/day; a runaway motor turning 10x the commanded
+    # steps would give 125 mg/day. The scheduler asks for the right rate;
+    # the governor counts what the encoder says moved.
+    start_therapy(pump, rig, program(basal_nl_day=500_000, **MORPHINE_25))
+    rig.request("INJECT_FAULT", {"fault": RUNAWAY, "param": 9})
+    rig.advance(2 * HOUR_MS)
+    status = pump.status()
+    assert status["state_name"] == "ALARM" and alarm_active(status, "DOSE_LIMIT")
+    delivered = truth(rig)["pumped_nl"]
+    hourly_limit_nl = 3_600_000 * 1_000 // 25_000  # 3.6 mg at 25 mg/mL
+    assert delivered <= hourly_limit_nl + 10 * STROKE_NL  # one runaway stroke over, at most
+    stops = [(a, b) for _t, code, a, b in log_entries(pump) if code == LOG["GOVERNOR_STOP"]]
+    assert stops and stops[0][0] == 1  # the hourly window tripped
+    rig.advance(DAY_MS)
+    assert truth(rig)["pumped_nl"] == delivered  # stopped stays stopped
+
+
+def test_dose_limit_alarm_can_be_cleared_once_the_window_has_room(
+    pump: PumpClient, rig: RigClient
+) -> None:
+    start_therapy(pump, rig, program(basal_nl_day=500_000, **MORPHINE_25))
+    rig.request("INJECT_FAULT", {"fault": RUNAWAY, "param": 9})
+    rig.advance(2 * HOUR_MS)
+    rig.request("CLEAR_FAULT", {"fault": RUNAWAY})
+    rig.advance(2 * HOUR_MS)  # the hourly window empties
+    assert pump.request("CLEAR_ALARM", {"alarm": 3})["alarms"] & 0b100 == 0
+    before = truth(rig)["pumped_nl"]
+    rig.advance(HOUR_MS)
+    assert pump.status()["state_name"] == "RUNNING"
+    assert truth(rig)["pumped_nl"] > before
+
+
+def test_patient_bolus_lockout_and_daily_maximum(pump: PumpClient, rig: RigClient) -> None:
+    start_therapy(pump, rig, program(basal_nl_day=200_000, **PB))
+    first = pump.request("PATIENT_BOLUS")
+    assert first["volume_nl"] == 40_000
+    elapsed = rig.advance(10 * MINUTE_MS)
+    with pytest.raises(PumpRefused) as refused:
+        pump.request("PATIENT_BOLUS")
+    assert refused.value.code == schema.LOCKOUT
+    assert refused.value.detail == 3_600 - 600  # seconds of lockout left
+    for _ in range(2):
+        elapsed = rig.advance(HOUR_MS)
+        pump.request("PATIENT_BOLUS")
+    elapsed = rig.advance(HOUR_MS)
+    with pytest.raises(PumpRefused) as refused:
+        pump.request("PATIENT_BOLUS")
+    assert refused.value.code == schema.DAILY_MAX and refused.value.detail == 3
+    assert pump.status()["pb_last_day"] == 3
+    # 24 h after the first one, one more is allowed
+    rig.advance(DAY_MS - elapsed + MINUTE_MS)
+    pump.request("PATIENT_BOLUS")
+    elapsed = rig.advance(HOUR_MS)  # device time since the therapy started
+    basal = 200_000 * elapsed // DAY_MS
+    assert abs(truth(rig)["pumped_nl"] - (4 * 40_000 + basal)) <= 2 * STROKE_NL
+    refusals = [a for _t, code, a, _b in log_entries(pump) if code == LOG["PB_REFUSED"]]
+    assert refusals == [schema.LOCKOUT, schema.DAILY_MAX]
+
+
+def test_patient_bolus_refused_while_stopped(pump: PumpClient, rig: RigClient) -> None:
+    start_therapy(pump, rig, program(basal_nl_day=200_000, **PB))
+    pump.request("STOP")
+    with pytest.raises(PumpRefused) as refused:
+        pump.request("PATIENT_BOLUS")
+    assert refused.value.code == schema.NOT_DELIVERING
+
+
+def test_therapy_survives_a_rig_reset(pump: PumpClient, rig: RigClient) -> None:
+    crc = start_therapy(pump, rig, program(basal_nl_day=1_000_000))
+    rig.advance(HOUR_MS)
+    rig.reset()
+    rig.advance(DAY_MS - HOUR_MS)
+    status = pump.status()
+    assert status["program_crc"] == crc and status["state_name"] == "RUNNING"
+    assert alarm_active(status, "UNEXPECTED_RESET")
+    assert abs(status["delivered_nl"] - truth(rig)["pumped_nl"]) <= STROKE_NL
+    boots = [(a, b) for _t, code, a, b in log_entries(pump) if code == LOG["BOOT"]]
+    assert boots[-1] == (1, 1)  # cause RIG_RESET, unexpected
+
+
+def power_cycle(pump: PumpClient, rig: RigClient, action: int, arg: int) -> None:
+    """Arms a cut, runs device time into it, restores power, waits for BOOT."""
+    rig.request("POWER", {"action": action, "arg": arg})
+    rig.advance(HOUR_MS)
+    assert rig.request("TRUTH")["powered"] == 0, "the armed cut never happened"
+    rig.advance(MINUTE_MS)  # off for a while
+    pump.clear_events()
+    rig.request("POWER", {"action": POWER_ON, "arg": 0})
+    pump.wait_event("BOOT", 5.0)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_power_cuts_during_strokes_and_journal_writes(
+    pump: PumpClient, rig: RigClient, seed: int
+) -> None:
+    # At random instants (strokes every 0.7 s at 24 mL/day; journal writes
+    # before and after each), and after random numbers of journal bytes.
+    chance = random.Random(seed)
+    start_therapy(pump, rig, program(drug_id=0, conc_ug_ml=0, basal_nl_day=24_000_000))
+    for _ in range(4):
+        if chance.random() < 0.5:
+            power_cycle(pump, rig, CUT_IN_MS, chance.randrange(1, 5_000))
+        else:
+            power_cycle(pump, rig, CUT_AFTER_BYTES, chance.randrange(1, 3_000))
+        rig.advance(chance.randrange(1, 60_000))
+        status = pump.status()
+        real = truth(rig)
+        assert status["state_name"] == "RUNNING"
+        # accounting loses at most one stroke, and never under-counts
+        assert 0 <= status["delivered_nl"] - real["pumped_nl"] <= STROKE_NL
+    boots = [b for _t, code, _a, b in log_entries(pump) if code == LOG["BOOT"]]
+    assert boots.count(1) == 4  # every cut is logged as an unexpected reset
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6, 7])
+def test_power_cut_during_a_bolus_never_delivers_it_twice(
+    pump: PumpClient, rig: RigClient, seed: int
+) -> None:
+    chance = random.Random(seed)
+    start_therapy(pump, rig, program(basal_nl_day=200_000, **PB))
+    rig.advance(MINUTE_MS)
+    before = truth(rig)["pumped_nl"]
+    pump.request("PATIENT_BOLUS")  # 40 uL = 200 strokes, one every 250 ms
+    power_cycle(pump, rig, CUT_IN_MS, chance.randrange(1, 50_000))
+    rig.advance(HOUR_MS)
+    real = truth(rig)["pumped_nl"] - before
+    basal_bound = 200_000 * 3 * HOUR_MS // DAY_MS + STROKE_NL
+    assert real <= 40_000 + basal_bound  # the bolus was not resumed or repeated
+    entries = log_entries(pump)
+    interrupted = [(a, b) for _t, code, a, b in entries if code == LOG["BOLUS_INTERRUPTED"]]
+    assert len(interrupted) == 1
+    status = pump.status()
+    assert status["bolus_kind"] == 0
+    assert 0 <= status["delivered_nl"] - truth(rig)["pumped_nl"] <= STROKE_NL
+    # the daily maximum still counts the interrupted bolus
+    assert status["pb_last_day"] == 1
+
+
+def test_power_off_stops_everything_until_power_returns(pump: PumpClient, rig: RigClient) -> None:
+    crc = start_therapy(pump, rig, program(basal_nl_day=1_000_000))
+    rig.request("POWER", {"action": POWER_OFF, "arg": 0})
+    before = truth(rig)["pumped_nl"]
+    rig.advance(DAY_MS)
+    assert truth(rig)["pumped_nl"] == before
+    rig.request("POWER", {"action": POWER_ON, "arg": 0})
+    pump.wait_event("BOOT", 5.0)
+    assert pump.status()["program_crc"] == crc
