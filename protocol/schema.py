@@ -335,6 +335,12 @@ MESSAGES = (
     (0x47, "CLEAR_FAULT", PORT_RIG, (
         ("fault", "B", ""),
     ), ()),
+    (0x49, "HEAP", PORT_RIG, (), (
+        ("total", "I", "B"),  # the heap the firmware was given
+        ("alloc", "I", "B"),  # live now (after a collection)
+        ("peak_alloc", "I", "B"),  # highest live heap seen at a sample
+        ("samples", "I", "count"),
+    )),
     (0x48, "FILL", PORT_RIG, (
         ("reservoir_nl", "I", "nL"),  # empty the real reservoir, then fill it to this
     ), (

@@ -6,7 +6,7 @@
 # descriptions) stays on the host, where its heap costs nothing.
 
 PROTOCOL_VERSION = 1
-FINGERPRINT = 0xBB255C7B
+FINGERPRINT = 0x24B8356A
 HEADER_FORMAT = "<BBHBB"
 HEADER_SIZE = 6
 CRC_SIZE = 4
@@ -122,6 +122,9 @@ INJECT_FAULT_REPLY = "<"
 CLEAR_FAULT = 0x47
 CLEAR_FAULT_REQUEST = "<B"
 CLEAR_FAULT_REPLY = "<"
+HEAP = 0x49
+HEAP_REQUEST = "<"
+HEAP_REPLY = "<IIII"
 FILL = 0x48
 FILL_REQUEST = "<I"
 FILL_REPLY = "<I"
@@ -166,6 +169,7 @@ RIG_REQUESTS = {
     PLANT: 16,
     INJECT_FAULT: 5,
     CLEAR_FAULT: 1,
+    HEAP: 0,
     FILL: 4,
 }
 ALL_IDS = (
@@ -194,6 +198,7 @@ ALL_IDS = (
     0x45,
     0x46,
     0x47,
+    0x49,
     0x48,
     0x80,
     0x81,

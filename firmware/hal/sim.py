@@ -9,6 +9,7 @@
 #
 # Only this file and hal/rp2 know what hardware they run on.
 
+import gc
 import select
 import sys
 import time
@@ -24,6 +25,8 @@ LOCKSTEP = 0
 FREE_RUNNING = 1
 
 _POLL_ERRORS = select.POLLHUP | select.POLLERR
+# Loop passes between two heap samples (a pass is one wake-up of the loop).
+HEAP_SAMPLE_PASSES = 200
 
 
 class VirtualClock:
@@ -151,6 +154,9 @@ class SimBoard:
         self._poll.register(self.rig_port.stream, select.POLLIN)
         self._reset_cause = -1
         self.orphaned = False
+        self._passes = 0
+        self.heap_peak = 0
+        self.heap_samples = 0
         self.rig = None  # the virtual rig, attached by main
         # Non-volatile counters that survive a reset of the firmware (not a
         # power cut: the journal of the therapy issue takes that over).
@@ -167,13 +173,27 @@ class SimBoard:
 
     def service(self):
         # Work the board does on each loop pass besides the application:
-        # on the virtual board, the rig port, the end of ADVANCE grants and
-        # a power cut armed for this instant.
+        # on the virtual board, the rig port, the end of ADVANCE grants, a
+        # power cut armed for this instant, and a heap sample now and then.
         if self.rig is not None:
             self.rig.service()
+        self._passes += 1
+        if self._passes >= HEAP_SAMPLE_PASSES:
+            self.sample_heap()
         if self._cut_at_ms >= 0 and self.clock.time_ms() >= self._cut_at_ms:
             self._cut_at_ms = -1
             raise PowerCut()
+
+    def sample_heap(self):
+        # The high-water mark of the live heap for `make bench`: collected
+        # first, so garbage not yet collected does not count. Sampled every
+        # HEAP_SAMPLE_PASSES loop passes (a collection walks the whole heap).
+        self._passes = 0
+        self.heap_samples += 1
+        gc.collect()
+        alloc = gc.mem_alloc()
+        if alloc > self.heap_peak:
+            self.heap_peak = alloc
 
     # --- power (driven by the rig) ------------------------------------------------
     def power_off(self):

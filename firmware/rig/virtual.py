@@ -3,6 +3,7 @@
 # It speaks the rig message set on its own port. A physical rig fixture
 # implements the same messages (protocol/SPEC.md) on its own board.
 
+import gc
 import struct
 
 from pump import link as linkmod
@@ -48,6 +49,7 @@ class VirtualRig:
             t.INJECT_FAULT: self._on_inject,
             t.CLEAR_FAULT: self._on_clear_fault,
             t.FILL: self._on_fill,
+            t.HEAP: self._on_heap,
         }
         self.link = linkmod.Link(board.rig_port, t.RIG_REQUESTS, handlers)
 
@@ -152,4 +154,11 @@ class VirtualRig:
         withdrawn = plant.reservoir_nl
         plant.reservoir_nl = struct.unpack_from("<I", payload, 0)[0]
         link.ack(_FILL_FMT, (withdrawn,))
+        return linkmod.DONE
+
+    def _on_heap(self, link, _payload):
+        board = self.board
+        board.sample_heap()
+        alloc = gc.mem_alloc()
+        link.ack(t.HEAP_REPLY, (alloc + gc.mem_free(), alloc, board.heap_peak, board.heap_samples))
         return linkmod.DONE
