@@ -126,9 +126,9 @@ ALARMS = (
 # --- event-log codes (GET_LOG), a and b are the event's arguments ---------
 LOG_CODES = (
     (1, "BOOT"),  # a = reset cause, b = 1 if unexpected
-    (2, "PROGRAM_PENDING"),  # a = crc
+    (2, "PROGRAM_PENDING"),  # a = crc, b = soft-limit override mask
     (3, "PROGRAM_ACTIVE"),  # a = crc, b = soft-limit override mask
-    (4, "PROGRAM_ABANDONED"),  # a = crc of the pending program dropped
+    (4, "PROGRAM_ABANDONED"),  # a = crc dropped; b = 0 timed out, 1 cancelled, 2 replaced
     (5, "START"),
     (6, "STOP"),
     (7, "BOLUS_START"),  # a = bolus id | kind << 16, b = target nL

@@ -59,6 +59,13 @@ def bit(alarm_id):
     return 1 << (alarm_id - 1)
 
 
+def known(alarm_id):
+    for row in TABLE:
+        if row[0] == alarm_id:
+            return True
+    return False
+
+
 class Alarms:
     """Active alarms as a bit mask (bit id-1), plus their conditions."""
 

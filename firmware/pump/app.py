@@ -76,6 +76,9 @@ class PumpApp:
         self.pending_soft_mask = 0
         self._pending_since = 0
         self._last_snapshot_s = 0
+        # While booting, alarm changes are logged but not yet announced: the
+        # BOOT event comes first, then one ALARM event per active alarm.
+        self._booting = True
         self._boot()
 
     # --- boot and recovery -----
@@ -125,6 +128,10 @@ class PumpApp:
         self.link.event(
             _BOOT_ID, _BOOT_FMT, (self._boot_time_ms, self.reset_cause, self.persist.boot_count)
         )
+        self._booting = False
+        for alarm_id, _priority, _latching, _stops in alarmsmod.TABLE:
+            if self.alarms.active & alarmsmod.bit(alarm_id):
+                self._announce_alarm(alarm_id, 1)
         while True:
             scheduler.run_due(clock.ticks_ms())
             self.link.service()
@@ -197,8 +204,9 @@ class PumpApp:
     def _account(self, kind, volume, now_s):
         therapy = self.therapy
         bolus_id = therapy.bolus_id
+        bolus_kind = therapy.bolus_kind
         if therapy.stroke_done(kind, volume) and kind == KIND_BOLUS:
-            self.bolus_finished(bolus_id, therapy.bolus_delivered_nl, BOLUS_FINISHED)
+            self.bolus_finished(bolus_id, bolus_kind, therapy.bolus_delivered_nl)
         self.reservoir.consume(volume)
         self._check_reservoir_alarms()
         if not self.governor.record(now_s, volume):
@@ -262,10 +270,10 @@ class PumpApp:
         self._bolus_event(therapy.bolus_id, kind, BOLUS_CANCELLED, delivered)
         return delivered
 
-    def bolus_finished(self, bolus_id, delivered, action):
+    def bolus_finished(self, bolus_id, kind, delivered):
         self.persist.bolus_end(bolus_id, delivered)
         self.log(logcodes.BOLUS_DONE, bolus_id, delivered)
-        self._bolus_event(bolus_id, 0, action, delivered)
+        self._bolus_event(bolus_id, kind, BOLUS_FINISHED, delivered)
 
     def _bolus_event(self, bolus_id, kind, action, volume):
         self.link.event(
@@ -296,7 +304,8 @@ class PumpApp:
         therapy = self.therapy
         therapy.program = program
         self._apply_program_limits(program)
-        therapy.running = program.mode != programmod.MODE_STOPPED
+        # a STOPPED program stops delivery (and any bolus) like STOP does
+        self.set_running(program.mode != programmod.MODE_STOPPED)
         self.pending = None
         self.log(logcodes.PROGRAM_ACTIVE, program.crc, soft_mask)
         if soft_mask:
@@ -348,6 +357,8 @@ class PumpApp:
         self.replan()
 
     def set_pending(self, program, soft_mask):
+        if self.pending is not None:
+            self.log(logcodes.PROGRAM_ABANDONED, self.pending.crc, 2)  # replaced
         self.pending = program
         self.pending_soft_mask = soft_mask
         self._pending_since = self.clock.ticks_ms()
@@ -355,8 +366,12 @@ class PumpApp:
 
     # --- alarms -----
     def _on_alarm_change(self, alarm_id, raised):
+        if not self._booting:
+            self._announce_alarm(alarm_id, raised)
+        self.log(logcodes.ALARM_RAISED if raised else logcodes.ALARM_CLEARED, alarm_id, 0)
+        self.persist.alarms(self.alarms.active)
+
+    def _announce_alarm(self, alarm_id, raised):
         self.link.event(
             _ALARM_ID, _ALARM_FMT, (self.clock.time_ms(), alarm_id, raised, self.alarms.active)
         )
-        self.log(logcodes.ALARM_RAISED if raised else logcodes.ALARM_CLEARED, alarm_id, 0)
-        self.persist.alarms(self.alarms.active)

@@ -22,6 +22,8 @@ from pump.version import FIRMWARE_VERSION
 DONE = linkmod.DONE
 
 
+WEEK_S = 7 * 86_400
+NEVER = 0xFFFFFFFF  # a refill date or time that never comes
 LOG_PAGE = 12  # entries per GET_LOG reply (the schema's array size)
 
 # limits.check_* results -> NACK codes
@@ -215,6 +217,9 @@ def handlers(app):
 
     def clear_alarm(link, payload):
         alarm = payload[0]
+        if not alarmsmod.known(alarm):
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
         if not app.alarms.clear(alarm):
             link.nack(t.ALARM_ACTIVE, alarm)
             return DONE
@@ -226,6 +231,9 @@ def handlers(app):
 
     def set_clock(link, payload):
         offset = struct.unpack_from("<I", payload, 0)[0]
+        if offset >= WEEK_S:  # local time repeats weekly: a week covers every offset
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
         app.therapy.clock_offset_s = offset
         app.log(logcodes.CLOCK_SET, offset, 0)
         app.persist.snapshot()
@@ -325,6 +333,8 @@ def bolus_refusal(app, volume, duration_s, override):
 
 def refill_date(app):
     prog = app.therapy.program
+    if prog.mode == programmod.MODE_STOPPED:
+        return NEVER
     return app.reservoir.refill_date_s(
         app.clock.seconds(),
         prog.max_rate_nl_day(),

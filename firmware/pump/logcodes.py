@@ -4,7 +4,7 @@
 BOOT = 1  # a = reset cause, b = 1 if the reset was unexpected
 PROGRAM_PENDING = 2  # a = crc, b = soft-limit override mask
 PROGRAM_ACTIVE = 3  # a = crc, b = soft-limit override mask
-PROGRAM_ABANDONED = 4  # a = crc of the pending program dropped, b = 1 if cancelled
+PROGRAM_ABANDONED = 4  # a = crc dropped; b = 0 timed out, 1 cancelled, 2 replaced
 START = 5
 STOP = 6
 BOLUS_START = 7  # a = bolus id | kind << 16, b = target nL

@@ -25,6 +25,9 @@ MINUTES_PER_DAY = 1440
 # the rate of the minimum-rate mode that keeps the catheter open.
 MIN_RATE_NL_DAY = 48_000
 MAX_RATE_NL_DAY = 24_000_000
+# The largest reservoir (SynchroMed II 40 mL); a low-reservoir threshold must
+# be below it.
+RESERVOIR_CAPACITY_NL = 40_000_000
 
 FORMAT = t.PROGRAM_REQUEST
 SIZE = struct.calcsize(FORMAT)
@@ -122,6 +125,8 @@ class Program:
             return _field_index("pb_max_per_day")
         if self.pb_max_per_day > 48:
             return _field_index("pb_max_per_day")
+        if self.low_reservoir_nl >= RESERVOIR_CAPACITY_NL:
+            return _field_index("low_reservoir_nl")
         return -1
 
     def rate_at(self, minute_of_day, weekday):

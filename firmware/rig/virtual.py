@@ -89,6 +89,9 @@ class VirtualRig:
         return linkmod.DEFERRED
 
     def _on_reset(self, link, _payload):
+        if not self.board.powered:
+            link.nack(t.POWERED_OFF, 0)  # nothing runs to be reset
+            return linkmod.DONE
         link.ack(None, ())
         self.board.request_reset(RESET_CAUSE_RIG)
         return linkmod.DONE
@@ -138,7 +141,7 @@ class VirtualRig:
     def _on_inject(self, link, payload):
         fault, param = struct.unpack_from(_FAULT_REQUEST, payload, 0)
         if fault != FAULT_RUNAWAY or param < 0:
-            link.nack(t.BAD_VALUE, 0)
+            link.nack(t.BAD_VALUE, 0 if fault != FAULT_RUNAWAY else 1)
             return linkmod.DONE
         self.board.plant.inject(fault, param)
         link.ack(None, ())

@@ -247,3 +247,85 @@ def test_refill_reconciliation_flags_a_discrepancy(pump: PumpClient, rig: RigCli
     assert alarm_active(pump.status(), "REFILL_DISCREPANCY")
     refills = [(a, b) for _t, code, a, b in log_entries(pump) if code == LOG["REFILL"]]
     assert refills[-2:] == [(20_000_000, -100_000), (20_000_000, -3_000_000)]
+
+
+@pytest.mark.parametrize(
+    ("request_name", "fields", "code"),
+    [
+        ("CLEAR_ALARM", {"alarm": 0}, schema.BAD_VALUE),
+        ("CLEAR_ALARM", {"alarm": 200}, schema.BAD_VALUE),
+        ("SET_CLOCK", {"local_offset_s": 7 * 86_400}, schema.BAD_VALUE),
+        ("PROGRAM", program(low_reservoir_nl=40_000_000), schema.BAD_PROGRAM),
+        ("CONFIRM", {"crc": 1}, schema.NO_PENDING),
+        ("PATIENT_BOLUS", {}, schema.NOT_DELIVERING),
+        ("GET_PROGRAM", {"which": 1}, schema.NO_PENDING),
+    ],
+    ids=[
+        "clear alarm 0",
+        "clear unknown alarm",
+        "clock offset past a week",
+        "low-reservoir threshold over capacity",
+        "confirm with nothing pending",
+        "patient bolus without a program",
+        "read back a pending program that is not there",
+    ],
+)
+def test_bad_commands_are_refused_and_change_nothing(
+    pump: PumpClient, request_name: str, fields: dict, code: int
+) -> None:
+    before = pump.status()
+    with pytest.raises(PumpRefused) as refused:
+        pump.request(request_name, fields)
+    assert refused.value.code == code
+    after = pump.status()
+    for key in ("state", "mode", "program_crc", "pending", "alarms", "reservoir_nl"):
+        assert after[key] == before[key], key
+    assert pump.ping(7) == 7  # and the pump is still serving
+
+
+def test_a_stopped_program_cancels_a_running_bolus(pump: PumpClient, rig: RigClient) -> None:
+    start_therapy(pump, rig, program(basal_nl_day=500_000))
+    pump.request(
+        "BOLUS",
+        {
+            "kind": CLINICIAN,
+            "volume_nl": 40_000,
+            "dose_ng": 0,
+            "duration_s": 3_600,
+            "catheter_mm": 0,
+            "nl_per_cm": 0,
+            "override_soft": 0,
+        },
+    )
+    rig.advance(10 * MINUTE_MS)
+    activate(pump, program(mode=STOPPED, basal_nl_day=0))
+    status = pump.status()
+    assert status["bolus_kind"] == 0 and status["state_name"] == "IDLE"
+    pumped = truth(rig)["pumped_nl"]
+    rig.advance(HOUR_MS)
+    assert truth(rig)["pumped_nl"] == pumped
+    codes = [code for _t, code, _a, _b in log_entries(pump)]
+    assert LOG["BOLUS_CANCELLED"] in codes and LOG["STOP"] in codes
+
+
+def test_bolus_events_report_start_and_finish(pump: PumpClient, rig: RigClient) -> None:
+    start_therapy(pump, rig, program(basal_nl_day=500_000))
+    pump.clear_events()
+    bolus_id = pump.request(
+        "BOLUS",
+        {
+            "kind": CLINICIAN,
+            "volume_nl": 2_000,
+            "dose_ng": 0,
+            "duration_s": 0,
+            "catheter_mm": 0,
+            "nl_per_cm": 0,
+            "override_soft": 0,
+        },
+    )["bolus_id"]
+    started = pump.wait_event("BOLUS_EVENT", 2.0)
+    rig.advance(MINUTE_MS)
+    finished = pump.wait_event("BOLUS_EVENT", 2.0)
+    assert (started.fields["bolus_id"], started.fields["action"]) == (bolus_id, 1)
+    assert started.fields["kind"] == finished.fields["kind"] == CLINICIAN
+    assert finished.fields["action"] == 2 and finished.fields["volume_nl"] == 2_000

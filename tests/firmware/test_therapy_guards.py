@@ -181,3 +181,20 @@ def test_power_off_stops_everything_until_power_returns(pump: PumpClient, rig: R
     rig.request("POWER", {"action": POWER_ON, "arg": 0})
     pump.wait_event("BOOT", 5.0)
     assert pump.status()["program_crc"] == crc
+
+
+def test_boot_is_announced_before_the_alarms_it_raises(pump: PumpClient, rig: RigClient) -> None:
+    start_therapy(pump, rig, program())
+    pump.clear_events()
+    rig.reset()
+    boot = pump.wait_event("BOOT", 5.0)
+    alarm = pump.wait_event("ALARM", 2.0)
+    assert boot.seq < alarm.seq
+    assert alarm.fields["alarm"] == 7 and alarm.fields["raised"] == 1  # UNEXPECTED_RESET
+
+
+def test_reset_while_powered_off_is_refused(rig: RigClient) -> None:
+    rig.request("POWER", {"action": POWER_OFF, "arg": 0})
+    with pytest.raises(PumpRefused) as refused:
+        rig.request("RESET")
+    assert refused.value.code == schema.POWERED_OFF
