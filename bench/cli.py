@@ -19,11 +19,21 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
-from bench.client import PumpClient
+from bench import programfile as pf
+from bench.client import (
+    BOLUS_KINDS,
+    NEVER_U32,
+    PROGRAM_FIELD_NAMES,
+    PumpClient,
+    alarm_id,
+    program_crc,
+    soft_limit_names,
+)
 from bench.errors import BenchError, PumpRefused
 from bench.report import (
     fingerprint_hex,
@@ -35,6 +45,7 @@ from bench.report import (
 from bench.runner import PortTarget, SimTarget, Target, run_all
 from bench.scenario import MAX_SEED, ScenarioError, load_scenarios
 from bench.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard
+from protocol import codec, schema
 
 PROG = "pumpbench"
 SIM = "sim"
@@ -49,6 +60,10 @@ EXIT_INTERRUPTED = 130
 def _error(message: str) -> None:
     for line in message.splitlines() or [""]:
         print(f"{PROG}: error: {line}", file=sys.stderr, flush=True)
+
+
+class PumpFailed(Exception):
+    """The pump answered, but not what it must (a program read back differently): FAIL."""
 
 
 # --- argument types -------------------------------------------------------------
@@ -77,6 +92,93 @@ def _speed(text: str) -> int:
             f"{text!r} is not a speed: 0 (lockstep) or an integer factor of wall time"
         )
     return int(text)
+
+
+T = TypeVar("T")
+
+
+def _typed(parse: Callable[[str], T], what: str) -> Callable[[str], T]:
+    """An argparse type from a bench.programfile parser: one grammar for files and flags."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = what  # argparse names the type in its messages
+    return convert
+
+
+U16_MAX = 0xFFFF  # BOLUS catheter_mm and nl_per_cm
+
+
+def _catheter_mm(text: str) -> int:
+    """Centimetres ("60", "62.5") as the whole millimetres the BOLUS field holds."""
+    if not re.fullmatch(r"\d+(\.\d+)?", text):
+        raise ValueError(f"{text!r} is not a length in cm, e.g. 60 or 62.5")
+    tenths = Fraction(text) * 10
+    if tenths.denominator != 1:
+        raise ValueError(f"{text!r} cm is not a whole number of mm")
+    if tenths.numerator > U16_MAX:
+        raise ValueError(f"{text!r} cm is too long: at most {U16_MAX} mm")
+    return tenths.numerator
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def _nl_per_cm(text: str) -> int:
+    value = _count(text)
+    if value > U16_MAX:
+        raise argparse.ArgumentTypeError(f"{value} nL/cm is too large: at most {U16_MAX}")
+    return value
+
+
+_volume = _typed(pf.parse_volume_nl, "volume")
+_dose = _typed(pf.parse_dose_ng, "dose")
+_duration = _typed(pf.parse_duration_s, "duration")
+_alarm = _typed(alarm_id, "alarm")
+_length = _typed(_catheter_mm, "length")
+
+
+# --- device time and quantities for a person ------------------------------------
+
+
+def _dhm(seconds: int) -> str:
+    """Device seconds as ``37d 09:36``: far-off dates read at a glance."""
+    days, rest = divmod(seconds, 86_400)
+    return f"{days}d {rest // 3600:02d}:{rest % 3600 // 60:02d}"
+
+
+def _dhms(seconds: int) -> str:
+    days, rest = divmod(seconds, 86_400)
+    return f"{days}d {rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
+def _date(seconds: int) -> str:
+    return "never" if seconds == NEVER_U32 else f"{_dhm(seconds)} (device time)"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _ask(question: str) -> bool:
+    """A yes/no question on the terminal; anything but y/yes, or no terminal, is no."""
+    try:
+        answer = input(question)
+    except (EOFError, OSError):
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
 
 
 # --- boards -----------------------------------------------------------------------
@@ -109,7 +211,7 @@ def _pump_url(args: argparse.Namespace) -> Iterator[str]:
         try:
             yield board.pump_port
         except BenchError:
-            if not board.alive:
+            if board.has_exited():
                 raise BenchError(_died(board)[0]) from None
             raise
 
@@ -125,10 +227,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with VirtualBoard(options) as board:
-            print(f"pump port: {board.pump_port}", flush=True)
-            print(f"rig port: {board.rig_port}", flush=True)
             assert board.process is not None
+            # The ports are printed inside the try: whoever read them may send
+            # the signal at once, even before the last print returns.
             try:
+                print(f"pump port: {board.pump_port}", flush=True)
+                print(f"rig port: {board.rig_port}", flush=True)
                 board.process.wait()
             except _Stop:
                 return EXIT_OK
@@ -145,12 +249,41 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with _pump_url(args) as url, PumpClient(url) as pump:
         status = pump.status()
+        conc = pump.get_program()["conc_ug_ml"]
     print(f"port:        {url}")
     print(f"device time: {status['device_time_ms']} ms ({format_ms(status['device_time_ms'])})")
     print(f"uptime:      {status['uptime_ms']} ms ({format_ms(status['uptime_ms'])})")
     print(f"state:       {status['state_name']}")
     print(f"boot count:  {status['boot_count']}")
+    for label, value in _therapy_lines(status, conc):
+        print(f"{label + ':':<13}{value}")
     return EXIT_OK
+
+
+def _therapy_lines(status: dict[str, Any], conc: int) -> list[tuple[str, str]]:
+    """Therapy, reservoir, alarms, program and governor windows, as (label, value)."""
+    if status["bolus_kind"]:
+        left = pf.volume_text(status["bolus_remaining_nl"], conc)
+        bolus = f"{status['bolus_kind_name']}, {left} to go"
+    else:
+        bolus = "none"
+    empty_s = status["time_to_empty_s"]
+    empty = "never at the current rate" if empty_s < 0 else f"in {_dhm(empty_s)}"
+    pending = "pending: a program waits for CONFIRM" if status["pending"] else "no program pending"
+    return [
+        ("mode", status["mode_name"]),
+        ("rate", pf.rate_text(status["rate_nl_day"], conc)),
+        ("bolus", bolus),
+        ("reservoir", f"{pf.format_volume(status['reservoir_nl'])} left"),
+        ("empty", empty),
+        ("refill by", _date(status["refill_date_s"])),
+        ("alarms", ", ".join(status["alarm_names"]) or "none"),
+        ("program", f"CRC 0x{status['program_crc']:08x}, {pending}"),
+        ("delivered", f"{pf.volume_text(status['delivered_nl'], conc)} in all"),
+        ("pt boluses", f"{status['pb_last_day']} in the last 24 h"),
+        ("1 h window", pf.volume_text(status["window_1h_nl"], conc)),
+        ("24 h window", pf.volume_text(status["window_24h_nl"], conc)),
+    ]
 
 
 def cmd_hello(args: argparse.Namespace) -> int:
@@ -183,6 +316,217 @@ def cmd_ping(args: argparse.Namespace) -> int:
         f"pump link: {stats['frames_ok']} frames ok, {stats['bad_crc']} bad CRC, "
         f"{stats['garbage']} garbage, {stats['duplicates']} duplicates"
     )
+    return EXIT_OK
+
+
+# --- therapy commands ---------------------------------------------------------------
+
+_ROW_ORDER = (
+    "crc",
+    "drug",
+    "concentration",
+    "mode",
+    "rate",
+    "background rate",
+    *(f"flex step {i + 1}" for i in range(pf.FLEX_STEPS)),
+    "patient bolus",
+    "pb lockout",
+    "pb max per day",
+    "low reservoir",
+    "override soft",
+)
+
+
+def _comparison(active: dict[str, Any], new: dict[str, Any], new_crc: int) -> list[str]:
+    """Active and new program side by side; ``*`` marks the rows that change."""
+    left = dict(pf.summary_rows(active), crc=f"0x{active['crc']:08x}")
+    right = dict(pf.summary_rows(new), crc=f"0x{new_crc:08x}")
+    labels = sorted(set(left) | set(right), key=_ROW_ORDER.index)
+    rows = []
+    for label in labels:
+        old, value = left.get(label, "-"), right.get(label, "-")
+        rows.append(("*" if old != value else "", label, old, value))
+    return _table(("", "field", "active", "new"), rows)
+
+
+def _verify_pending(pump: PumpClient, fields: dict[str, Any], reply: dict[str, Any]) -> None:
+    """The pending program must be exactly what was sent, under the CRC the bench computes."""
+    expected = program_crc(fields)
+    if reply["crc"] != expected:
+        raise PumpFailed(
+            f"{pump.url}: PROGRAM answered CRC 0x{reply['crc']:08x}; "
+            f"the program sent has CRC 0x{expected:08x}"
+        )
+    readback = pump.get_program(pending=True)
+    differ = [name for name in PROGRAM_FIELD_NAMES if readback[name] != fields[name]]
+    if readback["crc"] != expected or differ:
+        raise PumpFailed(
+            f"{pump.url}: the pending program reads back differently "
+            f"(CRC 0x{readback['crc']:08x}, fields {', '.join(differ) or 'none'})"
+        )
+
+
+def _worst_case_lines(reply: dict[str, Any], conc: int) -> list[str]:
+    overridden = soft_limit_names(reply["soft_override_mask"])
+    return [
+        f"soft limits overridden: {', '.join(overridden) or 'none'}",
+        f"worst case, any 24 h:   {pf.volume_text(reply['max_daily_nl'], conc)}",
+        f"worst case, any hour:   {pf.volume_text(reply['max_hourly_nl'], conc)}",
+        "(the pump's windows, 24 h 15 min and 61 min, basal and every allowed bolus)",
+    ]
+
+
+def _cancel_quietly(pump: PumpClient) -> None:
+    """Best-effort CANCEL_PROGRAM on the way out of an error, which must not be masked.
+
+    If even this fails, the pump drops the pending program itself after its
+    timeout; the old program runs on either way.
+    """
+    try:
+        pump.cancel_program()
+    except (BenchError, PumpRefused):
+        pass
+
+
+def cmd_program(args: argparse.Namespace) -> int:
+    fields = pf.load_program(args.file)  # a bad file stops here, before any board
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        active = pump.get_program()
+        reply = pump.program(fields)  # pending only; a refusal names its limit
+        settled = False
+        try:
+            _verify_pending(pump, fields, reply)
+            print(f"program {args.file} on {url}: sent, read back, not yet active")
+            for line in _comparison(active, fields, reply["crc"]):
+                print(line)
+            for line in _worst_case_lines(reply, fields["conc_ug_ml"]):
+                print(line)
+            if not (args.yes or _ask("Confirm? [y/N] ")):
+                pump.cancel_program()
+                settled = True
+                print(f"cancelled: the active program (CRC 0x{active['crc']:08x}) keeps running")
+                return EXIT_OK
+            crc = pump.confirm(reply["crc"])
+            settled = True
+        finally:
+            if not settled:  # a failed check, Ctrl-C at the question: leave nothing pending
+                _cancel_quietly(pump)
+        status = pump.status()
+    alarms = ", ".join(status["alarm_names"])
+    print(f"confirmed: program CRC 0x{crc:08x} is active; state {status['state_name']}")
+    if alarms:
+        print(f"alarms: {alarms}")
+    return EXIT_OK
+
+
+def cmd_bolus(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        conc = pump.get_program()["conc_ug_ml"]
+        reply = pump.bolus(
+            args.kind,
+            volume_nl=args.volume or 0,
+            dose_ng=args.dose or 0,
+            duration_s=args.duration,
+            catheter_mm=args.catheter_cm or 0,
+            nl_per_cm=args.nl_per_cm or 0,
+            override_soft=args.override_soft,
+        )
+    over = f" over {pf.format_duration(args.duration)}" if args.duration else ""
+    print(
+        f"{url}: {args.kind} bolus {reply['bolus_id']} started: "
+        f"{pf.volume_text(reply['volume_nl'], conc)}{over}"
+    )
+    return EXIT_OK
+
+
+def cmd_patient_bolus(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        conc = pump.get_program()["conc_ug_ml"]
+        reply = pump.patient_bolus()
+    volume = pf.volume_text(reply["volume_nl"], conc)
+    print(f"{url}: patient bolus {reply['bolus_id']} started: {volume}")
+    return EXIT_OK
+
+
+def cmd_cancel_bolus(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        running = pump.status()["bolus_kind"]
+        delivered = pump.cancel_bolus()
+    if running:
+        print(f"{url}: bolus cancelled after {pf.format_volume(delivered)}")
+    else:
+        print(f"{url}: no bolus was running")
+    return EXIT_OK
+
+
+def cmd_refill(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        reply = pump.refill(args.withdrawn, args.added)
+    discrepancy = reply["discrepancy_nl"]
+    meaning = ""
+    if discrepancy < 0:
+        meaning = " (less left than expected: over-infusion or a leak)"
+    elif discrepancy > 0:
+        meaning = " (more left than expected: under-infusion, occlusion or a stall)"
+    flagged = "YES: beyond tolerance, REFILL_DISCREPANCY raised" if reply["flagged"] else "no"
+    print(f"port:        {url}")
+    print(
+        f"expected:    {pf.format_volume(reply['expected_nl'])} (what the pump believed was left)"
+    )
+    print(f"withdrawn:   {pf.format_volume(args.withdrawn)}")
+    print(f"discrepancy: {pf.format_volume(discrepancy)}{meaning}")
+    print(f"flagged:     {flagged}")
+    print(f"added:       {pf.format_volume(args.added)}")
+    print(f"refill by:   {_date(reply['refill_date_s'])}")
+    return EXIT_OK
+
+
+# Log codes whose a is a program CRC (sent in a signed field: shown as hex).
+_CRC_CODES = {"PROGRAM_PENDING", "PROGRAM_ACTIVE", "PROGRAM_ABANDONED"}
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        entries = pump.log(args.start, args.count)
+    rows = [
+        (
+            str(e["index"]),
+            _dhms(e["time_s"]),
+            e["name"],
+            f"0x{e['a'] & 0xFFFF_FFFF:08x}" if e["name"] in _CRC_CODES else str(e["a"]),
+            str(e["b"]),
+        )
+        for e in entries
+    ]
+    print(f"{url}: {len(entries)} log entries")
+    for line in _table(("index", "device time", "event", "a", "b"), rows):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        pump.start()
+        state = pump.status()["state_name"]
+    print(f"{url}: started; state {state}")
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        pump.stop()
+        state = pump.status()["state_name"]
+    print(f"{url}: stopped; state {state}")
+    return EXIT_OK
+
+
+def cmd_clear_alarm(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        pump.clear_alarm(args.alarm)
+        status = pump.status()
+    print(f"{url}: cleared {schema.alarm_name(args.alarm)}")
+    print(f"alarms:      {', '.join(status['alarm_names']) or 'none'}")
+    print(f"state:       {status['state_name']}")
     return EXIT_OK
 
 
@@ -243,15 +587,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_sim)
 
     for name, func, text in (
-        ("status", cmd_status, "device time, uptime, state, boot count"),
+        ("status", cmd_status, "state, therapy, reservoir, alarms, program, dose windows"),
         ("hello", cmd_hello, "firmware version, board, device id, schema"),
         ("ping", cmd_ping, "round trip on the pump port and link counters"),
+        ("patient-bolus", cmd_patient_bolus, "press the patient's bolus button"),
+        ("cancel-bolus", cmd_cancel_bolus, "stop the running bolus"),
+        ("start", cmd_start, "start delivering the active program"),
+        ("stop", cmd_stop, "stop delivery (and any bolus)"),
     ):
         sub = commands.add_parser(name, help=text)
         _add_board_choice(sub)
         if name == "ping":
             sub.add_argument("--count", type=int, default=1, metavar="N", help="pings to send")
         sub.set_defaults(func=func)
+    _add_therapy_commands(commands)
 
     run = commands.add_parser("run", help="run scenario files, write a report")
     run.add_argument("paths", nargs="+", metavar="PATH", help="scenario file or directory")
@@ -275,6 +624,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_therapy_commands(commands: Any) -> None:
+    program = commands.add_parser(
+        "program", help="send a program file, show it beside the active one, confirm"
+    )
+    program.add_argument("file", metavar="FILE", help="program file (TOML, bench/README.md)")
+    program.add_argument("--yes", action="store_true", help="confirm without asking")
+    _add_board_choice(program)
+    program.set_defaults(func=cmd_program)
+
+    bolus = commands.add_parser("bolus", help="clinician, priming or bridge bolus")
+    amount = bolus.add_mutually_exclusive_group()
+    amount.add_argument("--volume", type=_volume, metavar="VOL", help="e.g. 0.1mL, 50uL")
+    amount.add_argument(
+        "--dose", type=_dose, metavar="DOSE", help="e.g. 100ug: a volume at the concentration"
+    )
+    bolus.add_argument(
+        "--duration", type=_duration, default=0, metavar="TIME", help="e.g. 10min (default: fast)"
+    )
+    bolus.add_argument("--kind", choices=tuple(BOLUS_KINDS), default="clinician")
+    bolus.add_argument(
+        "--catheter-cm", type=_length, metavar="CM", help="priming/bridge: catheter length"
+    )
+    bolus.add_argument(
+        "--nl-per-cm", type=_nl_per_cm, metavar="NL", help="priming/bridge: catheter volume per cm"
+    )
+    bolus.add_argument(
+        "--override-soft", action="store_true", help="accept a bolus above the soft limit"
+    )
+    _add_board_choice(bolus)
+    bolus.set_defaults(func=cmd_bolus)
+
+    refill = commands.add_parser("refill", help="record a refill: reconciliation, refill date")
+    refill.add_argument("--withdrawn", type=_volume, required=True, metavar="VOL")
+    refill.add_argument("--added", type=_volume, required=True, metavar="VOL")
+    _add_board_choice(refill)
+    refill.set_defaults(func=cmd_refill)
+
+    log = commands.add_parser("log", help="the pump's event log")
+    log.add_argument("--start", type=_count, default=0, metavar="N", help="first index")
+    log.add_argument("--count", type=_count, metavar="N", help="entries (default: all)")
+    _add_board_choice(log)
+    log.set_defaults(func=cmd_log)
+
+    clear = commands.add_parser("clear-alarm", help="clear a latched alarm")
+    clear.add_argument("alarm", type=_alarm, metavar="NAME|ID", help="e.g. REFILL_DISCREPANCY")
+    _add_board_choice(clear)
+    clear.set_defaults(func=cmd_clear_alarm)
+
+
+def _check_bolus(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    catheter = args.catheter_cm is not None or args.nl_per_cm is not None
+    if args.kind == "clinician":
+        if args.volume is None and args.dose is None:
+            parser.error("a clinician bolus needs --volume or --dose")
+        if catheter:
+            parser.error("--catheter-cm and --nl-per-cm go with --kind priming or bridge")
+    else:
+        if args.volume is not None or args.dose is not None:
+            parser.error(f"a {args.kind} bolus fills the catheter: give no --volume or --dose")
+        if args.catheter_cm is None or args.nl_per_cm is None:
+            parser.error(f"a {args.kind} bolus needs --catheter-cm and --nl-per-cm")
+
+
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.command == "run" and args.target == SIM and args.rig:
         parser.error("--rig goes with a hardware --target; the virtual board brings its own rig")
@@ -284,6 +696,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         args.heap = DEFAULT_HEAP
     if args.command == "ping" and args.count < 1:
         parser.error("--count must be at least 1")
+    if args.command == "bolus":
+        _check_bolus(parser, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -301,9 +715,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         _error(str(exc))
         return EXIT_ERROR
-    except PumpRefused as exc:
+    except (PumpRefused, PumpFailed) as exc:
         _error(str(exc))
         return EXIT_FAIL
+    except codec.CodecError as exc:  # a value that does not fit its field: ours
+        _error(str(exc))
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -5,6 +5,10 @@ again *unchanged* (same sequence number), so the device answers it from its
 reply cache instead of executing it twice; link-level NACKs (BAD_CRC, ...)
 are retransmitted the same way. A NACK that refuses the request itself is
 raised as :class:`PumpRefused` and never retried.
+
+Units are the wire's, in integers: volumes nL, rates nL/day, concentrations
+ug/mL, doses ng, times s (ms where the field says so). Converting from and
+to human units is bench/programfile.py's job, not the clients'.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from __future__ import annotations
 import queue
 import random
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bench.errors import BenchError, PumpRefused
@@ -21,6 +26,121 @@ from protocol import codec, schema
 
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 3
+
+
+# The PROGRAM mode field and STATUS mode (schema PROGRAM_FIELDS comment).
+MODE_NAMES = ("STOPPED", "CONTINUOUS", "FLEX", "MINIMUM_RATE")
+# BOLUS kind (schema: 1 clinician, 2 priming, 3 bridge); STATUS bolus_kind
+# also reports 0 (none) and 4 (patient), as firmware/pump/therapy.py does.
+BOLUS_KINDS = {"clinician": 1, "priming": 2, "bridge": 3}
+BOLUS_KIND_NAMES = ("NONE", "CLINICIAN", "PRIMING", "BRIDGE", "PATIENT")
+# RESERVOIR NACK details (firmware/pump/reservoir.py refill codes).
+RESERVOIR_REASONS = {1: "added volume above the reservoir's capacity", 2: "bad volume"}
+
+# Rig POWER actions (schema POWER comment) and INJECT_FAULT faults.
+POWER_OFF = 0
+POWER_ON = 1
+POWER_CUT_AFTER_BYTES = 2
+POWER_CUT_IN_MS = 3
+FAULT_RUNAWAY = 1  # param: extra steps per commanded step
+
+# STATUS and REFILL report "never" as all ones in an unsigned field (-1 in a
+# signed one): a refill date when nothing is consumed, a time to empty at 0.
+NEVER_U32 = 0xFFFF_FFFF
+
+
+def _array_size(message: str, field: str) -> int:
+    """The entry count of an array field ("12I" -> 12), from the schema."""
+    reply = schema.message_by_name(message)[4]
+    return next(int(fmt[:-1]) for name, fmt, _unit in reply if name == field)
+
+
+LOG_PAGE = _array_size("GET_LOG", "code")  # entries per GET_LOG reply
+PROGRAM_FIELD_NAMES = tuple(name for name, _fmt, _unit in schema.PROGRAM_FIELDS)
+
+
+def limit_name(limit_id: int) -> str:
+    """The name of a drug-library limit id (HARD_LIMIT / SOFT_LIMIT detail)."""
+    return str(schema.limit_name(limit_id))
+
+
+def soft_limit_names(mask: int) -> list[str]:
+    """The soft limits in a PROGRAM reply's soft_override_mask (bit 1 << limit id)."""
+    return [limit_name(bit) for bit in range(16) if mask >> bit & 1]
+
+
+def alarm_names(mask: int) -> list[str]:
+    """The alarms set in a STATUS/CLEAR_ALARM mask: bit (id - 1) is alarm id."""
+    return [schema.alarm_name(bit + 1) for bit in range(32) if mask >> bit & 1]
+
+
+def alarm_id(alarm: int | str) -> int:
+    """An alarm by id or by schema name (case-insensitive); ValueError if unknown."""
+    if isinstance(alarm, int):
+        return alarm
+    for code, name in schema.ALARMS:
+        if name == alarm.upper():
+            return code
+    if alarm.isdigit() and int(alarm) <= 0xFF:  # the field is one byte
+        return int(alarm)
+    names = ", ".join(name for _code, name in schema.ALARMS)
+    raise ValueError(f"unknown alarm {alarm!r}; alarms are {names}")
+
+
+def mode_name(mode: int) -> str:
+    return MODE_NAMES[mode] if 0 <= mode < len(MODE_NAMES) else f"MODE_{mode}"
+
+
+def bolus_kind_name(kind: int) -> str:
+    return BOLUS_KIND_NAMES[kind] if 0 <= kind < len(BOLUS_KIND_NAMES) else f"KIND_{kind}"
+
+
+def program_crc(fields: Mapping[str, Any]) -> int:
+    """The CRC the pump must answer PROGRAM with: CRC-32 of the packed fields.
+
+    The pump's CRC covers exactly the PROGRAM payload, so the bench can check
+    the echo independently instead of trusting it.
+    """
+    payload = codec.MESSAGE_TYPES["PROGRAM"].request.build(dict(fields))
+    return zlib.crc32(payload) & 0xFFFF_FFFF
+
+
+def explain_refusal(code: int, detail: int) -> str:
+    """What a NACK's detail means for this code, or "" when it means nothing more."""
+    if code in (schema.HARD_LIMIT, schema.SOFT_LIMIT):
+        text = f"limit {limit_name(detail)} ({detail})"
+        if code == schema.SOFT_LIMIT:
+            text += "; needs the soft-limit override"
+        return text
+    if code == schema.BAD_PROGRAM:
+        field = PROGRAM_FIELD_NAMES[detail] if detail < len(PROGRAM_FIELD_NAMES) else detail
+        return f"field {field}"
+    if code == schema.ALARM_ACTIVE and detail:
+        return f"alarm {schema.alarm_name(detail)}"
+    if code == schema.LOCKOUT:  # the 16-bit detail saturates
+        return f"{detail} s of lockout left" + (" or more" if detail == 0xFFFF else "")
+    if code == schema.DAILY_MAX:
+        return f"{detail} patient boluses a day at most"
+    if code == schema.RESERVOIR:
+        return RESERVOIR_REASONS.get(detail, f"reason {detail}")
+    return ""
+
+
+class Refusal(PumpRefused):
+    """A :class:`PumpRefused` whose message says what the detail means.
+
+    A limit refusal reads "HARD_LIMIT: limit daily_hard (4)" instead of
+    "(detail 4)": a person at the bench should not need the firmware source to
+    know why the pump said no. ``limit`` is the limit name for HARD_LIMIT and
+    SOFT_LIMIT, else None. (bench/errors.py can take this in when it is free.)
+    """
+
+    def __init__(self, port: str, request: str, code: int, detail: int) -> None:
+        super().__init__(port, request, code, detail)
+        self.limit = limit_name(detail) if code in (schema.HARD_LIMIT, schema.SOFT_LIMIT) else None
+        meaning = explain_refusal(code, detail)
+        if meaning:
+            self.args = (f"{port}: {request} refused: {self.code_name}: {meaning}",)
 
 
 def text(value: str) -> str:
@@ -94,7 +214,7 @@ class Client:
                         f"{self.url}: reply to {name} (seq {seq}) came back as {frame.name}"
                     )
                 if frame.is_nack:
-                    raise PumpRefused(self.url, name, frame.fields["code"], frame.fields["detail"])
+                    raise Refusal(self.url, name, frame.fields["code"], frame.fields["detail"])
                 return frame.fields
         finally:
             self.transport.forget(seq)
@@ -176,13 +296,175 @@ class PumpClient(Client):
         return reply
 
     def status(self) -> dict[str, Any]:
+        """STATUS fields, plus names: state_name, mode_name, bolus_kind_name, alarm_names.
+
+        Units as on the wire: reservoir_nl, delivered_nl, window_*_nl in nL;
+        rate_nl_day (0 unless delivering); time_to_empty_s (-1: never) and
+        refill_date_s (device seconds; NEVER_U32: never).
+        """
         reply = self.request("STATUS")
         reply["state_name"] = schema.state_name(reply["state"])
+        reply["mode_name"] = mode_name(reply["mode"])
+        reply["bolus_kind_name"] = bolus_kind_name(reply["bolus_kind"])
+        reply["alarm_names"] = alarm_names(reply["alarms"])
         return reply
+
+    # --- programming: PROGRAM (pending), GET_PROGRAM, CONFIRM or CANCEL_PROGRAM ---
+
+    def program(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Sends a program; the pump only keeps it *pending* until :meth:`confirm`.
+
+        ``fields`` holds every PROGRAM field (bench/programfile.py makes them
+        from a file). The reply: ``crc`` (to confirm with), ``soft_override_mask``
+        (bit 1 << limit id per soft limit the override accepts), and the
+        worst cases the pump worked out, ``max_daily_nl`` (any 24 h 15 min)
+        and ``max_hourly_nl`` (any 61 min), basal and boluses together.
+        Raises :class:`Refusal` naming the limit when the drug library says no.
+        """
+        missing = [name for name in PROGRAM_FIELD_NAMES if name not in fields]
+        unknown = sorted(set(fields) - set(PROGRAM_FIELD_NAMES))
+        if missing or unknown:
+            raise ValueError(f"PROGRAM fields: missing {missing}, unknown {unknown}")
+        return self.request("PROGRAM", dict(fields))
+
+    def get_program(self, pending: bool = False) -> dict[str, Any]:
+        """The active program (or the pending one): ``crc`` plus every PROGRAM field.
+
+        Reading the pending program back is how the bench proves the pump
+        holds exactly what was sent before anyone confirms it. Without a
+        pending program the pump refuses with NO_PENDING.
+        """
+        return self.request("GET_PROGRAM", {"which": 1 if pending else 0})
+
+    def confirm(self, crc: int) -> int:
+        """Makes the pending program active if ``crc`` is its CRC; returns the CRC.
+
+        The pump switches at the next stroke boundary and answers then.
+        """
+        return self.request("CONFIRM", {"crc": crc})["crc"]
+
+    def cancel_program(self) -> None:
+        """Drops the pending program (if any); the active one keeps running."""
+        self.request("CANCEL_PROGRAM")
+
+    # --- delivery -----------------------------------------------------------------
+
+    def start(self) -> int:
+        """Starts delivering the active program; returns the new state code."""
+        return self.request("START")["state"]
+
+    def stop(self) -> int:
+        """Stops delivery (and cancels a running bolus); returns the new state code."""
+        return self.request("STOP")["state"]
+
+    def bolus(
+        self,
+        kind: int | str,
+        volume_nl: int = 0,
+        dose_ng: int = 0,
+        duration_s: int = 0,
+        catheter_mm: int = 0,
+        nl_per_cm: int = 0,
+        override_soft: bool = False,
+    ) -> dict[str, Any]:
+        """Starts a clinician, priming or bridge bolus; returns ``bolus_id`` and ``volume_nl``.
+
+        ``kind`` by number or name (BOLUS_KINDS). A clinician bolus is
+        ``volume_nl``, or ``dose_ng`` turned into a volume by the pump with the
+        active program's concentration; ``duration_s`` spreads it (0: as fast
+        as the pump goes). Priming and bridge boluses fill a catheter of
+        ``catheter_mm`` at ``nl_per_cm`` (bridge adds the pump's internal
+        volume). ``override_soft`` accepts a bolus above the soft limit.
+        """
+        kind_id = BOLUS_KINDS[kind.lower()] if isinstance(kind, str) else kind
+        return self.request(
+            "BOLUS",
+            {
+                "kind": kind_id,
+                "volume_nl": volume_nl,
+                "dose_ng": dose_ng,
+                "duration_s": duration_s,
+                "catheter_mm": catheter_mm,
+                "nl_per_cm": nl_per_cm,
+                "override_soft": 1 if override_soft else 0,
+            },
+        )
+
+    def patient_bolus(self) -> dict[str, Any]:
+        """The patient's button: ``bolus_id`` and ``volume_nl`` (the program's dose).
+
+        Refused with LOCKOUT (detail: seconds left) or DAILY_MAX (detail: the
+        maximum) as the program says.
+        """
+        return self.request("PATIENT_BOLUS")
+
+    def cancel_bolus(self) -> int:
+        """Stops the running bolus; returns the nL it delivered (0 if none ran)."""
+        return self.request("CANCEL_BOLUS")["delivered_nl"]
+
+    def refill(self, withdrawn_nl: int, added_nl: int) -> dict[str, Any]:
+        """Records a refill: ``withdrawn_nl`` taken out, ``added_nl`` put in.
+
+        Returns ``expected_nl`` (what the pump believed was left),
+        ``discrepancy_nl`` (withdrawn - expected; negative: less was left,
+        over-infusion or a leak), ``flagged`` (1 beyond tolerance, and the
+        REFILL_DISCREPANCY alarm is raised) and ``refill_date_s`` (device
+        seconds when the reservoir reaches its low level; NEVER_U32: never).
+        """
+        return self.request("REFILL", {"withdrawn_nl": withdrawn_nl, "added_nl": added_nl})
+
+    # --- log, alarms, clock ---------------------------------------------------------
+
+    def log(self, start: int = 0, count: int | None = None) -> list[dict[str, Any]]:
+        """Event-log entries from index ``start``, ``count`` of them (None: to the end).
+
+        Pages through GET_LOG (LOG_PAGE entries a reply). Each entry has
+        ``index``, ``time_s`` (device seconds), ``code``, ``name``
+        (schema LOG_CODES) and the arguments ``a`` and ``b`` as the schema
+        describes them (a CRC arrives as a signed 32-bit ``a``: mask it).
+        """
+        entries: list[dict[str, Any]] = []
+        index = start
+        while count is None or len(entries) < count:
+            want = LOG_PAGE if count is None else min(LOG_PAGE, count - len(entries))
+            page = self.request("GET_LOG", {"start": index, "count": want})
+            got = page["count"]
+            for i in range(got):
+                entries.append(
+                    {
+                        "index": page["index"][i],
+                        "time_s": page["time_s"][i],
+                        "code": page["code"][i],
+                        "name": schema.log_name(page["code"][i]),
+                        "a": page["a"][i],
+                        "b": page["b"][i],
+                    }
+                )
+            if got == 0:
+                break
+            index = page["index"][got - 1] + 1
+            if index >= page["total"]:
+                break
+        return entries
+
+    def clear_alarm(self, alarm: int | str) -> int:
+        """Clears a latched alarm (by id or name); returns the mask still active.
+
+        Refused with ALARM_ACTIVE while its condition lasts (an empty
+        reservoir clears only by a refill).
+        """
+        return self.request("CLEAR_ALARM", {"alarm": alarm_id(alarm)})["alarms"]
+
+    def set_clock(self, local_offset_s: int) -> None:
+        """Sets local time = device seconds + ``local_offset_s`` (flex steps follow it).
+
+        Device second 0 with offset 0 is Monday 00:00 local.
+        """
+        self.request("SET_CLOCK", {"local_offset_s": local_offset_s})
 
 
 class RigClient(Client):
-    """The rig port: device time, resets and (later) the plant and its faults."""
+    """The rig port: device time, resets, power, the plant and its faults."""
 
     port_kind = schema.PORT_RIG
 
@@ -207,3 +489,55 @@ class RigClient(Client):
 
     def reset(self) -> None:
         self.request("RESET")
+
+    def truth(self) -> dict[str, Any]:
+        """What really happened, from the plant: ``pumped_nl`` (out of the reservoir),
+        ``tip_nl`` (out of the catheter: the patient's dose), ``reservoir_nl``,
+        ``steps`` the head turned, ``powered`` and ``journal_bytes`` written.
+        """
+        return self.request("TRUTH")
+
+    def power(self, action: int, arg: int = 0) -> bool:
+        """POWER (POWER_OFF, POWER_ON, POWER_CUT_AFTER_BYTES, POWER_CUT_IN_MS); returns powered."""
+        return bool(self.request("POWER", {"action": action, "arg": arg})["powered"])
+
+    def power_off(self) -> bool:
+        return self.power(POWER_OFF)
+
+    def power_on(self) -> bool:
+        return self.power(POWER_ON)
+
+    def cut_after_bytes(self, journal_bytes: int) -> bool:
+        """Cuts power once the firmware has written that many more journal bytes."""
+        return self.power(POWER_CUT_AFTER_BYTES, journal_bytes)
+
+    def cut_in_ms(self, ms: int) -> bool:
+        """Cuts power after that much device time (ms)."""
+        return self.power(POWER_CUT_IN_MS, ms)
+
+    def plant(
+        self, calibration_ppm: int, catheter_nl: int, catheter_empty_nl: int, reservoir_nl: int
+    ) -> None:
+        """Sets the plant: pump-head calibration error (ppm), catheter volume and how
+        much of it is empty (nL), and the real reservoir volume (nL)."""
+        self.request(
+            "PLANT",
+            {
+                "calibration_ppm": calibration_ppm,
+                "catheter_nl": catheter_nl,
+                "catheter_empty_nl": catheter_empty_nl,
+                "reservoir_nl": reservoir_nl,
+            },
+        )
+
+    def inject_fault(self, fault: int, param: int) -> None:
+        """Injects a plant fault (FAULT_RUNAWAY: ``param`` extra steps per commanded step)."""
+        self.request("INJECT_FAULT", {"fault": fault, "param": param})
+
+    def clear_fault(self, fault: int) -> None:
+        self.request("CLEAR_FAULT", {"fault": fault})
+
+    def fill(self, reservoir_nl: int) -> int:
+        """Empties the real reservoir and fills it to ``reservoir_nl``; returns what was
+        really left (nL), the figure a clinician would withdraw at a refill."""
+        return self.request("FILL", {"reservoir_nl": reservoir_nl})["withdrawn_nl"]

@@ -376,7 +376,7 @@ def run_scenario(
             try:
                 _run_on(ports, scenario, record, target, seed)
             finally:
-                if ports.board is not None and not ports.board.alive:
+                if ports.board is not None and ports.board.has_exited():
                     _board_died(ports.board, record)
     except BenchError as exc:
         record.settle(Outcome.ERROR, str(exc))

@@ -134,6 +134,20 @@ class VirtualBoard:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def has_exited(self, grace_s: float = 1.0) -> bool:
+        """Whether the board process has exited, allowing for an exit in progress.
+
+        A dying process closes its ports before its parent can see it exit, so
+        a "port lost" can come first; asking `alive` at once would blame the link.
+        """
+        if self.process is None:
+            return False
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def stderr_text(self) -> str:
         """The firmware's console output once it exited (a traceback when it crashed)."""
         if self.process is None or self.process.stdout is None or self.alive:

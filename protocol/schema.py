@@ -112,6 +112,21 @@ STATES = (
     (4, "FAULT"),
 )
 
+# --- drug-library limits: the detail of a HARD_LIMIT or SOFT_LIMIT NACK ---
+# (firmware/pump/limits.py LIMIT_* carry the same ids; a test checks it)
+LIMITS = (
+    (0, "none"),
+    (1, "unknown_drug"),
+    (2, "concentration"),
+    (3, "rate"),
+    (4, "daily_hard"),
+    (5, "bolus_hard"),
+    (6, "hourly_hard"),
+    (7, "daily_soft"),
+    (8, "bolus_soft"),
+    (9, "patient_bolus"),
+)
+
 # --- alarms (the alarm manager's table lives in firmware/pump/alarms.py) ---
 ALARMS = (
     (1, "LOW_RESERVOIR"),
@@ -280,10 +295,11 @@ MESSAGES = (
         ("first", "I", ""),
         ("count", "B", ""),
         ("total", "I", ""),
+        ("index", "12I", ""),  # each entry's own index (a torn record is skipped)
         ("time_s", "12I", "s"),
         ("code", "12H", ""),
-        ("a", "12i", ""),
-        ("b", "12i", ""),
+        ("a", "12I", ""),  # crcs, ids, volumes: unsigned
+        ("b", "12i", ""),  # discrepancies: signed
     )),
     (0x10, "CLEAR_ALARM", PORT_PUMP, (
         ("alarm", "B", ""),
@@ -387,6 +403,8 @@ def _canonical():
         parts.append("r%d=%s" % (code, name))
     for code, name in ALARMS:
         parts.append("a%d=%s" % (code, name))
+    for code, name in LIMITS:
+        parts.append("x%d=%s" % (code, name))
     for code, name in LOG_CODES:
         parts.append("l%d=%s" % (code, name))
     for msg_id, name, port, request, reply in MESSAGES:
@@ -446,6 +464,10 @@ def _name_in(table, code, prefix):
         if entry_code == code:
             return name
     return "%s_%d" % (prefix, code)
+
+
+def limit_name(code):
+    return _name_in(LIMITS, code, "LIMIT")
 
 
 def alarm_name(code):

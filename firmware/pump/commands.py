@@ -202,16 +202,23 @@ def handlers(app):
         if count > LOG_PAGE:
             count = LOG_PAGE
         entries = app.journal.events(start, count)
+        indexes = [0] * LOG_PAGE
         times = [0] * LOG_PAGE
         codes = [0] * LOG_PAGE
         a_values = [0] * LOG_PAGE
         b_values = [0] * LOG_PAGE
         first = entries[0][0] if entries else start
         for i in range(len(entries)):
-            _index, times[i], codes[i], a_values[i], b_values[i] = entries[i]
+            indexes[i], times[i], codes[i], a_values[i], b_values[i] = entries[i]
+            a_values[i] &= 0xFFFFFFFF  # stored as i32 in the journal
         link.ack(
             t.GET_LOG_REPLY,
-            [first, len(entries), app.journal.event_count()] + times + codes + a_values + b_values,
+            [first, len(entries), app.journal.event_count()]
+            + indexes
+            + times
+            + codes
+            + a_values
+            + b_values,
         )
         return DONE
 

@@ -168,6 +168,7 @@ NEEDS_OVERRIDE = 2  # a soft limit is exceeded and override was not given
 
 # Limit (reason) codes, second element of a refusal. Soft limits are also
 # reported as bits (1 << code) in the mask of an overridden program.
+# Ids and names are protocol/schema.py LIMITS (NACK details); a test checks.
 LIMIT_NONE = 0
 LIMIT_UNKNOWN_DRUG = 1  # drug id not in the library
 LIMIT_CONCENTRATION = 2  # concentration outside the drug's range
@@ -179,18 +180,6 @@ LIMIT_DAILY_SOFT = 7
 LIMIT_BOLUS_SOFT = 8
 LIMIT_PATIENT_BOLUS = 9  # lockout / max per day not sane
 
-LIMIT_NAMES = (
-    "none",
-    "unknown_drug",
-    "concentration",
-    "rate",
-    "daily_hard",
-    "bolus_hard",
-    "hourly_hard",
-    "daily_soft",
-    "bolus_soft",
-    "patient_bolus",
-)
 
 SOFT_DAILY_BIT = 1 << LIMIT_DAILY_SOFT
 SOFT_BOLUS_BIT = 1 << LIMIT_BOLUS_SOFT

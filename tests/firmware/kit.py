@@ -103,8 +103,10 @@ def log_entries(pump: PumpClient) -> list[tuple[int, int, int, int]]:
         page = pump.request("GET_LOG", {"start": start, "count": 12})
         for i in range(page["count"]):
             entries.append((page["time_s"][i], page["code"][i], page["a"][i], page["b"][i]))
-        start = page["first"] + page["count"]
-        if page["count"] == 0 or start >= page["total"]:
+        if page["count"] == 0:
+            return entries
+        start = page["index"][page["count"] - 1] + 1
+        if start >= page["total"]:
             return entries
 
 
