@@ -7,9 +7,11 @@ Figures, all against the real firmware on virtual boards (bench.sim):
 - bytes of framing overhead per frame, from the schema constants, checked by
   encoding with the host codec;
 - total size of the compiled .mpy image (bench.image.compile_all);
-- peak heap: not measurable from outside yet, listed as such.
+- 90 days of a flex schedule at 1 mL/day with a daily patient bolus: wall
+  time, pump accounting against rig truth, and the peak live heap sampled by
+  the virtual board (rig HEAP).
 
-Usage: ``python -m bench.benchmarks [--requests N] [--boards N]``.
+Usage: ``python -m bench.benchmarks [--requests N] [--boards N] [--days N]``.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ from pathlib import Path
 
 from bench.client import PumpClient, RigClient
 from bench.image import compile_all
+from bench.programfile import load_program
 from bench.sim import BoardOptions, VirtualBoard
 from protocol import codec, schema
 
 STATUS_REQUESTS = 2000
 ADVANCE_BOARDS = 3
 ADVANCE_DAYS = 30
+THERAPY_DAYS = 90
 DAY_MS = 86_400_000
 
 
@@ -143,6 +147,54 @@ def image_size() -> list[Row]:
     return [Row("compiled image (.mpy)", f"{total:,}", "B", f"{len(built)} files, mpy-cross")]
 
 
+# --- (e) 90 days of therapy ------------------------------------------------------
+THERAPY_PROGRAM = Path(__file__).with_name("programs") / "benchmark-flex-1ml.toml"
+RESERVOIR_NL = 40_000_000
+
+
+def therapy_soak(days: int) -> list[Row]:
+    """A flex schedule averaging 1 mL/day with a daily patient bolus, for
+    ``days`` of device time (refilled every 30 days): wall time, and the
+    live heap the rig sampled along the way."""
+    fields = load_program(THERAPY_PROGRAM)
+    with (
+        VirtualBoard(BoardOptions()) as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        rig.fill(RESERVOIR_NL)
+        pump.refill(0, RESERVOIR_NL)
+        pump.confirm(pump.program(fields)["crc"])
+        started = time.perf_counter()
+        for day in range(days):
+            rig.advance(DAY_MS // 2)
+            pump.patient_bolus()
+            rig.advance(DAY_MS // 2)
+            if day % 30 == 29:
+                pump.refill(rig.fill(RESERVOIR_NL), RESERVOIR_NL)
+        wall = time.perf_counter() - started
+        _check_alive(board)
+        status = pump.status()
+        real = rig.truth()
+        heap = rig.request("HEAP")
+    accounting = status["delivered_nl"] - real["pumped_nl"]
+    return [
+        Row(
+            f"{days} days of flex therapy, wall time",
+            f"{wall:.1f}",
+            "s",
+            f"1 mL/day + daily patient bolus; {real['pumped_nl'] / 1e6:.2f} mL delivered",
+        ),
+        Row("  pump accounting vs rig truth", f"{accounting:+d}", "nL", "within one stroke"),
+        Row(
+            "  peak live heap (sampled)",
+            f"{heap['peak_alloc']:,}",
+            "B",
+            f"of {heap['total']:,} B given; {heap['samples']:,} samples",
+        ),
+    ]
+
+
 def print_table(rows: list[Row]) -> None:
     headers = Row("figure", "value", "unit", "note")
     widths = [
@@ -166,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=STATUS_REQUESTS)
     parser.add_argument("--boards", type=int, default=ADVANCE_BOARDS)
+    parser.add_argument("--days", type=int, default=THERAPY_DAYS, help="therapy soak length")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -175,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     overhead_rows, problems = framing_overhead()
     rows += overhead_rows
     rows += image_size()
-    rows.append(Row("peak heap", "n/a", "", "not measurable from outside yet"))
+    rows += therapy_soak(args.days)
 
     print(
         f"pumpbench benchmarks (protocol v{schema.PROTOCOL_VERSION}, "
