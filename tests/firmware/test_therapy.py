@@ -10,6 +10,7 @@ from bench.errors import PumpRefused
 from protocol import schema
 from tests.firmware.kit import (
     BACLOFEN,
+    BRIDGE,
     CLINICIAN,
     DAY_MS,
     HOUR_MS,
@@ -329,3 +330,52 @@ def test_bolus_events_report_start_and_finish(pump: PumpClient, rig: RigClient) 
     assert (started.fields["bolus_id"], started.fields["action"]) == (bolus_id, 1)
     assert started.fields["kind"] == finished.fields["kind"] == CLINICIAN
     assert finished.fields["action"] == 2 and finished.fields["volume_nl"] == 2_000
+
+
+def test_bridge_bolus_pushes_the_catheter_and_pump_volume(pump: PumpClient, rig: RigClient) -> None:
+    # After a drug change the catheter (here 40 cm) and the pump's internal
+    # volume still hold the old drug: the bridge bolus pushes both.
+    start_therapy(pump, rig, program(basal_nl_day=500_000, conc_ug_ml=1_000))
+    reply = pump.request(
+        "BOLUS",
+        {
+            "kind": BRIDGE,
+            "volume_nl": 0,
+            "dose_ng": 0,
+            "duration_s": 3_600,
+            "catheter_mm": 400,
+            "nl_per_cm": 2_600,
+            "override_soft": 0,
+        },
+    )
+    assert reply["volume_nl"] == 400 * 2_600 // 10 + 20_000
+    before = truth(rig)["pumped_nl"]
+    rig.advance(2 * HOUR_MS)
+    basal = 500_000 * 2 // 24
+    # two streams of strokes (bolus and basal), each within one stroke
+    pumped = truth(rig)["pumped_nl"] - before
+    assert abs(pumped - (reply["volume_nl"] + basal)) <= 2 * STROKE_NL
+
+
+def test_a_miscalibrated_head_shows_at_refill(pump: PumpClient, rig: RigClient) -> None:
+    # The real head moves 20 % more per step than the firmware's calibration:
+    # the pump's account drifts from the truth, and the refill finds it
+    # (beyond SynchroMed's 14.5 % labelled tolerance).
+    rig.request(
+        "PLANT",
+        {
+            "calibration_ppm": 200_000,
+            "catheter_nl": 156_000,
+            "catheter_empty_nl": 0,
+            "reservoir_nl": 0,
+        },
+    )
+    start_therapy(pump, rig, program(basal_nl_day=1_000_000))
+    rig.advance(10 * DAY_MS)
+    status = pump.status()
+    real = truth(rig)
+    assert abs(real["pumped_nl"] - status["delivered_nl"] * 12 // 10) <= 2 * STROKE_NL
+    withdrawn = rig.request("FILL", {"reservoir_nl": 20_000_000})["withdrawn_nl"]
+    reconciled = pump.request("REFILL", {"withdrawn_nl": withdrawn, "added_nl": 20_000_000})
+    assert reconciled["flagged"] == 1  # 2 mL over-infused in 10 days
+    assert abs(reconciled["discrepancy_nl"] + 2_000_000) <= 2 * STROKE_NL
