@@ -74,16 +74,40 @@ def alarm_names(mask: int) -> list[str]:
     return [schema.alarm_name(bit + 1) for bit in range(32) if mask >> bit & 1]
 
 
+# The plant as docs/plant.md describes it: 60 cm catheter, 5 nL/mmHg line,
+# Poiseuille resistance, 0.5 mmHg sensor noise, CSF 7.4 mmHg (lying).
+PLANT_NOMINAL = {
+    "calibration_ppm": 0,
+    "catheter_nl": 156_000,
+    "catheter_empty_nl": 0,
+    "reservoir_nl": 0,
+    "compliance_x10": 50,
+    "resistance_pct": 100,
+    "noise_x10": 5,
+    "csf_x10": 74,
+}
+
+
+def fault_id(fault: int | str) -> int:
+    """A plant fault by id or schema name (case-insensitive); ValueError if unknown."""
+    if isinstance(fault, int):
+        return fault
+    for code, name in schema.FAULTS:
+        if name == fault.upper():
+            return code
+    raise ValueError(f"no fault {fault!r}: {', '.join(n for _c, n in schema.FAULTS)}")
+
+
 def alarm_id(alarm: int | str) -> int:
     """An alarm by id or by schema name (case-insensitive); ValueError if unknown."""
     if isinstance(alarm, int):
         return alarm
-    for code, name in schema.ALARMS:
+    for code, name, _priority in schema.ALARMS:
         if name == alarm.upper():
             return code
     if alarm.isdigit() and int(alarm) <= 0xFF:  # the field is one byte
         return int(alarm)
-    names = ", ".join(name for _code, name in schema.ALARMS)
+    names = ", ".join(name for _code, name, _priority in schema.ALARMS)
     raise ValueError(f"unknown alarm {alarm!r}; alarms are {names}")
 
 
@@ -515,27 +539,27 @@ class RigClient(Client):
         """Cuts power after that much device time (ms)."""
         return self.power(POWER_CUT_IN_MS, ms)
 
-    def plant(
-        self, calibration_ppm: int, catheter_nl: int, catheter_empty_nl: int, reservoir_nl: int
-    ) -> None:
-        """Sets the plant: pump-head calibration error (ppm), catheter volume and how
-        much of it is empty (nL), and the real reservoir volume (nL)."""
+    def plant(self, **fields: int) -> None:
+        """Sets the plant (docs/plant.md): any PLANT field, the others nominal.
+
+        calibration_ppm (head error), catheter_nl and catheter_empty_nl,
+        reservoir_nl, compliance_x10 (0.1 nL/mmHg), resistance_pct (of the
+        Poiseuille value), noise_x10 and csf_x10 (0.1 mmHg).
+        """
+        unknown = set(fields) - set(PLANT_NOMINAL)
+        if unknown:
+            raise ValueError(f"no PLANT field {', '.join(sorted(unknown))}")
+        self.request("PLANT", {**PLANT_NOMINAL, **fields})
+
+    def inject_fault(self, fault: int | str, param: int = 0, onset_ms: int = 0) -> None:
+        """Injects a plant fault (schema FAULTS, by id or name) ``onset_ms`` from now."""
         self.request(
-            "PLANT",
-            {
-                "calibration_ppm": calibration_ppm,
-                "catheter_nl": catheter_nl,
-                "catheter_empty_nl": catheter_empty_nl,
-                "reservoir_nl": reservoir_nl,
-            },
+            "INJECT_FAULT", {"fault": fault_id(fault), "param": param, "onset_ms": onset_ms}
         )
 
-    def inject_fault(self, fault: int, param: int) -> None:
-        """Injects a plant fault (FAULT_RUNAWAY: ``param`` extra steps per commanded step)."""
-        self.request("INJECT_FAULT", {"fault": fault, "param": param})
-
-    def clear_fault(self, fault: int) -> None:
-        self.request("CLEAR_FAULT", {"fault": fault})
+    def clear_fault(self, fault: int | str = 0) -> None:
+        """Clears a plant fault (0: all of them)."""
+        self.request("CLEAR_FAULT", {"fault": fault_id(fault) if fault else 0})
 
     def fill(self, reservoir_nl: int) -> int:
         """Empties the real reservoir and fills it to ``reservoir_nl``; returns what was

@@ -27,7 +27,7 @@ from bench.paths import IMAGE_DIR
 # the heap (.mpy, as on a board with stock MicroPython), and 64-bit host
 # objects are about twice the size of the RP2040's, so this host figure is
 # pessimistic for a Pico (about 190 KB free; reference/micropython.md).
-DEFAULT_HEAP = "192k"
+DEFAULT_HEAP = "256k"
 
 
 def micropython_command() -> str:

@@ -128,14 +128,59 @@ LIMITS = (
 )
 
 # --- alarms (the alarm manager's table lives in firmware/pump/alarms.py) ---
+# (id, name, priority: 1 low, 2 medium, 3 high; firmware/pump/alarms.py says
+# why each has its priority and what it does to delivery)
 ALARMS = (
-    (1, "LOW_RESERVOIR"),
-    (2, "EMPTY_RESERVOIR"),
-    (3, "DOSE_LIMIT"),
-    (4, "STROKE_MISMATCH"),
-    (5, "REFILL_DISCREPANCY"),
-    (6, "MEMORY"),
-    (7, "UNEXPECTED_RESET"),
+    (1, "LOW_RESERVOIR", 1),
+    (2, "EMPTY_RESERVOIR", 3),
+    (3, "DOSE_LIMIT", 3),
+    (4, "LOST_STEPS", 2),
+    (5, "REFILL_DISCREPANCY", 1),
+    (6, "MEMORY", 3),
+    (7, "UNEXPECTED_RESET", 1),
+    (8, "OCCLUSION", 3),
+    (9, "PARTIAL_OCCLUSION", 2),
+    (10, "LEAK", 3),
+    (11, "MOTOR_STALL", 3),
+    (12, "RUNAWAY", 3),
+    (13, "ENCODER_FAILURE", 3),
+    (14, "SENSOR_FAULT", 2),
+    (15, "BATTERY_ERI", 1),
+    (16, "BATTERY_EOS", 3),
+    (17, "WATCHDOG_RESET", 2),
+)
+
+# --- alarm priorities (IEC 60601-1-8) and what an ALARM event reports ---
+PRIORITIES = (
+    (1, "LOW"),
+    (2, "MEDIUM"),
+    (3, "HIGH"),
+)
+ALARM_ACTIONS = (
+    (0, "CLEARED"),
+    (1, "RAISED"),
+    (2, "ACKNOWLEDGED"),
+    (3, "RESOUNDED"),  # the silence after an acknowledgement ran out
+)
+
+# --- faults the rig injects into the plant (INJECT_FAULT / CLEAR_FAULT) ---
+FAULTS = (
+    (1, "RUNAWAY"),  # param: extra steps per commanded step
+    (2, "OCCLUSION"),  # param: catheter resistance x param (0: full occlusion)
+    (3, "LEAK"),  # param: % of the flow lost before the tip (100: disconnection)
+    (4, "STALL"),  # the rotor does not turn
+    (5, "LOST_STEPS"),  # param: % of commanded steps lost
+    (6, "ENCODER_FAILURE"),  # the encoder count stops changing
+    (7, "SENSOR_STUCK"),  # the pressure reading freezes
+    (8, "SENSOR_OFFSET"),  # param: offset added to the reading, 0.1 mmHg
+    (9, "BATTERY"),  # param: battery voltage, mV
+    (10, "RESERVOIR_EMPTY"),  # the reservoir holds nothing; the motor still turns
+    (11, "CORRUPT_JOURNAL"),  # param: byte offset flipped in the newest state slot
+    (12, "CSF_PRESSURE"),  # param: CSF pressure, 0.1 mmHg (posture, coughing)
+    # A HAL fault, not the plant's: the firmware's millisecond timer runs param
+    # times fast (its RTC does not), so the scheduler asks for too many
+    # strokes, each of them normal. Starts at once (onset_ms ignored).
+    (13, "TIMER_FAST"),
 )
 
 # --- event-log codes (GET_LOG), a and b are the event's arguments ---------
@@ -151,13 +196,17 @@ LOG_CODES = (
     (9, "BOLUS_CANCELLED"),  # a = bolus id, b = delivered nL
     (10, "PB_REFUSED"),  # a = reason, b = detail
     (11, "REFILL"),  # a = added nL, b = discrepancy nL (signed)
-    (12, "ALARM_RAISED"),  # a = alarm id
+    (12, "ALARM_RAISED"),  # a = alarm id, b = priority
     (13, "ALARM_CLEARED"),  # a = alarm id
     (14, "GOVERNOR_STOP"),  # a = window (1 hourly, 2 daily), b = window total nL
     (15, "STROKE_MISMATCH"),  # a = steps moved, b = steps commanded
     (16, "BOLUS_INTERRUPTED"),  # a = bolus id, b = delivered nL before the reset
     (17, "SOFT_OVERRIDE"),  # a = mask of soft limits overridden
     (18, "CLOCK_SET"),  # a = new local offset s
+    (19, "ALARM_ACKNOWLEDGED"),  # a = alarm id
+    (20, "STALL_RETRY"),  # a = attempt, b = steps moved
+    (21, "SELF_TEST_FAILED"),  # a = what (1 program, 2 journal), b = detail
+    (22, "OCCLUSION_STROKE"),  # a = residual pressure 0.1 mmHg, b = stroke response
 )
 
 # --- reset causes reported by the BOOT event -------------------------------
@@ -228,6 +277,10 @@ MESSAGES = (
         ("pb_last_day", "B", "count"),
         ("window_1h_nl", "I", "nL"),
         ("window_24h_nl", "I", "nL"),
+        ("acknowledged", "I", ""),  # alarms whose sound is silenced by ACK_ALARM
+        ("pressure_x10", "h", "0.1 mmHg"),  # last sensor reading
+        ("battery_mv", "H", "mV"),
+        ("eos_days", "H", "d"),  # days left to end of service after ERI; 0xFFFF: no ERI
     )),
     (0x04, "LINK_STATS", PORT_BOTH, (), (
         ("frames_ok", "I", "count"),
@@ -306,6 +359,13 @@ MESSAGES = (
     ), (
         ("alarms", "I", ""),
     )),
+    (0x12, "ACK_ALARM", PORT_PUMP, (
+        ("alarm", "B", ""),  # 0: every active alarm
+    ), (
+        ("alarms", "I", ""),
+        ("acknowledged", "I", ""),
+        ("silence_s", "H", "s"),  # until it sounds again if still active
+    )),
     (0x11, "SET_CLOCK", PORT_PUMP, (
         ("local_offset_s", "I", "s"),  # local time = device seconds + offset
     ), ()),
@@ -331,6 +391,8 @@ MESSAGES = (
         ("steps", "I", "count"),  # steps the head really turned
         ("powered", "B", ""),
         ("journal_bytes", "I", "count"),  # bytes the firmware has written
+        ("pocket_nl", "I", "nL"),  # lost through a leak or disconnection
+        ("released_nl", "I", "nL"),  # stored in the line at the last occlusion relief
     )),
     (0x44, "POWER", PORT_RIG, (
         ("action", "B", ""),  # 0 off, 1 on, 2 cut after arg journal bytes, 3 cut in arg ms
@@ -340,17 +402,48 @@ MESSAGES = (
     )),
     (0x45, "PLANT", PORT_RIG, (
         ("calibration_ppm", "i", "ppm"),
-        ("catheter_nl", "I", "nL"),
+        ("catheter_nl", "I", "nL"),  # volume; its length (at 2.6 uL/cm) sets the resistance
         ("catheter_empty_nl", "I", "nL"),
         ("reservoir_nl", "I", "nL"),
+        ("compliance_x10", "H", "0.1 nL/mmHg"),  # pump outlet and line
+        ("resistance_pct", "H", "%"),  # of the Poiseuille value for the catheter
+        ("noise_x10", "H", "0.1 mmHg"),  # sensor noise, standard deviation
+        ("csf_x10", "h", "0.1 mmHg"),  # CSF pressure at the tip
     ), ()),
     (0x46, "INJECT_FAULT", PORT_RIG, (
-        ("fault", "B", ""),  # 1 runaway: param extra steps per commanded step
+        ("fault", "B", ""),  # FAULTS
         ("param", "i", ""),
+        ("onset_ms", "I", "ms"),  # device time from now until the fault begins
     ), ()),
     (0x47, "CLEAR_FAULT", PORT_RIG, (
-        ("fault", "B", ""),
+        ("fault", "B", ""),  # 0: every fault
     ), ()),
+    (0x4A, "TRACE_CONFIG", PORT_RIG, (
+        ("period_ms", "I", "ms"),  # 0: stop; otherwise restart the trace at this period
+    ), ()),
+    (0x4B, "TRACE", PORT_RIG, (
+        ("start", "I", ""),
+        ("count", "B", ""),
+    ), (
+        ("first", "I", ""),
+        ("count", "B", ""),
+        ("total", "I", ""),  # samples taken since TRACE_CONFIG
+        ("time_ms", "12I", "ms"),  # device time (low 32 bits)
+        ("tip_nl", "12I", "nL"),  # delivered out of the catheter tip so far
+        ("pressure_x10", "12h", "0.1 mmHg"),  # true line pressure at the sensor
+        ("sensor_x10", "12h", "0.1 mmHg"),  # what the sensor reported
+    )),
+    (0x4C, "ANNUNCIATION", PORT_RIG, (
+        ("start", "I", ""),
+        ("count", "B", ""),
+    ), (
+        ("first", "I", ""),
+        ("count", "B", ""),
+        ("total", "I", ""),
+        ("time_ms", "12I", "ms"),  # device time (low 32 bits)
+        ("output", "12B", ""),  # 1 buzzer, 2 LED
+        ("pattern", "12B", ""),  # 0 off; else the alarm priority's pattern
+    )),
     (0x49, "HEAP", PORT_RIG, (), (
         ("total", "I", "B"),  # the heap the firmware was given
         ("alloc", "I", "B"),  # live now (after a collection)
@@ -370,8 +463,9 @@ MESSAGES = (
     (0x81, "ALARM", PORT_PUMP, (
         ("device_time_ms", "Q", "ms"),
         ("alarm", "B", ""),
-        ("raised", "B", ""),  # 1 raised, 0 cleared
-        ("alarms", "I", ""),
+        ("action", "B", ""),  # ALARM_ACTIONS: 0 cleared, 1 raised, 2 acknowledged, 3 re-sounded
+        ("priority", "B", ""),
+        ("alarms", "I", ""),  # active after the change
     ), None),
     (0x82, "BOLUS_EVENT", PORT_PUMP, (
         ("device_time_ms", "Q", "ms"),
@@ -401,10 +495,16 @@ def _canonical():
         parts.append("s%d=%s" % (code, name))
     for code, name in RESET_CAUSES:
         parts.append("r%d=%s" % (code, name))
-    for code, name in ALARMS:
-        parts.append("a%d=%s" % (code, name))
+    for code, name, level in ALARMS:
+        parts.append("a%d=%s/%d" % (code, name, level))
     for code, name in LIMITS:
         parts.append("x%d=%s" % (code, name))
+    for code, name in PRIORITIES:
+        parts.append("y%d=%s" % (code, name))
+    for code, name in ALARM_ACTIONS:
+        parts.append("z%d=%s" % (code, name))
+    for code, name in FAULTS:
+        parts.append("f%d=%s" % (code, name))
     for code, name in LOG_CODES:
         parts.append("l%d=%s" % (code, name))
     for msg_id, name, port, request, reply in MESSAGES:
@@ -460,14 +560,29 @@ def error_name(code):
 
 
 def _name_in(table, code, prefix):
-    for entry_code, name in table:
-        if entry_code == code:
-            return name
+    for entry in table:
+        if entry[0] == code:
+            return entry[1]
     return "%s_%d" % (prefix, code)
+
+
+def alarm_priority(code):
+    for entry in ALARMS:
+        if entry[0] == code:
+            return entry[2]
+    return 0
 
 
 def limit_name(code):
     return _name_in(LIMITS, code, "LIMIT")
+
+
+def fault_name(code):
+    return _name_in(FAULTS, code, "FAULT")
+
+
+def priority_name(code):
+    return _name_in(PRIORITIES, code, "PRIORITY")
 
 
 def alarm_name(code):

@@ -6,14 +6,24 @@
 # - FdPort: a serial port on a file descriptor handed over by the launcher
 #   (the master side of a pty; the bench opens the slave with pyserial).
 # - SimBoard: the ports, the clock and the wait-for-deadline-or-I/O loop.
+# - On the plant (rig/plant.py): the motor and encoder, the pressure sensor
+#   (board.pressure.read_x10()), the battery (board.battery.read_mv()).
+# - SimAnnunciator: buzzer and LED, recorded with device time for the rig's
+#   ANNUNCIATION.
+# - The watchdog: off until the firmware first calls feed_watchdog(); then
+#   WATCHDOG_MS of device time without a feed resets the board (cause 2).
 #
 # Only this file and hal/rp2 know what hardware they run on.
 
 import gc
 import select
+import struct
 import sys
 import time
+from array import array
 
+from micropython import const
+from pump.journal import SLOT_FILES
 from pump.ticks import TICKS_MAX
 from rig.plant import Plant
 
@@ -27,6 +37,24 @@ FREE_RUNNING = 1
 _POLL_ERRORS = select.POLLHUP | select.POLLERR
 # Loop passes between two heap samples (a pass is one wake-up of the loop).
 HEAP_SAMPLE_PASSES = 200
+# The watchdog: this long of device time without a feed resets the board.
+# The Pico's is 8 s (hal/rp2.py; the RP2040 maximum is 8388 ms) and its
+# supervisor feeds every 4 s. The virtual board's is 60 s, the longest sleep
+# the scheduler takes, so that lockstep time can still jump a minute at a
+# time (an 8 s watchdog made an idle day cost 21,600 wake-ups). The logic
+# that feeds it is the same; only the period differs.
+WATCHDOG_MS = const(60_000)
+RESET_CAUSE_WATCHDOG = const(2)
+# The firmware's calibration of the virtual head, pL per step: the plant's
+# nominal head (PLANT calibration_ppm is how far the real head is off it).
+PL_PER_STEP = const(25_000)
+# Annunciator outputs (rig ANNUNCIATION) and the ring of what they did.
+_OUTPUT_BUZZER = const(1)
+_OUTPUT_LED = const(2)
+_ANNUNCIATION_RING = const(128)
+# Journal state slots: magic u16, version u8, flags u8, seq u32 (pump/journal.py)
+_SLOT_HEADER = "<HBBI"
+_SLOT_MAGIC = const(0x4A53)
 
 
 class VirtualClock:
@@ -36,6 +64,11 @@ class VirtualClock:
         self._now_ms = 0  # device time since power-on; a host int, no wrap
         self._grant_end_ms = 0  # lockstep: time may run up to here
         self._host_start = time.ticks_ms()
+        # fault TIMER_FAST: the ms timer runs tick_factor times fast from
+        # device time _tick_base_ms, where it read _tick_base
+        self.tick_factor = 1
+        self._tick_base_ms = 0
+        self._tick_base = 0
 
     def time_ms(self):
         # Device time since power-on (a big int on the board's 30-bit ints,
@@ -45,7 +78,22 @@ class VirtualClock:
 
     def ticks_ms(self):
         self._follow_host()
-        return self._now_ms & TICKS_MAX
+        if self.tick_factor == 1:
+            return self._now_ms & TICKS_MAX
+        return (
+            self._tick_base + (self._now_ms - self._tick_base_ms) * self.tick_factor
+        ) & TICKS_MAX
+
+    def set_tick_factor(self, factor):
+        # Keeps the ticks continuous at the change.
+        self._tick_base = self.ticks_ms()
+        self._tick_base_ms = self._now_ms
+        self.tick_factor = factor
+
+    def device_ms(self, ticks):
+        # Device time that lets `ticks` of the (maybe fast) timer pass.
+        factor = self.tick_factor
+        return ticks if factor == 1 else (ticks + factor - 1) // factor
 
     def seconds(self):
         # Device seconds since power-on of the board (the RTC): counts on
@@ -108,15 +156,16 @@ class FdPort:
 class SimMotor:
     """The stepper as the plant sees it: a bounded move, then off."""
 
-    def __init__(self, plant):
+    def __init__(self, plant, clock):
         self._plant = plant
+        self._clock = clock
         self.enabled = False
         self.moves = 0
 
     def start(self, steps):
         self.enabled = True
         self.moves += 1
-        self._plant.move(steps)
+        self._plant.move(steps, self._clock.time_ms())
 
     def stop(self):
         self.enabled = False
@@ -128,6 +177,65 @@ class SimEncoder:
 
     def count(self):
         return self._plant.encoder
+
+
+class SimPressure:
+    """The pressure sensor at the pump outlet (gauge, 0.1 mmHg)."""
+
+    def __init__(self, plant, clock):
+        self._plant = plant
+        self._clock = clock
+
+    def read_x10(self):
+        return self._plant.sensor_x10(self._clock.time_ms())
+
+
+class SimBattery:
+    def __init__(self, plant, clock):
+        self._plant = plant
+        self._clock = clock
+
+    def read_mv(self):
+        return self._plant.battery_mv(self._clock.time_ms())
+
+
+class SimAnnunciator:
+    """Buzzer and LED. pattern: 0 off, else the alarm priority (1 low, 2
+    medium, 3 high) whose IEC 60601-1-8 pattern the output plays on its own.
+    Every call is recorded with device time in a preallocated ring that
+    survives firmware resets (the rig's ANNUNCIATION reads it)."""
+
+    def __init__(self, clock, size=_ANNUNCIATION_RING):
+        self._clock = clock
+        self.size = size
+        self.time_ms = array("I", bytes(4 * size))  # low 32 bits
+        self.output = bytearray(size)
+        self.pattern = bytearray(size)
+        self.total = 0  # records ever made
+        self.buzzing = 0  # what each output plays now
+        self.lit = 0
+
+    def buzzer(self, pattern):
+        self.buzzing = pattern
+        self._record(_OUTPUT_BUZZER, pattern)
+
+    def led(self, pattern):
+        self.lit = pattern
+        self._record(_OUTPUT_LED, pattern)
+
+    def off(self):
+        # A reset or power loss: the outputs stop with the firmware.
+        if self.buzzing:
+            self.buzzer(0)
+        if self.lit:
+            self.led(0)
+
+    def _record(self, output, pattern):
+        i = self.total % self.size
+        self.time_ms[i] = self._clock.time_ms() & 0xFFFFFFFF
+        self.output[i] = output
+        self.pattern[i] = pattern
+        self.total += 1
 
 
 class SimBoard:
@@ -142,9 +250,17 @@ class SimBoard:
         self.device_id = device_id
         self.clock = VirtualClock(mode, speed)
         self.plant = Plant(seed)
-        self.motor = SimMotor(self.plant)
+        self.motor = SimMotor(self.plant, self.clock)
         self.encoder = SimEncoder(self.plant)
+        self.pressure = SimPressure(self.plant, self.clock)
+        self.battery = SimBattery(self.plant, self.clock)
+        self.annunciator = SimAnnunciator(self.clock)
         self.fs = SimFs(journal_dir)
+        self.plant.corrupt_journal = self.corrupt_journal
+        self.watchdog_ms = WATCHDOG_MS  # the supervisor feeds twice per period
+        self.pl_per_step = PL_PER_STEP
+        self._watchdog_at_ms = -1  # device time the watchdog fires; -1: off
+        self.watchdog_resets = 0
         self.powered = True
         self._cut_at_ms = -1  # device time of an armed power cut
         self.pump_port = FdPort(pump_fd)
@@ -169,12 +285,34 @@ class SimBoard:
     def take_reset_request(self):
         cause = self._reset_cause
         self._reset_cause = -1
+        if cause >= 0:
+            # The chip resets: the watchdog is off until the new firmware
+            # feeds it, the annunciator's outputs stop.
+            self._watchdog_at_ms = -1
+            self.annunciator.off()
         return cause
+
+    # --- watchdog ---------------------------------------------------------------
+    def feed_watchdog(self):
+        # The first feed starts the watchdog (as creating machine.WDT does).
+        self._watchdog_at_ms = self.clock.time_ms() + WATCHDOG_MS
+
+    def watchdog_deadline_ms(self):
+        # Device time (time_ms) the watchdog bites at; -1 while not armed.
+        return self._watchdog_at_ms
 
     def service(self):
         # Work the board does on each loop pass besides the application:
-        # on the virtual board, the rig port, the end of ADVANCE grants, a
+        # on the virtual board, the plant's fault onsets, the rig (trace
+        # samples, its port, the end of ADVANCE grants), the watchdog, a
         # power cut armed for this instant, and a heap sample now and then.
+        now = self.clock.time_ms()
+        if 0 <= self.plant.next_onset_ms() <= now:
+            self.plant.update(now)
+        if 0 <= self._watchdog_at_ms <= now and self.powered:
+            self._watchdog_at_ms = -1
+            self.watchdog_resets += 1
+            self.request_reset(RESET_CAUSE_WATCHDOG)
         if self.rig is not None:
             self.rig.service()
         self._passes += 1
@@ -199,8 +337,10 @@ class SimBoard:
     def power_off(self):
         self.powered = False
         self._cut_at_ms = -1
+        self._watchdog_at_ms = -1
         self.fs.disarm()
         self.motor.stop()
+        self.annunciator.off()
 
     def power_on(self):
         self.powered = True
@@ -228,6 +368,14 @@ class SimBoard:
         # moves inside a grant; with no grant left the board blocks on its
         # ports at a frozen time, still serving the pump port.
         clock = self.clock
+        wait_ms = clock.device_ms(wait_ms)  # the scheduler counts timer ticks
+        # Stop at the next thing the board must do at its instant: an armed
+        # power cut, the watchdog, a fault onset, a trace sample.
+        at = self.next_event_ms()
+        if at >= 0:
+            until = at - clock.time_ms()
+            if until < wait_ms:
+                wait_ms = until if until > 0 else 0
         if clock.mode == FREE_RUNNING:
             self._wait_io(wait_ms // clock.speed if wait_ms else 0)
             return
@@ -237,12 +385,52 @@ class SimBoard:
             return
         if self._wait_io(0):
             return
-        if self._cut_at_ms >= 0:
-            # stop at the armed power cut so that it lands on its instant
-            until_cut = self._cut_at_ms - clock.time_ms()
-            if until_cut < wait_ms:
-                wait_ms = until_cut if until_cut > 0 else 0
         clock.jump(wait_ms if wait_ms < left else left)
+
+    def next_event_ms(self):
+        # Device time of the board's next timed event, -1 if none.
+        soonest = self._cut_at_ms
+        at = self._watchdog_at_ms
+        if at >= 0 and (soonest < 0 or at < soonest):
+            soonest = at
+        at = self.plant.next_onset_ms()
+        if at >= 0 and (soonest < 0 or at < soonest):
+            soonest = at
+        if self.rig is not None:
+            at = self.rig.next_sample_ms()
+            if at >= 0 and (soonest < 0 or at < soonest):
+                soonest = at
+        return soonest
+
+    # --- journal corruption (rig fault CORRUPT_JOURNAL) -----------------------------
+    def corrupt_journal(self, offset):
+        # Flips (xor 0xFF) the byte at offset (modulo the file's size) of
+        # the newest journal state slot: the valid-looking header with the
+        # higher sequence number. Straight to the file: not counted as a
+        # journal write, never cut by an armed power cut.
+        newest = None
+        newest_seq = -1
+        for name in SLOT_FILES:
+            header = self.fs.read(name)
+            if header is None or len(header) < 8:
+                continue
+            magic, _version, _flags, seq = struct.unpack_from(_SLOT_HEADER, header, 0)
+            if magic == _SLOT_MAGIC and seq > newest_seq:
+                newest, newest_seq = name, seq
+        if newest is None:
+            return False
+        f = open(self.fs.directory + "/" + newest, "r+b")
+        try:
+            size = f.seek(0, 2)
+            if size <= 0:
+                return False
+            f.seek(offset % size)
+            byte = f.read(1)[0]
+            f.seek(offset % size)
+            f.write(bytes((byte ^ 0xFF,)))
+        finally:
+            f.close()
+        return True
 
     def _wait_io(self, timeout_ms):
         events = self._poll.poll(timeout_ms)

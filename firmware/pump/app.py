@@ -18,7 +18,9 @@ from pump import reservoir as reservoirmod
 from pump.drive import STROKE_MS, STROKE_STEPS, Drive
 from pump.governor import Governor
 from pump.journal import Journal
+from pump.monitors.stroke import RETRY, RETRY_DELAY_MS
 from pump.persist import Persist
+from pump.safety import Safety
 from pump.scheduler import Scheduler, Task
 from pump.therapy import BOLUS_NONE, KIND_BOLUS, Therapy
 from pump.ticks import ticks_diff
@@ -55,7 +57,7 @@ class PumpApp:
         self.clock = board.clock
         self.reset_cause = reset_cause
         self._boot_time_ms = self.clock.time_ms()
-        self.drive = Drive(board.motor, board.encoder)
+        self.drive = Drive(board.motor, board.encoder, board.pl_per_step)
         self.therapy = Therapy(self.drive.nominal_stroke_nl())
         self.reservoir = reservoirmod.Reservoir()
         self.governor = Governor(0, 0)
@@ -70,7 +72,17 @@ class PumpApp:
         self._stroke_end_task = self.scheduler.add(Task("stroke end", self._on_stroke_end))
         self._flex_task = self.scheduler.add(Task("flex switch", self._on_flex_switch))
         self._housekeeping = self.scheduler.add(Task("housekeeping", self._on_housekeeping))
+        self._annunciate_task = self.scheduler.add(Task("annunciate", self._on_annunciate))
+        self._sound = -1  # the patterns the annunciator plays now (-1: not set yet)
+        self._light = -1
+        # last readings, for STATUS (the monitors sample them)
+        self.pressure_x10 = 0
+        self.battery_mv = 0
+        self.eos_days = 0xFFFF
         self._stroke_kind = 0
+        self._retry_kind = -1  # a stroke to try again after a stall
+        self._retries = 0
+        self.safety = Safety(self, self.scheduler)
         # programming session: the pending program and when it was sent
         self.pending = None
         self.pending_soft_mask = 0
@@ -108,12 +120,13 @@ class PumpApp:
             self.alarms.raise_alarm(alarmsmod.UNEXPECTED_RESET, lasting=False)
         self._check_reservoir_alarms()
         if self.governor.exceeded:
-            self.fail_stop(alarmsmod.DOSE_LIMIT)
+            self.fail_stop(alarmsmod.DOSE_LIMIT, lasting=False)
         self.persist.snapshot()
         self._last_snapshot_s = now_s
         now = self.clock.ticks_ms()
         self.therapy.replan(now, now_s)
-        self._schedule_stroke(now)
+        self.safety.start(now)
+        self.schedule_stroke(now)
         self._arm_flex(now, now_s)
         self._housekeeping.after(now, HOUSEKEEPING_MS)
 
@@ -129,9 +142,10 @@ class PumpApp:
             _BOOT_ID, _BOOT_FMT, (self._boot_time_ms, self.reset_cause, self.persist.boot_count)
         )
         self._booting = False
-        for alarm_id, _priority, _latching, _stops in alarmsmod.TABLE:
-            if self.alarms.active & alarmsmod.bit(alarm_id):
-                self._announce_alarm(alarm_id, 1)
+        for row in alarmsmod.TABLE:
+            if self.alarms.active & alarmsmod.bit(row[0]):
+                self._announce_alarm(row[0], alarmsmod.ACTION_RAISED)
+        self._drive_annunciator()
         while True:
             scheduler.run_due(clock.ticks_ms())
             self.link.service()
@@ -163,29 +177,37 @@ class PumpApp:
         self.journal.log_event(self.clock.seconds(), code, a, b)
 
     # --- strokes -----
-    def _schedule_stroke(self, now):
-        # Arms the stroke task for the next due stroke (or disarms it).
+    def schedule_stroke(self, now):
+        # Arms the stroke task for the next due stroke (or disarms it), and
+        # tells the supervisor how often strokes should come.
         if self.drive.in_stroke:
             return  # the stroke end reschedules
         kind, due = self.therapy.next_due()
+        if self._retry_kind >= 0:
+            return  # a retry is armed
         if kind < 0 or not self.delivering():
             self._stroke_task.cancel()
+            self.safety.set_stroke_period(0, now)
             return
         self._stroke_task.at(due if ticks_diff(due, now) > 0 else now)
+        self.safety.set_stroke_period(self.therapy.stroke_period_ms() + STROKE_MS, now)
 
     def _on_stroke_due(self, now):
-        if self.drive.in_stroke or not self.delivering():
-            return
-        kind, due = self.therapy.next_due()
+        if self.drive.in_stroke or not self.delivering() or self.safety.after_pending:
+            return  # the "after" sample of the last stroke reschedules
+        kind = self._retry_kind
         if kind < 0:
-            return
-        if ticks_diff(due, now) > 0:
-            self._stroke_task.at(due)
-            return
-        now_s = self.clock.seconds()
-        self.persist.stroke_begin(kind, now_s)  # before: the stroke may move
+            kind, due = self.therapy.next_due()
+            if kind < 0:
+                return
+            if ticks_diff(due, now) > 0:
+                self._stroke_task.at(due)
+                return
+            self.therapy.stroke_started(kind, now)
+        self._retry_kind = -1
+        self.safety.before_stroke()
+        self.persist.stroke_begin(kind, self.clock.seconds())  # before: it may move
         self._stroke_kind = kind
-        self.therapy.stroke_started(kind, now)
         self.drive.start_stroke(now)
         self._stroke_end_task.after(now, STROKE_MS)
 
@@ -193,13 +215,25 @@ class PumpApp:
         kind = self._stroke_kind
         volume = self.drive.finish_stroke()
         moved = self.drive.last_moved
+        action = self.safety.stroke_ended(moved, now)
+        if action == alarmsmod.ENCODER_FAILURE:
+            # the pressure shows the stroke happened; the encoder saw nothing:
+            # count the nominal volume (never under-count the patient's dose)
+            volume = self.drive.nominal_stroke_nl()
         now_s = self.clock.seconds()
         self.persist.stroke_end(kind, moved, volume, now_s)  # after: what moved
-        self._account(kind, volume, now_s)
+        if volume:
+            self._account(kind, volume, now_s)
+        if action == RETRY:
+            self._retries += 1
+            self.log(logcodes.STALL_RETRY, self._retries, moved)
+            self._retry_kind = kind
+            self._stroke_task.after(now, RETRY_DELAY_MS)
+            return
+        self._retries = 0
         if moved != STROKE_STEPS:
             self.log(logcodes.STROKE_MISMATCH, moved, STROKE_STEPS)
-            self.alarms.raise_alarm(alarmsmod.STROKE_MISMATCH, lasting=False)
-        self._schedule_stroke(now)
+        self.schedule_stroke(now)
 
     def _account(self, kind, volume, now_s):
         therapy = self.therapy
@@ -216,7 +250,7 @@ class PumpApp:
                 self.governor.exceeded,
                 window_1h if self.governor.exceeded == 1 else window_24h,
             )
-            self.fail_stop(alarmsmod.DOSE_LIMIT)
+            self.fail_stop(alarmsmod.DOSE_LIMIT, lasting=False)
 
     def _check_reservoir_alarms(self):
         # Only a program that delivers needs drug: a stopped pump with an
@@ -237,14 +271,17 @@ class PumpApp:
             self.alarms.condition_gone(alarmsmod.LOW_RESERVOIR)
 
     # --- the one fail-stop path -----
-    def fail_stop(self, alarm_id):
+    def fail_stop(self, alarm_id, lasting=True):
         # Motor off first, then everything else: the bolus is cancelled, the
         # reason latched as an alarm that stops delivery, and journalled.
+        # lasting=False: an event that cannot be re-tested once stopped (a
+        # governor trip, a stall); a clinician clears it.
         self.drive.abort()
         self._stroke_task.cancel()
+        self._retry_kind = -1
         if self.therapy.bolus_kind != BOLUS_NONE:
             self.cancel_bolus()
-        self.alarms.raise_alarm(alarm_id, lasting=alarm_id != alarmsmod.DOSE_LIMIT)
+        self.alarms.raise_alarm(alarm_id, lasting)
 
     # --- boluses -----
     def start_bolus(self, kind, volume_nl, duration_ms):
@@ -255,7 +292,7 @@ class PumpApp:
         self.therapy.start_bolus(kind, bolus_id, volume_nl, duration_ms, now)
         self.log(logcodes.BOLUS_START, bolus_id | kind << 16, volume_nl)
         self._bolus_event(bolus_id, kind, BOLUS_STARTED, volume_nl)
-        self._schedule_stroke(now)
+        self.schedule_stroke(now)
         return bolus_id
 
     def cancel_bolus(self):
@@ -296,7 +333,7 @@ class PumpApp:
         now = self.clock.ticks_ms()
         now_s = self.clock.seconds()
         self.therapy.replan(now, now_s)
-        self._schedule_stroke(now)
+        self.schedule_stroke(now)
         self._arm_flex(now, now_s)
 
     def activate(self, program, soft_mask):
@@ -310,7 +347,7 @@ class PumpApp:
         self.log(logcodes.PROGRAM_ACTIVE, program.crc, soft_mask)
         if soft_mask:
             self.log(logcodes.SOFT_OVERRIDE, soft_mask, 0)
-        self.persist.snapshot()
+        self.snapshot()
         self.link.event(_PROGRAM_ID, _PROGRAM_FMT, (self.clock.time_ms(), program.crc))
         self.replan()
         self._check_reservoir_alarms()
@@ -343,9 +380,16 @@ class PumpApp:
             self.pending = None
         if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S or self.journal.wants_snapshot():
             if not self.drive.in_stroke:
-                self.persist.snapshot()
+                self.snapshot()
                 self._last_snapshot_s = now_s
         self._housekeeping.after(now, HOUSEKEEPING_MS)
+
+    def snapshot(self):
+        # A new snapshot supersedes the stored generation: check that one
+        # first, so that flash corruption is reported, not silently replaced
+        # (the new snapshot, written from RAM, then heals it).
+        self.safety.check_journal()
+        self.persist.snapshot()
 
     def refilled(self):
         # After REFILL: the reservoir alarms follow the new volume, the new
@@ -353,7 +397,7 @@ class PumpApp:
         self._check_reservoir_alarms()
         # the refill is the clinician's answer to an empty reservoir
         self.alarms.clear(alarmsmod.EMPTY_RESERVOIR)
-        self.persist.snapshot()
+        self.snapshot()
         self.replan()
 
     def set_pending(self, program, soft_mask):
@@ -365,13 +409,57 @@ class PumpApp:
         self.log(logcodes.PROGRAM_PENDING, program.crc, soft_mask)
 
     # --- alarms -----
-    def _on_alarm_change(self, alarm_id, raised):
+    def _on_alarm_change(self, alarm_id, action):
+        if action == alarmsmod.ACTION_RAISED:
+            self.log(logcodes.ALARM_RAISED, alarm_id, alarmsmod.priority(alarm_id))
+        elif action == alarmsmod.ACTION_CLEARED:
+            self.log(logcodes.ALARM_CLEARED, alarm_id, 0)
+        elif action == alarmsmod.ACTION_ACKNOWLEDGED:
+            self.log(logcodes.ALARM_ACKNOWLEDGED, alarm_id, 0)
+        if action in (alarmsmod.ACTION_RAISED, alarmsmod.ACTION_CLEARED):
+            self.persist.alarms(self.alarms.active)
         if not self._booting:
-            self._announce_alarm(alarm_id, raised)
-        self.log(logcodes.ALARM_RAISED if raised else logcodes.ALARM_CLEARED, alarm_id, 0)
-        self.persist.alarms(self.alarms.active)
+            self._announce_alarm(alarm_id, action)
+            self._drive_annunciator()
 
-    def _announce_alarm(self, alarm_id, raised):
+    def _announce_alarm(self, alarm_id, action):
         self.link.event(
-            _ALARM_ID, _ALARM_FMT, (self.clock.time_ms(), alarm_id, raised, self.alarms.active)
+            _ALARM_ID,
+            _ALARM_FMT,
+            (
+                self.clock.time_ms(),
+                alarm_id,
+                action,
+                alarmsmod.priority(alarm_id),
+                self.alarms.active,
+            ),
         )
+
+    def acknowledge(self, alarm_id):
+        now = self.clock.ticks_ms()
+        count = self.alarms.acknowledge(alarm_id, now)
+        self._on_annunciate(now)
+        return count
+
+    def _on_annunciate(self, now):
+        # Ends silences that ran out (the alarm sounds again) and waits for
+        # the next one.
+        following = self.alarms.resound_due(now)
+        if following >= 0:
+            self._annunciate_task.at(following)
+        else:
+            self._annunciate_task.cancel()
+        self._drive_annunciator()
+
+    def _drive_annunciator(self):
+        # The HAL plays the pattern of a priority on its own (PWM, timer):
+        # the app only says which, when it changes.
+        sound = self.alarms.sounding()
+        light = self.alarms.showing()
+        annunciator = self.board.annunciator
+        if sound != self._sound:
+            self._sound = sound
+            annunciator.buzzer(sound)
+        if light != self._light:
+            self._light = light
+            annunciator.led(light)

@@ -232,8 +232,23 @@ def handlers(app):
             return DONE
         if alarm == alarmsmod.DOSE_LIMIT:  # it trips again at once if still over
             app.governor.clear_exceeded()
+        app.safety.cleared_by_clinician(alarm)
         app.replan()
         link.ack(t.CLEAR_ALARM_REPLY, (app.alarms.active,))
+        return DONE
+
+    def ack_alarm(link, payload):
+        alarm = payload[0]
+        if alarm and not alarmsmod.known(alarm):
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
+        app.acknowledge(alarm)
+        alarms = app.alarms
+        if alarm:
+            silence_ms = alarms.silence_left_ms(alarm, app.clock.ticks_ms())
+        else:
+            silence_ms = alarmsmod.ACK_SILENCE_MS if alarms.acknowledged else 0
+        link.ack(t.ACK_ALARM_REPLY, (alarms.active, alarms.acknowledged, silence_ms // 1000))
         return DONE
 
     def set_clock(link, payload):
@@ -243,7 +258,7 @@ def handlers(app):
             return DONE
         app.therapy.clock_offset_s = offset
         app.log(logcodes.CLOCK_SET, offset, 0)
-        app.persist.snapshot()
+        app.snapshot()
         app.replan()
         link.ack(None, ())
         return DONE
@@ -266,6 +281,7 @@ def handlers(app):
         t.GET_LOG: get_log,
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
+        t.ACK_ALARM: ack_alarm,
     }
 
 
@@ -376,4 +392,8 @@ def status_values(app):
         therapy.patient_boluses_last_day(now_s),
         in_1h,
         in_24h,
+        app.alarms.acknowledged,
+        app.pressure_x10,
+        app.battery_mv,
+        app.eos_days,
     )

@@ -12,10 +12,14 @@ BOLUS_DONE = 8  # a = bolus id, b = delivered nL
 BOLUS_CANCELLED = 9  # a = bolus id, b = delivered nL
 PB_REFUSED = 10  # a = NACK code, b = detail
 REFILL = 11  # a = added nL, b = discrepancy nL (signed)
-ALARM_RAISED = 12  # a = alarm id
+ALARM_RAISED = 12  # a = alarm id, b = priority
 ALARM_CLEARED = 13  # a = alarm id
 GOVERNOR_STOP = 14  # a = window (1 hourly, 2 daily), b = window total nL
 STROKE_MISMATCH = 15  # a = steps moved, b = steps commanded
 BOLUS_INTERRUPTED = 16  # a = bolus id, b = delivered nL before the reset
 SOFT_OVERRIDE = 17  # a = mask of soft limits overridden
 CLOCK_SET = 18  # a = new local offset s
+ALARM_ACKNOWLEDGED = 19  # a = alarm id
+STALL_RETRY = 20  # a = attempt, b = steps moved
+SELF_TEST_FAILED = 21  # a = what (1 program, 2 journal), b = detail
+OCCLUSION_STROKE = 22  # a = residual pressure 0.1 mmHg, b = stroke response

@@ -124,6 +124,15 @@ class Therapy:
             step += 1
         self.basal_next = ticks_add(started_ticks, step)
 
+    def stroke_period_ms(self):
+        # The longest gap the schedule leaves between two strokes now (the
+        # supervisor expects a stroke at least this often).
+        if self._basal_armed:
+            return self._interval_ms + 1
+        if self.bolus_kind != BOLUS_NONE:
+            return self.bolus_interval_ms
+        return 0
+
     # --- what runs next -----
     def next_due(self):
         # (kind, ticks) of the next stroke, or (-1, 0) when nothing is due.

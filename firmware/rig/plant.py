@@ -1,88 +1,545 @@
 # The plant: what really happens outside the firmware. Shared by the virtual
-# board (hal/sim binds the motor and encoder to it) and a future rig board.
+# board (hal/sim binds the motor, encoder, pressure sensor and battery to
+# it) and a future rig board. Every parameter, its units, value, source and
+# range: docs/plant.md.
 #
-# First part (therapy issue): a pump head that delivers the real volume per
-# step, with a calibration error; the real reservoir; the catheter's dead
-# volume, which must fill before anything leaves the tip. Parameters carry
-# units and where their values come from. Everything is integer.
+# Volumes that are counted (reservoir, pumped, tip, pocket) are integers in
+# nL. The line between the head and the tip is physics in floats (not the
+# dose path): an excess pressure E (mmHg) over a reference pressure, stored
+# in the outlet and line compliance C (nL/mmHg), draining through the
+# catheter resistance R with time constant tau = R x C:
+#     during a stroke's inflow Q (nL/ms):  dE/dt = Q/C - E/tau
+#     otherwise:                           dE/dt = -E/tau
+# evaluated lazily in closed form (exponentials) from the last event to the
+# time asked, never stepped. What leaves the line is what came in minus what
+# the compliance now stores (C x E): that volume leaves through the catheter
+# (to the tip) or through a leak (to the pocket) in proportion to their
+# conductances. The pressure the sensor sees is reference + E, the reference
+# being CSF pressure (rig/noise.py) or, with a leak, a mix of CSF and the
+# pocket's atmospheric pressure.
+#
+# Faults (schema FAULTS) start at an onset time in device time and last
+# until CLEAR_FAULT; several may be active at once. update(now) applies
+# onsets that fell due, in time order, each at its own instant.
 
+import math
+
+from micropython import const
+from pump.drive import STROKE_MS, STROKE_STEPS
 from pump.ticks import TICKS_MAX
 
+from rig.noise import STREAM_NOISE, Csf, noise_x1000, stream_key
+
+# --- pump head and reservoir -------------------------------------------------------
 # 25 nL/step nominal (pump/drive.py); the real head differs by
 # calibration_ppm (parts per million, signed).
-NOMINAL_PL_PER_STEP = 25_000
-# Catheter internal volume: about 2.6 uL/cm (Prometra labelling, reference
-# clinical.md); a 60 cm catheter holds 156 uL.
-CATHETER_NL_PER_CM = 2_600
-DEFAULT_CATHETER_CM = 60
-# Pump-side dead volume between the head and the catheter connector
-# (assumed; the bridge bolus pushes it together with the catheter volume).
-PUMP_DEAD_NL = 20_000
+_NOMINAL_PL_PER_STEP = const(25_000)
+_CALIBRATION_PPM_MAX = const(200_000)
+# The head turns at STROKE_STEPS / STROKE_MS (400 steps/s): a stroke's volume
+# flows into the line over its steps' duration.
 # A new pump arrives empty; the rig's FILL (the clinician's syringe) fills it.
-DEFAULT_RESERVOIR_NL = 0
+_DEFAULT_RESERVOIR_NL = const(0)
 
-FAULT_NONE = 0
-FAULT_RUNAWAY = 1  # the motor moves extra steps the firmware did not ask for
+# --- catheter --------------------------------------------------------------------------
+# Internal volume about 2.6 uL/cm (Prometra labelling, reference clinical.md);
+# a 60 cm catheter holds 156 uL. Its length = volume / 2.6 uL/cm.
+_CATHETER_NL_PER_CM = const(2_600)
+_DEFAULT_CATHETER_CM = const(60)
+_CATHETER_NL_MIN = const(2_600)  # 1 cm
+_CATHETER_NL_MAX = const(520_000)  # 200 cm
+# Flow resistance by Poiseuille, R = 8 mu L / (pi r^4), for a bore of
+# 0.53 mm ID (ASSUMED: 2.6 uL/cm would be 0.575 mm; the smaller bore gives
+# 1.39x the resistance) and water near 37 C (viscosity 0.7 mPa s).
+# 1 Pa s/m^3 = 1e-12 / 133.322 mmHg s/nL.
+_VISCOSITY_PA_S = 0.7e-3
+_BORE_MM = 0.53
+_RADIUS_M = _BORE_MM / 2 * 1e-3
+# mmHg s/nL per cm of catheter: 2.71e-5 (60 cm: 1.63e-3)
+_R_PER_CM = 8 * _VISCOSITY_PA_S * 0.01 / (math.pi * _RADIUS_M**4) * 1e-12 / 133.322
+_RESISTANCE_PCT = const(100)  # PLANT resistance_pct: x/100 of the Poiseuille value
+_RESISTANCE_PCT_MIN = const(1)
+_RESISTANCE_PCT_MAX = const(10_000)
+
+# --- compliance of the pump outlet and line (ASSUMED nominal, swept 0.5x-2x) ----
+_COMPLIANCE_X10 = const(50)  # 0.1 nL/mmHg: 5 nL/mmHg
+_COMPLIANCE_X10_MIN = const(1)
+_COMPLIANCE_X10_MAX = const(1_000)
+
+# --- pressure sensor at the pump outlet (gauge, 0.1 mmHg) --------------------
+_NOISE_X10 = const(5)  # standard deviation 0.5 mmHg (assumed)
+_NOISE_X10_MAX = const(1_000)
+# Range of the sensor (assumed): readings saturate here (int16 on the wire).
+_SENSOR_MIN_X10 = const(-1_000)
+_SENSOR_MAX_X10 = const(30_000)
+_CSF_X10_MIN = const(-500)
+_CSF_X10_MAX = const(1_500)
+# A disconnected catheter: the outlet opens to the pocket through about 1 %
+# of the catheter's resistance.
+_DISCONNECT_CONDUCTANCE = const(100)
+
+# --- battery (a lithium primary cell) -----------------------------------------------
+_BATTERY_BOL_MV = const(3_000)  # beginning of life (nominal)
+_BATTERY_DRAIN_UV_PER_DAY = const(150)  # linear: 55 mV a year, 3000 -> 2617 mV in 7 years (assumed)
+_BATTERY_MV_MAX = const(5_000)
+
+# --- faults (schema FAULTS; param meaning there and in docs/plant.md) -------
+FAULT_RUNAWAY = const(1)  # param: extra steps per commanded step
+FAULT_OCCLUSION = const(2)  # param: catheter resistance x param; 0: full
+FAULT_LEAK = const(3)  # param: % of the flow lost before the tip; 100: disconnection
+FAULT_STALL = const(4)
+FAULT_LOST_STEPS = const(5)  # param: % of commanded steps lost
+FAULT_ENCODER_FAILURE = const(6)
+FAULT_SENSOR_STUCK = const(7)
+FAULT_SENSOR_OFFSET = const(8)  # param: 0.1 mmHg added to the reading
+FAULT_BATTERY = const(9)  # param: battery voltage, mV
+FAULT_RESERVOIR_EMPTY = const(10)
+FAULT_CORRUPT_JOURNAL = const(11)  # param: byte offset in the newest state slot
+FAULT_CSF_PRESSURE = const(12)  # param: CSF pressure, 0.1 mmHg
+FAULT_COUNT = const(13)  # ids 1..12; 0 in CLEAR_FAULT: every fault
+
+# (lowest, highest) param per fault; None: param ignored
+_PARAM_RANGE = (
+    None,
+    (0, 1_000),
+    (0, 1_000_000),
+    (0, 100),
+    None,
+    (0, 100),
+    None,
+    None,
+    (-30_000, 30_000),
+    (0, _BATTERY_MV_MAX),
+    None,
+    (0, 65_535),
+    (_CSF_X10_MIN, _CSF_X10_MAX),
+)
+
+_OFF = const(0)
+_PENDING = const(1)  # waiting for its onset (an active one keeps its old param)
+_EPS = 1e-6  # nL: float rounding never loses a whole nanolitre
+
+
+def fault_known(fault):
+    return 1 <= fault < FAULT_COUNT
+
+
+def param_ok(fault, param):
+    bounds = _PARAM_RANGE[fault]
+    return bounds is None or bounds[0] <= param <= bounds[1]
 
 
 class Plant:
     def __init__(self, seed=0):
         self.seed = seed
         self.calibration_ppm = 0
-        self.reservoir_nl = DEFAULT_RESERVOIR_NL
+        self.reservoir_nl = _DEFAULT_RESERVOIR_NL
         # By default the system is implanted and primed: the catheter is full.
-        self.catheter_nl = DEFAULT_CATHETER_CM * CATHETER_NL_PER_CM
+        self.catheter_nl = _DEFAULT_CATHETER_CM * _CATHETER_NL_PER_CM
         self.catheter_empty_nl = 0  # how much of the catheter is still air/CSF
+        self.compliance_x10 = _COMPLIANCE_X10
+        self.resistance_pct = _RESISTANCE_PCT
+        self.noise_x10 = _NOISE_X10
+        self.csf = Csf(seed)
+        self.battery_bol_mv = _BATTERY_BOL_MV
+        self.battery_drain_uv_per_day = _BATTERY_DRAIN_UV_PER_DAY
+        # ground truth
         self.pumped_nl = 0  # volume that left the reservoir through the head
         self.tip_nl = 0  # volume that left the catheter tip: the patient's dose
+        self.pocket_nl = 0  # volume lost through a leak or disconnection
+        self.reservoir_lost_nl = 0  # drained by RESERVOIR_EMPTY
+        self.released_nl = 0  # stored volume at the last relief of an occlusion
+        self.released_at_ms = -1
         self.steps = 0  # real steps the head turned
         self.encoder = 0  # encoder counter (wraps at 2**30)
+        self.corrupt_journal = None  # fn(offset), bound by the board
         self._remainder_pl = 0
-        self.fault = FAULT_NONE
-        self.fault_param = 0
+        self._lost_acc = 0  # LOST_STEPS: commanded steps x % carried
+        self._noise_key = stream_key(seed, STREAM_NOISE)
+        # faults: per id, active flag and param; pending param and onset
+        self._active = bytearray(FAULT_COUNT)
+        self._param = [0] * FAULT_COUNT
+        self._pending = bytearray(FAULT_COUNT)
+        self._pending_param = [0] * FAULT_COUNT
+        self._onset = [0] * FAULT_COUNT
+        self._next_onset = -1
+        self._stuck_x10 = 0
+        # the line: excess pressure E at time _t, inflow _q until _q_end
+        self._t = 0
+        self._e = 0.0
+        self._q = 0.0
+        self._q_end = 0
+        self._tip_frac = 0.0
+        self._pocket_frac = 0.0
+        self._c = 0.0  # nL/mmHg
+        self._tau = 0.0  # ms; 0: no drain (full occlusion)
+        self._decay = 0.0  # -1/tau, 1/ms
+        self._r_eff = 0.0  # mmHg ms/nL: tau / C
+        self._share = 1.0  # part of the outflow that reaches the tip
+        self._weight = 1.0  # reference pressure = weight x CSF
+        self._frozen = False  # full occlusion: the reference stays as it was
+        self._ref_frozen = 0  # 0.001 mmHg
+        self._derive(0)
 
-    def configure(self, calibration_ppm, catheter_nl, catheter_empty_nl, reservoir_nl):
+    # --- configuration (rig PLANT, FILL) ----------------------------------------
+    def configure(
+        self,
+        calibration_ppm,
+        catheter_nl,
+        catheter_empty_nl,
+        reservoir_nl,
+        now=0,
+        compliance_x10=_COMPLIANCE_X10,
+        resistance_pct=_RESISTANCE_PCT,
+        noise_x10=_NOISE_X10,
+        csf_x10=-32768,
+    ):
+        # Values are checked by the caller (check_plant()). The compliance
+        # keeps the volume it stores: E scales by C_old / C_new.
+        self.update(now)
         self.calibration_ppm = calibration_ppm
         self.catheter_nl = catheter_nl
         self.catheter_empty_nl = (
             catheter_empty_nl if catheter_empty_nl < catheter_nl else catheter_nl
         )
         self.reservoir_nl = reservoir_nl
+        self._e = self._e * self.compliance_x10 / compliance_x10
+        self.compliance_x10 = compliance_x10
+        self.resistance_pct = resistance_pct
+        self.noise_x10 = noise_x10
+        if csf_x10 != -32768:
+            self.csf.base_x10 = csf_x10
+        self._derive(now)
 
     def pl_per_step(self):
         # 25 000 x (1e6 + ppm) / 1e6 done in two steps to stay in small ints.
-        return NOMINAL_PL_PER_STEP + NOMINAL_PL_PER_STEP * self.calibration_ppm // 1_000_000
+        return _NOMINAL_PL_PER_STEP + _NOMINAL_PL_PER_STEP * self.calibration_ppm // 1_000_000
 
-    def move(self, commanded_steps):
-        # The head turns; returns the steps it really made.
+    def resistance(self):
+        # mmHg s/nL of the catheter as implanted (no fault).
+        return _R_PER_CM * self.catheter_nl / _CATHETER_NL_PER_CM * self.resistance_pct / 100
+
+    def tau_ms(self):
+        # Time constant of the line now (0: it does not drain).
+        return self._tau
+
+    # --- the head -----------------------------------------------------------------
+    def move(self, commanded_steps, now=0):
+        # The head turns; returns the steps it really made. The encoder
+        # counts them at once; their volume flows into the line over their
+        # duration (STROKE_MS per STROKE_STEPS).
+        self.update(now)
+        active = self._active
+        if active[FAULT_STALL]:
+            return 0
         steps = commanded_steps
-        if self.fault == FAULT_RUNAWAY:
-            steps += commanded_steps * self.fault_param
+        if active[FAULT_LOST_STEPS]:
+            self._lost_acc += commanded_steps * self._param[FAULT_LOST_STEPS]
+            lost = self._lost_acc // 100
+            self._lost_acc -= lost * 100
+            steps -= lost if lost < steps else steps
+        if active[FAULT_RUNAWAY]:
+            steps += commanded_steps * self._param[FAULT_RUNAWAY]
+        if steps <= 0:
+            return 0
         self.steps += steps
-        self.encoder = (self.encoder + steps) & TICKS_MAX
+        if not active[FAULT_ENCODER_FAILURE]:
+            self.encoder = (self.encoder + steps) & TICKS_MAX
         part = steps * self.pl_per_step() + self._remainder_pl
         volume = part // 1000
         self._remainder_pl = part % 1000
-        if volume > self.reservoir_nl:
+        if active[FAULT_RESERVOIR_EMPTY]:
+            volume = 0  # the head turns, nothing moves
+        elif volume > self.reservoir_nl:
             volume = self.reservoir_nl  # an empty reservoir delivers nothing
+        if volume <= 0:
+            return steps
         self.reservoir_nl -= volume
         self.pumped_nl += volume
-        self._push_catheter(volume)
+        duration = (steps * STROKE_MS + STROKE_STEPS - 1) // STROKE_STEPS
+        end = now + duration
+        left = 0.0
+        if self._q_end > now:
+            left = self._q * (self._q_end - now)  # the previous inflow goes on
+            if self._q_end > end:
+                end = self._q_end
+        self._q = (volume + left) / (end - now)
+        self._q_end = end
         return steps
+
+    # --- the line -------------------------------------------------------------------
+    def update(self, now):
+        # Applies fault onsets that fell due (each at its own instant), then
+        # brings the line to now.
+        while 0 <= self._next_onset <= now:
+            fault = 0
+            for f in range(1, FAULT_COUNT):
+                if self._pending[f] and (fault == 0 or self._onset[f] < self._onset[fault]):
+                    fault = f
+            self._settle(self._onset[fault])
+            self._pending[fault] = _OFF
+            self._activate(fault, self._pending_param[fault], self._onset[fault])
+            self._find_next_onset()
+        self._settle(now)
+
+    def _settle(self, t):
+        # Closed-form evolution of E from _t to t: with inflow up to _q_end,
+        # then without. (Written to allocate few floats: each is a heap
+        # object in MicroPython.)
+        while self._t < t:
+            start = self._t
+            end = t
+            q = self._q if start < self._q_end else 0.0
+            e0 = self._e
+            if q:
+                if self._q_end < t:
+                    end = self._q_end
+                dt = end - start
+                if self._tau:
+                    e_inf = q * self._r_eff
+                    e1 = e_inf + (e0 - e_inf) * math.exp(dt * self._decay)
+                else:
+                    e1 = e0 + q * dt / self._c
+                out = q * dt - self._c * (e1 - e0)
+            else:
+                if not e0 or not self._tau:
+                    self._t = t  # nothing flows: nothing changes
+                    break
+                x = (end - start) * self._decay
+                # exp(-40) = 4e-18: what is left counts as gone
+                e1 = e0 * math.exp(x) if x > -40.0 else 0.0
+                out = self._c * (e0 - e1)
+            self._e = e1
+            self._t = end
+            self._outflow(out)
+        if self._t >= self._q_end:
+            self._q = 0.0
+
+    def _outflow(self, out):
+        # Splits what left the line between the tip and the pocket; whole
+        # nanolitres go to the counters, fractions are carried.
+        share = self._share
+        if share != 1.0:
+            pocket = out * (1.0 - share)
+            out -= pocket
+            self._pocket_frac += pocket
+            whole = math.floor(self._pocket_frac + _EPS)
+            if whole:
+                self._pocket_frac -= whole
+                self.pocket_nl += whole
+            if not share:
+                return
+        self._tip_frac += out
+        whole = math.floor(self._tip_frac + _EPS)
+        if whole:
+            self._tip_frac -= whole
+            self._push_catheter(whole)
 
     def _push_catheter(self, volume):
         # Drug first fills what is empty of the catheter; the rest leaves
         # the tip (an incompressible column: what goes in comes out).
-        if self.catheter_empty_nl:
+        if volume > 0 and self.catheter_empty_nl:
             filled = volume if volume < self.catheter_empty_nl else self.catheter_empty_nl
             self.catheter_empty_nl -= filled
             volume -= filled
         self.tip_nl += volume
 
-    def inject(self, fault, param):
-        self.fault = fault
-        self.fault_param = param
+    def _derive(self, t):
+        # The line's constants from the configuration and the active faults.
+        # Called after _settle(t): E is kept; the reference may change.
+        reference = self.reference_x1000(t)
+        self._c = self.compliance_x10 / 10
+        g_nominal = 1 / (self.resistance() * 1000)  # nL/(mmHg ms)
+        g_tip = g_nominal
+        g_leak = 0.0
+        if self._active[FAULT_OCCLUSION]:
+            factor = self._param[FAULT_OCCLUSION]
+            g_tip = g_nominal / factor if factor else 0.0
+        if self._active[FAULT_LEAK]:
+            pct = self._param[FAULT_LEAK]
+            if pct >= 100:
+                g_tip = 0.0
+                g_leak = g_nominal * _DISCONNECT_CONDUCTANCE
+            else:
+                g_leak = g_nominal * pct / (100 - pct)
+        g_total = g_tip + g_leak
+        if g_total:
+            self._tau = self._c / g_total
+            self._decay = -1 / self._tau
+            self._r_eff = 1 / g_total
+            self._share = g_tip / g_total
+            self._weight = self._share
+            self._frozen = False
+        else:
+            # Nothing drains: the line keeps the pressure it had, and no
+            # longer sees CSF pressure.
+            self._tau = 0.0
+            self._share = 0.0
+            if not self._frozen:
+                self._frozen = True
+                self._ref_frozen = reference
 
-    def clear_fault(self):
-        self.fault = FAULT_NONE
-        self.fault_param = 0
+    # --- pressures (0.001 mmHg integers, or mmHg floats for tests) ------------
+    def csf_x1000(self, t):
+        csf = self.csf
+        if self._active[FAULT_CSF_PRESSURE]:
+            return self._param[FAULT_CSF_PRESSURE] * 100 + csf.fast_x1000(t)
+        return csf.x1000(t)
+
+    def reference_x1000(self, t):
+        if self._frozen:
+            return self._ref_frozen
+        weight = self._weight
+        if weight == 1.0:
+            return self.csf_x1000(t)
+        if not weight:
+            return 0
+        return int(weight * self.csf_x1000(t))
+
+    def excess_mmhg(self, now):
+        self.update(now)
+        return self._e
+
+    def stored_nl(self, now):
+        # Volume the compliance holds above the reference pressure.
+        self.update(now)
+        return self._c * self._e
+
+    def pressure_mmhg(self, now):
+        # True gauge pressure at the sensor (the pump outlet).
+        self.update(now)
+        return self.reference_x1000(now) / 1000 + self._e
+
+    def pressure_x10(self, now):
+        # The true pressure in 0.1 mmHg, within an int16.
+        self.update(now)
+        x10 = (self.reference_x1000(now) + int(self._e * 1000) + 50) // 100
+        return -32768 if x10 < -32768 else 32767 if x10 > 32767 else x10
+
+    def sensor_x10(self, now):
+        # What the sensor reports now (0.1 mmHg): it converts once a ms, so
+        # every read within a ms returns the same value.
+        self.update(now)
+        if self._active[FAULT_SENSOR_STUCK]:
+            return self._stuck_x10
+        return self._read_x10(now)
+
+    def _read_x10(self, t):
+        value = self.reference_x1000(t) + 50
+        if self._e:
+            value += int(self._e * 1000)
+        if self.noise_x10:
+            value += noise_x1000(self._noise_key, t, self.noise_x10)
+        if self._active[FAULT_SENSOR_OFFSET]:
+            value += self._param[FAULT_SENSOR_OFFSET] * 100
+        return _clamp(value // 100)
+
+    # --- battery ------------------------------------------------------------------------
+    def battery_mv(self, now):
+        self.update(now)
+        if self._active[FAULT_BATTERY]:
+            return self._param[FAULT_BATTERY]
+        return self.battery_bol_mv - self.battery_drain_uv_per_day * now // 86_400_000_000
+
+    # --- faults ---------------------------------------------------------------------
+    def inject(self, fault, param, onset_at=0, now=0):
+        # The fault begins at device time onset_at (now if earlier); an
+        # active fault of the same id keeps its old param until then.
+        self.update(now)
+        if onset_at <= now:
+            self._pending[fault] = _OFF
+            self._activate(fault, param, now)
+        else:
+            self._pending[fault] = _PENDING
+            self._pending_param[fault] = param
+            self._onset[fault] = onset_at
+        self._find_next_onset()
+
+    def clear_fault(self, fault=0, now=0):
+        # Ends fault (0: every fault), pending or active.
+        self.update(now)
+        for f in range(1, FAULT_COUNT):
+            if fault == 0 or f == fault:
+                self._pending[f] = _OFF
+                if self._active[f]:
+                    self._deactivate(f, now)
+        self._find_next_onset()
+
+    def active(self, fault):
+        return self._active[fault] != 0
+
+    def param(self, fault):
+        return self._param[fault]
+
+    def next_onset_ms(self):
+        # Device time of the next pending onset, -1 if none.
+        return self._next_onset
+
+    def _find_next_onset(self):
+        soonest = -1
+        for f in range(1, FAULT_COUNT):
+            if self._pending[f] and (soonest < 0 or self._onset[f] < soonest):
+                soonest = self._onset[f]
+        self._next_onset = soonest
+
+    def _activate(self, fault, param, t):
+        # The line is settled at t.
+        active = self._active
+        if fault == FAULT_SENSOR_STUCK and not active[fault]:
+            self._stuck_x10 = self._read_x10(t)  # frozen at its value at onset
+        if fault == FAULT_OCCLUSION and active[fault]:
+            old = self._param[fault]
+            if param and (old == 0 or param < old):
+                self._relief(t)  # eased: what the line stored starts to flow
+        active[fault] = 1
+        self._param[fault] = param
+        if fault == FAULT_OCCLUSION or fault == FAULT_LEAK or fault == FAULT_CSF_PRESSURE:
+            self._derive(t)
+        elif fault == FAULT_RESERVOIR_EMPTY:
+            self.reservoir_lost_nl += self.reservoir_nl
+            self.reservoir_nl = 0
+        elif fault == FAULT_CORRUPT_JOURNAL:
+            active[fault] = 0  # a one-off: the flipped byte stays flipped
+            if self.corrupt_journal is not None:
+                self.corrupt_journal(param)
+        elif fault == FAULT_LOST_STEPS:
+            self._lost_acc = 0
+
+    def _deactivate(self, fault, t):
+        if fault == FAULT_OCCLUSION:
+            self._relief(t)
+        self._active[fault] = 0
+        if fault == FAULT_OCCLUSION or fault == FAULT_LEAK or fault == FAULT_CSF_PRESSURE:
+            self._derive(t)
+
+    def _relief(self, t):
+        # What the line stores when an occlusion is relieved or eased flows
+        # out to the patient within a few tau: the volume released after
+        # relief (C x E at that instant).
+        stored = self._c * self._e
+        self.released_nl = int(stored + 0.5) if stored > 0 else 0
+        self.released_at_ms = t
+
+
+def _clamp(x10):
+    if x10 < _SENSOR_MIN_X10:
+        return _SENSOR_MIN_X10
+    if x10 > _SENSOR_MAX_X10:
+        return _SENSOR_MAX_X10
+    return x10
+
+
+def check_plant(calibration_ppm, catheter_nl, compliance_x10, resistance_pct, noise_x10, csf_x10):
+    # -> index of the first PLANT field out of range (schema order), or -1.
+    if not -_CALIBRATION_PPM_MAX <= calibration_ppm <= _CALIBRATION_PPM_MAX:
+        return 0
+    if not _CATHETER_NL_MIN <= catheter_nl <= _CATHETER_NL_MAX:
+        return 1
+    if not _COMPLIANCE_X10_MIN <= compliance_x10 <= _COMPLIANCE_X10_MAX:
+        return 4
+    if not _RESISTANCE_PCT_MIN <= resistance_pct <= _RESISTANCE_PCT_MAX:
+        return 5
+    if not 0 <= noise_x10 <= _NOISE_X10_MAX:
+        return 6
+    if not _CSF_X10_MIN <= csf_x10 <= _CSF_X10_MAX:
+        return 7
+    return -1

@@ -61,6 +61,7 @@ class Bench:
 
     def running(self, program: Path = MORPHINE) -> None:
         """A filled reservoir and a confirmed program: a pump delivering therapy."""
+        self.rig.fill(20_000_000)  # the real reservoir (the clinician's syringe)
         self.ok("refill", "--withdrawn", "0mL", "--added", "20mL")
         self.ok("program", str(program), "--yes")
 
@@ -465,9 +466,8 @@ def test_client_methods_name_what_the_wire_numbers(bench: Bench) -> None:
 
 
 def test_rig_client_typed_methods(bench: Bench) -> None:
-    bench.running()
-    assert bench.rig.fill(20_000_000) == 0  # the plant's real reservoir was empty
-    bench.rig.plant(0, 100_000, 0, 20_000_000)
+    bench.running()  # fills the real reservoir with 20 mL, and the pump's account
+    bench.rig.plant(catheter_nl=100_000, reservoir_nl=20_000_000)
     bench.rig.advance(HOUR_MS)
     truth = bench.rig.truth()
     assert truth["powered"] == 1 and truth["steps"] > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.client import PumpClient, RigClient
-from protocol import codec
+from protocol import codec, schema
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -19,15 +19,7 @@ BACLOFEN = 4
 STOPPED, CONTINUOUS, FLEX, MINIMUM_RATE = 0, 1, 2, 3
 CLINICIAN, PRIMING, BRIDGE, PATIENT = 1, 2, 3, 4
 
-ALARM_BITS = {
-    "LOW_RESERVOIR": 1,
-    "EMPTY_RESERVOIR": 2,
-    "DOSE_LIMIT": 3,
-    "STROKE_MISMATCH": 4,
-    "REFILL_DISCREPANCY": 5,
-    "MEMORY": 6,
-    "UNEXPECTED_RESET": 7,
-}
+ALARM_BITS = {name: code for code, name, _priority in schema.ALARMS}
 
 
 def program(**fields: Any) -> dict[str, Any]:
@@ -65,6 +57,22 @@ def flex(steps: list[tuple[int, int, int]], basal_nl_day: int, **fields: Any) ->
         flex_days=days,
         **fields,
     )
+
+
+def plant(rig: RigClient, **fields: Any) -> None:
+    """PLANT with the nominal physics unless overridden (docs/plant.md)."""
+    base: dict[str, Any] = {
+        "calibration_ppm": 0,
+        "catheter_nl": 156_000,  # 60 cm at 2.6 uL/cm
+        "catheter_empty_nl": 0,
+        "reservoir_nl": 0,
+        "compliance_x10": 50,  # 5 nL/mmHg
+        "resistance_pct": 100,
+        "noise_x10": 5,  # 0.5 mmHg
+        "csf_x10": 74,  # 7.4 mmHg, lying
+    }
+    base.update(fields)
+    rig.request("PLANT", base)
 
 
 def refill(pump: PumpClient, rig: RigClient, volume_nl: int) -> dict[str, Any]:

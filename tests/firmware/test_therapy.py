@@ -24,6 +24,7 @@ from tests.firmware.kit import (
     alarm_active,
     flex,
     log_entries,
+    plant,
     program,
     start_therapy,
     truth,
@@ -111,15 +112,7 @@ def test_clinician_bolus_delivers_its_volume_on_top_of_basal(
 
 def test_priming_bolus_fills_an_empty_catheter(pump: PumpClient, rig: RigClient) -> None:
     catheter_nl = 600 * 2_600 // 10  # 60 cm at 2.6 uL/cm
-    rig.request(
-        "PLANT",
-        {
-            "calibration_ppm": 0,
-            "catheter_nl": catheter_nl,
-            "catheter_empty_nl": catheter_nl,
-            "reservoir_nl": 20_000_000,
-        },
-    )
+    plant(rig, catheter_nl=catheter_nl, catheter_empty_nl=catheter_nl)
     start_therapy(pump, rig, program(mode=MINIMUM_RATE, basal_nl_day=0))
     reply = pump.request(
         "BOLUS",
@@ -361,15 +354,7 @@ def test_a_miscalibrated_head_shows_at_refill(pump: PumpClient, rig: RigClient) 
     # The real head moves 20 % more per step than the firmware's calibration:
     # the pump's account drifts from the truth, and the refill finds it
     # (beyond SynchroMed's 14.5 % labelled tolerance).
-    rig.request(
-        "PLANT",
-        {
-            "calibration_ppm": 200_000,
-            "catheter_nl": 156_000,
-            "catheter_empty_nl": 0,
-            "reservoir_nl": 0,
-        },
-    )
+    plant(rig, calibration_ppm=200_000)
     start_therapy(pump, rig, program(basal_nl_day=1_000_000))
     rig.advance(10 * DAY_MS)
     status = pump.status()

@@ -1,0 +1,210 @@
+# Safety: feeds the monitors (pump/monitors/) with what the HAL measures,
+# turns their findings into alarms, and keeps the watchdog fed only while
+# every monitor runs on time.
+#
+# Samples (pressure in 0.1 mmHg, gauge):
+#   "before" just before a stroke, "peak" at its end, "after" AFTER_MS later
+#   -> the per-stroke response: occlusion (the volume stays in the line) and
+#      leak (no or a weak response);
+#   once a MONITOR_MS: the level (occlusion ceiling, disconnection, sensor
+#   plausibility), the battery, the encoder between strokes (runaway), and
+#   once an hour the self-test of the program and journal CRCs.
+# A monitor's verdict changes an alarm only on an edge (raised / gone).
+# Alarms that stop delivery go through the app's one fail-stop path.
+
+from pump import alarms as alarmsmod
+from pump import logcodes
+from pump.drive import STROKE_STEPS
+from pump.monitors import selftest
+from pump.monitors import stroke as strokemod
+from pump.monitors.battery import BatteryMonitor
+from pump.monitors.leak import LeakMonitor
+from pump.monitors.occlusion import OcclusionMonitor
+from pump.monitors.response import RiseLearner
+from pump.monitors.sensor import SensorCheck
+from pump.monitors.supervisor import Supervisor
+from pump.scheduler import Task
+from pump.ticks import ticks_diff
+
+# The "after" sample, this long after a stroke ends: a healthy line (time
+# constant ~8 ms) is back at baseline; an occluded one still holds the stroke.
+# Shorter than the gap between bolus strokes (250 - 20 ms).
+AFTER_MS = 200
+MONITOR_MS = 60_000
+# The supervisor runs twice per watchdog period of the board (an RP2040
+# watchdog is at most 8.3 s: a feed every 4 s; the virtual board's watchdog is
+# slower so that lockstep time can jump, hal/sim.py says why).
+SELF_TEST_S = selftest.PERIOD_S
+
+# Findings that can no longer be re-tested once delivery has stopped: they
+# latch as events and are cleared by a clinician (CLEAR_ALARM).
+_EVENT_ALARMS = (
+    alarmsmod.LEAK,
+    alarmsmod.MOTOR_STALL,
+    alarmsmod.RUNAWAY,
+    alarmsmod.ENCODER_FAILURE,
+    alarmsmod.LOST_STEPS,
+)
+
+
+class Safety:
+    def __init__(self, app, scheduler):
+        self.app = app
+        board = app.board
+        self.pressure = board.pressure
+        self.battery_sensor = board.battery
+        self.encoder = board.encoder
+        self.learner = RiseLearner()
+        self.occlusion = OcclusionMonitor(learner=self.learner)
+        self.leak = LeakMonitor(learner=self.learner)
+        self.strokes = strokemod.StrokeCheck()
+        self.battery = BatteryMonitor()
+        self.sensor = SensorCheck()
+        self.supervisor = Supervisor()
+        self._watch_monitor = self.supervisor.register("monitor", MONITOR_MS)
+        self._watch_stroke = self.supervisor.register("stroke", 0)
+        self._before = 0
+        self._peak = 0
+        self._encoder_idle = 0
+        self._last_self_test_s = 0
+        self.after_pending = False
+        self._after_task = scheduler.add(Task("pressure after", self._on_after))
+        self._monitor_task = scheduler.add(Task("monitor", self._on_monitor))
+        self._supervise_task = scheduler.add(Task("supervise", self._on_supervise))
+        self._supervise_ms = board.watchdog_ms // 2
+        # the last finding of each monitor, to act on edges only
+        self._seen = {}
+
+    def start(self, now):
+        self.supervisor.start(now)
+        self._encoder_idle = self.encoder.count()
+        self._monitor_task.at(now)
+        self._supervise_task.at(now)
+
+    # --- strokes -----
+    def before_stroke(self):
+        reading = self._read()
+        self._before = reading
+        self._check_idle_encoder()
+
+    def stroke_ended(self, moved, now):
+        # Returns the StrokeCheck action (OK, RETRY, SHORT or an alarm id).
+        self._peak = self._read()
+        seen = self.sensor.alarm == 0 and self.leak.responded(self._before, self._peak)
+        action = self.strokes.on_stroke_end(STROKE_STEPS, moved, seen)
+        self._encoder_idle = self.encoder.count()
+        self.supervisor.checkin(self._watch_stroke, now)
+        if action == strokemod.OK:
+            self.after_pending = True
+            self._after_task.after(now, AFTER_MS)
+        elif action > 0:
+            self._edge("stroke", action)
+        return action
+
+    def set_stroke_period(self, period_ms, now):
+        # 0 while nothing is scheduled; the supervisor then stops watching.
+        self.supervisor.set_period(self._watch_stroke, period_ms, now)
+
+    def _on_after(self, _now):
+        after = self._read()
+        self.after_pending = False
+        if self.sensor.alarm:
+            return  # a blind sensor says nothing about the line
+        self._edge("occlusion", self.occlusion.on_stroke(self._before, self._peak, after))
+        self._edge("leak", self.leak.on_stroke(self._before, self._peak, after))
+        app = self.app
+        app.schedule_stroke(app.clock.ticks_ms())  # a stroke waiting for this sample
+
+    # --- once a minute -----
+    def _on_monitor(self, now):
+        app = self.app
+        self.supervisor.checkin(self._watch_monitor, now)
+        self._monitor_task.after(now, MONITOR_MS)
+        reading = self._read()
+        if not self.sensor.alarm:
+            self._edge("level", self.occlusion.on_level(reading))
+            self._edge("disconnect", self.leak.on_level(reading))
+        if not app.drive.in_stroke:
+            self._check_idle_encoder()
+        mv = self.battery_sensor.read_mv()
+        app.battery_mv = mv
+        now_s = app.clock.seconds()
+        self._edge("battery", self.battery.on_sample(mv, now_s))
+        app.eos_days = self.battery.eos_days_left(now_s)
+        if now_s - self._last_self_test_s >= SELF_TEST_S:
+            self._last_self_test_s = now_s
+            self.self_test()
+
+    def self_test(self):
+        app = self.app
+        program = app.therapy.program
+        if not selftest.program_ok(program.raw, program.crc):
+            app.log(logcodes.SELF_TEST_FAILED, 1, 0)
+            app.fail_stop(alarmsmod.MEMORY, lasting=False)
+        else:
+            self.check_journal()
+
+    def check_journal(self):
+        # The stored generation (snapshot and deltas) re-read with every CRC.
+        app = self.app
+        if not selftest.journal_ok(app.journal):
+            app.log(logcodes.SELF_TEST_FAILED, 2, 0)
+            app.fail_stop(alarmsmod.MEMORY, lasting=False)
+
+    def _check_idle_encoder(self):
+        # The encoder counter wraps at 2**30 like the ticks: same arithmetic.
+        count = self.encoder.count()
+        delta = ticks_diff(count, self._encoder_idle)
+        self._encoder_idle = count
+        self._edge("idle", self.strokes.on_idle(delta))
+
+    # --- sensor -----
+    def _read(self):
+        reading = self.pressure.read_x10()
+        self.app.pressure_x10 = reading
+        self._edge("sensor", self.sensor.on_sample(reading))
+        return reading
+
+    # --- watchdog -----
+    def _on_supervise(self, now):
+        self._supervise_task.after(now, self._supervise_ms)
+        if self.supervisor.feed_ok(now):
+            self.app.board.feed_watchdog()
+
+    # --- findings to alarms -----
+    def _edge(self, source, alarm_id):
+        previous = self._seen.get(source, 0)
+        if alarm_id == previous or alarm_id < 0:
+            return
+        self._seen[source] = alarm_id
+        app = self.app
+        if previous:
+            app.alarms.condition_gone(previous)
+        if not alarm_id:
+            return
+        lasting = alarm_id not in _EVENT_ALARMS
+        if alarmsmod.stops(alarm_id):
+            app.fail_stop(alarm_id, lasting)
+        else:
+            app.alarms.raise_alarm(alarm_id, lasting)
+
+    def cleared_by_clinician(self, alarm_id):
+        # A clinician cleared an alarm whose cause can no longer be
+        # re-tested: the monitor starts afresh.
+        if alarm_id in (
+            alarmsmod.MOTOR_STALL,
+            alarmsmod.RUNAWAY,
+            alarmsmod.ENCODER_FAILURE,
+            alarmsmod.LOST_STEPS,
+        ):
+            self.strokes.restart()
+            self._seen["stroke"] = 0
+            self._seen["idle"] = 0
+        elif alarm_id == alarmsmod.LEAK:
+            self.leak.restart()
+            self._seen["leak"] = 0
+            self._seen["disconnect"] = 0
+        elif alarm_id == alarmsmod.OCCLUSION:
+            self.occlusion.restart()
+            self._seen["occlusion"] = 0
+            self._seen["level"] = 0
