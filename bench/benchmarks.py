@@ -7,6 +7,10 @@ Figures, all against the real firmware on virtual boards (bench.sim):
 - bytes of framing overhead per frame, from the schema constants, checked by
   encoding with the host codec;
 - total size of the compiled .mpy image (bench.image.compile_all);
+- occlusion: onset to alarm at 0.048, 0.5 and 24 mL/day for the firmware's
+  per-stroke monitor beside a plain 517 mmHg threshold on the same plant, and
+  the volume stored in the line when each fires (released at relief);
+- false alarms per simulated year: nominal 90-day runs on two seeds;
 - 90 days of a flex schedule at 1 mL/day with a daily patient bolus: wall
   time, pump accounting against rig truth, and the peak live heap sampled by
   the virtual board (rig HEAP).
@@ -17,17 +21,22 @@ Usage: ``python -m bench.benchmarks [--requests N] [--boards N] [--days N]``.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.client import PumpClient, RigClient
-from bench.image import compile_all
+from bench.image import compile_all, ensure_compiled
+from bench.paths import IMAGE_DIR
 from bench.programfile import load_program
-from bench.sim import BoardOptions, VirtualBoard
+from bench.sim import BoardOptions, VirtualBoard, micropython_command
 from protocol import codec, schema
 
 STATUS_REQUESTS = 2000
@@ -195,6 +204,103 @@ def therapy_soak(days: int) -> list[Row]:
     ]
 
 
+# --- (f) occlusion: the firmware's monitor beside a plain threshold --------------
+RACE_SCRIPT = Path(__file__).with_name("upy") / "occlusion_race.py"
+RACE_RATES_NL_DAY = (48_000, 500_000, 24_000_000)  # 0.048, 0.5 and 24 mL/day
+
+
+def occlusion_race(seed: int = 1, compliance_x10: int = 50) -> list[Row]:
+    """Time from a full occlusion's onset to the alarm, per rate, for the
+    firmware's per-stroke monitor and a plain 517 mmHg threshold, both fed
+    the same samples of the same plant (bench/upy/occlusion_race.py under
+    MicroPython); and the volume stored in the line when each fires, which
+    is what a relief would release."""
+    image = ensure_compiled(IMAGE_DIR)
+    rows = []
+    for rate in RACE_RATES_NL_DAY:
+        result = subprocess.run(
+            [
+                micropython_command(),
+                "-X",
+                "heapsize=1024k",
+                str(RACE_SCRIPT),
+                str(rate),
+                str(seed),
+                str(compliance_x10),
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, MICROPYPATH=str(image)),
+            timeout=600,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"occlusion race failed:\n{result.stdout}{result.stderr}")
+        race = json.loads(result.stdout.strip().splitlines()[-1])
+        monitor_s = race["monitor_ms"] / 1000
+        plain_s = race["threshold_ms"] / 1000
+        ratio = f"{plain_s / monitor_s:.1f}x slower" if monitor_s > 0 and plain_s > 0 else "n/a"
+        rows.append(
+            Row(
+                f"occlusion to alarm at {rate / 1e6:g} mL/day",
+                f"{monitor_s:,.0f}",
+                "s",
+                f"{race['monitor_strokes']} strokes; threshold {plain_s:,.0f} s "
+                f"({race['threshold_strokes']} strokes, {ratio})",
+            )
+        )
+        rows.append(
+            Row(
+                "  released at relief (stored in the line)",
+                f"{race['monitor_stored_nl']:,}",
+                "nL",
+                f"threshold detector: {race['threshold_stored_nl']:,} nL",
+            )
+        )
+    return rows
+
+
+# --- (g) false alarms over long nominal runs --------------------------------------
+SOAK_SEEDS = (21, 22)
+SOAK_DAYS = 90
+
+
+def _nominal_alarms(seed: int, days: int) -> int:
+    fields = load_program(THERAPY_PROGRAM)
+    with (
+        VirtualBoard(BoardOptions(seed=seed)) as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        rig.fill(RESERVOIR_NL)
+        pump.refill(0, RESERVOIR_NL)
+        pump.confirm(pump.program(fields)["crc"])
+        for day in range(days):
+            rig.advance(DAY_MS, timeout_s=600)
+            if day % 30 == 29:
+                pump.refill(rig.fill(RESERVOIR_NL), RESERVOIR_NL)
+        _check_alive(board)
+        raised = [e for e in pump.log() if e["name"] == "ALARM_RAISED"]
+    # a refill that finds a discrepancy is not a false alarm of a detector
+    return len([e for e in raised if schema.alarm_name(e["a"]) != "REFILL_DISCREPANCY"])
+
+
+def false_alarms(seeds: tuple[int, ...], days: int) -> list[Row]:
+    """Nominal therapy with the plant's noise, coughs, posture and drift, one
+    board per seed in parallel: every alarm raised is a false alarm."""
+    with ThreadPoolExecutor(max_workers=len(seeds)) as pool:
+        counts = list(pool.map(lambda seed: _nominal_alarms(seed, days), seeds))
+    years = len(seeds) * days / 365
+    return [
+        Row(
+            "false alarms per simulated year",
+            f"{sum(counts) / years:.2f}",
+            "/yr",
+            f"{sum(counts)} in {len(seeds)} seeds x {days} days, 1 mL/day flex",
+        )
+    ]
+
+
 def print_table(rows: list[Row]) -> None:
     headers = Row("figure", "value", "unit", "note")
     widths = [
@@ -229,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     rows += overhead_rows
     rows += image_size()
     rows += therapy_soak(args.days)
+    rows += occlusion_race()
+    rows += false_alarms(SOAK_SEEDS, args.days)
 
     print(
         f"pumpbench benchmarks (protocol v{schema.PROTOCOL_VERSION}, "

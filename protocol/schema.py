@@ -179,7 +179,8 @@ FAULTS = (
     (12, "CSF_PRESSURE"),  # param: CSF pressure, 0.1 mmHg (posture, coughing)
     # A HAL fault, not the plant's: the firmware's millisecond timer runs param
     # times fast (its RTC does not), so the scheduler asks for too many
-    # strokes, each of them normal. Starts at once (onset_ms ignored).
+    # strokes (and times them short: the line monitors see weak strokes).
+    # Starts at once (onset_ms ignored).
     (13, "TIMER_FAST"),
 )
 

@@ -100,6 +100,11 @@ _LATCHING = 2
 _STOPS = 3
 _CLEARABLE = 4
 
+LATCHING_MASK = 0
+for _row_ in TABLE:
+    if _row_[_LATCHING]:
+        LATCHING_MASK |= 1 << (_row_[0] - 1)
+
 ACTION_CLEARED = 0
 ACTION_RAISED = 1
 ACTION_ACKNOWLEDGED = 2

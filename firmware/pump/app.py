@@ -18,6 +18,7 @@ from pump import reservoir as reservoirmod
 from pump.drive import STROKE_MS, STROKE_STEPS, Drive
 from pump.governor import Governor
 from pump.journal import Journal
+from pump.monitors.battery import BatteryMonitor
 from pump.monitors.stroke import RETRY, RETRY_DELAY_MS
 from pump.persist import Persist
 from pump.safety import Safety
@@ -33,6 +34,8 @@ _BOLUS_FMT = t.BOLUS_EVENT_EVENT
 _BOLUS_ID = t.BOLUS_EVENT
 _PROGRAM_FMT = t.PROGRAM_CHANGED_EVENT
 _PROGRAM_ID = t.PROGRAM_CHANGED
+
+RESET_CAUSE_WATCHDOG = 2  # protocol/schema.py RESET_CAUSES
 
 STATE_IDLE = 1
 STATE_RUNNING = 2
@@ -62,8 +65,9 @@ class PumpApp:
         self.reservoir = reservoirmod.Reservoir()
         self.governor = Governor(0, 0)
         self.journal = Journal(board.fs)
+        self.battery = BatteryMonitor()
         self.persist = Persist(
-            self.journal, self.therapy, self.reservoir, self.governor, self.drive
+            self.journal, self.therapy, self.reservoir, self.governor, self.drive, self.battery
         )
         self.alarms = alarmsmod.Alarms(self._on_alarm_change)
         self.link = linkmod.Link(board.pump_port, t.PUMP_REQUESTS, commands.handlers(self))
@@ -107,7 +111,9 @@ class PumpApp:
             self.log(logcodes.BOOT, self.reset_cause, 1)
             return
         self.persist.boot_count += 1
-        self.alarms.active = self.persist.alarms_mask
+        # Latching alarms survive a reset; the others come back by themselves
+        # if their condition is still there (the monitors look again).
+        self.alarms.active = self.persist.alarms_mask & alarmsmod.LATCHING_MASK
         self.governor.advance(now_s)
         unexpected = 1 if found.had_state else 0
         self.log(logcodes.BOOT, self.reset_cause, unexpected)
@@ -118,6 +124,8 @@ class PumpApp:
             self.persist.bolus_end(found.interrupted_bolus_id, found.interrupted_bolus_nl)
         if unexpected:
             self.alarms.raise_alarm(alarmsmod.UNEXPECTED_RESET, lasting=False)
+        if self.reset_cause == RESET_CAUSE_WATCHDOG:
+            self.alarms.raise_alarm(alarmsmod.WATCHDOG_RESET, lasting=False)
         self._check_reservoir_alarms()
         if self.governor.exceeded:
             self.fail_stop(alarmsmod.DOSE_LIMIT, lasting=False)

@@ -19,7 +19,7 @@ import struct
 
 from pump import program as programmod
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: the battery monitor's ERI date follows the ring
 
 # Delta kinds and their payload formats.
 D_STROKE_BEGIN = 1  # kind B, time_s I
@@ -56,7 +56,8 @@ class Recovered:
 class Persist:
     """Packs and replays the app's state into and out of the journal."""
 
-    def __init__(self, journal, therapy, reservoir, governor, drive):
+    def __init__(self, journal, therapy, reservoir, governor, drive, battery):
+        self.battery = battery  # its ERI date survives resets
         self.journal = journal
         self.therapy = therapy
         self.reservoir = reservoir
@@ -131,7 +132,12 @@ class Persist:
         )
         ring = struct.pack("<%dI" % len(t.pb_times), *t.pb_times)
         self.journal.snapshot(
-            head + t.program.raw + self.reservoir.pack() + self.governor.pack() + ring
+            head
+            + t.program.raw
+            + self.reservoir.pack()
+            + self.governor.pack()
+            + ring
+            + self.battery.pack()
         )
 
     def _restore(self, data):
@@ -170,6 +176,10 @@ class Persist:
         ring = struct.unpack_from("<%dI" % len(t.pb_times), data, offset)
         for i in range(len(ring)):
             t.pb_times[i] = ring[i]
+        offset += 4 * len(ring)
+        # the ERI date: a reset must not restart the 90-day countdown
+        if not self.battery.unpack(data[offset:]):
+            return False
         t.running = bool(running)
         t.bolus_kind = bolus_kind
         t.bolus_id = bolus_id

@@ -17,7 +17,6 @@ from pump import logcodes
 from pump.drive import STROKE_STEPS
 from pump.monitors import selftest
 from pump.monitors import stroke as strokemod
-from pump.monitors.battery import BatteryMonitor
 from pump.monitors.leak import LeakMonitor
 from pump.monitors.occlusion import OcclusionMonitor
 from pump.monitors.response import RiseLearner
@@ -58,7 +57,7 @@ class Safety:
         self.occlusion = OcclusionMonitor(learner=self.learner)
         self.leak = LeakMonitor(learner=self.learner)
         self.strokes = strokemod.StrokeCheck()
-        self.battery = BatteryMonitor()
+        self.battery = app.battery  # kept by the app: persist journals its ERI date
         self.sensor = SensorCheck()
         self.supervisor = Supervisor()
         self._watch_monitor = self.supervisor.register("monitor", MONITOR_MS)

@@ -225,3 +225,28 @@ def test_a_week_of_nominal_therapy_raises_no_alarm(seed: int) -> None:
         status = pump.status()
         assert status["alarms"] == 0, status["alarm_names"]
         assert status["state_name"] == "RUNNING"
+
+
+def test_a_reset_keeps_the_eri_countdown(pump: PumpClient, rig: RigClient) -> None:
+    start_therapy(pump, rig, program(basal_nl_day=100_000))
+    rig.inject_fault("BATTERY", 2_550)
+    wait_for_alarm(pump, rig, "BATTERY_ERI", 12 * MINUTE_MS)
+    rig.advance(10 * DAY_MS)
+    rig.reset()
+    rig.advance(15 * MINUTE_MS)  # ten battery samples after the reset
+    status = pump.status()
+    assert alarm_active(status, "BATTERY_ERI")
+    assert status["eos_days"] in (79, 80)  # not 90 again: the reset postpones nothing
+
+
+def test_non_latching_alarms_do_not_outlive_their_cause_across_a_reset(
+    pump: PumpClient, rig: RigClient
+) -> None:
+    start_therapy(pump, rig, program())
+    rig.advance(HOUR_MS)
+    rig.inject_fault("SENSOR_STUCK")
+    wait_for_alarm(pump, rig, "SENSOR_FAULT", 5 * MINUTE_MS)
+    rig.clear_fault()
+    rig.reset()
+    rig.advance(HOUR_MS)
+    assert not alarm_active(pump.status(), "SENSOR_FAULT")

@@ -5,10 +5,9 @@
 # failure is MEMORY (stops delivery): corrupted configuration or state is
 # not acted on.
 #
-# The journal check needs one public method on pump/journal.py, proposed in
-# README.md of this directory: Journal.verify_slots() -> bool (re-reads the
-# current slot and its log with every CRC and the sequence chain, as
-# recover() would).
+# The journal check is Journal.verify_slots() -> bool (pump/journal.py:
+# re-reads the current slot and its log with every CRC and the sequence
+# chain, as recover() would).
 #
 # Not a hot path: binascii.crc32 returns a big integer on the rp2 above 2**30,
 # and reading the journal back allocates a few views.
