@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 STUBS := build/typings
 STUBS_STAMP := $(STUBS)/.installed
 REPORT ?= reports/latest
+JOBS ?= 2
 PORT ?=
 ARCH ?=
 
@@ -33,7 +34,7 @@ $(STUBS_STAMP): $(STAMP)
 	@touch $@
 
 run: $(STAMP)
-	$(BIN)/pumpbench run bench/scenarios --target sim --report $(REPORT)
+	$(BIN)/pumpbench run bench/scenarios --target sim --jobs $(JOBS) --report $(REPORT)
 
 test: lint mpy typecheck pytest
 
@@ -45,6 +46,9 @@ sim: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.benchmarks
+	@for j in 1 2; do echo "standard suite, --jobs $$j:"; \
+		$(BIN)/pumpbench run bench/scenarios --jobs $$j --no-plots --report build/bench-suite-$$j \
+		| grep ' scenarios: '; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
+from bench import alarmview, flash
 from bench import programfile as pf
 from bench.client import (
     BOLUS_KINDS,
@@ -35,15 +37,15 @@ from bench.client import (
     soft_limit_names,
 )
 from bench.errors import BenchError, PumpRefused
+from bench.progress import Progress
 from bench.report import (
     fingerprint_hex,
     format_ms,
-    result_line,
     summary_lines,
     write_reports,
 )
 from bench.runner import PortTarget, SimTarget, Target, run_all
-from bench.scenario import MAX_SEED, ScenarioError, load_scenarios
+from bench.scenario import MAX_SEED, ScenarioError, load_scenarios, parse_duration
 from bench.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard
 from protocol import codec, schema
 
@@ -277,7 +279,7 @@ def _therapy_lines(status: dict[str, Any], conc: int) -> list[tuple[str, str]]:
         ("reservoir", f"{pf.format_volume(status['reservoir_nl'])} left"),
         ("empty", empty),
         ("refill by", _date(status["refill_date_s"])),
-        ("alarms", ", ".join(status["alarm_names"]) or "none"),
+        ("alarms", alarmview.alarm_list(status["alarms"], alarmview.colour_wanted())),
         ("program", f"CRC 0x{status['program_crc']:08x}, {pending}"),
         ("delivered", f"{pf.volume_text(status['delivered_nl'], conc)} in all"),
         ("pt boluses", f"{status['pb_last_day']} in the last 24 h"),
@@ -520,6 +522,31 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_alarms(args: argparse.Namespace) -> int:
+    """Active alarms by priority, acknowledge them (--ack), and their history."""
+    colour = alarmview.colour_wanted()
+    with _pump_url(args) as url, PumpClient(url) as pump:
+        if args.ack is not None:
+            pump.request("ACK_ALARM", {"alarm": args.ack})
+        status = pump.status()
+        history = pump.log() if args.history else []
+    print(f"port:        {url}")
+    print(f"state:       {status['state_name']}")
+    rows = alarmview.alarm_rows(status, colour)
+    print(f"active:      {len(rows) or 'none'}")
+    for row in rows:
+        print(f"  {row}")
+    if args.history:
+        print("history:")
+        for row in alarmview.history_rows(history, colour)[-args.history :]:
+            print(f"  {row}")
+    return EXIT_OK
+
+
+def _ack(text: str) -> int:
+    return 0 if text.lower() == "all" else _alarm(text)
+
+
 def cmd_clear_alarm(args: argparse.Namespace) -> int:
     with _pump_url(args) as url, PumpClient(url) as pump:
         pump.clear_alarm(args.alarm)
@@ -530,27 +557,54 @@ def cmd_clear_alarm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _jobs(text: str) -> int:
+    """``--jobs N`` or ``auto`` (0: one virtual board per CPU core)."""
+    if text == "auto":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job count: 1, 2, ... or auto")
+    return int(text)
+
+
+def _device_time(text: str) -> int:
+    """A scenario-file duration (``3h``, ``1d 12h``) in ms."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     scenarios = load_scenarios(args.paths)  # every file validated before any board
     target: Target = (
         SimTarget(heap=args.heap) if args.target == SIM else PortTarget(args.target, args.rig)
     )
+    jobs = args.jobs or (min(os.cpu_count() or 1, max(1, len(scenarios))) if target.parallel else 1)
     target.preflight()
-    run = run_all(
-        scenarios,
-        target,
-        seed_override=args.seed,
-        on_result=lambda record: print(result_line(record), flush=True),
-    )
+    progress = Progress(scenarios)
+    try:
+        run = run_all(
+            scenarios,
+            target,
+            seed_override=args.seed,
+            jobs=jobs,
+            strict_xfail=args.strict_xfail,
+            max_device_ms=args.max_device_time,
+            on_start=progress.start,
+            on_progress=progress.advance,
+            on_result=progress.result,
+        )
+    finally:
+        progress.close()
     print()
     for line in summary_lines(run):
         print(line)
     directory = Path(args.report)
     try:
-        write_reports(run, directory)
+        page = write_reports(run, directory, plots=not args.no_plots)
     except OSError as exc:
         raise BenchError(f"{directory}: cannot write the report ({exc})") from None
-    print(directory, flush=True)
+    print(f"report: {page}", flush=True)
     return run.exit_code()
 
 
@@ -616,11 +670,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seed", type=_seed, help="run every scenario with this seed")
     run.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=1,
+        metavar="N|auto",
+        help="scenarios at once, each on its own virtual board (default 1; auto: one per core)",
+    )
+    run.add_argument(
         "--heap",
         type=_heap,
         help=f"MicroPython heap of the virtual boards (default {DEFAULT_HEAP})",
     )
+    run.add_argument(
+        "--strict-xfail",
+        action="store_true",
+        help="an xfail scenario that passes (XPASS) fails the run: enable what has landed",
+    )
+    run.add_argument(
+        "--max-device-time",
+        type=_device_time,
+        metavar="TIME",
+        help="skip scenarios planning more device time, e.g. 3h (a physical rig runs in real time)",
+    )
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
     run.set_defaults(func=cmd_run)
+    flash.add_parser(commands)
     return parser
 
 
@@ -667,6 +741,16 @@ def _add_therapy_commands(commands: Any) -> None:
     _add_board_choice(log)
     log.set_defaults(func=cmd_log)
 
+    alarms = commands.add_parser("alarms", help="active alarms by priority; --ack; history")
+    alarms.add_argument(
+        "--ack", type=_ack, metavar="NAME|ID|all", help="acknowledge (silence for 2 min)"
+    )
+    alarms.add_argument(
+        "--history", type=_count, default=20, metavar="N", help="last N alarm events (0: none)"
+    )
+    _add_board_choice(alarms)
+    alarms.set_defaults(func=cmd_alarms)
+
     clear = commands.add_parser("clear-alarm", help="clear a latched alarm")
     clear.add_argument("alarm", type=_alarm, metavar="NAME|ID", help="e.g. REFILL_DISCREPANCY")
     _add_board_choice(clear)
@@ -694,6 +778,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--heap goes with --target sim; a hardware board has the heap it has")
     if args.command == "run" and args.heap is None:
         args.heap = DEFAULT_HEAP
+    if args.command == "run" and args.target != SIM and args.jobs > 1:
+        parser.error("--jobs runs several virtual boards; a board at a URL runs one at a time")
     if args.command == "ping" and args.count < 1:
         parser.error("--count must be at least 1")
     if args.command == "bolus":

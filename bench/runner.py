@@ -4,63 +4,43 @@ A *target* is where the pump (and maybe the rig) is reached: a fresh virtual
 board per scenario (:class:`SimTarget`), or ports given by URL
 (:class:`PortTarget`: a Pico on /dev/ttyACM0, a board behind RFC 2217, or a
 ``pumpbench sim`` started elsewhere). The runner speaks to either only
-through :class:`PumpClient` and :class:`RigClient`.
+through :class:`PumpClient` and :class:`RigClient` (bench/executor.py runs
+the steps).
 
 Outcomes are kept apart on purpose (bench/errors.py):
 
 - the pump did not do what the scenario expects (a check, a limit, a NACK):
   FAIL, the device's verdict, never retried;
 - the bench could not run the scenario (port, link, timeout, the virtual
-  board died, a bug in the bench): ERROR, never turned into a PASS.
+  board died, a bug in the bench): ERROR, never turned into a PASS and
+  never retried;
+- a scenario marked ``xfail`` that fails is XFAIL, one that passes is XPASS
+  (what it waited for has landed). An ERROR stays an ERROR even there.
+
+``run_all(jobs=N)`` runs N scenarios at once, each on its own virtual board
+(threads: the boards are processes, the bench mostly waits on their ports).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
 
-from bench.client import Client, PumpClient, RigClient
-from bench.errors import BenchError, PumpRefused
-from bench.report import (
-    DeviceInfo,
-    MeasurementOutcome,
-    MeasurementRecord,
-    Outcome,
-    RunRecord,
-    ScenarioRecord,
-    fingerprint_hex,
-)
-from bench.scenario import (
-    NEED_RIG,
-    AdvanceStep,
-    HelloStep,
-    MeasureStep,
-    PingStep,
-    ResetStep,
-    RigHelloStep,
-    Scenario,
-    StatusStep,
-    Step,
-)
+from bench.client import PumpClient, RigClient
+from bench.errors import BenchError
+from bench.executor import Executor, Interrupted
+from bench.report import MeasurementRecord, Outcome, RunRecord, ScenarioRecord, format_span
+from bench.scenario import NEED_HARDWARE, NEED_RIG, Scenario
 from bench.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard, micropython_command
-from protocol import schema
 
-# How long a rebooting pump may take to announce itself (wall time). A
-# virtual board boots in milliseconds; a Pico in well under a second.
-BOOT_TIMEOUT_S = 10.0
-
-RESET_CAUSE_NAMES: dict[int, str] = dict(schema.RESET_CAUSES)
-RESET_CAUSE_RIG = next(code for code, name in RESET_CAUSE_NAMES.items() if name == "RIG_RESET")
-
-
-class StepFailed(Exception):
-    """The pump answered, but not as the scenario expects: a FAIL."""
-
+SIM_BOARD = "sim"  # what a virtual board answers in HELLO's board field
 
 # --- targets --------------------------------------------------------------------
 
@@ -81,6 +61,7 @@ class Target:
     rig_label: str | None = None
     provides: frozenset[str] = frozenset()
     sets_seed = False  # True when the bench starts the board with the seed
+    parallel = False  # True when every session is a board of its own
 
     def preflight(self) -> None:
         """Fails fast with one BenchError when nothing could possibly run."""
@@ -98,9 +79,13 @@ class Target:
         lacking = needs - self.provides
         if not lacking:
             return None
-        if lacking == {NEED_RIG}:
-            return "not applicable: needs a rig port (give --rig URL)"
-        return f"not applicable: needs {', '.join(sorted(lacking))}"
+        reasons = []
+        if NEED_RIG in lacking:
+            reasons.append("a rig port (give --rig URL)")
+        if NEED_HARDWARE in lacking:
+            reasons.append("a physical board (give --target with its port, e.g. /dev/ttyACM0)")
+        reasons += sorted(lacking - {NEED_RIG, NEED_HARDWARE})
+        return "not applicable: needs " + " and ".join(reasons)
 
 
 class SimTarget(Target):
@@ -109,6 +94,7 @@ class SimTarget(Target):
     label = "sim"
     provides = frozenset({NEED_RIG})
     sets_seed = True
+    parallel = True
 
     def __init__(self, heap: str = DEFAULT_HEAP) -> None:
         self.heap = heap
@@ -123,7 +109,11 @@ class SimTarget(Target):
 
 
 class PortTarget(Target):
-    """A board (and maybe a rig) reached by pyserial URL; shared by all scenarios."""
+    """A board (and maybe a rig) reached by pyserial URL; shared by all scenarios.
+
+    It counts as a physical board (need ``hardware``) unless HELLO says it
+    is a virtual one (``pumpbench sim`` served by URL).
+    """
 
     def __init__(self, pump_url: str, rig_url: str | None = None) -> None:
         self.label = pump_url
@@ -132,7 +122,9 @@ class PortTarget(Target):
 
     def preflight(self) -> None:
         with PumpClient(self.label) as pump:
-            pump.hello()
+            board = pump.hello()["board"]
+        if board != SIM_BOARD:
+            self.provides |= {NEED_HARDWARE}
         if self.rig_label:
             with RigClient(self.rig_label) as rig:
                 rig.hello()
@@ -147,191 +139,7 @@ class PortTarget(Target):
         return 10.0 + duration_ms / 1000 * 1.05
 
 
-# --- one scenario -------------------------------------------------------------------
-
-
-def _where(step: Step) -> str:
-    return f"line {step.line}: {step.KIND}"
-
-
-def _show(name: str, value: Any) -> str:
-    return schema.state_name(value) if name == "state" else str(value)
-
-
-class _Executor:
-    """Runs the steps of one scenario on open clients, filling its record."""
-
-    def __init__(
-        self,
-        scenario: Scenario,
-        record: ScenarioRecord,
-        target: Target,
-        pump: PumpClient,
-        rig: RigClient | None,
-    ) -> None:
-        self.scenario = scenario
-        self.record = record
-        self.target = target
-        self.pump = pump
-        self.rig = rig
-        self.replies: dict[str, dict[str, Any]] = {}
-        self.measurements = {
-            id(m): r for m, r in zip(scenario.measurements, record.measurements, strict=True)
-        }
-        self._handlers: dict[type[Step], Callable[[Any], str]] = {
-            HelloStep: self._hello,
-            RigHelloStep: self._rig_hello,
-            PingStep: self._ping,
-            StatusStep: self._status,
-            AdvanceStep: self._advance,
-            ResetStep: self._reset,
-            MeasureStep: self._measure,
-        }
-
-    def log(self, text: str) -> None:
-        self.record.log.append(text)
-
-    # --- phases ---
-    def preamble(self, seed: int) -> None:
-        """HELLO on both ports: who the device is, and the seed really in use."""
-        hello = self.pump.hello()
-        self.record.device = DeviceInfo.from_hello(hello)
-        self.log(
-            f"pump {self.pump.url}: firmware {hello['firmware_version']}, board "
-            f"{hello['board']}, device {hello['device_id']}, "
-            f"schema {fingerprint_hex(hello['schema_fingerprint'])}"
-        )
-        if self.rig is None:
-            return
-        rig_hello = self.rig.hello()
-        self.record.seed = rig_hello["seed"]
-        self.log(f"rig {self.rig.url}: {rig_hello['rig_kind']}, seed {rig_hello['seed']}")
-        if self.target.sets_seed and rig_hello["seed"] != seed:
-            raise BenchError(
-                f"{self.rig.url}: the rig runs seed {rig_hello['seed']}, "
-                f"the board was started with seed {seed}"
-            )
-        if not self.target.sets_seed and rig_hello["seed"] != seed:
-            self.log(f"note: the scenario asks for seed {seed}; this rig sets its own")
-
-    def run(self, steps: Sequence[Step], phase: str = "") -> bool:
-        """Runs steps until one fails or errors; True when all ran."""
-        prefix = f"{phase}: " if phase else ""
-        for step in steps:
-            try:
-                summary = self._handlers[type(step)](step)
-            except (StepFailed, PumpRefused) as exc:
-                self._stop(step, prefix, Outcome.FAIL, str(exc))
-                return False
-            except BenchError as exc:
-                self._stop(step, prefix, Outcome.ERROR, str(exc))
-                return False
-            except Exception as exc:  # a bug in the bench: ERROR, with the trace
-                self.log(traceback.format_exc().rstrip())
-                self._stop(step, prefix, Outcome.ERROR, f"bench bug: {type(exc).__name__}: {exc}")
-                return False
-            self.log(f"{prefix}{step.line}: {step.describe()}: {summary}")
-        return True
-
-    def _stop(self, step: Step, prefix: str, outcome: Outcome, reason: str) -> None:
-        self.log(f"{prefix}{step.line}: {step.describe()}: {outcome}: {reason}")
-        self.record.settle(outcome, f"{prefix}{_where(step)}: {reason}")
-
-    def final_status(self) -> None:
-        """Device time at the end, for the report; losing the link here is an ERROR."""
-        try:
-            self.record.device_time_end_ms = self.pump.status()["device_time_ms"]
-        except (BenchError, PumpRefused) as exc:
-            if self.record.outcome is Outcome.PASS:
-                self.record.settle(Outcome.ERROR, f"final STATUS: {exc}")
-
-    # --- steps: each returns a one-line summary for the log ---
-    def _need_rig(self) -> RigClient:
-        if self.rig is None:  # validation and Target.missing() prevent this
-            raise BenchError("this step needs a rig port and none is open")
-        return self.rig
-
-    def _hello(self, _step: HelloStep) -> str:
-        reply = self.pump.hello()
-        self.replies["hello"] = reply
-        return f"firmware {reply['firmware_version']}, schema ok"
-
-    def _rig_hello(self, _step: RigHelloStep) -> str:
-        reply = self._need_rig().hello()
-        self.replies["rig_hello"] = reply
-        return f"rig {reply['rig_kind']}, schema ok"
-
-    def _ping(self, step: PingStep) -> str:
-        client: Client = self._need_rig() if step.port == schema.PORT_RIG else self.pump
-        start = time.perf_counter()
-        token = client.ping()
-        round_trip_ms = round((time.perf_counter() - start) * 1000, 3)
-        self.replies["ping"] = {"token": token, "round_trip_ms": round_trip_ms}
-        return f"{round_trip_ms} ms"
-
-    def _status(self, step: StatusStep) -> str:
-        reply = self.pump.status()
-        self.replies["status"] = reply
-        wrong = [
-            f"{name} is {_show(name, reply[name])}, expected {_show(name, want)}"
-            for name, want in step.expect.items()
-            if reply[name] != want
-        ]
-        if wrong:
-            raise StepFailed("; ".join(wrong))
-        return (
-            f"{reply['state_name']}, device time {reply['device_time_ms']} ms, "
-            f"uptime {reply['uptime_ms']} ms, boot {reply['boot_count']}"
-        )
-
-    def _advance(self, step: AdvanceStep) -> str:
-        rig = self._need_rig()
-        before = self.pump.status()["device_time_ms"]
-        left = step.duration_ms
-        end = before
-        while True:  # one year per ADVANCE at most; longer ones go in slices
-            chunk = min(left, schema.MAX_ADVANCE_MS)
-            end = rig.advance(chunk, timeout_s=self.target.advance_timeout_s(chunk))
-            left -= chunk
-            if left <= 0:
-                break
-        self.replies["advance"] = {"device_time_ms": end, "advanced_ms": end - before}
-        return f"device time {before} -> {end} ms"
-
-    def _reset(self, _step: ResetStep) -> str:
-        rig = self._need_rig()
-        before = self.pump.status()
-        # Events queued before the RESET are from an earlier boot, not ours.
-        self.pump.clear_events()
-        rig.reset()
-        boot = self.pump.wait_event("BOOT", BOOT_TIMEOUT_S).fields
-        cause = RESET_CAUSE_NAMES.get(boot["reset_cause"], f"code {boot['reset_cause']}")
-        self.replies["reset"] = {
-            **boot,
-            "boot_count_before": before["boot_count"],
-            "boot_count_increase": boot["boot_count"] - before["boot_count"],
-            "clock_jump_ms": boot["device_time_ms"] - before["device_time_ms"],
-        }
-        if boot["reset_cause"] != RESET_CAUSE_RIG:
-            raise StepFailed(f"the pump booted with reset cause {cause}, expected RIG_RESET")
-        return f"BOOT {cause}, boot count {before['boot_count']} -> {boot['boot_count']}"
-
-    def _measure(self, step: MeasureStep) -> str:
-        reply = self.replies.get(step.source)
-        if reply is None or step.source_field not in reply:
-            raise BenchError(f"no {step.source_path} value to measure (no {step.source} reply)")
-        value = reply[step.source_field]
-        record = self.measurements[id(step)]
-        record.value = value
-        low_ok = step.min is None or value >= step.min
-        high_ok = step.max is None or value <= step.max
-        record.outcome = MeasurementOutcome.PASS if low_ok and high_ok else MeasurementOutcome.FAIL
-        text = f"{step.name} = {value} {step.unit}, limits {record.limits_text()}"
-        if record.outcome is MeasurementOutcome.FAIL:
-            # A measurement out of limits fails the scenario but does not stop
-            # it: the next measurements are still worth having in the report.
-            self.record.settle(Outcome.FAIL, f"{_where(step)}: {text}: out of limits")
-        return f"{text}: {record.outcome}"
+# --- one scenario ------------------------------------------------------------------
 
 
 def _new_record(scenario: Scenario, seed: int, target: Target) -> ScenarioRecord:
@@ -341,6 +149,7 @@ def _new_record(scenario: Scenario, seed: int, target: Target) -> ScenarioRecord
         file=str(scenario.file),
         requirements=list(scenario.requirements),
         seed=seed if target.sets_seed else None,
+        xfail=scenario.xfail,
     )
     record.measurements = [
         MeasurementRecord(m.name, m.source_path, m.unit, m.min, m.max, m.line)
@@ -359,52 +168,116 @@ def _board_died(board: VirtualBoard, record: ScenarioRecord) -> None:
     record.problems.insert(0, f"virtual board died (exit code {code}): {last}")
 
 
+def _judge_xfail(record: ScenarioRecord) -> None:
+    """FAIL becomes XFAIL and PASS becomes XPASS for a scenario marked xfail."""
+    if record.xfail is None:
+        return
+    if record.outcome is Outcome.FAIL:
+        record.outcome = Outcome.XFAIL
+    elif record.outcome is Outcome.PASS:
+        record.outcome = Outcome.XPASS
+        record.problems.append(f"passed although marked xfail ({record.xfail}): remove the mark")
+
+
 def run_scenario(
-    scenario: Scenario, target: Target, seed_override: int | None = None
+    scenario: Scenario,
+    target: Target,
+    seed_override: int | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    max_device_ms: int | None = None,
 ) -> ScenarioRecord:
-    """Runs one scenario (steps, then teardown, which always runs)."""
+    """Runs one scenario (setup, steps, then teardown, which always runs).
+
+    ``max_device_ms``: a scenario planning more device time is not
+    applicable (a physical rig runs device time in real time).
+    """
     seed = scenario.seed if seed_override is None else seed_override
     record = _new_record(scenario, seed, target)
     started = time.monotonic()
     try:
         reason = target.missing(scenario.needs)
+        if reason is None and max_device_ms is not None and scenario.planned_ms > max_device_ms:
+            reason = (
+                f"not applicable: plans {format_span(scenario.planned_ms)} of device time, "
+                f"more than the {format_span(max_device_ms)} allowed (--max-device-time)"
+            )
         if reason is not None:
             record.outcome = Outcome.SKIP
             record.problems.append(reason)
             return record
         with target.session(seed) as ports:
+            failed: BenchError | None = None
             try:
-                _run_on(ports, scenario, record, target, seed)
-            finally:
-                if ports.board is not None and ports.board.has_exited():
-                    _board_died(ports.board, record)
+                _run_on(ports, scenario, record, target, seed, cancel, on_progress)
+            except BenchError as exc:
+                failed = exc
+            if failed is not None:
+                record.settle(Outcome.ERROR, str(failed))
+            # A dying board closes its ports before it can be seen to exit:
+            # after an ERROR give it a moment, so the cause is named first.
+            grace = 1.0 if record.outcome is Outcome.ERROR else 0.0
+            if ports.board is not None and ports.board.has_exited(grace):
+                _board_died(ports.board, record)
     except BenchError as exc:
         record.settle(Outcome.ERROR, str(exc))
     finally:
         record.wall_s = time.monotonic() - started
+    _judge_xfail(record)
     return record
 
 
 def _run_on(
-    ports: Ports, scenario: Scenario, record: ScenarioRecord, target: Target, seed: int
+    ports: Ports,
+    scenario: Scenario,
+    record: ScenarioRecord,
+    target: Target,
+    seed: int,
+    cancel: threading.Event | None,
+    on_progress: Callable[[int], None] | None,
 ) -> None:
     with ExitStack() as stack:
         pump = stack.enter_context(PumpClient(ports.pump))
         rig = stack.enter_context(RigClient(ports.rig)) if ports.rig else None
-        executor = _Executor(scenario, record, target, pump, rig)
-        executor.preamble(seed)
-        executor.run(scenario.steps)
+        executor = Executor(
+            scenario,
+            record,
+            pump,
+            rig,
+            advance_timeout=target.advance_timeout_s,
+            cancel=cancel,
+            on_progress=on_progress,
+        )
+        executor.preamble(seed, target.sets_seed)
+        if executor.run(scenario.setup, "setup"):
+            executor.run(scenario.steps)
         if scenario.teardown:
             if ports.board is not None and not ports.board.alive:
                 executor.log("teardown skipped: the virtual board died")
             else:
                 executor.run(scenario.teardown, "teardown")
         if ports.board is None or ports.board.alive:
-            executor.final_status()
+            executor.finish()
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --- many scenarios ----------------------------------------------------------------
+
+
+def schedule(scenarios: Sequence[Scenario]) -> list[int]:
+    """The order to start scenarios in: longest planned device time first.
+
+    With several boards the run ends when the last board finishes, so the
+    long ones (a 90-day soak) go first and the short ones fill the gaps.
+    """
+    return sorted(range(len(scenarios)), key=lambda i: -scenarios[i].planned_ms)
+
+
+ProgressCallback = Callable[[str, int], None]
 
 
 def run_all(
@@ -412,21 +285,75 @@ def run_all(
     target: Target,
     *,
     seed_override: int | None = None,
+    jobs: int = 1,
+    strict_xfail: bool = False,
+    on_start: Callable[[Scenario], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     on_result: Callable[[ScenarioRecord], None] | None = None,
+    cancel: threading.Event | None = None,
+    max_device_ms: int | None = None,
 ) -> RunRecord:
-    """Runs every scenario in order; one scenario's ERROR does not stop the rest."""
+    """Runs every scenario; one scenario's ERROR does not stop the rest.
+
+    ``jobs`` > 1 needs a target whose sessions are boards of their own.
+    The record lists scenarios in the order given, whatever order they ran in.
+    """
+    if jobs > 1 and not target.parallel:
+        raise BenchError(f"{target.label}: one board runs one scenario at a time (--jobs 1)")
     run = RunRecord(
         target=target.label,
         rig=target.rig_label,
         started_at=now_iso(),
         seed_override=seed_override,
+        jobs=jobs,
+        strict_xfail=strict_xfail,
     )
+    cancel = cancel or threading.Event()
     started = time.monotonic()
-    for scenario in scenarios:
-        record = run_scenario(scenario, target, seed_override)
-        run.scenarios.append(record)
-        if on_result is not None:
-            on_result(record)
+    results: dict[int, ScenarioRecord] = {}
+
+    def one(index: int) -> ScenarioRecord:
+        scenario = scenarios[index]
+        if on_start is not None:
+            on_start(scenario)
+        progress = partial(on_progress, scenario.id) if on_progress is not None else None
+        if cancel.is_set():
+            record = _new_record(scenario, scenario.seed, target)
+            record.settle(Outcome.ERROR, str(Interrupted("interrupted before it started")))
+            return record
+        try:
+            return run_scenario(
+                scenario,
+                target,
+                seed_override,
+                cancel=cancel,
+                on_progress=progress,
+                max_device_ms=max_device_ms,
+            )
+        except Exception as exc:  # a bug in the bench: this scenario's ERROR, not the run's end
+            record = _new_record(scenario, scenario.seed, target)
+            record.settle(Outcome.ERROR, f"bench bug: {type(exc).__name__}: {exc}")
+            record.log.append(traceback.format_exc().rstrip())
+            return record
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="board") as pool:
+        futures: dict[Future[ScenarioRecord], int] = {
+            pool.submit(one, index): index for index in schedule(scenarios)
+        }
+        try:
+            pending = set(futures)
+            while pending:
+                # A timeout, so that Ctrl-C reaches this thread between waits.
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    record = future.result()
+                    results[futures[future]] = record
+                    if on_result is not None:
+                        on_result(record)
+        except BaseException:
+            cancel.set()  # running scenarios stop at their next step, as ERROR
+            raise
+    run.scenarios = [results[i] for i in range(len(scenarios))]
     run.wall_s = time.monotonic() - started
     run.finished_at = now_iso()
     return run

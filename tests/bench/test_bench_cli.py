@@ -24,6 +24,8 @@ from protocol import schema
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "bench" / "scenarios"
 SHIPPED = {"handshake", "status", "lockstep-advance", "reset"}
+# The link scenarios of the standard suite: quick, and valid on any board by URL.
+BASIC = [str(SUITE / f"{name}.yaml") for name in sorted(SHIPPED)]
 FINGERPRINT = f"0x{schema.FINGERPRINT:08x}"
 
 
@@ -44,11 +46,13 @@ def by_id(report: Path) -> dict[str, dict]:
 # --- run: the shipped suite ----------------------------------------------------------
 
 
-def test_shipped_suite_passes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_link_scenarios_pass_and_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     report = tmp_path / "report"
-    assert main(["run", str(SUITE), "--target", "sim", "--report", str(report)]) == 0
+    args = ["run", *BASIC, "--target", "sim", "--report", str(report), "--no-plots"]
+    assert main(args) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-1] == str(report)  # where the report is, last
+    assert out[-1] == f"report: {report / 'report.html'}"  # where the report is, last
+    assert (report / "report.html").exists()
     assert {line.split()[1] for line in out if line.startswith("PASS  ")} >= SHIPPED
 
     data = results(report)
@@ -70,6 +74,7 @@ def test_shipped_suite_passes_and_reports(tmp_path: Path, capsys: pytest.Capture
 
     lockstep = records["lockstep-advance"]
     assert lockstep["device_time_end_ms"] == 30 * 86_400_000
+    assert lockstep["device_time_ms"] == 30 * 86_400_000
     advanced = next(m for m in lockstep["measurements"] if m["name"] == "advanced")
     assert advanced == {
         "name": "advanced",
@@ -80,6 +85,9 @@ def test_shipped_suite_passes_and_reports(tmp_path: Path, capsys: pytest.Capture
         "line": 14,
         "value": 2_592_000_000,
         "outcome": "PASS",
+        "wire_value": 2_592_000_000,
+        "wire_unit": "ms",
+        "since": None,
     }
     reset = {m["name"]: m["value"] for m in records["reset"]["measurements"]}
     assert reset == {"boot_count_increase": 1, "clock_jump": 0, "uptime_after_reset": 600_000}
@@ -97,7 +105,9 @@ def test_shipped_suite_passes_and_reports(tmp_path: Path, capsys: pytest.Capture
 
 def test_seed_option_reaches_the_board(tmp_path: Path) -> None:
     report = tmp_path / "report"
-    code = main(["run", str(SUITE / "handshake.yaml"), "--seed", "7", "--report", str(report)])
+    code = main(
+        ["run", str(SUITE / "handshake.yaml"), "--seed", "7", "--report", str(report), "--no-plots"]
+    )
     assert code == 0
     data = results(report)
     assert data["seed_override"] == 7
@@ -120,7 +130,7 @@ def test_measurement_out_of_limits_fails_with_exit_1(
         "  - measure: {name: uptime, from: status.uptime_ms, unit: ms, max: 2h}\n",
     )
     report = tmp_path / "report"
-    assert main(["run", str(path), "--report", str(report)]) == 1
+    assert main(["run", str(path), "--report", str(report), "--no-plots"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  too-long" in out
     record = by_id(report)["too-long"]
@@ -146,7 +156,7 @@ def test_failed_expectation_stops_steps_but_teardown_runs(tmp_path: Path) -> Non
         "  - ping: {}\n",
     )
     report = tmp_path / "report"
-    assert main(["run", str(path), "--report", str(report)]) == 1
+    assert main(["run", str(path), "--report", str(report), "--no-plots"]) == 1
     record = by_id(report)["not-running"]
     assert record["error"] == "line 4: status: state is IDLE, expected RUNNING"
     assert record["measurements"][0]["outcome"] == "NOT_RUN"
@@ -155,7 +165,7 @@ def test_failed_expectation_stops_steps_but_teardown_runs(tmp_path: Path) -> Non
 
 
 def test_nonexistent_target_is_a_bench_error(capsys: pytest.CaptureFixture) -> None:
-    assert main(["run", str(SUITE), "--target", "/dev/nonexistent"]) == 2
+    assert main(["run", *BASIC, "--target", "/dev/nonexistent"]) == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert len(lines) == 1
@@ -168,7 +178,7 @@ def test_scenario_syntax_error_is_a_bench_error(
 ) -> None:
     path = scenario(tmp_path, "broken", "steps:\n  - status: {expect: {state: IDLE}\n")
     report = tmp_path / "report"
-    assert main(["run", str(path), "--report", str(report)]) == 2
+    assert main(["run", str(path), "--report", str(report), "--no-plots"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"pumpbench: error: {path}:5: (yaml): ")
     assert "(while parsing a flow mapping on line 4)" in err
@@ -180,7 +190,15 @@ def test_dead_board_is_an_error_not_a_failure(
 ) -> None:
     # A heap too small to boot in: the firmware dies with MemoryError.
     report = tmp_path / "report"
-    args = ["run", str(SUITE / "status.yaml"), "--heap", "2k", "--report", str(report)]
+    args = [
+        "run",
+        str(SUITE / "status.yaml"),
+        "--heap",
+        "2k",
+        "--report",
+        str(report),
+        "--no-plots",
+    ]
     assert main(args) == 2
     assert "ERROR status" in capsys.readouterr().out
     record = by_id(report)["status"]
@@ -196,6 +214,13 @@ def test_rig_with_sim_target_is_refused(capsys: pytest.CaptureFixture) -> None:
         main(["run", str(SUITE), "--rig", "/dev/pts/99"])
     assert caught.value.code == 2
     assert "--rig goes with a hardware --target" in capsys.readouterr().err
+
+
+def test_jobs_with_a_url_target_is_refused(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["run", str(SUITE), "--target", "/dev/pts/99", "--jobs", "2"])
+    assert caught.value.code == 2
+    assert "a board at a URL runs one at a time" in capsys.readouterr().err
 
 
 # --- one-shot commands --------------------------------------------------------------
@@ -275,7 +300,17 @@ def test_sim_serves_urls_until_interrupted(
 
     # The same suite through URLs: a shared board that keeps its time.
     report = tmp_path / "report"
-    args = ["run", str(SUITE), "--target", pump_port, "--rig", rig_port, "--report", str(report)]
+    args = [
+        "run",
+        *BASIC,
+        "--target",
+        pump_port,
+        "--rig",
+        rig_port,
+        "--report",
+        str(report),
+        "--no-plots",
+    ]
     assert main(args) == 0
     assert main(args) == 0  # again, on a board that is now 30 days older
     records = by_id(report)
@@ -283,7 +318,7 @@ def test_sim_serves_urls_until_interrupted(
     assert all(r["seed"] == 5 for r in records.values())  # the rig's own seed
 
     # Without a rig, scenarios that need one are not applicable, not failed.
-    assert main(["run", str(SUITE), "--target", pump_port, "--report", str(report)]) == 0
+    assert main(["run", *BASIC, "--target", pump_port, "--report", str(report), "--no-plots"]) == 0
     outcomes = {i: r["outcome"] for i, r in by_id(report).items()}
     assert outcomes == {
         "handshake": "SKIP",

@@ -152,7 +152,12 @@ def _replace(old: str, new: str) -> str:
             "unknown state 'SLEEPING'",
         ),
         (_replace("{expect:", "{expekt:"), 7, "steps[1].status.expekt", "did you mean 'expect'?"),
-        (_replace("unit: ms", "unit: s"), 9, "steps[3].measure.unit", "in ms, not 's'"),
+        (
+            _replace("unit: ms", "unit: nL"),
+            9,
+            "steps[3].measure.unit",
+            "device_time_ms is in ms, not convertible to 'nL'; use ms, s, min, h, d",
+        ),
         (
             _replace("advance.device_time_ms", "status.volume_nl"),
             9,
