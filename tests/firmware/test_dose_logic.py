@@ -9,12 +9,11 @@ run under ``micropython.heap_lock()`` there.
 
 from __future__ import annotations
 
-import tokenize
-
 import pytest
 
 from bench.paths import FIRMWARE_DIR
 from tests.firmware import upy
+from tests.firmware.integer_only import assert_integer_only
 
 HEAP = "128k"  # the check scripts also import the host schema to compare
 
@@ -37,24 +36,11 @@ def test_reservoir_accounting_refill_and_no_allocation() -> None:
 
 @pytest.mark.parametrize("module", ["limits", "governor", "reservoir"])
 def test_module_has_no_floats_and_no_cpython_imports(module: str) -> None:
-    # Integer units only: no float literal, no true division, no float();
-    # imports limited to what MicroPython has.
-    path = FIRMWARE_DIR / "pump" / f"{module}.py"
-    with path.open("rb") as handle:
-        tokens = list(tokenize.tokenize(handle.readline))
-    for tok in tokens:
-        where = f"{path.name}:{tok.start[0]}"
-        if tok.type == tokenize.NUMBER:
-            text = tok.string.lower().replace("_", "")
-            is_int = text.isdigit() or text.startswith(("0x", "0b", "0o"))
-            assert is_int, f"{where}: non-integer literal {tok.string}"
-        elif tok.type == tokenize.OP:
-            assert tok.string not in ("/", "/="), f"{where}: true division"
-        elif tok.type == tokenize.NAME:
-            assert tok.string != "float", f"{where}: float"
-    imports = {
-        line.split()[1].split(".")[0]
-        for line in path.read_text().splitlines()
-        if line.startswith(("import ", "from "))
-    }
-    assert imports <= {"struct", "array", "pump"}, imports
+    assert_integer_only(FIRMWARE_DIR / "pump" / f"{module}.py")
+
+
+@pytest.mark.parametrize(
+    "module", ["drive", "therapy", "program", "persist", "commands", "journal", "ticks"]
+)
+def test_the_rest_of_the_dose_path_is_integer_only(module: str) -> None:
+    assert_integer_only(FIRMWARE_DIR / "pump" / f"{module}.py")

@@ -14,7 +14,6 @@ import importlib
 import math
 import random
 import sys
-import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +24,7 @@ import pytest
 from bench.paths import FIRMWARE_DIR
 from protocol import schema
 from tests.firmware import upy
+from tests.firmware.integer_only import assert_integer_only
 
 HEAP = "128k"
 UPY = Path(__file__).with_name("upy")
@@ -99,25 +99,7 @@ def test_alarm_ids_match_the_schema() -> None:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_module_is_integer_only_and_micropython_only(module: str) -> None:
-    path = FIRMWARE_DIR / "pump" / "monitors" / f"{module}.py"
-    with path.open("rb") as handle:
-        tokens = list(tokenize.tokenize(handle.readline))
-    for tok in tokens:
-        where = f"{path.name}:{tok.start[0]}"
-        if tok.type == tokenize.NUMBER:
-            text = tok.string.lower().replace("_", "")
-            is_int = text.isdigit() or text.startswith(("0x", "0b", "0o"))
-            assert is_int, f"{where}: non-integer literal {tok.string}"
-        elif tok.type == tokenize.OP:
-            assert tok.string not in ("/", "/="), f"{where}: true division"
-        elif tok.type == tokenize.NAME:
-            assert tok.string != "float", f"{where}: float"
-    imports = {
-        line.split()[1].split(".")[0]
-        for line in path.read_text().splitlines()
-        if line.startswith(("import ", "from "))
-    }
-    assert imports <= {"struct", "array", "binascii", "pump"}, imports
+    assert_integer_only(FIRMWARE_DIR / "pump" / "monitors" / f"{module}.py")
 
 
 def test_stuck_count_follows_from_the_noise(pure: SimpleNamespace) -> None:
