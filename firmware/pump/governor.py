@@ -58,14 +58,79 @@ _HDR_SIZE = 12
 PACKED_SIZE = _HDR_SIZE + 4 * (N_1H + N_24H)
 
 
+class _Window:
+    """One window: a ring of buckets of period_s seconds and their sum."""
+
+    def __init__(self, buckets, period_s):
+        self.n = buckets
+        self.period_s = period_s
+        self.buckets = array("i", [0] * buckets)
+        self.current = 0  # absolute number of the current bucket
+        self.total = 0
+
+    def roll(self, now_s):
+        # Every bucket that has left the window is subtracted and zeroed. A
+        # gap longer than the window clears it in one pass of the ring.
+        number = now_s // self.period_s
+        steps = number - self.current
+        if steps <= 0:
+            return
+        b = self.buckets
+        n = self.n
+        if steps >= n:
+            i = 0
+            while i < n:
+                b[i] = 0
+                i += 1
+            self.total = 0
+        else:
+            i = self.current % n
+            while steps > 0:
+                i += 1
+                if i == n:
+                    i = 0
+                self.total -= b[i]
+                b[i] = 0
+                steps -= 1
+        self.current = number
+
+    def add(self, volume_nl):
+        b = self.buckets
+        i = self.current % self.n
+        room = BUCKET_MAX_NL - b[i]
+        added = volume_nl if volume_nl < room else room
+        b[i] += added
+        self.total += added
+
+    def pack_into(self, buf, offset):
+        b = self.buckets
+        i = 0
+        while i < self.n:
+            struct.pack_into("<i", buf, offset, b[i])
+            offset += 4
+            i += 1
+        return offset
+
+    def unpack_from(self, data, offset, current):
+        # Values were checked by the caller.
+        total = 0
+        b = self.buckets
+        i = 0
+        while i < self.n:
+            value = struct.unpack_from("<i", data, offset)[0]
+            b[i] = value
+            total += value
+            offset += 4
+            i += 1
+        self.total = total
+        self.current = current
+        return offset
+
+
 class Governor:
     def __init__(self, limit_1h_nl, limit_24h_nl):
-        self._b1 = array("i", [0] * N_1H)
-        self._b24 = array("i", [0] * N_24H)
-        self._min = 0  # absolute minute number of the current 1 h bucket
-        self._quarter = 0  # absolute quarter number of the current 24 h bucket
-        self._sum1 = 0
-        self._sum24 = 0
+        self._hour = _Window(N_1H, MINUTE_S)
+        self._day = _Window(N_24H, QUARTER_S)
         self._buf = bytearray(PACKED_SIZE)
         self.limit_1h_nl = 0
         self.limit_24h_nl = 0
@@ -87,50 +152,10 @@ class Governor:
 
     # --- hot path ------------------------------------------------------------
     def advance(self, now_s):
-        # Rolls both windows forward to now_s with no delivery: every bucket
-        # that has left its window is subtracted and zeroed. A gap longer than
-        # a window clears it in one pass of the ring (at most 61 + 97 steps,
-        # whatever the gap).
-        m = now_s // MINUTE_S
-        steps = m - self._min
-        if steps > 0:
-            b = self._b1
-            if steps >= N_1H:
-                i = 0
-                while i < N_1H:
-                    b[i] = 0
-                    i += 1
-                self._sum1 = 0
-            else:
-                i = self._min % N_1H
-                while steps > 0:
-                    i += 1
-                    if i == N_1H:
-                        i = 0
-                    self._sum1 -= b[i]
-                    b[i] = 0
-                    steps -= 1
-            self._min = m
-        q = now_s // QUARTER_S
-        steps = q - self._quarter
-        if steps > 0:
-            b = self._b24
-            if steps >= N_24H:
-                i = 0
-                while i < N_24H:
-                    b[i] = 0
-                    i += 1
-                self._sum24 = 0
-            else:
-                i = self._quarter % N_24H
-                while steps > 0:
-                    i += 1
-                    if i == N_24H:
-                        i = 0
-                    self._sum24 -= b[i]
-                    b[i] = 0
-                    steps -= 1
-            self._quarter = q
+        # Rolls both windows forward to now_s with no delivery (at most
+        # 61 + 97 steps, whatever the gap).
+        self._hour.roll(now_s)
+        self._day.roll(now_s)
 
     def record(self, now_s, volume_nl):
         # Adds volume_nl (what the encoder says moved) at device second now_s.
@@ -143,23 +168,13 @@ class Governor:
         if volume_nl > 0:
             if volume_nl > BUCKET_MAX_NL:
                 volume_nl = BUCKET_MAX_NL
-            b = self._b1
-            i = self._min % N_1H
-            room = BUCKET_MAX_NL - b[i]
-            add = volume_nl if volume_nl < room else room
-            b[i] += add
-            self._sum1 += add
-            b = self._b24
-            i = self._quarter % N_24H
-            room = BUCKET_MAX_NL - b[i]
-            add = volume_nl if volume_nl < room else room
-            b[i] += add
-            self._sum24 += add
-        if self._sum1 > self.limit_1h_nl:
+            self._hour.add(volume_nl)
+            self._day.add(volume_nl)
+        if self._hour.total > self.limit_1h_nl:
             if self.exceeded == WITHIN:
                 self.exceeded = HOURLY
             return False
-        if self._sum24 > self.limit_24h_nl:
+        if self._day.total > self.limit_24h_nl:
             if self.exceeded == WITHIN:
                 self.exceeded = DAILY
             return False
@@ -169,7 +184,7 @@ class Governor:
     def totals(self, now_s):
         # (sum_1h_nl, sum_24h_nl) after rolling the windows to now_s.
         self.advance(now_s)
-        return (self._sum1, self._sum24)
+        return (self._hour.total, self._day.total)
 
     # --- persistence -----------------------------------------------------------
     def pack_into(self, buf, offset=0):
@@ -182,22 +197,11 @@ class Governor:
             N_1H,
             N_24H,
             self.exceeded,
-            self._min,
-            self._quarter,
+            self._hour.current,
+            self._day.current,
         )
-        o = offset + _HDR_SIZE
-        b = self._b1
-        i = 0
-        while i < N_1H:
-            struct.pack_into("<i", buf, o, b[i])
-            o += 4
-            i += 1
-        b = self._b24
-        i = 0
-        while i < N_24H:
-            struct.pack_into("<i", buf, o, b[i])
-            o += 4
-            i += 1
+        offset = self._hour.pack_into(buf, offset + _HDR_SIZE)
+        self._day.pack_into(buf, offset)
         return PACKED_SIZE
 
     def pack(self):
@@ -224,28 +228,7 @@ class Governor:
             if v < 0 or v > BUCKET_MAX_NL:
                 return False
             o += 4
-        o = _HDR_SIZE
-        s = 0
-        b = self._b1
-        i = 0
-        while i < N_1H:
-            v = struct.unpack_from("<i", data, o)[0]
-            b[i] = v
-            s += v
-            o += 4
-            i += 1
-        self._sum1 = s
-        s = 0
-        b = self._b24
-        i = 0
-        while i < N_24H:
-            v = struct.unpack_from("<i", data, o)[0]
-            b[i] = v
-            s += v
-            o += 4
-            i += 1
-        self._sum24 = s
-        self._min = minute
-        self._quarter = quarter
+        o = self._hour.unpack_from(data, _HDR_SIZE, minute)
+        self._day.unpack_from(data, o, quarter)
         self.exceeded = exceeded
         return True
