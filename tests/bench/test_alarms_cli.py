@@ -13,12 +13,10 @@ from tests.firmware.kit import HOUR_MS, MINUTE_MS, program, start_therapy
 
 
 def test_alarms_lists_by_priority_and_acknowledges(capsys: pytest.CaptureFixture) -> None:
-    with (
-        VirtualBoard() as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        start_therapy(pump, rig, program())
+    with VirtualBoard() as board, RigClient(board.rig_port) as rig:
+        # one client on the pump port at a time: close ours before the CLI's
+        with PumpClient(board.pump_port) as pump:
+            start_therapy(pump, rig, program())
         rig.advance(HOUR_MS)
         rig.inject_fault("SENSOR_STUCK")  # medium
         rig.inject_fault("STALL")  # high
