@@ -9,6 +9,7 @@ The bench then opens ``/dev/pts/N`` with pyserial exactly as it would open
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -159,6 +160,36 @@ class VirtualBoard:
         if self.process is not None and self.alive:
             self.process.kill()
             self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Power comes back: a new board process on the same journal directory.
+
+        The old process is killed first if it still runs (a power cut at this
+        instant). The new one gets **new ptys**, as a USB device re-enumerates
+        after a power loss: ``pump_port`` and ``rig_port`` change, the old
+        ports hang up (their readers see "port lost"), and nothing sent to
+        the dead board reaches the new one. Clients must reconnect. Only the
+        journal's files carry over: the plant (rig TRUTH counters from 0, an
+        empty reservoir, no faults), the annunciation record and device time
+        (from 0: the virtual board does not keep its clock across a process
+        restart, unlike the Pico's saved seconds) start again.
+        """
+        self.kill()
+        if self.process is not None and self.process.stdout is not None:
+            self.process.stdout.close()
+        for slave in self._slaves:
+            try:
+                os.close(slave)
+            except OSError:
+                pass
+        self._slaves = []
+        options = self.options
+        # _start() makes a temporary journal when none is named: name ours.
+        self.options = dataclasses.replace(options, journal_dir=self.journal_dir)
+        try:
+            self._start()
+        finally:
+            self.options = options
 
     def close(self) -> None:
         if self.process is not None:

@@ -1,0 +1,82 @@
+"""Findings of the safety-invariant machine (tests/robustness/test_invariants.py)
+under plant faults, as strict-xfail reproductions (each fails once fixed).
+
+- A fault that makes every stroke short logs STROKE_MISMATCH at every stroke
+  (SPEC 14.5), and the log keeps only the newest 256-512 entries (SPEC 15):
+  within hours the program, the refill and the very alarm that reports the
+  fault age out of the log.
+- An encoder failure together with anything that hides the stroke from the
+  pressure sensor (a stuck sensor, a leak) looks like a stall: the stroke is
+  retried three times, the head really turns four times, and none of it is
+  counted, neither in ``delivered_nl`` nor in the dose governor's windows nor
+  in the reservoir account; each CLEAR_ALARM of the MOTOR_STALL repeats it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.client import PumpClient, RigClient
+from bench.errors import PumpRefused
+from bench.robustness import HOUR_MS, program_fields
+from bench.sim import VirtualBoard
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="firmware/pump/app.py _on_stroke_end logs STROKE_MISMATCH for every short "
+    "stroke: at 1 mL/day with 20 % lost steps the 512-entry log holds nothing else "
+    "after 3 h (PROGRAM_ACTIVE, REFILL and ALARM_RAISED LOST_STEPS aged out)",
+)
+def test_three_hours_of_short_strokes_keep_the_program_and_the_alarm_in_the_log() -> None:
+    with (
+        VirtualBoard() as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        rig.fill(20_000_000)
+        pump.refill(0, 20_000_000)
+        pump.confirm(pump.program(program_fields())["crc"])
+        rig.inject_fault("LOST_STEPS", 20)
+        rig.advance(3 * HOUR_MS)
+        names = {entry["name"] for entry in pump.log()}
+        assert {"PROGRAM_ACTIVE", "REFILL", "ALARM_RAISED"} <= names, sorted(names)
+
+
+UNDER_COUNT = (
+    "firmware/pump/monitors/stroke.py and app.py _on_stroke_end: with the encoder "
+    "frozen and the pressure blind (SENSOR_FAULT), a stroke is taken for a stall and "
+    "retried; the 4 strokes the head really made are counted as 0 nL (SPEC 14.1 "
+    "ENCODER_FAILURE promises never to under-count)"
+)
+
+
+@pytest.mark.parametrize(
+    "blind",
+    [
+        pytest.param("SENSOR_STUCK", marks=pytest.mark.xfail(strict=True, reason=UNDER_COUNT)),
+        "LEAK",
+    ],
+)
+def test_strokes_the_encoder_missed_are_never_under_counted(blind: str) -> None:
+    with (
+        VirtualBoard() as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        rig.fill(20_000_000)
+        pump.refill(0, 20_000_000)
+        pump.confirm(pump.program(program_fields())["crc"])
+        rig.advance(10 * 60_000)
+        rig.inject_fault(blind, 80 if blind == "LEAK" else 0)
+        rig.advance(30 * 60_000)  # a stuck sensor is found (SENSOR_FAULT)
+        rig.inject_fault("ENCODER_FAILURE")
+        for _ in range(3):  # MOTOR_STALL, cleared by a clinician, again
+            rig.advance(30 * 60_000)
+            try:
+                pump.clear_alarm("MOTOR_STALL")
+            except PumpRefused:
+                pass
+        delivered = pump.status()["delivered_nl"]
+        pumped = rig.truth()["pumped_nl"]
+        assert delivered >= pumped, f"the pump counts {delivered} nL, the head pumped {pumped} nL"
