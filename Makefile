@@ -10,6 +10,7 @@ STUBS_STAMP := $(STUBS)/.installed
 REPORT ?= reports/latest
 JOBS ?= 2
 PORT ?=
+KEYS ?=
 ARCH ?=
 
 .PHONY: run test sim bench lint typecheck mpy vectors pytest flash clean help
@@ -19,7 +20,7 @@ help:
 	@echo "make test       everything CI checks: lint, mpy-cross, type checks, pytest"
 	@echo "make sim        start a virtual board for a person (prints its ports)"
 	@echo "make bench      benchmarks that print figures"
-	@echo "make flash PORT=/dev/ttyACM0   compile, copy to a Pico, reset, check HELLO"
+	@echo "make flash PORT=/dev/ttyACM0 KEYS=FILE   compile, copy to a Pico, provision keys, check"
 	@echo "make lint | typecheck | mpy | vectors | clean"
 
 $(STAMP): pyproject.toml
@@ -65,8 +66,8 @@ vectors: $(STAMP)
 	$(BIN)/python -m protocol.generate
 
 flash: $(STAMP)
-	@test -n "$(PORT)" || { echo "make flash: give the port: make flash PORT=/dev/ttyACM0" >&2; exit 2; }
-	$(BIN)/python -m bench.flash --port $(PORT) $(if $(ARCH),--arch $(ARCH),)
+	@test -n "$(PORT)" -a -n "$(KEYS)" || { echo "make flash: give the port and the pump's key file: make flash PORT=/dev/ttyACM0 KEYS=~/pump-0001.keys (made if missing)" >&2; exit 2; }
+	$(BIN)/python -m bench.flash --port $(PORT) --key-file $(KEYS) $(if $(ARCH),--arch $(ARCH),)
 
 clean:
 	rm -rf build reports .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
 from bench import alarmview, flash
+from bench import keys as keysmod
 from bench import programfile as pf
 from bench.client import (
     BOLUS_KINDS,
@@ -209,7 +211,8 @@ def _pump_url(args: argparse.Namespace) -> Iterator[str]:
     if url != SIM:
         yield url
         return
-    with VirtualBoard(BoardOptions()) as board:
+    keys = keysmod.load(args.key_file) if args.key_file else None
+    with VirtualBoard(BoardOptions(keys=keys)) as board:
         try:
             yield board.pump_port
         except BenchError:
@@ -218,12 +221,36 @@ def _pump_url(args: argparse.Namespace) -> Iterator[str]:
             raise
 
 
+def _pump(args: argparse.Namespace, url: str) -> PumpClient:
+    """The pump client of a command: --key-file's keys (else found), --role's role."""
+    keys = keysmod.load(args.key_file) if args.key_file else None
+    role = keysmod.ROLE_WORDS[args.role] if args.role else None
+    return PumpClient(url, keys=keys, role=role)
+
+
 # --- commands --------------------------------------------------------------------
+
+
+def _sim_keys(path: Path | None, scratch: Path) -> tuple[keysmod.DeviceKeys, Path]:
+    """The keys a person's virtual board is provisioned with, and their key file."""
+    if path is None:
+        path = scratch / "sim.keys"
+    elif path.exists():
+        return keysmod.load(path), path
+    keys = keysmod.generate()
+    keysmod.write(path, keys, "keys of a pumpbench virtual board")
+    return keys, path
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
     """Starts a virtual board for a person and keeps it until Ctrl-C or SIGTERM."""
-    options = BoardOptions(heap=args.heap, seed=args.seed, speed=args.speed)
+    with tempfile.TemporaryDirectory(prefix="pumpbench-sim-") as scratch:
+        keys, key_file = _sim_keys(args.key_file, Path(scratch))
+        return _run_sim(args, keys, key_file)
+
+
+def _run_sim(args: argparse.Namespace, keys: keysmod.DeviceKeys, key_file: Path) -> int:
+    options = BoardOptions(heap=args.heap, seed=args.seed, speed=args.speed, keys=keys)
     # Both signals stop the board the same way; SIGINT explicitly too, since a
     # shell starts background jobs with SIGINT ignored.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -235,6 +262,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             try:
                 print(f"pump port: {board.pump_port}", flush=True)
                 print(f"rig port: {board.rig_port}", flush=True)
+                print(f"key file: {key_file}", flush=True)
                 board.process.wait()
             except _Stop:
                 return EXIT_OK
@@ -249,7 +277,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         status = pump.status()
         conc = pump.get_program()["conc_ug_ml"]
     print(f"port:        {url}")
@@ -289,7 +317,7 @@ def _therapy_lines(status: dict[str, Any], conc: int) -> list[tuple[str, str]]:
 
 
 def cmd_hello(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         hello = pump.hello()  # refuses a protocol or schema mismatch loudly
     print(f"port:        {url}")
     print(f"firmware:    {hello['firmware_version']}")
@@ -302,7 +330,7 @@ def cmd_hello(args: argparse.Namespace) -> int:
 
 def cmd_ping(args: argparse.Namespace) -> int:
     times: list[float] = []
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         for _ in range(args.count):
             start = time.perf_counter()
             token = pump.ping()
@@ -392,7 +420,7 @@ def _cancel_quietly(pump: PumpClient) -> None:
 
 def cmd_program(args: argparse.Namespace) -> int:
     fields = pf.load_program(args.file)  # a bad file stops here, before any board
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         active = pump.get_program()
         reply = pump.program(fields)  # pending only; a refusal names its limit
         settled = False
@@ -422,7 +450,7 @@ def cmd_program(args: argparse.Namespace) -> int:
 
 
 def cmd_bolus(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         conc = pump.get_program()["conc_ug_ml"]
         reply = pump.bolus(
             args.kind,
@@ -442,7 +470,7 @@ def cmd_bolus(args: argparse.Namespace) -> int:
 
 
 def cmd_patient_bolus(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         conc = pump.get_program()["conc_ug_ml"]
         reply = pump.patient_bolus()
     volume = pf.volume_text(reply["volume_nl"], conc)
@@ -451,7 +479,7 @@ def cmd_patient_bolus(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel_bolus(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         running = pump.status()["bolus_kind"]
         delivered = pump.cancel_bolus()
     if running:
@@ -462,7 +490,7 @@ def cmd_cancel_bolus(args: argparse.Namespace) -> int:
 
 
 def cmd_refill(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         reply = pump.refill(args.withdrawn, args.added)
     discrepancy = reply["discrepancy_nl"]
     meaning = ""
@@ -488,7 +516,7 @@ _CRC_CODES = {"PROGRAM_PENDING", "PROGRAM_ACTIVE", "PROGRAM_ABANDONED"}
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         entries = pump.log(args.start, args.count)
     rows = [
         (
@@ -507,7 +535,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         pump.start()
         state = pump.status()["state_name"]
     print(f"{url}: started; state {state}")
@@ -515,7 +543,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         pump.stop()
         state = pump.status()["state_name"]
     print(f"{url}: stopped; state {state}")
@@ -525,7 +553,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_alarms(args: argparse.Namespace) -> int:
     """Active alarms by priority, acknowledge them (--ack), and their history."""
     colour = alarmview.colour_wanted()
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         if args.ack is not None:
             pump.request("ACK_ALARM", {"alarm": args.ack})
         status = pump.status()
@@ -548,7 +576,7 @@ def _ack(text: str) -> int:
 
 
 def cmd_clear_alarm(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, PumpClient(url) as pump:
+    with _pump_url(args) as url, _pump(args, url) as pump:
         pump.clear_alarm(args.alarm)
         status = pump.status()
     print(f"{url}: cleared {schema.alarm_name(args.alarm)}")
@@ -574,8 +602,26 @@ def _device_time(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    """Writes a key file: fresh keys, or one role's key of an existing file."""
+    if args.source:
+        keys = keysmod.load(args.source).only(keysmod.ROLE_WORDS[args.role])
+        if keys.highest_role == schema.ROLE_READ_ONLY:
+            raise BenchError(f"{args.source}: holds no {args.role} key")
+        comment = f"{args.role} key of {args.source}"
+    else:
+        keys = keysmod.generate()
+        comment = f"pump keys, made by {PROG} keys new {time.strftime('%Y-%m-%d')}"
+    keysmod.write(args.file, keys, comment)
+    roles = [word for word, role in keysmod.ROLE_WORDS.items() if keys.for_role(role)]
+    print(f"{args.file}: {' and '.join(roles)} key{'s' if len(roles) > 1 else ''} (mode 600)")
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     scenarios = load_scenarios(args.paths)  # every file validated before any board
+    if args.key_file:
+        keysmod.use_key_file(args.key_file)
     target: Target = (
         SimTarget(heap=args.heap) if args.target == SIM else PortTarget(args.target, args.rig)
     )
@@ -611,7 +657,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------
 
 
+def _add_key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help=f"the pump's role keys (default: ${keysmod.ENV_FILE}; a --target sim board's own)",
+    )
+    parser.add_argument(
+        "--role",
+        choices=tuple(keysmod.ROLE_WORDS),
+        help="the session role for changes (default: the highest the keys allow)",
+    )
+
+
 def _add_board_choice(parser: argparse.ArgumentParser) -> None:
+    _add_key_options(parser)
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--port", metavar="URL", help="the pump port: any pyserial URL")
     choice.add_argument(
@@ -638,7 +699,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="0: lockstep, time moves only by rig ADVANCE (default); N: N x wall time",
     )
+    sim.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="provision these keys (made if FILE does not exist; default: fresh, temporary)",
+    )
     sim.set_defaults(func=cmd_sim)
+
+    keys = commands.add_parser("keys", help="make a key file for a pump's roles")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    new = keys_commands.add_parser("new", help="write fresh clinician and patient keys to FILE")
+    new.add_argument("file", type=Path, metavar="FILE", help="the key file to create (mode 0600)")
+    new.add_argument(
+        "--role",
+        choices=tuple(keysmod.ROLE_WORDS),
+        help="keep only this role's key (e.g. a patient's copy of a file made before)",
+    )
+    new.add_argument("--from", dest="source", type=Path, metavar="FILE", help="with --role")
+    new.set_defaults(func=cmd_keys_new)
 
     for name, func, text in (
         ("status", cmd_status, "state, therapy, reservoir, alarms, program, dose windows"),
@@ -693,6 +772,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip scenarios planning more device time, e.g. 3h (a physical rig runs in real time)",
     )
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    run.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help=f"the pump's keys (hardware targets; default ${keysmod.ENV_FILE})",
+    )
     run.set_defaults(func=cmd_run)
     flash.add_parser(commands)
     return parser
@@ -778,6 +863,10 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--heap goes with --target sim; a hardware board has the heap it has")
     if args.command == "run" and args.heap is None:
         args.heap = DEFAULT_HEAP
+    if args.command == "run" and args.target == SIM and args.key_file:
+        parser.error("--key-file goes with a hardware --target; virtual boards bring their own")
+    if args.command == "keys" and bool(args.role) != bool(args.source):
+        parser.error("keys new: --role and --from go together")
     if args.command == "run" and args.target != SIM and args.jobs > 1:
         parser.error("--jobs runs several virtual boards; a board at a URL runs one at a time")
     if args.command == "ping" and args.count < 1:

@@ -13,16 +13,19 @@ to human units is bench/programfile.py's job, not the clients'.
 
 from __future__ import annotations
 
+import hmac
 import queue
 import random
+import secrets
 import time
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bench import keys as keysmod
 from bench.errors import BenchError, PumpRefused
 from bench.transport import Transport
-from protocol import codec, schema
+from protocol import auth, codec, schema
 
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 3
@@ -213,11 +216,12 @@ class Client:
         *,
         timeout_s: float | None = None,
         seq: int | None = None,
+        signer: codec.Signer | None = None,
     ) -> dict[str, Any]:
-        """Sends one request and returns the reply fields."""
+        """Sends one request and returns the reply fields (``signer``: authenticated)."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         seq = self.next_seq() if seq is None else seq
-        wire = codec.encode(name, seq, fields)
+        wire = codec.encode(name, seq, fields, signer=signer)
         self.transport.expect(seq)
         tries = self.retries + 1
         try:
@@ -300,9 +304,94 @@ def _our_schema() -> dict[str, int]:
 
 
 class PumpClient(Client):
-    """The pump port: what a clinician programmer or the bench may ask the pump."""
+    """The pump port: what a clinician programmer or the bench may ask the pump.
+
+    A request that needs a role (schema MESSAGE_ROLES) is sent authenticated,
+    in a session of this client's ``role`` opened on first need (SPEC
+    section 21). ``keys`` default to bench.keys.find(url): a virtual board's
+    own, or the environment's. Without a key the request goes out plain and
+    the pump refuses it (AUTH_REQUIRED): the pump, not the bench, decides.
+    """
 
     port_kind = schema.PORT_PUMP
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        keys: keysmod.DeviceKeys | None = None,
+        role: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
+        super().__init__(url, timeout_s=timeout_s, retries=retries)
+        self.keys = keys if keys is not None else keysmod.find(url)
+        if role is None:
+            role = self.keys.highest_role if self.keys is not None else schema.ROLE_READ_ONLY
+        self.role = role
+        self.session: auth.Session | None = None
+        self.sessions_opened = 0
+
+    def request(
+        self,
+        name: str,
+        fields: dict[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+        seq: int | None = None,
+        signer: codec.Signer | None = None,
+    ) -> dict[str, Any]:
+        needed = schema.required_role(name)
+        if signer is not None or needed == schema.ROLE_READ_ONLY or not self.role:
+            return super().request(name, fields, timeout_s=timeout_s, seq=seq, signer=signer)
+        session = self.session or self.open_session()
+        sent = self.retransmissions
+        try:
+            return super().request(name, fields, timeout_s=timeout_s, seq=seq, signer=session.sign)
+        except PumpRefused as refused:
+            lost = refused.code in (schema.AUTH_REQUIRED, schema.SESSION_EXPIRED)
+            # Sent more than once, the first copy may have run before the
+            # pump lost the session (a reboot): never send it again.
+            if not lost or self.retransmissions != sent or seq is not None:
+                raise
+        # The pump refused the one copy sent (it rebooted, or the session
+        # idled out): nothing ran. A new session, and the request once more.
+        self.session = None
+        session = self.open_session()
+        return super().request(name, fields, timeout_s=timeout_s, signer=session.sign)
+
+    def open_session(self, role: int | None = None) -> auth.Session:
+        """Challenge, proof, the pump's proof: a session of ``role`` (default: ours)."""
+        role = self.role if role is None else role
+        key = self.keys.for_role(role) if self.keys is not None else None
+        if key is None:
+            raise BenchError(
+                f"{self.url}: no {schema.role_name(role).lower()} key for this pump: give "
+                f"--key-file or set {keysmod.ENV_FILE} (see README, 'Keys and roles')"
+            )
+        self.session = None
+        pump_nonce = self.request("AUTH_CHALLENGE", {"role": role})["pump_nonce"]
+        client_nonce = secrets.token_bytes(schema.NONCE_SIZE)
+        proof = auth.client_proof(key, role, pump_nonce, client_nonce)
+        reply = self.request(
+            "AUTH_OPEN", {"role": role, "client_nonce": client_nonce, "proof": proof}
+        )
+        if not hmac.compare_digest(
+            reply["proof"], auth.pump_proof(key, role, pump_nonce, client_nonce)
+        ):
+            raise BenchError(
+                f"{self.url}: the pump's session proof is wrong: it does not hold this key "
+                "(another pump on this port, or a stale key file)"
+            )
+        self.session = auth.Session(role, auth.session_key(key, role, pump_nonce, client_nonce))
+        self.sessions_opened += 1
+        return self.session
+
+    def close_session(self) -> None:
+        """Ends the session on the pump (it also ends by itself when idle)."""
+        if self.session is not None:
+            self.request("AUTH_CLOSE")
+            self.session = None
 
     def hello(self) -> dict[str, Any]:
         try:

@@ -11,8 +11,12 @@ Steps, each failing with one clear line:
 3. Install, in one mpremote session: remove the firmware's old folders and
    files (a stale ``.py`` would shadow its new ``.mpy``), copy the staging
    folder to ``:``, reset.
+   The same session provisions the pump's role keys: the key store
+   (schema KEYSTORE_FILE, from ``--key-file``) goes into the board's state
+   directory beside the journal, which the clean step never touches.
 4. Check: the board answers ``HELLO`` on the same port with the expected
-   firmware version and schema fingerprint (``bench.client.PumpClient``).
+   firmware version and schema fingerprint (``bench.client.PumpClient``),
+   and opens a session with the key file's highest role: the keys took.
 
 The pump firmware turns Ctrl-C off at boot (the pump port is USB CDC), so
 mpremote cannot break into a running pump. A person can: reset the board
@@ -30,11 +34,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench import image
+from bench import keys as keysmod
 from bench.errors import BenchError
 from bench.paths import ROOT
 from protocol import schema
@@ -66,6 +72,15 @@ for p in {paths!r}:
     rm(p)
 """
 STAGE_DIR = ROOT / "build" / "flash"
+# board_config.JOURNAL_DIR: the board's state (journal and key store)
+STATE_DIR = "/journal"
+MAKE_STATE_DIR = f"""
+import os
+try:
+    os.mkdir({STATE_DIR!r})
+except OSError:
+    pass
+"""
 HELLO_TIMEOUT_S = 20.0  # reset, USB enumeration, the maintenance window, boot
 
 
@@ -166,15 +181,35 @@ class Flasher:
             time.sleep(0.1)
         return result
 
-    def install(self, staged: Path) -> None:
+    def install(self, staged: Path, keystore: bytes) -> None:
         clean = CLEAN.format(paths=board_paths(staged))
-        result = self._mpremote("exec", clean, "+", "cp", "-r", ".", ":", "+", "reset", cwd=staged)
+        # The key store goes through a private temporary file, never build/.
+        with tempfile.TemporaryDirectory(prefix="pump-keys-") as private:
+            store = Path(private, schema.KEYSTORE_FILE)
+            store.write_bytes(keystore)
+            result = self._mpremote(
+                "exec",
+                clean + MAKE_STATE_DIR,
+                "+",
+                "cp",
+                "-r",
+                ".",
+                ":",
+                "+",
+                "cp",
+                str(store),
+                f":{STATE_DIR}/{schema.KEYSTORE_FILE}",
+                "+",
+                "reset",
+                cwd=staged,
+            )
         if result.returncode != 0:
             detail = _last_line(result.stderr or result.stdout)
             raise BenchError(f"{self.port}: copying the firmware failed (mpremote: {detail})")
 
-    def hello(self, timeout_s: float) -> dict[str, Any]:
-        """HELLO after the reset, retried until the board is back or timeout_s."""
+    def hello(self, timeout_s: float, keys: keysmod.DeviceKeys) -> dict[str, Any]:
+        """HELLO after the reset, retried until the board is back or timeout_s;
+        then a session with ``keys``, proving the provisioning."""
         from bench.client import PumpClient
 
         deadline = time.monotonic() + timeout_s
@@ -182,8 +217,11 @@ class Flasher:
         while time.monotonic() < deadline:
             if self._port_exists():
                 try:
-                    with PumpClient(self.port, timeout_s=1.0, retries=1) as client:
-                        return client.hello()
+                    with PumpClient(self.port, keys=keys, timeout_s=1.0, retries=1) as client:
+                        reply = client.hello()
+                        client.open_session()
+                        client.close_session()
+                        return reply
                 except BenchError as exc:
                     last = str(exc)
                     if "flash matching firmware" in last:
@@ -201,8 +239,21 @@ def arch_of(mpy: int) -> str:
     return ARCHES.get((mpy >> 10) & 0x3F, f"arch {(mpy >> 10) & 0x3F}")
 
 
-def flash(port: str, arch: str | None, mpremote: str, wait_s: float) -> dict[str, Any]:
+def provisioning_keys(path: Path) -> keysmod.DeviceKeys:
+    """The key file's keys; a missing file is made with fresh keys (mode 0600)."""
+    if path.exists():
+        return keysmod.load(path)
+    keys = keysmod.generate()
+    keysmod.write(path, keys, f"pump keys, made by {PROG} {time.strftime('%Y-%m-%d')}")
+    print(f"flash: new keys written to {path} (keep it private; it programs the pump)")
+    return keys
+
+
+def flash(
+    port: str, arch: str | None, mpremote: str, wait_s: float, key_file: Path
+) -> dict[str, Any]:
     """The whole sequence; returns the HELLO reply. Raises BenchError."""
+    keys = provisioning_keys(key_file)
     flasher = Flasher(port, mpremote, wait_s)
     mpy = flasher.probe()
     board_arch = arch_of(mpy)
@@ -220,8 +271,8 @@ def flash(port: str, arch: str | None, mpremote: str, wait_s: float) -> dict[str
     staged = stage(STAGE_DIR / arch, arch)
     size = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
     print(f"flash: {port}: {arch}, {size} bytes staged in {staged}")
-    flasher.install(staged)
-    reply = flasher.hello(HELLO_TIMEOUT_S)
+    flasher.install(staged, keys.keystore())
+    reply = flasher.hello(HELLO_TIMEOUT_S, keys)
     expected = firmware_version()
     if reply["firmware_version"] != expected:
         raise BenchError(
@@ -250,6 +301,13 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(set(ARCHES.values())),
         help="mpy-cross -march (default: the board's: armv6m Pico, armv7emsp Pico 2)",
     )
+    parser.add_argument(
+        "--key-file",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the pump's role keys to provision (made with fresh keys if FILE does not exist)",
+    )
     parser.add_argument("--mpremote", default=mpremote_command(), help=argparse.SUPPRESS)
     parser.add_argument(
         "--wait",
@@ -263,7 +321,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Flashes; prints the result or one error line. -> 0 ok, 2 error."""
     try:
-        reply = flash(args.port, args.arch, args.mpremote, args.wait)
+        reply = flash(args.port, args.arch, args.mpremote, args.wait, args.key_file)
     except BenchError as exc:
         print(f"pumpbench: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

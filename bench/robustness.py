@@ -1023,6 +1023,15 @@ def program_crc_of(fields: dict[str, Any]) -> int:
 # Known firmware bugs the campaign finds (each has a strict-xfail reproduction
 # in tests/robustness/test_power_loss.py). They are counted, not failed, so
 # that the campaign keeps looking for new ones; remove an entry once fixed.
+# Refusals by the session rules: the campaign's requests must never meet one.
+AUTH_REFUSALS = (
+    schema.AUTH_REQUIRED,
+    schema.WRONG_ROLE,
+    schema.BAD_MAC,
+    schema.REPLAY,
+    schema.SESSION_EXPIRED,
+)
+
 KNOWN_BUGS = {
     "confirm-half-applied": (
         "CONFIRM journals the new running flag (and logs START/STOP) before the "
@@ -1092,6 +1101,7 @@ class _Story:
     mid_stroke: bool = False
     cut: bool | None = None
     raw_seq: int = -1
+    signer: codec.Signer | None = None  # the session of the raw request
     acked: dict[str, dict[str, Any]] = field(default_factory=dict)
     death_ms: int = 0
 
@@ -1284,6 +1294,8 @@ class PowerLossCampaign:
         try:
             reply = self.pump.request(name, fields)
         except PumpRefused as refused:
+            if refused.code in AUTH_REFUSALS:
+                self._violation(f"{name} refused {refused.code_name}: not exercised")
             self.stats.outcomes[f"{name} refused {refused.code_name}"] += 1
             return
         self._acked(story, name, reply)
@@ -1298,7 +1310,7 @@ class PowerLossCampaign:
         name, fields = story.request
         story.raw_seq = self.pump.next_seq()
         self.pump.transport.expect(story.raw_seq)
-        self.pump.transport.send(codec.encode(name, story.raw_seq, fields))
+        self.pump.transport.send(codec.encode(name, story.raw_seq, fields, signer=story.signer))
 
     def _collect(self, story: _Story, wait_s: float) -> bool:
         """Takes the raw request's reply if one came within ``wait_s``."""
@@ -1313,7 +1325,10 @@ class PowerLossCampaign:
         story.raw_seq = -1
         name = story.request[0]
         if frame.is_nack:
-            self.stats.outcomes[f"{name} refused {schema.error_name(frame.fields['code'])}"] += 1
+            code = frame.fields["code"]
+            if code in AUTH_REFUSALS:  # the campaign's own session must hold
+                self._violation(f"{name} refused {schema.error_name(code)}: not exercised")
+            self.stats.outcomes[f"{name} refused {schema.error_name(code)}"] += 1
         else:
             self._acked(story, name, frame.fields)
         return True
@@ -1323,6 +1338,10 @@ class PowerLossCampaign:
         rng = self.rng
         rig = self.rig
         kind = story.kind
+        if story.request is not None and schema.required_role(story.request[0]):
+            # A change goes in a session (SPEC 21), opened now, before any
+            # cut is armed: the kill falls in the request's own work.
+            story.signer = self.pump.open_session().sign
         if kind == "in_advance":
             status = self.pump.status()
             pumped = rig.truth()["pumped_nl"]

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import image
+from bench import keys as keysmod
 from bench.errors import BenchError
 from bench.paths import IMAGE_DIR
+from protocol import schema
 
 # The heap the virtual board runs with unless told otherwise, and the budget
 # every test holds the firmware to. The firmware's bytecode is loaded into
@@ -55,6 +57,12 @@ class BoardOptions:
     # temporary one, removed with the board. Give a path to keep it, or to
     # start a board on the journal a previous one left behind.
     journal_dir: str | None = None
+    # The role keys provisioned into the board's key store at start, as
+    # `make flash` does on a Pico. None: the key store the journal directory
+    # already holds, else fresh random keys. DeviceKeys(): no key at all.
+    keys: keysmod.DeviceKeys | None = None
+    # False: leave the board's key store as it is (none, or a damaged one).
+    provision: bool = True
 
 
 class VirtualBoard:
@@ -68,6 +76,7 @@ class VirtualBoard:
         self.process: subprocess.Popen[bytes] | None = None
         self.pump_port = ""
         self.rig_port = ""
+        self.keys = self.options.keys
         self._start()
 
     def _start(self) -> None:
@@ -91,6 +100,8 @@ class VirtualBoard:
             self.journal_dir = self._tempdir.name
         else:
             self.journal_dir = opts.journal_dir
+        if opts.provision:
+            keysmod.register_virtual(self.pump_port, self._provision())
         command = [
             micropython_command(),
             "-X",
@@ -130,6 +141,18 @@ class VirtualBoard:
         finally:
             for master in masters:
                 os.close(master)
+
+    def _provision(self) -> keysmod.DeviceKeys:
+        # Writes the key store into the board's flash (its state directory).
+        store = Path(self.journal_dir, schema.KEYSTORE_FILE)
+        if self.keys is None:
+            self.keys = (
+                keysmod.from_keystore(store.read_bytes(), str(store))
+                if store.exists()
+                else keysmod.generate()
+            )
+        store.write_bytes(self.keys.keystore())
+        return self.keys
 
     @property
     def alive(self) -> bool:
@@ -183,6 +206,7 @@ class VirtualBoard:
             except OSError:
                 pass
         self._slaves = []
+        keysmod.forget_virtual(self.pump_port)
         options = self.options
         # _start() makes a temporary journal when none is named: name ours.
         self.options = dataclasses.replace(options, journal_dir=self.journal_dir)
@@ -192,6 +216,7 @@ class VirtualBoard:
             self.options = options
 
     def close(self) -> None:
+        keysmod.forget_virtual(self.pump_port)
         if self.process is not None:
             if self.alive:
                 self.process.terminate()

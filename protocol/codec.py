@@ -11,7 +11,9 @@ code that the firmware would have answered with).
 
 from __future__ import annotations
 
+import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +34,11 @@ _INTEGERS = {
 }
 
 
-def _field(fmt: str) -> c.Construct:
-    """The construct of one schema field: "H", "16s" (text) or "24H" (array)."""
+def _field(fmt: str, unit: str) -> c.Construct:
+    """The construct of one schema field: "H", "16s" (text, or bytes) or "24H" (array)."""
     if fmt.endswith("s"):
+        if unit == "bytes":
+            return c.Bytes(int(fmt[:-1]))
         return c.PaddedString(int(fmt[:-1]), "ascii")
     if len(fmt) > 1:
         return c.Array(int(fmt[:-1]), _INTEGERS[fmt[-1]])
@@ -42,7 +46,7 @@ def _field(fmt: str) -> c.Construct:
 
 
 def _payload_struct(fields: tuple) -> c.Struct:
-    return c.Struct(*(name / _field(fmt) for name, fmt, _unit in fields), c.Terminated)
+    return c.Struct(*(name / _field(fmt, unit) for name, fmt, unit in fields), c.Terminated)
 
 
 _HEADER = c.Struct(
@@ -61,6 +65,10 @@ BODY = c.Struct(
 )
 
 NACK = _payload_struct(schema.NACK_FIELDS)
+
+# A signer makes the trailer of an authenticated request from the bytes it
+# covers (header and payload): counter and MAC (protocol/auth.py Session.sign).
+Signer = Callable[[bytes], bytes]
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,9 @@ class Frame:
     seq: int
     flags: int
     fields: dict[str, Any] = field(default_factory=dict)
+    # An authenticated request's trailer: its counter and MAC
+    counter: int | None = None
+    mac: bytes | None = None
 
     @property
     def is_reply(self) -> bool:
@@ -139,8 +150,18 @@ def payload_struct(msg: MessageType, flags: int) -> c.Struct:
     return msg.request
 
 
-def encode(name: str, seq: int, fields: dict[str, Any] | None = None, flags: int = 0) -> bytes:
-    """Encodes one message as wire bytes, delimiters included."""
+def encode(
+    name: str,
+    seq: int,
+    fields: dict[str, Any] | None = None,
+    flags: int = 0,
+    signer: Signer | None = None,
+) -> bytes:
+    """Encodes one message as wire bytes, delimiters included.
+
+    With a ``signer`` the request is authenticated: FLAG_AUTH is set and the
+    payload ends with the signer's trailer (counter and MAC, SPEC section 21).
+    """
     try:
         msg = MESSAGE_TYPES[name]
     except KeyError:
@@ -153,11 +174,24 @@ def encode(name: str, seq: int, fields: dict[str, Any] | None = None, flags: int
         raise CodecError(schema.BAD_VALUE, f"{name}: {exc}", seq) from None
     except c.ConstructError as exc:
         raise CodecError(schema.BAD_VALUE, f"{name}: {exc}", seq) from exc
-    return encode_raw(msg.msg_id, seq, flags, payload)
+    return encode_raw(msg.msg_id, seq, flags, payload, signer)
 
 
-def encode_raw(msg_id: int, seq: int, flags: int, payload: bytes) -> bytes:
+def encode_raw(
+    msg_id: int, seq: int, flags: int, payload: bytes, signer: Signer | None = None
+) -> bytes:
     """Frames an already packed payload (also for deliberately odd frames in tests)."""
+    if signer is not None:
+        flags |= schema.FLAG_AUTH
+        header = struct.pack(
+            schema.HEADER_FORMAT,
+            schema.PROTOCOL_VERSION,
+            msg_id,
+            seq & 0xFFFF,
+            flags,
+            len(payload) + schema.AUTH_TRAILER_SIZE,
+        )
+        payload = bytes(payload) + signer(header + bytes(payload))
     if len(payload) > schema.MAX_PAYLOAD:
         raise CodecError(schema.OVERSIZE, f"payload of {len(payload)} bytes", seq)
     body = BODY.build(
@@ -198,6 +232,14 @@ def decode(encoded: bytes) -> Frame:
     header = parsed.header.value
     if header.version != schema.PROTOCOL_VERSION:
         raise CodecError(schema.BAD_VERSION, f"version {header.version}", seq)
+    payload = header.payload
+    counter = mac = None
+    if header.flags & schema.FLAG_AUTH and not header.flags & schema.FLAG_REPLY:
+        if len(payload) < schema.AUTH_TRAILER_SIZE:
+            raise CodecError(schema.BAD_PAYLOAD, f"{len(payload)} bytes: no auth trailer", seq)
+        cut = len(payload) - schema.AUTH_TRAILER_SIZE
+        counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, payload, cut)
+        payload = payload[:cut]
     msg = MESSAGE_IDS.get(header.msg_id)
     if msg is not None:
         name = msg.name
@@ -209,17 +251,15 @@ def decode(encoded: bytes) -> Frame:
     else:
         raise CodecError(schema.UNKNOWN_MESSAGE, f"message id 0x{header.msg_id:02x}", seq)
     try:
-        values = layout.parse(header.payload)
+        values = layout.parse(payload)
     except c.ConstructError:
-        raise CodecError(
-            schema.BAD_PAYLOAD, f"{name}: {len(header.payload)} payload bytes", seq
-        ) from None
+        raise CodecError(schema.BAD_PAYLOAD, f"{name}: {len(payload)} payload bytes", seq) from None
     fields = {
         k: list(v) if isinstance(v, c.ListContainer) else v
         for k, v in values.items()
         if not k.startswith("_")
     }
-    return Frame(header.msg_id, name, header.seq, header.flags, fields)
+    return Frame(header.msg_id, name, header.seq, header.flags, fields, counter, mac)
 
 
 def split_stream(buffer: bytearray) -> list[bytes]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
 from cobs import cobs
 
-from protocol import codec, schema
+from protocol import auth, codec, schema
 
 REPLY = schema.FLAG_REPLY
 NACK = schema.FLAG_REPLY | schema.FLAG_ERROR
@@ -178,7 +179,6 @@ def bad_vectors() -> list[dict]:
     unknown = codec.encode_raw(0x7F, 0x0103, 0, b"")
     old_version = bytearray(cobs.decode(codec.encode("PING", 0x0104, {"token": 1})[1:-1]))
     old_version[0] = 0
-    import zlib
 
     old_version[-4:] = (zlib.crc32(bytes(old_version[:-4])) & 0xFFFFFFFF).to_bytes(4, "little")
     short_payload = codec.encode_raw(0x02, 0x0105, 0, b"\x01\x02")
@@ -195,6 +195,38 @@ def bad_vectors() -> list[dict]:
         ),
         _bad("short payload", short_payload, "BAD_PAYLOAD", 0x0105),
     ]
+
+
+def auth_vectors() -> dict[str, Any]:
+    """A session from fixed keys and nonces, and a frame signed in it (SPEC section 21)."""
+    clinician = bytes(range(32))
+    patient = bytes(range(32, 64))
+    role = schema.ROLE_CLINICIAN
+    pump_nonce = bytes(range(0xA0, 0xB0))
+    client_nonce = bytes(range(0xB0, 0xC0))
+    key = auth.session_key(clinician, role, pump_nonce, client_nonce)
+    session = auth.Session(role, key, counter=6)
+    signed = codec.encode("CONFIRM", 20, {"crc": 0x22B8A50F}, signer=session.sign)
+    body = struct.pack("<4s32s32s", schema.KEYSTORE_MAGIC, patient, clinician)
+    keystore = body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+    return {
+        "clinician_key": clinician.hex(),
+        "patient_key": patient.hex(),
+        "keystore": keystore.hex(),
+        "role": role,
+        "pump_nonce": pump_nonce.hex(),
+        "client_nonce": client_nonce.hex(),
+        "client_proof": auth.client_proof(clinician, role, pump_nonce, client_nonce).hex(),
+        "pump_proof": auth.pump_proof(clinician, role, pump_nonce, client_nonce).hex(),
+        "session_key": key.hex(),
+        "signed_frame": {
+            "hex": signed.hex(),
+            "message": "CONFIRM",
+            "seq": 20,
+            "fields": {"crc": 0x22B8A50F},
+            "counter": 7,
+        },
+    }
 
 
 def good_vectors() -> list[dict]:
@@ -225,6 +257,11 @@ TABLE_HEADER = """\
 """
 
 
+def _bytes_literal(value: bytes) -> str:
+    """An ASCII bytes constant as ruff formats it: b"..."."""
+    return 'b"' + value.decode("ascii") + '"'
+
+
 def _struct_name(name: str) -> str:
     return name.upper()
 
@@ -247,6 +284,26 @@ def table_text() -> str:
         ("FLAG_ERROR", schema.FLAG_ERROR),
         ("FLAG_EVENT", schema.FLAG_EVENT),
         ("LINK_ERROR_LIMIT", schema.LINK_ERROR_LIMIT),
+        ("FLAG_AUTH", schema.FLAG_AUTH),
+        ("ROLE_READ_ONLY", schema.ROLE_READ_ONLY),
+        ("ROLE_PATIENT", schema.ROLE_PATIENT),
+        ("ROLE_CLINICIAN", schema.ROLE_CLINICIAN),
+        ("KEY_SIZE", schema.KEY_SIZE),
+        ("NONCE_SIZE", schema.NONCE_SIZE),
+        ("PROOF_SIZE", schema.PROOF_SIZE),
+        ("MAC_SIZE", schema.MAC_SIZE),
+        ("AUTH_TRAILER_FORMAT", json.dumps(schema.AUTH_TRAILER_FORMAT)),
+        ("AUTH_TRAILER_SIZE", schema.AUTH_TRAILER_SIZE),
+        ("SESSION_IDLE_S", schema.SESSION_IDLE_S),
+        ("SESSION_MAX_S", schema.SESSION_MAX_S),
+        ("CHALLENGE_S", schema.CHALLENGE_S),
+        ("AUTH_LOG_MS", schema.AUTH_LOG_MS),
+        ("KEYSTORE_FILE", json.dumps(schema.KEYSTORE_FILE)),
+        ("KEYSTORE_MAGIC", _bytes_literal(schema.KEYSTORE_MAGIC)),
+        ("KEYSTORE_SIZE", schema.KEYSTORE_SIZE),
+        ("LABEL_OPEN", _bytes_literal(schema.LABEL_OPEN)),
+        ("LABEL_PUMP", _bytes_literal(schema.LABEL_PUMP)),
+        ("LABEL_SESSION", _bytes_literal(schema.LABEL_SESSION)),
     ]
     lines += [f"{name} = {value}" for name, value in constants]
     lines.append("\n# error codes (NACK)")
@@ -274,6 +331,11 @@ def table_text() -> str:
     lines.append("RIG_REQUESTS = {")
     lines += rig
     lines.append("}")
+    lines.append("# the session role each request needs (absent: READ_ONLY)")
+    lines.append("REQUIRED_ROLE = {")
+    for name, role in schema.MESSAGE_ROLES:
+        lines.append(f"    {name}: {role},")
+    lines.append("}")
     lines.append("ALL_IDS = (")
     lines += [f"    0x{m[0]:02X}," for m in schema.MESSAGES]
     lines.append(")")
@@ -297,6 +359,7 @@ def main() -> None:
         "schema_fingerprint": schema.FINGERPRINT,
         "good": good_vectors(),
         "bad": bad_vectors(),
+        "auth": auth_vectors(),
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {path} ({len(doc['good'])} good, {len(doc['bad'])} bad)")

@@ -34,6 +34,40 @@ MAX_WIRE = MAX_ENCODED + 2  # 253
 FLAG_REPLY = 0x01  # an answer to a request, echoing its seq
 FLAG_ERROR = 0x02  # with FLAG_REPLY: a NACK, payload is NACK_FIELDS
 FLAG_EVENT = 0x04  # unsolicited, seq from the sender's own event counter
+# An authenticated request (pump port): the payload ends with AUTH_TRAILER,
+# a session counter and a MAC over the frame (SPEC section 21).
+FLAG_AUTH = 0x08
+
+# --- authenticated sessions (protocol/SPEC.md section 21) ---------------------
+# Roles, lowest first: a session of a role may send what its role and every
+# lower role may send. READ_ONLY needs no session.
+ROLES = (
+    (0, "READ_ONLY"),  # status, log, program readback: no key
+    (1, "PATIENT"),  # patient bolus
+    (2, "CLINICIAN"),  # program, bolus, refill, start/stop, alarms, clock
+)
+ROLE_READ_ONLY = 0
+ROLE_PATIENT = 1
+ROLE_CLINICIAN = 2
+KEY_SIZE = 32  # HMAC-SHA256 key per role, provisioned at flash time
+NONCE_SIZE = 16
+PROOF_SIZE = 32  # a full HMAC-SHA256 in the session handshake
+MAC_SIZE = 16  # per-frame MAC: HMAC-SHA256 truncated to 128 bits (RFC 4868)
+AUTH_TRAILER_FORMAT = "<I16s"  # counter (strictly increasing per session), MAC
+AUTH_TRAILER_SIZE = 4 + MAC_SIZE
+SESSION_IDLE_S = 600  # a session unused this long (device time) expires
+SESSION_MAX_S = 8 * 3600  # and none lasts longer than this
+CHALLENGE_S = 60  # a challenge not answered within this is void
+# The board's key store, written at flash time into the board's state
+# directory (beside the journal): KEYSTORE_MAGIC | patient key | clinician
+# key | CRC-32 (LE) of what precedes. An all-zero key: that role has none.
+KEYSTORE_FILE = "keys.bin"
+KEYSTORE_MAGIC = b"PKY1"
+KEYSTORE_SIZE = 4 + 2 * KEY_SIZE + 4
+# Domain-separation labels of the three HMACs made from a role key.
+LABEL_OPEN = b"pump-auth-open"  # the client's proof of the key
+LABEL_PUMP = b"pump-auth-pump"  # the pump's proof of the key
+LABEL_SESSION = b"pump-auth-session"  # the session key
 
 # --- ports -----------------------------------------------------------------
 PORT_PUMP = "pump"  # the pump's own link (USB CDC on a board)
@@ -69,6 +103,13 @@ ERRORS = (
     (33, "ALARM_ACTIVE"),  # an alarm that stops delivery is latched (detail = alarm id)
     (34, "RESERVOIR"),  # reservoir volume out of range (detail = reason)
     (35, "POWERED_OFF"),  # the pump is powered off
+    (36, "AUTH_REQUIRED"),  # needs an authenticated frame of a session (detail = role needed)
+    (37, "WRONG_ROLE"),  # the session's role may not send this (detail = role needed)
+    (38, "BAD_MAC"),  # the frame's MAC or the handshake proof is wrong
+    (39, "REPLAY"),  # the counter is not above the session's last (detail = low 16 bits of it)
+    (40, "SESSION_EXPIRED"),  # the session ended (idle, too old, closed or replaced)
+    (41, "NO_CHALLENGE"),  # AUTH_OPEN without a live AUTH_CHALLENGE for this role
+    (42, "NO_KEY"),  # no key is provisioned on this pump for the role (detail = role)
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
 
@@ -96,6 +137,13 @@ BOLUS_ACTIVE = 32
 ALARM_ACTIVE = 33
 RESERVOIR = 34
 POWERED_OFF = 35
+AUTH_REQUIRED = 36
+WRONG_ROLE = 37
+BAD_MAC = 38
+REPLAY = 39
+SESSION_EXPIRED = 40
+NO_CHALLENGE = 41
+NO_KEY = 42
 
 # The payload of every NACK (flags REPLY|ERROR), whatever the message id.
 NACK_FIELDS = (
@@ -206,9 +254,15 @@ LOG_CODES = (
     (18, "CLOCK_SET"),  # a = new local offset s
     (19, "ALARM_ACKNOWLEDGED"),  # a = alarm id
     (20, "STALL_RETRY"),  # a = attempt, b = steps moved
-    (21, "SELF_TEST_FAILED"),  # a = what (1 program, 2 journal), b = detail
+    (21, "SELF_TEST_FAILED"),  # a = what (1 program, 2 journal, 3 key store), b = detail
     (22, "OCCLUSION_STROKE"),  # a = residual pressure 0.1 mmHg, b = stroke response
+    (23, "SESSION_OPENED"),  # a = role
+    (24, "SESSION_CLOSED"),  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
+    # A refused request of the session rules, at most one entry per
+    # AUTH_LOG_MS: a = NACK code | msg id << 8, b = refusals since the last entry
+    (25, "AUTH_REFUSED"),
 )
+AUTH_LOG_MS = 10_000
 
 # --- reset causes reported by the BOOT event -------------------------------
 RESET_CAUSES = (
@@ -370,6 +424,24 @@ MESSAGES = (
     (0x11, "SET_CLOCK", PORT_PUMP, (
         ("local_offset_s", "I", "s"),  # local time = device seconds + offset
     ), ()),
+    # Sessions (SPEC section 21). A "16s"/"32s" field with unit "bytes" is
+    # binary, not text.
+    (0x13, "AUTH_CHALLENGE", PORT_PUMP, (
+        ("role", "B", ""),
+    ), (
+        ("role", "B", ""),
+        ("pump_nonce", "16s", "bytes"),
+    )),
+    (0x14, "AUTH_OPEN", PORT_PUMP, (
+        ("role", "B", ""),
+        ("client_nonce", "16s", "bytes"),
+        ("proof", "32s", "bytes"),  # HMAC(key, LABEL_OPEN | role | pump_nonce | client_nonce)
+    ), (
+        ("proof", "32s", "bytes"),  # HMAC(key, LABEL_PUMP | role | pump_nonce | client_nonce)
+        ("idle_s", "H", "s"),
+        ("max_s", "I", "s"),
+    )),
+    (0x15, "AUTH_CLOSE", PORT_PUMP, (), ()),
     (0x40, "RIG_HELLO", PORT_RIG, (
         ("protocol_version", "B", ""),
         ("schema_fingerprint", "I", ""),
@@ -482,6 +554,25 @@ MESSAGES = (
 )
 # fmt: on
 
+# The role a request needs (SPEC section 21); a request not named here is
+# READ_ONLY. The rig port has no sessions: it is the test fixture, not a
+# peer of the implant.
+MESSAGE_ROLES = (
+    ("PATIENT_BOLUS", ROLE_PATIENT),
+    ("AUTH_CLOSE", ROLE_PATIENT),
+    ("PROGRAM", ROLE_CLINICIAN),
+    ("CONFIRM", ROLE_CLINICIAN),
+    ("CANCEL_PROGRAM", ROLE_CLINICIAN),
+    ("START", ROLE_CLINICIAN),
+    ("STOP", ROLE_CLINICIAN),
+    ("BOLUS", ROLE_CLINICIAN),
+    ("CANCEL_BOLUS", ROLE_CLINICIAN),
+    ("REFILL", ROLE_CLINICIAN),
+    ("CLEAR_ALARM", ROLE_CLINICIAN),
+    ("ACK_ALARM", ROLE_CLINICIAN),
+    ("SET_CLOCK", ROLE_CLINICIAN),
+)
+
 # Largest ADVANCE the rig accepts in one request: one year of device time.
 MAX_ADVANCE_MS = 366 * 24 * 3600 * 1000
 
@@ -508,6 +599,28 @@ def _canonical():
         parts.append("f%d=%s" % (code, name))
     for code, name in LOG_CODES:
         parts.append("l%d=%s" % (code, name))
+    for code, name in ROLES:
+        parts.append("o%d=%s" % (code, name))
+    for name, role in MESSAGE_ROLES:
+        parts.append("n%s=%d" % (name, role))
+    parts.append(
+        "k%d/%d/%d/%d/%s/%d/%d/%d/%d/%s;%s;%s;%s"
+        % (
+            FLAG_AUTH,
+            KEY_SIZE,
+            NONCE_SIZE,
+            MAC_SIZE,
+            AUTH_TRAILER_FORMAT,
+            SESSION_IDLE_S,
+            SESSION_MAX_S,
+            CHALLENGE_S,
+            AUTH_LOG_MS,
+            KEYSTORE_FILE + KEYSTORE_MAGIC.decode(),
+            LABEL_OPEN.decode(),
+            LABEL_PUMP.decode(),
+            LABEL_SESSION.decode(),
+        )
+    )
     for msg_id, name, port, request, reply in MESSAGES:
         text = "m%d=%s@%s:" % (msg_id, name, port)
         for fname, fmt, unit in request:
@@ -545,6 +658,17 @@ def message_by_name(name):
         if entry[1] == name:
             return entry
     raise KeyError(name)
+
+
+def required_role(name):
+    for entry in MESSAGE_ROLES:
+        if entry[0] == name:
+            return entry[1]
+    return ROLE_READ_ONLY
+
+
+def role_name(code):
+    return _name_in(ROLES, code, "ROLE")
 
 
 def message_by_id(msg_id):

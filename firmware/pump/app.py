@@ -11,6 +11,7 @@
 
 from protocol import table as t
 from pump import alarms as alarmsmod
+from pump import auth as authmod
 from pump import commands, limits, logcodes
 from pump import link as linkmod
 from pump import program as programmod
@@ -70,7 +71,12 @@ class PumpApp:
             self.journal, self.therapy, self.reservoir, self.governor, self.drive, self.battery
         )
         self.alarms = alarmsmod.Alarms(self._on_alarm_change)
-        self.link = linkmod.Link(board.pump_port, t.PUMP_REQUESTS, commands.handlers(self))
+        # Who may change therapy (SPEC section 21); the key store is
+        # provisioned at flash time beside the journal.
+        self.sessions = authmod.Sessions(self.clock, self.log, board.fs.read(t.KEYSTORE_FILE))
+        self.link = linkmod.Link(
+            board.pump_port, t.PUMP_REQUESTS, commands.handlers(self), self.sessions
+        )
         self.scheduler = Scheduler()
         self._stroke_task = self.scheduler.add(Task("stroke", self._on_stroke_due))
         self._stroke_end_task = self.scheduler.add(Task("stroke end", self._on_stroke_end))
@@ -96,6 +102,8 @@ class PumpApp:
         # BOOT event comes first, then one ALARM event per active alarm.
         self._booting = True
         self._boot()
+        if self.sessions.keystore_damaged:
+            self.log(logcodes.SELF_TEST_FAILED, authmod.SELF_TEST_KEYS, 0)
 
     # --- boot and recovery -----
     def _boot(self):

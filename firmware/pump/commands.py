@@ -13,7 +13,7 @@ import struct
 
 from protocol import table as t
 from pump import alarms as alarmsmod
-from pump import limits, logcodes
+from pump import auth, limits, logcodes
 from pump import link as linkmod
 from pump import program as programmod
 from pump import therapy as therapymod
@@ -263,7 +263,7 @@ def handlers(app):
         link.ack(None, ())
         return DONE
 
-    return {
+    table = {
         t.HELLO: hello,
         t.PING: ping,
         t.STATUS: status,
@@ -283,6 +283,8 @@ def handlers(app):
         t.SET_CLOCK: set_clock,
         t.ACK_ALARM: ack_alarm,
     }
+    table.update(auth.handlers(app.sessions, DONE))
+    return table
 
 
 def check_program(candidate):

@@ -57,14 +57,18 @@ class Link:
     requests: the port's table of requests (table.PUMP_REQUESTS or
           table.RIG_REQUESTS): msg_id -> request payload size.
     handlers: dict msg_id -> fn(link, payload memoryview) -> DONE | DEFERRED.
+    guard: None (the rig port: no sessions), or an object whose
+          admit(msg_id, reader, authenticated) returns 0 to run the request
+          or a NACK code (detail in guard.detail): pump.auth.Sessions.
     """
 
-    def __init__(self, port, requests, handlers):
+    def __init__(self, port, requests, handlers, guard=None):
         self._port = port
         # Payload sizes are checked before the handler runs, so that
         # handlers can trust their payload.
         self._request_size = requests
         self._handlers = handlers
+        self._guard = guard
         self._reader = FrameReader()
         self._writer = FrameWriter()
         self._rx = bytearray(64)
@@ -121,14 +125,29 @@ class Link:
             if msg_id not in t.ALL_IDS:
                 return self._reject(msg_id, seq, t.UNKNOWN_MESSAGE, msg_id)
             return self._reject(msg_id, seq, t.WRONG_PORT, msg_id)
+        authenticated = reader.flags & t.FLAG_AUTH
+        if authenticated and self._guard is None:
+            return self._reject(msg_id, seq, t.NOT_A_REQUEST, reader.flags)
+        if authenticated:
+            size += t.AUTH_TRAILER_SIZE
         if reader.payload_size != size:
             return self._reject(msg_id, seq, t.BAD_PAYLOAD, size)
+        # A retransmission is answered from the cache before the session
+        # rules: its first copy passed them (or it would not be cached), and
+        # its counter is no longer above the session's.
         slot = self._find_cached(seq, reader.crc)
         if slot is not None:
             counters[DUPLICATES] += 1
             if slot.state == _SLOT_DONE:
                 self._send(slot.msg_id, slot.seq, slot.flags, slot.payload, slot.size)
             return None  # still pending: its one reply is yet to come
+        payload = reader.payload
+        if self._guard is not None:
+            refusal = self._guard.admit(msg_id, reader, authenticated)
+            if refusal:
+                return self._reject(msg_id, seq, refusal, self._guard.detail)
+            if authenticated:
+                payload = payload[: size - t.AUTH_TRAILER_SIZE]
         slot = self._free_slot()
         if slot is None:
             # Every slot holds a deferred request still running: refuse
@@ -140,7 +159,7 @@ class Link:
         slot.request_crc = reader.crc
         slot.msg_id = msg_id
         self._current = slot
-        outcome = self._handlers[msg_id](self, reader.payload)
+        outcome = self._handlers[msg_id](self, payload)
         self._current = None
         if outcome != DEFERRED and slot.state != _SLOT_DONE:
             # A handler that forgot to answer is a firmware bug; the request

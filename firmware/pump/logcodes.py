@@ -21,5 +21,8 @@ SOFT_OVERRIDE = 17  # a = mask of soft limits overridden
 CLOCK_SET = 18  # a = new local offset s
 ALARM_ACKNOWLEDGED = 19  # a = alarm id
 STALL_RETRY = 20  # a = attempt, b = steps moved
-SELF_TEST_FAILED = 21  # a = what (1 program, 2 journal), b = detail
+SELF_TEST_FAILED = 21  # a = what (1 program, 2 journal, 3 key store), b = detail
 OCCLUSION_STROKE = 22  # a = residual pressure 0.1 mmHg, b = stroke response
+SESSION_OPENED = 23  # a = role
+SESSION_CLOSED = 24  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
+AUTH_REFUSED = 25  # a = NACK code | msg id << 8, b = refusals since the last entry

@@ -263,6 +263,9 @@ def test_status_on_a_missing_port(capsys: pytest.CaptureFixture) -> None:
 # --- pumpbench sim, and running scenarios on it by URL ------------------------------
 
 
+SIM_KEY_FILE: list[str] = []  # the key file the running `pumpbench sim` printed
+
+
 @pytest.fixture
 def sim_process() -> Iterator[tuple[subprocess.Popen[str], str, str]]:
     process = subprocess.Popen(
@@ -277,8 +280,11 @@ def sim_process() -> Iterator[tuple[subprocess.Popen[str], str, str]]:
         assert process.stdout is not None
         pump_line = process.stdout.readline()
         rig_line = process.stdout.readline()
+        key_line = process.stdout.readline()
         assert pump_line.startswith("pump port: /dev/"), pump_line
         assert rig_line.startswith("rig port: /dev/"), rig_line
+        assert key_line.startswith("key file: /"), key_line
+        SIM_KEY_FILE[:] = [key_line.split(": ", 1)[1].strip()]
         yield process, pump_line.split(": ", 1)[1].strip(), rig_line.split(": ", 1)[1].strip()
     finally:
         if process.poll() is None:
@@ -293,10 +299,17 @@ def test_sim_serves_urls_until_interrupted(
     sim_process: tuple[subprocess.Popen[str], str, str],
     tmp_path: Path,
     capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name in ("PUMPBENCH_KEY_FILE", "PUMPBENCH_CLINICIAN_KEY", "PUMPBENCH_PATIENT_KEY"):
+        monkeypatch.delenv(name, raising=False)
     process, pump_port, rig_port = sim_process
     with PumpClient(pump_port) as pump:
         assert pump.hello()["board"] == "sim"
+    # Another process's board: this one knows its keys only from the key file.
+    assert main(["stop", "--port", pump_port]) == 1
+    assert "AUTH_REQUIRED" in capsys.readouterr().err
+    assert main(["stop", "--port", pump_port, "--key-file", SIM_KEY_FILE[0]]) == 0
 
     # The same suite through URLs: a shared board that keeps its time.
     report = tmp_path / "report"

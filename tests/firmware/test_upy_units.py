@@ -14,5 +14,12 @@ def test_firmware_codec_matches_golden_vectors() -> None:
     assert counts == {"good": len(vectors["good"]), "bad": len(vectors["bad"])}
 
 
+def test_hmac_and_session_rules_match_rfc4231_and_the_host() -> None:
+    # hashlib.sha256 HMAC on the board == CPython's hmac; the session rules
+    # accept the host-signed golden frame once, and refuse it changed or again.
+    vectors = str(ROOT / "protocol" / "vectors.json")
+    assert upy.run("check_auth.py", vectors) == {"rfc4231": 5, "vectors": 1}
+
+
 def test_scheduler_and_wrapping_ticks() -> None:
     assert upy.run("check_scheduler.py") == {"ok": True}

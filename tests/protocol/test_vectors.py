@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from cobs import cobs
 
-from protocol import codec, generate, schema
+from protocol import auth, codec, generate, schema
 
 VECTORS = json.loads((Path(codec.__file__).with_name("vectors.json")).read_text())
 
@@ -64,18 +65,18 @@ def test_bad_vector_is_rejected_with_its_code(vector: dict) -> None:
 
 def test_every_message_round_trips() -> None:
     for msg in codec.MESSAGE_TYPES.values():
-        request = {name: _sample(fmt) for name, fmt, _unit in msg.request_fields}
+        request = {name: _sample(fmt, unit) for name, fmt, unit in msg.request_fields}
         flags = schema.FLAG_EVENT if msg.is_event else 0
         assert codec.decode(codec.encode(msg.name, 77, request, flags)[1:-1]).fields == request
         if msg.reply_fields is not None:
-            reply = {name: _sample(fmt) for name, fmt, _unit in msg.reply_fields}
+            reply = {name: _sample(fmt, unit) for name, fmt, unit in msg.reply_fields}
             frame = codec.decode(codec.encode(msg.name, 78, reply, schema.FLAG_REPLY)[1:-1])
             assert frame.fields == reply and frame.is_reply
 
 
-def _sample(fmt: str) -> object:
+def _sample(fmt: str, unit: str) -> object:
     if fmt.endswith("s"):
-        return "abc"
+        return bytes(range(int(fmt[:-1]))) if unit == "bytes" else "abc"
     if len(fmt) > 1:
         return [3] * int(fmt[:-1])
     return 3
@@ -104,3 +105,50 @@ def test_crc_is_standard_crc32() -> None:
     import binascii
 
     assert binascii.crc32(b"123456789") == 0xCBF43926
+
+
+AUTH = VECTORS["auth"]
+
+
+def _hex(name: str) -> bytes:
+    return bytes.fromhex(AUTH[name])
+
+
+def test_auth_vectors_derive_the_session_from_the_key_and_nonces() -> None:
+    key, role = _hex("clinician_key"), AUTH["role"]
+    nonces = (_hex("pump_nonce"), _hex("client_nonce"))
+    assert auth.client_proof(key, role, *nonces) == _hex("client_proof")
+    assert auth.pump_proof(key, role, *nonces) == _hex("pump_proof")
+    assert auth.session_key(key, role, *nonces) == _hex("session_key")
+    # three labels, three different values: one never stands in for another
+    assert len({_hex("client_proof"), _hex("pump_proof"), _hex("session_key")}) == 3
+
+
+def test_auth_vector_frame_carries_its_counter_and_mac() -> None:
+    signed = AUTH["signed_frame"]
+    wire = bytes.fromhex(signed["hex"])
+    frame = codec.decode(wire[1:-1])
+    assert (frame.name, frame.seq, frame.fields) == (
+        signed["message"],
+        signed["seq"],
+        signed["fields"],
+    )
+    assert frame.flags & schema.FLAG_AUTH and frame.counter == signed["counter"]
+    body = cobs.decode(wire[1:-1])
+    covered = body[: len(body) - schema.CRC_SIZE - schema.MAC_SIZE - 4]
+    assert frame.mac == auth.frame_mac(_hex("session_key"), covered, signed["counter"])
+
+
+def test_a_signed_frame_without_room_for_its_trailer_is_refused() -> None:
+    wire = codec.encode_raw(0x07, 5, schema.FLAG_AUTH, b"\x01\x02\x03")
+    with pytest.raises(codec.CodecError) as caught:
+        codec.decode(wire[1:-1])
+    assert caught.value.code == schema.BAD_PAYLOAD
+
+
+def test_auth_vector_keystore_is_what_the_bench_provisions() -> None:
+    from bench.keys import DeviceKeys, from_keystore
+
+    keys = DeviceKeys(clinician=_hex("clinician_key"), patient=_hex("patient_key"))
+    assert keys.keystore() == _hex("keystore")
+    assert from_keystore(_hex("keystore"), "vector") == keys

@@ -37,7 +37,7 @@ from bench.robustness import (
     program_fields,
 )
 from bench.sim import BoardOptions, VirtualBoard
-from protocol import codec
+from protocol import codec, schema
 
 
 # --- the campaign -----------------------------------------------------------------------
@@ -100,10 +100,13 @@ def cut_during(
     Returns (whether the cut happened, the reply if one came). Power comes
     back and the pump has booted when it returns.
     """
+    # A change goes in a session (SPEC 21), opened before the cut is armed:
+    # the cut falls in the command's own journal writes.
+    session = pump.open_session() if schema.required_role(name) else None
     rig.cut_after_bytes(after_bytes)
     seq = pump.next_seq()
     pump.transport.expect(seq)
-    pump.transport.send(codec.encode(name, seq, fields))
+    pump.transport.send(codec.encode(name, seq, fields, signer=session.sign if session else None))
     frame = None
     deadline = time.monotonic() + 2.0
     while frame is None and rig.truth()["powered"]:  # a reply, or the cut
