@@ -331,6 +331,7 @@ class PumpClient(Client):
         self.role = role
         self.session: auth.Session | None = None
         self.sessions_opened = 0
+        self._session_boot = -1  # the pump's boot count when the session opened
 
     def request(
         self,
@@ -350,15 +351,27 @@ class PumpClient(Client):
             return super().request(name, fields, timeout_s=timeout_s, seq=seq, signer=session.sign)
         except PumpRefused as refused:
             lost = refused.code in (schema.AUTH_REQUIRED, schema.SESSION_EXPIRED)
-            # Sent more than once, the first copy may have run before the
-            # pump lost the session (a reboot): never send it again.
-            if not lost or self.retransmissions != sent or seq is not None:
+            if not lost or seq is not None:
                 raise
-        # The pump refused the one copy sent (it rebooted, or the session
-        # idled out): nothing ran. A new session, and the request once more.
+            if self.retransmissions != sent:
+                self._check_not_rebooted(name)
+        # The pump no longer has the session (it idled out, or the pump
+        # rebooted) and nothing ran: a new session, and the request once more.
         self.session = None
         session = self.open_session()
         return super().request(name, fields, timeout_s=timeout_s, signer=session.sign)
+
+    def _check_not_rebooted(self, name: str) -> None:
+        # A request sent more than once and refused for a lost session: an
+        # earlier copy may have run, unless the pump kept its reply cache,
+        # which answers every copy of an executed request. The cache lives
+        # until the next boot, so the boot count decides.
+        if self.request("STATUS")["boot_count"] != self._session_boot:
+            raise BenchError(
+                f"{self.url}: the pump rebooted while {name} was in flight: it may have "
+                "run before the reboot; read the state back (status, log) before sending "
+                "it again"
+            )
 
     def open_session(self, role: int | None = None) -> auth.Session:
         """Challenge, proof, the pump's proof: a session of ``role`` (default: ours)."""
@@ -385,6 +398,7 @@ class PumpClient(Client):
             )
         self.session = auth.Session(role, auth.session_key(key, role, pump_nonce, client_nonce))
         self.sessions_opened += 1
+        self._session_boot = self.request("STATUS")["boot_count"]
         return self.session
 
     def close_session(self) -> None:

@@ -219,6 +219,16 @@ def find(port: str) -> DeviceKeys | None:
     """The keys for the pump on ``port``: a virtual board's, --key-file's, the environment's."""
     if port in _VIRTUAL:
         return _VIRTUAL[port]
+    inner = _wrapped_port(port)
+    if inner in _VIRTUAL:  # fault:///dev/pts/3?drop=0.01: the board on /dev/pts/3
+        return _VIRTUAL[inner]
     if _GIVEN:
         return _GIVEN[0]
     return from_environment()
+
+
+def _wrapped_port(url: str) -> str:
+    """The port a wrapping URL handler opens (``fault://``, pyserial's ``spy://``)."""
+    if "://" not in url:
+        return url
+    return url.split("://", 1)[1].split("?", 1)[0]

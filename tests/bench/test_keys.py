@@ -118,3 +118,14 @@ def test_cli_roles_on_a_board_provisioned_from_a_key_file(
     capsys.readouterr()
     assert main(["stop", "--target", "sim", "--key-file", str(patient), "--role", "clinician"]) == 2
     assert "no clinician key" in capsys.readouterr().err
+
+
+def test_a_wrapping_url_finds_the_virtual_board_it_wraps() -> None:
+    board_keys = keys.generate()
+    keys.register_virtual("/dev/pts/78", board_keys)
+    try:
+        assert keys.find("fault:///dev/pts/78?drop=0.01&seed=3") == board_keys
+        assert keys.find("spy:///dev/pts/78") == board_keys
+        assert keys.find("fault:///dev/pts/79?drop=0.01") is None
+    finally:
+        keys.forget_virtual("/dev/pts/78")

@@ -15,7 +15,7 @@ import pytest
 from cobs import cobs
 
 from bench.client import Client, PumpClient, RigClient
-from bench.errors import PumpRefused
+from bench.errors import BenchError, PumpRefused
 from bench.keys import DeviceKeys, generate
 from bench.sim import BoardOptions, VirtualBoard
 from protocol import auth, codec, schema
@@ -487,3 +487,60 @@ def test_refusals_are_logged_once_per_window_with_their_count(
     assert len(entries) == before + 2
     bolus_id = schema.message_by_name("BOLUS")[0]
     assert (entries[-1]["a"], entries[-1]["b"]) == (schema.AUTH_REQUIRED | bolus_id << 8, 3)
+
+
+# --- the bench client across lost replies -------------------------------------------
+
+
+@pytest.mark.usefixtures("therapy")
+def test_a_request_resent_into_an_expired_session_runs_once(
+    pump: PumpClient, rig: RigClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first copy is lost on the way; the second meets an idle-expired
+    # session. No copy ran (the pump kept its reply cache, same boot), so the
+    # client opens a session and sends it once more.
+    pump.set_clock(0)
+    rig.advance((schema.SESSION_IDLE_S + 1) * 1000)
+    send = pump.transport.send
+    dropped: list[bytes] = []
+
+    def lossy(wire: bytes) -> None:
+        if not dropped:
+            dropped.append(wire)
+            return
+        send(wire)
+
+    monkeypatch.setattr(pump.transport, "send", lossy)
+    pump.timeout_s = 0.2
+    pump.stop()
+    assert dropped and pump.retransmissions >= 1
+    assert pump.status()["state_name"] == "IDLE"
+    assert [e["name"] for e in pump.log()].count("STOP") == 1
+
+
+@pytest.mark.usefixtures("therapy")
+def test_a_request_whose_reply_was_lost_across_a_reboot_is_never_resent(
+    pump: PumpClient, rig: RigClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bolus runs, its ACK is lost, the pump reboots: the retransmission
+    # meets no session. It may have run, so the client says so and stops.
+    pump.open_session()
+    wait_reply = pump.transport.wait_reply
+    lost: list[int] = []
+
+    def reply_lost_then_reboot(seq: int, timeout_s: float) -> codec.Frame | None:
+        frame = wait_reply(seq, timeout_s)
+        if lost or frame is None:
+            return frame
+        lost.append(seq)
+        pump.transport.expect(seq)  # as if that reply had never come
+        rig.reset()
+        pump.wait_event("BOOT", timeout_s=5)
+        return None
+
+    monkeypatch.setattr(pump.transport, "wait_reply", reply_lost_then_reboot)
+    with pytest.raises(BenchError, match="rebooted while BOLUS was in flight"):
+        pump.bolus("clinician", volume_nl=10_000)
+    monkeypatch.setattr(pump.transport, "wait_reply", wait_reply)
+    starts = [e for e in pump.log() if e["name"] == "BOLUS_START"]
+    assert len(starts) == 1
