@@ -253,7 +253,6 @@ def flash(
     port: str, arch: str | None, mpremote: str, wait_s: float, key_file: Path
 ) -> dict[str, Any]:
     """The whole sequence; returns the HELLO reply. Raises BenchError."""
-    keys = provisioning_keys(key_file)
     flasher = Flasher(port, mpremote, wait_s)
     mpy = flasher.probe()
     board_arch = arch_of(mpy)
@@ -268,6 +267,9 @@ def flash(
         arch = board_arch
     elif arch != board_arch:
         raise BenchError(f"{port}: the board is {board_arch}, not {arch}: check --arch")
+    # A new key file is written before the board gets the keys: they are
+    # never only on the board.
+    keys = provisioning_keys(key_file)
     staged = stage(STAGE_DIR / arch, arch)
     size = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
     print(f"flash: {port}: {arch}, {size} bytes staged in {staged}")

@@ -50,7 +50,7 @@ from cobs import cobs
 from bench.client import PumpClient, RigClient
 from bench.errors import BenchError, PumpRefused
 from bench.sim import BoardOptions, VirtualBoard
-from protocol import codec, schema
+from protocol import auth, codec, schema
 
 STROKE_NL = 200  # the firmware's nominal stroke (8 steps x 25 nL)
 MINUTE_MS = 60_000
@@ -68,6 +68,10 @@ COUNTERS = (
     "tx_dropped",
 )
 LOG = {name: code for code, name in schema.LOG_CODES}
+# What a refused request may log: its refusal, the session rules' own entries.
+AUTH_LOG_CODES = frozenset(
+    LOG[name] for name in ("AUTH_REFUSED", "SESSION_OPENED", "SESSION_CLOSED")
+)
 ALARM = {name: code for code, name, _priority in schema.ALARMS}
 STATE = {name: code for code, name in schema.STATES}
 PATIENT_KIND = 4  # STATUS bolus_kind / BOLUS_START kind of a patient bolus
@@ -138,19 +142,49 @@ class Expected:
         return self.nack is not None or self.executes or self.duplicate_of is not None
 
 
+@dataclass
+class SessionView:
+    """The pump's open session as the fuzzer knows it (protocol/SPEC.md section 21).
+
+    ``accepted`` is the last counter the pump accepted (the model moves it);
+    ``issued`` the last the fuzzer signed with. Time stands still while
+    fuzzing, so the session never idles out.
+    """
+
+    key: bytes
+    role: int
+    accepted: int = 0
+    issued: int = 0
+
+    def sign(self, covered: bytes) -> bytes:
+        """A fresh trailer: a counter above every one accepted so far."""
+        self.issued = max(self.issued, self.accepted) + 1
+        return self.trailer(covered, self.issued)
+
+    def sign_spent(self, covered: bytes, rng: random.Random) -> bytes:
+        """A trailer with a good MAC and a counter the pump has already seen."""
+        return self.trailer(covered, rng.randint(0, self.accepted))
+
+    def trailer(self, covered: bytes, counter: int) -> bytes:
+        mac = auth.frame_mac(self.key, covered, counter)
+        return struct.pack(schema.AUTH_TRAILER_FORMAT, counter, mac)
+
+
 class ReceiverModel:
     """The receiver rules of one port, written from protocol/SPEC.md section 6.
 
     ``feed`` splits a byte stream at 0x00 exactly as the device does and
     classifies every completed chunk. The reply cache (section 7: the last 4
     executed requests, keyed by seq and CRC) is modelled, so retransmissions
-    are predicted as duplicates.
+    are predicted as duplicates; so are the pump port's session rules
+    (section 21.4), with ``session`` the open session (None: none known).
     """
 
     CACHE_SLOTS = 4
 
-    def __init__(self, port: str) -> None:
+    def __init__(self, port: str, session: SessionView | None = None) -> None:
         self.port = port
+        self.session = session
         self.sizes = request_sizes(port)
         self._partial = bytearray()
         self.cache: deque[tuple[int, int, Expected]] = deque(maxlen=self.CACHE_SLOTS)
@@ -197,17 +231,50 @@ class ReceiverModel:
             if msg_id in ALL_IDS:
                 return nack("rejected", schema.WRONG_PORT, msg_id)
             return nack("rejected", schema.UNKNOWN_MESSAGE, msg_id)
+        signed = flags & schema.FLAG_AUTH
+        if signed and self.port != schema.PORT_PUMP:
+            return nack("rejected", schema.NOT_A_REQUEST, flags)
+        if signed:
+            size += schema.AUTH_TRAILER_SIZE
         if length != size:
             return nack("rejected", schema.BAD_PAYLOAD, size)
         for cached_seq, cached_crc, original in self.cache:
             if (cached_seq, cached_crc) == (seq, crc):
                 return Expected("duplicates", msg_id=msg_id, seq=seq, duplicate_of=original)
+        if self.port == schema.PORT_PUMP:
+            refusal = self._session_rules(msg_id, body[:end], signed, remember)
+            if refusal is not None:
+                return nack("rejected", *refusal)
+        if signed:
+            end -= schema.AUTH_TRAILER_SIZE
         expected = Expected(
             "frames_ok", executes=True, msg_id=msg_id, seq=seq, payload=bytes(body[6:end])
         )
         if remember:
             self.cache.append((seq, crc, expected))
         return expected
+
+    def _session_rules(
+        self, msg_id: int, covered: bytes, signed: int, remember: bool
+    ) -> tuple[int, int] | None:
+        """SPEC section 21.4: the NACK (code, detail) of a refused request, or None."""
+        needed = schema.required_role(message_name(msg_id))
+        if not signed:
+            return (schema.AUTH_REQUIRED, needed) if needed else None
+        session = self.session
+        if session is None:
+            return schema.AUTH_REQUIRED, needed
+        trailer = len(covered) - schema.AUTH_TRAILER_SIZE
+        counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, covered, trailer)
+        if auth.frame_mac(session.key, covered[:trailer], counter) != mac:
+            return schema.BAD_MAC, 0
+        if counter <= session.accepted:
+            return schema.REPLAY, session.accepted & 0xFFFF
+        if needed > session.role:
+            return schema.WRONG_ROLE, needed
+        if remember:
+            session.accepted = counter
+        return None
 
 
 def _zero_positions(data: bytes) -> Iterable[int]:
@@ -228,8 +295,10 @@ def message_name(msg_id: int) -> str:
 # ==================================================================================
 # 2. The frame fuzzer
 # ==================================================================================
-def random_value(fmt: str, rng: random.Random) -> Any:
+def random_value(fmt: str, rng: random.Random, unit: str = "") -> Any:
     """A random value of a schema field format, within the format's range."""
+    if fmt.endswith("s") and unit == "bytes":
+        return bytes(rng.randrange(256) for _ in range(int(fmt[:-1])))
     if fmt.endswith("s"):
         size = int(fmt[:-1])
         return "".join(
@@ -250,7 +319,7 @@ def random_value(fmt: str, rng: random.Random) -> Any:
 
 
 def random_fields(fields: Sequence[tuple[str, str, str]], rng: random.Random) -> dict[str, Any]:
-    return {name: random_value(fmt, rng) for name, fmt, _unit in fields}
+    return {name: random_value(fmt, rng, unit) for name, fmt, unit in fields}
 
 
 @dataclass
@@ -320,11 +389,19 @@ class FrameFuzzer:
         "payload_size",
         "oversize",
         "header_only",
+        "content_bit",
     )
 
-    def __init__(self, port: str, rng: random.Random, seq: int = 0x4000) -> None:
+    def __init__(
+        self,
+        port: str,
+        rng: random.Random,
+        seq: int = 0x4000,
+        session: SessionView | None = None,
+    ) -> None:
         self.port = port
         self.rng = rng
+        self.session = session if port == schema.PORT_PUMP else None
         self._seq = seq & 0x7FFF  # good and refused requests: seqs below 0x8000
         self.sizes = request_sizes(port)
         self.safe = sorted(SAFE_REQUESTS[port])
@@ -332,7 +409,8 @@ class FrameFuzzer:
             codec.MESSAGE_IDS[msg_id].name for msg_id in self.sizes if msg_id in codec.MESSAGE_IDS
         )
         self._recent_good: deque[bytes] = deque(maxlen=6)
-        self._model = ReceiverModel(port)  # stateless checks only (remember=False)
+        # stateless checks only (remember=False)
+        self._model = ReceiverModel(port, self.session)
 
     def next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0x7FFF
@@ -367,7 +445,9 @@ class FrameFuzzer:
             fields = self.good_fields(name)
         else:
             fields = random_fields(codec.MESSAGE_TYPES[name].request_fields, self.rng)
-        return name, codec.encode(name, self.next_seq(), fields)
+        # a request of the session (signed) as often as a plain one
+        signer = self.session.sign if self.session and self.rng.random() < 0.5 else None
+        return name, codec.encode(name, self.next_seq(), fields, signer=signer)
 
     # --- damage --------------------------------------------------------------------
     def mutate(self) -> FuzzCase:
@@ -426,6 +506,9 @@ class FrameFuzzer:
             body[4] |= schema.FLAG_EVENT
         elif kind == "version":
             body[0] = rng.choice([v for v in range(256) if v != schema.PROTOCOL_VERSION])
+        elif kind == "content_bit":  # one bit of header, payload or auth trailer
+            at = rng.randrange(len(body) - schema.CRC_SIZE)
+            body[at] ^= 1 << rng.randrange(8)
         elif kind == "payload_size":
             payload = bytearray(body[6:-4])
             if payload and rng.random() < 0.5:
@@ -458,9 +541,40 @@ class FrameFuzzer:
         choices = _PUMP_REFUSALS if self.port == schema.PORT_PUMP else _RIG_REFUSALS
         name, make = rng.choice(choices)
         fields, code, detail = make(rng)
-        return FuzzCase(
-            f"refused {name}", codec.encode(name, self.next_seq(), fields), (code, detail)
-        )
+        needed = schema.required_role(name) if self.port == schema.PORT_PUMP else 0
+        if needed and self.session is None:  # refused before its handler
+            code, detail = schema.AUTH_REQUIRED, needed
+        signer = self.session.sign if needed and self.session else None
+        wire = codec.encode(name, self.next_seq(), fields, signer=signer)
+        return FuzzCase(f"refused {name}", wire, (code, detail))
+
+    def auth_refusal(self) -> FuzzCase:
+        """A change the session rules refuse: plain, a bad MAC, a spent counter;
+        or a handshake that cannot open a session (SPEC section 21)."""
+        rng = self.rng
+        name = rng.choice([n for n, _role in schema.MESSAGE_ROLES])
+        fields = random_fields(codec.MESSAGE_TYPES[name].request_fields, rng)
+        seq = self.next_seq()
+        how = rng.choice(("plain", "bad_mac", "spent", "no_challenge", "bad_role"))
+        session = self.session
+        if how == "no_challenge":  # the fuzzer never asks for a challenge
+            fields = random_fields(codec.MESSAGE_TYPES["AUTH_OPEN"].request_fields, rng)
+            fields["role"] = rng.choice((schema.ROLE_PATIENT, schema.ROLE_CLINICIAN))
+            wire = codec.encode("AUTH_OPEN", seq, fields)
+            return FuzzCase("refused AUTH_OPEN", wire, (schema.NO_CHALLENGE, 0))
+        if how == "bad_role":
+            role = rng.choice((0, *range(3, 256)))
+            wire = codec.encode("AUTH_CHALLENGE", seq, {"role": role})
+            return FuzzCase("refused AUTH_CHALLENGE", wire, (schema.BAD_VALUE, 0))
+        if how == "plain" or session is None:
+            wire = codec.encode(name, seq, fields)
+            return FuzzCase(f"plain {name}", wire, (schema.AUTH_REQUIRED, None))
+        if how == "spent":
+            wire = codec.encode(name, seq, fields, signer=lambda c: session.sign_spent(c, rng))
+            return FuzzCase(f"spent {name}", wire, (schema.REPLAY, None))
+        body = _body(codec.encode(name, seq, fields, signer=session.sign))
+        body[-schema.CRC_SIZE - 1 - rng.randrange(schema.MAC_SIZE)] ^= 1 << rng.randrange(8)
+        return FuzzCase(f"bad_mac {name}", _frame(_fix_crc(body)), (schema.BAD_MAC, 0))
 
     # --- a batch ------------------------------------------------------------------------
     def case(self) -> FuzzCase:
@@ -470,7 +584,8 @@ class FrameFuzzer:
         elif roll < 0.6:
             case = self.mutate()
         elif roll < 0.78:
-            case = self.refusal()
+            pump = self.port == schema.PORT_PUMP
+            case = self.auth_refusal() if pump and self.rng.random() < 0.4 else self.refusal()
         elif roll < 0.92:
             case = self.good()
         else:
@@ -749,17 +864,21 @@ class FuzzStats:
     batches: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
     predicted: Counter[str] = field(default_factory=Counter)  # LINK_STATS deltas
+    nacks: Counter[str] = field(default_factory=Counter)  # NACK codes seen, by name
     mismatches: list[str] = field(default_factory=list)
 
 
 class LinkFuzz:
     """Fuzzes one port of a running board and checks every answer against the model."""
 
-    def __init__(self, port_kind: str, url: str, rng: random.Random) -> None:
+    def __init__(
+        self, port_kind: str, url: str, rng: random.Random, session: SessionView | None = None
+    ) -> None:
         self.kind = port_kind
         self.port = RawPort(url)
-        self.model = ReceiverModel(port_kind)
-        self.fuzzer = FrameFuzzer(port_kind, rng, seq=rng.randrange(0x8000))
+        self.session = session
+        self.model = ReceiverModel(port_kind, session)
+        self.fuzzer = FrameFuzzer(port_kind, rng, seq=rng.randrange(0x8000), session=session)
         # The harness's own requests (the sentinels) use seqs from 0x8000 up,
         # the fuzzer's intact requests seqs below: a sentinel can never be
         # taken for a retransmission of a fuzzed request (the device would
@@ -850,6 +969,8 @@ class LinkFuzz:
             if problem:
                 self._fail(f"{case.kind}: {problem}")
             expected.actual = frame
+            if frame.is_nack:
+                self.stats.nacks[schema.error_name(frame.fields["code"])] += 1
             if expected.executes and frame.is_nack:
                 predicted["rejected"] += 1
         for expected, _case in plan:
@@ -932,7 +1053,12 @@ class FuzzSession:
     def __init__(self, board: VirtualBoard, rng: random.Random) -> None:
         self.board = board
         self.rng = rng
-        self.pump = LinkFuzz(schema.PORT_PUMP, board.pump_port, rng)
+        # A clinician session, so that signed requests reach their handlers
+        # and the session rules themselves are fuzzed (SPEC section 21).
+        with PumpClient(board.pump_port) as client:
+            opened = client.open_session()
+        self.session = SessionView(opened.key, opened.role)
+        self.pump = LinkFuzz(schema.PORT_PUMP, board.pump_port, rng, self.session)
         self.rig = LinkFuzz(schema.PORT_RIG, board.rig_port, rng)
         self.before = self.snapshot()
 
@@ -959,11 +1085,24 @@ class FuzzSession:
         changes = []
         for part in ("status", "program", "truth"):
             for name, value in self.before[part].items():
+                if name == "journal_bytes":  # the log entries of refusals (below)
+                    continue
                 if after[part].get(name) != value:
                     changes.append(f"{part} {name}: {value} -> {after[part].get(name)}")
-        if after["log_total"] != self.before["log_total"]:
-            changes.append(f"log: {after['log_total'] - self.before['log_total']} new entries")
+        for entry in self.new_log_entries(self.before["log_total"]):
+            if entry not in AUTH_LOG_CODES:  # refusals are logged, nothing else may be
+                changes.append(f"log: new entry {schema.log_name(entry)}")
         return changes
+
+    def new_log_entries(self, start: int) -> list[int]:
+        """The codes of the log entries from index ``start`` on."""
+        codes: list[int] = []
+        while True:
+            page = self.pump.request("GET_LOG", {"start": start, "count": 12}).fields
+            codes += page["code"][: page["count"]]
+            if not page["count"] or page["index"][page["count"] - 1] + 1 >= page["total"]:
+                return codes
+            start = page["index"][page["count"] - 1] + 1
 
     @property
     def mismatches(self) -> list[str]:
@@ -1768,7 +1907,13 @@ def link_fault_scenario(url_options: str, seed: int = 0, *, retries: int = 25) -
         with PumpClient(board.pump_port) as pump:
             result.link = pump.link_stats()
             result.status = {k: v for k, v in pump.status().items() if k not in _NOT_THERAPY}
-            result.log = [(e["time_s"], e["code"], e["a"], e["b"]) for e in pump.log()]
+            # the session rules' own entries (a session reopened after a lost
+            # reply, say) are not therapy: the rest must match the clean run
+            result.log = [
+                (e["time_s"], e["code"], e["a"], e["b"])
+                for e in pump.log()
+                if e["code"] not in AUTH_LOG_CODES
+            ]
         if not board.alive:
             result.mismatches.append(f"the board died:\n{board.stderr_text()}")
     counts = Counter(code for _t, code, _a, _b in result.log)
@@ -1841,6 +1986,9 @@ def _rows_fuzz(frames: int, seed: int) -> tuple[list[tuple[str, str, str]], list
         counters = fuzz.counters
         text = ", ".join(f"{name} {counters[name]}" for name in COUNTERS)
         rows.append((f"fuzz: {fuzz.kind} LINK_STATS", text, ""))
+    auth_nacks = ("AUTH_REQUIRED", "WRONG_ROLE", "BAD_MAC", "REPLAY", "NO_CHALLENGE")
+    text = ", ".join(f"{name} {session.pump.stats.nacks[name]}" for name in auth_nacks)
+    rows.append(("fuzz: pump refusals by the session rules", text, ""))
     rows.append(("fuzz: replies and counters off the model", f"{len(session.mismatches)}", ""))
     return rows, problems
 

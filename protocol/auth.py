@@ -63,6 +63,11 @@ class Session:
         self._key = key
         self.counter = counter
 
+    @property
+    def key(self) -> bytes:
+        """The session key (not a role key): a test harness signs its own frames with it."""
+        return self._key
+
     def sign(self, covered: bytes) -> bytes:
         """The trailer (counter, MAC) of the request whose header and payload are ``covered``."""
         if self.counter >= COUNTER_MAX:

@@ -258,11 +258,12 @@ LOG_CODES = (
     (22, "OCCLUSION_STROKE"),  # a = residual pressure 0.1 mmHg, b = stroke response
     (23, "SESSION_OPENED"),  # a = role
     (24, "SESSION_CLOSED"),  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
-    # A refused request of the session rules, at most one entry per
-    # AUTH_LOG_MS: a = NACK code | msg id << 8, b = refusals since the last entry
+    # Refused by the session rules: the first at once, then at most one entry
+    # per AUTH_LOG_MS (a flood must not age the therapy history out of the
+    # log): a = NACK code | msg id << 8 of the latest, b = refusals it counts
     (25, "AUTH_REFUSED"),
 )
-AUTH_LOG_MS = 10_000
+AUTH_LOG_MS = 3_600_000
 
 # --- reset causes reported by the BOOT event -------------------------------
 RESET_CAUSES = (

@@ -7,9 +7,10 @@
 # (KEYSTORE_FILE); the key never leaves this module: no request reads it.
 #
 # Every refusal changes nothing (the request is not executed, the session
-# keeps its counter) and is logged (AUTH_REFUSED, at most one entry per
-# AUTH_LOG_MS so that a hostile peer cannot flush the therapy history out of
-# the log; the entry counts the refusals it stands for).
+# keeps its counter) and is logged (AUTH_REFUSED): the first at once, then
+# counted and logged at most once per AUTH_LOG_MS, so that a hostile peer
+# cannot age the therapy history out of the log (24 entries a day at most);
+# the count is flushed by the next refusal or request after the hour.
 #
 # Not the hot path: sessions and MACs run once per request, never per
 # stroke, so hashing allocates freely.
@@ -108,6 +109,7 @@ class Sessions:
         self._challenge_role = 0
         self._challenge_ms = 0
         self._refusals = 0  # since the last AUTH_REFUSED entry
+        self._last_refusal = 0  # its code | msg id << 8
         self._refusal_logged_ms = -t.AUTH_LOG_MS
         self.detail = 0  # of the last refusal (the NACK detail)
 
@@ -117,6 +119,8 @@ class Sessions:
     # --- the guard: every request passes here after framing checks --------
     def admit(self, msg_id, reader, authenticated):
         # -> 0 to run the request, or the NACK code (detail in self.detail).
+        if self._refusals:
+            self._log_refusals(self._last_refusal)
         needed = t.REQUIRED_ROLE.get(msg_id, t.ROLE_READ_ONLY)
         if not authenticated:
             if needed == t.ROLE_READ_ONLY:
@@ -142,15 +146,19 @@ class Sessions:
         return 0
 
     def refuse(self, msg_id, code, detail):
-        # Logs the refusal (rate-limited) and returns its code.
+        # Counts and logs the refusal (rate-limited); returns its code.
         self.detail = detail
         self._refusals += 1
+        self._last_refusal = code | msg_id << 8
+        self._log_refusals(self._last_refusal)
+        return code
+
+    def _log_refusals(self, what):
         now = self._clock.time_ms()
         if now - self._refusal_logged_ms >= t.AUTH_LOG_MS:
-            self._log(logcodes.AUTH_REFUSED, code | msg_id << 8, self._refusals)
+            self._log(logcodes.AUTH_REFUSED, what, self._refusals)
             self._refusals = 0
             self._refusal_logged_ms = now
-        return code
 
     def _expired(self, now):
         if now - self._used_ms > t.SESSION_IDLE_S * 1000:

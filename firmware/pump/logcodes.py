@@ -25,4 +25,4 @@ SELF_TEST_FAILED = 21  # a = what (1 program, 2 journal, 3 key store), b = detai
 OCCLUSION_STROKE = 22  # a = residual pressure 0.1 mmHg, b = stroke response
 SESSION_OPENED = 23  # a = role
 SESSION_CLOSED = 24  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
-AUTH_REFUSED = 25  # a = NACK code | msg id << 8, b = refusals since the last entry
+AUTH_REFUSED = 25  # a = NACK code | msg id << 8 of the latest, b = refusals it counts

@@ -63,6 +63,7 @@ def therapy(pump: PumpClient, rig: RigClient) -> int:
     rig.advance(3_600_000)
     crc = int(pump.program(CHANGES["PROGRAM"])["crc"])  # reopens the idle session
     rig.advance(schema.AUTH_LOG_MS)  # a test's first refusal gets its own log entry
+    pump.open_session()  # the hour idled the last one out
     return crc
 
 
@@ -472,21 +473,25 @@ def test_no_reply_carries_a_key(board: VirtualBoard, pump: PumpClient) -> None:
 
 
 @pytest.mark.usefixtures("therapy")
-def test_refusals_are_logged_once_per_window_with_their_count(
-    stranger: PumpClient, pump: PumpClient, rig: RigClient
+def test_refusals_are_logged_at_once_then_counted_hourly(
+    stranger: PumpClient, rig: RigClient
 ) -> None:
-    rig.advance(schema.AUTH_LOG_MS)
-    before = len([e for e in pump.log() if e["name"] == "AUTH_REFUSED"])
+    def entries() -> list[tuple[int, int]]:
+        return [(e["a"], e["b"]) for e in stranger.log() if e["name"] == "AUTH_REFUSED"]
+
+    stop, bolus = (
+        schema.message_by_name(n)[0] << 8 | schema.AUTH_REQUIRED for n in ("STOP", "BOLUS")
+    )
+    before = entries()
     for _ in range(3):
         refused(stranger, "STOP", {})
-    entries = [e for e in pump.log() if e["name"] == "AUTH_REFUSED"]
-    assert len(entries) == before + 1 and entries[-1]["b"] == 1
+    assert entries() == [*before, (stop, 1)]  # the first at once, the others counted
     rig.advance(schema.AUTH_LOG_MS)
-    refused(stranger, "BOLUS", CHANGES["BOLUS"])
-    entries = [e for e in pump.log() if e["name"] == "AUTH_REFUSED"]
-    assert len(entries) == before + 2
-    bolus_id = schema.message_by_name("BOLUS")[0]
-    assert (entries[-1]["a"], entries[-1]["b"]) == (schema.AUTH_REQUIRED | bolus_id << 8, 3)
+    refused(stranger, "BOLUS", CHANGES["BOLUS"])  # the hour is over: the count goes in
+    assert entries() == [*before, (stop, 1), (stop, 2)]
+    rig.advance(schema.AUTH_LOG_MS)
+    stranger.status()  # any request after the hour logs what was counted
+    assert entries() == [*before, (stop, 1), (stop, 2), (bolus, 1)]
 
 
 # --- the bench client across lost replies -------------------------------------------
@@ -544,3 +549,22 @@ def test_a_request_whose_reply_was_lost_across_a_reboot_is_never_resent(
     monkeypatch.setattr(pump.transport, "wait_reply", wait_reply)
     starts = [e for e in pump.log() if e["name"] == "BOLUS_START"]
     assert len(starts) == 1
+
+
+@pytest.mark.usefixtures("therapy")
+def test_a_flood_of_refusals_never_ages_the_therapy_history_out_of_the_log(
+    stranger: PumpClient, rig: RigClient
+) -> None:
+    log = stranger.log()
+    history = [e for e in log if e["name"] not in AUTH_LOG_CODES]
+    counted = sum(e["b"] for e in log if e["name"] == "AUTH_REFUSED")
+    for _ in range(24 * 12):  # a day of three refused changes every five minutes
+        for name in ("STOP", "BOLUS", "PROGRAM"):
+            refused(stranger, name, CHANGES[name])
+        rig.advance(5 * 60_000)
+    stranger.status()  # a request after the hour logs what was counted
+    log = stranger.log()
+    refusals = [e for e in log if e["name"] == "AUTH_REFUSED"]
+    assert len(refusals) <= 26  # one an hour
+    assert sum(e["b"] for e in refusals) == counted + 3 * 24 * 12  # none uncounted
+    assert [e for e in log if e["name"] not in AUTH_LOG_CODES][: len(history)] == history

@@ -444,6 +444,11 @@ with open(log, "a") as f:
 if os.environ.get("FAKE_MPREMOTE_FAIL"):
     print("mpremote: failed to access " + sys.argv[2], file=sys.stderr)
     sys.exit(1)
+for i, arg in enumerate(sys.argv[:-1]):
+    if arg == "cp" and sys.argv[i + 1].endswith("keys.bin"):
+        with open(log, "a") as f:
+            f.write(json.dumps({{"keystore": open(sys.argv[i + 1], "rb").read().hex(),
+                "to": sys.argv[i + 2]}}) + "\\n")
 if "exec" in sys.argv and "_mpy" in sys.argv[-1]:
     print(os.environ.get("FAKE_MPY", str(6 | 3 << 8 | 4 << 10)))
 """
@@ -476,12 +481,16 @@ def test_flash_stages_compiled_files_and_keeps_main_py_as_source(tmp_path: Path)
     assert not any(name.endswith(".py") and name != "main.py" for name in names)
 
 
-def test_flash_without_a_board_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    code = flash.main(["--port", "/dev/ttyACM-none", "--arch", "armv6m"])
+def test_flash_without_a_board_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "pump.keys"
+    code = flash.main(["--port", "/dev/ttyACM-none", "--arch", "armv6m", "--key-file", str(keys)])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1
     assert "no board" in err and "/dev/ttyACM-none" in err
+    assert not keys.exists()  # no board, no new keys
 
 
 def test_flash_reports_a_board_that_does_not_answer_mpremote(
@@ -493,7 +502,8 @@ def test_flash_reports_a_board_that_does_not_answer_mpremote(
     port = tmp_path / "ttyACM0"
     port.touch()
     monkeypatch.setenv("FAKE_MPREMOTE_FAIL", "1")
-    code = flash.main(["--port", str(port), "--mpremote", str(fake_mpremote), "--wait", "0"])
+    keys = ["--key-file", str(tmp_path / "pump.keys")]
+    code = flash.main(["--port", str(port), "--mpremote", str(fake_mpremote), "--wait", "0", *keys])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1
@@ -510,7 +520,7 @@ def test_flash_refuses_the_wrong_architecture(
     port.touch()
     monkeypatch.setenv("FAKE_MPY", str(6 | 3 << 8 | 7 << 10))  # an RP2350 (armv7emsp)
     args = ["--port", str(port), "--mpremote", str(fake_mpremote), "--arch", "armv6m"]
-    code = flash.main(args)
+    code = flash.main([*args, "--key-file", str(tmp_path / "pump.keys")])
     assert code == 2
     assert "armv7emsp" in capsys.readouterr().err
 
@@ -521,14 +531,21 @@ def test_flash_copies_resets_and_checks_hello_on_a_board(
 ) -> None:
     # The "board" is a virtual one: mpremote is a stand-in that records what
     # it was told; the HELLO check after the reset is real.
+    from bench import keys
     from bench.sim import BoardOptions, VirtualBoard
 
+    key_file = tmp_path / "pump.keys"
     with VirtualBoard(BoardOptions()) as vb:
-        code = flash.main(["--port", vb.pump_port, "--mpremote", str(fake_mpremote)])
+        # the stand-in copies nothing: the board already holds these keys
+        keys.write(key_file, vb.keys)
+        args = ["--port", vb.pump_port, "--mpremote", str(fake_mpremote)]
+        code = flash.main([*args, "--key-file", str(key_file)])
     out = capsys.readouterr()
     assert code == 0, out.err
     calls = _calls(tmp_path)
-    probe, install = calls
+    probe, install, copied = calls
+    # the key store went to the board's state directory, from the key file
+    assert copied == {"keystore": vb.keys.keystore().hex(), "to": ":/journal/keys.bin"}
     assert probe["argv"][:3] == ["connect", vb.pump_port, "exec"]
     argv = install["argv"]
     assert argv[:2] == ["connect", vb.pump_port]
@@ -545,9 +562,11 @@ def test_flash_parser_registers_in_one_line() -> None:
     parser = argparse.ArgumentParser(prog="pumpbench")
     commands = parser.add_subparsers(dest="command", required=True)
     flash.add_parser(commands)
-    args = parser.parse_args(["flash", "--port", "/dev/ttyACM0", "--arch", "armv7emsp"])
+    argv = ["flash", "--port", "/dev/ttyACM0", "--arch", "armv7emsp", "--key-file", "k.keys"]
+    args = parser.parse_args(argv)
     assert args.func is flash.run
     assert args.port == "/dev/ttyACM0" and args.arch == "armv7emsp"
+    assert args.key_file == Path("k.keys")
 
 
 def test_firmware_version_constant_matches() -> None:

@@ -25,11 +25,13 @@ from hypothesis import strategies as st
 
 from bench.client import PumpClient, RigClient
 from bench.robustness import (
+    AUTH_LOG_CODES,
     COUNTERS,
     FrameFuzzer,
     FuzzSession,
     LinkFuzz,
     ReceiverModel,
+    SessionView,
     fuzz_setup,
 )
 from bench.sim import BoardOptions, VirtualBoard
@@ -58,7 +60,7 @@ def fuzz_batch(target: LinkFuzz, rng: random.Random, size: int, seq: int) -> lis
     # A fuzzer of its own for each example, driven by hypothesis's Random, so
     # that what it makes depends on the drawn values only (and shrinks).
     own = target.fuzzer
-    target.fuzzer = FrameFuzzer(target.kind, rng, seq=seq)
+    target.fuzzer = FrameFuzzer(target.kind, rng, seq=seq, session=target.session)
     seen = len(target.stats.mismatches)
     try:
         target.batch(size)
@@ -95,6 +97,10 @@ def test_every_kind_of_reject_was_exercised_and_counted(session: FuzzSession) ->
             assert fuzz.stats.predicted[counter] > 0, f"{fuzz.kind}: no {counter}"
         assert fuzz.counters["tx_dropped"] == 0
     assert session.pump.stats.predicted["oversize"] + session.rig.stats.predicted["oversize"] > 0
+    # and the session rules refused what they must (SPEC section 21.4)
+    for code in ("AUTH_REQUIRED", "BAD_MAC", "REPLAY", "NO_CHALLENGE"):
+        assert session.pump.stats.nacks[code] > 0, f"no {code}"
+    assert session.rig.stats.nacks["NOT_A_REQUEST"] > 0
 
 
 def test_therapy_never_changed(session: FuzzSession) -> None:
@@ -132,10 +138,19 @@ def test_fuzz_during_delivery_changes_nothing_a_twin_would_not_see() -> None:
 
 
 def _outcome(board: VirtualBoard) -> dict[str, Any]:
+    # The fuzzed board also logged the refusals of the session rules (and
+    # wrote them to its journal); everything else must be the twin's.
     with PumpClient(board.pump_port) as pump, RigClient(board.rig_port) as rig:
         status = pump.status()
         del status["uptime_ms"]
-        return {"status": status, "log": pump.log(), "truth": rig.truth()}
+        log = [
+            (e["time_s"], e["name"], e["a"], e["b"])
+            for e in pump.log()
+            if e["code"] not in AUTH_LOG_CODES
+        ]
+        truth = rig.truth()
+        del truth["journal_bytes"]
+        return {"status": status, "log": log, "truth": truth}
 
 
 # --- the model itself, against the golden bad vectors ------------------------------
@@ -165,9 +180,14 @@ def test_the_model_classifies_the_golden_bad_vectors(port: str) -> None:
 
 def test_the_fuzzer_never_sends_an_intact_therapy_command() -> None:
     # whatever it makes, a batch holds no intact request that changes things
-    for port in (schema.PORT_PUMP, schema.PORT_RIG):
-        fuzzer = FrameFuzzer(port, random.Random(3))
-        model = ReceiverModel(port)
+    view = SessionView(bytes(range(32)), schema.ROLE_CLINICIAN)
+    for port, session in (
+        (schema.PORT_PUMP, None),
+        (schema.PORT_PUMP, view),
+        (schema.PORT_RIG, None),
+    ):
+        fuzzer = FrameFuzzer(port, random.Random(3), session=session)
+        model = ReceiverModel(port, session)
         for case in fuzzer.batch(3000):
             for judged in model.feed(case.wire):
                 if judged.executes and case.refusal is None:
