@@ -47,7 +47,7 @@ from typing import Any
 import serial
 from cobs import cobs
 
-from bench.client import PumpClient, RigClient
+from bench.client import PLANT_NOMINAL, PumpClient, RigClient
 from bench.errors import BenchError, PumpRefused
 from bench.sim import BoardOptions, VirtualBoard
 from protocol import auth, codec, schema
@@ -725,18 +725,6 @@ _PUMP_REFUSALS = [
     ),
 ]
 
-_PLANT_NOMINAL = {
-    "calibration_ppm": 0,
-    "catheter_nl": 156_000,
-    "catheter_empty_nl": 0,
-    "reservoir_nl": 0,
-    "compliance_x10": 50,
-    "resistance_pct": 100,
-    "noise_x10": 5,
-    "csf_x10": 74,
-}
-
-
 _PLANT_INDEX = {name: i for i, (name, _fmt, _unit) in enumerate(schema.message_by_name("PLANT")[3])}
 
 
@@ -752,7 +740,7 @@ def _bad_plant(rng: random.Random) -> tuple[dict[str, Any], int, int | None]:
             ("csf_x10", rng.choice([-501, 1_501, -32_768])),
         ]
     )
-    return {**_PLANT_NOMINAL, field_name: value}, schema.BAD_VALUE, _PLANT_INDEX[field_name]
+    return {**PLANT_NOMINAL, field_name: value}, schema.BAD_VALUE, _PLANT_INDEX[field_name]
 
 
 _RIG_REFUSALS = [

@@ -200,13 +200,7 @@ class VirtualBoard:
         self.kill()
         if self.process is not None and self.process.stdout is not None:
             self.process.stdout.close()
-        for slave in self._slaves:
-            try:
-                os.close(slave)
-            except OSError:
-                pass
-        self._slaves = []
-        keysmod.forget_virtual(self.pump_port)
+        self._unplug()
         options = self.options
         # _start() makes a temporary journal when none is named: name ours.
         self.options = dataclasses.replace(options, journal_dir=self.journal_dir)
@@ -215,8 +209,17 @@ class VirtualBoard:
         finally:
             self.options = options
 
-    def close(self) -> None:
+    def _unplug(self) -> None:
+        # The "USB cable" comes out: the ports close, the keys are forgotten.
+        for slave in self._slaves:
+            try:
+                os.close(slave)
+            except OSError:
+                pass
+        self._slaves = []
         keysmod.forget_virtual(self.pump_port)
+
+    def close(self) -> None:
         if self.process is not None:
             if self.alive:
                 self.process.terminate()
@@ -227,12 +230,7 @@ class VirtualBoard:
                     self.process.wait(timeout=5)
             if self.process.stdout is not None:
                 self.process.stdout.close()
-        for slave in self._slaves:
-            try:
-                os.close(slave)
-            except OSError:
-                pass
-        self._slaves = []
+        self._unplug()
         if self._tempdir is not None:
             self._tempdir.cleanup()
             self._tempdir = None
