@@ -3,6 +3,8 @@
 Figures, all against the real firmware on virtual boards (bench.sim):
 
 - STATUS round trips over the pty: rate, median and p95 latency;
+- sessions: the time to open one, and a signed STATUS beside a plain one
+  (the MAC check on MicroPython);
 - wall time of one ADVANCE over 30 idle days (median of fresh boards);
 - bytes of framing overhead per frame, from the schema constants, checked by
   encoding with the host codec;
@@ -88,6 +90,41 @@ def status_round_trips(requests: int) -> list[Row]:
         Row("STATUS round trips", f"{requests / elapsed:,.0f}", "req/s", note),
         Row("STATUS latency, median", f"{statistics.median(latencies) * 1e3:.3f}", "ms"),
         Row("STATUS latency, p95", f"{_percentile(latencies, 0.95) * 1e3:.3f}", "ms"),
+    ]
+
+
+# --- (a') what the sessions cost (protocol/SPEC.md section 21) -------------------
+def session_costs(requests: int, opens: int = 50) -> list[Row]:
+    """Opening a session, and a signed request beside a plain one (MAC on MicroPython)."""
+    with VirtualBoard(BoardOptions()) as board, PumpClient(board.pump_port) as pump:
+        pump.hello()
+        open_times: list[float] = []
+        for _ in range(opens):
+            start = time.perf_counter()
+            session = pump.open_session()  # AUTH_CHALLENGE, AUTH_OPEN, STATUS
+            open_times.append(time.perf_counter() - start)
+        rates = {}
+        for label, signer in (("plain", None), ("signed", session.sign)):
+            start = time.perf_counter()
+            for _ in range(requests):
+                pump.request("STATUS", signer=signer)
+            rates[label] = requests / (time.perf_counter() - start)
+        _check_alive(board)
+    cost_ms = (1 / rates["signed"] - 1 / rates["plain"]) * 1e3
+    return [
+        Row(
+            "session open, median",
+            f"{statistics.median(open_times) * 1e3:.2f}",
+            "ms",
+            f"{opens} opens: challenge, proof, the pump's proof, boot count",
+        ),
+        Row("STATUS round trips, signed", f"{rates['signed']:,.0f}", "req/s"),
+        Row(
+            "MAC check per signed frame",
+            f"{cost_ms:.3f}",
+            "ms",
+            f"against {rates['plain']:,.0f} plain req/s; {schema.AUTH_TRAILER_SIZE} B trailer",
+        ),
     ]
 
 
@@ -330,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows: list[Row] = []
     rows += status_round_trips(args.requests)
+    rows += session_costs(args.requests)
     rows += advance_wall_time(args.boards, ADVANCE_DAYS)
     overhead_rows, problems = framing_overhead()
     rows += overhead_rows
