@@ -428,7 +428,10 @@ class Executor:
     def _command(self, step: CommandStep, call: Callable[[], T]) -> T | None:
         """Runs a pump command; None when it was refused as the step expects."""
         try:
-            result = call()
+            if step.role is None:
+                result = call()
+            else:
+                result = self._as_role(step.role, call)
         except PumpRefused as exc:
             if step.refused is None:
                 raise
@@ -439,6 +442,18 @@ class Executor:
                 f"{step.KIND} was accepted; expected refusal {step.refused.describe()}"
             )
         return result
+
+    def _as_role(self, role: int, call: Callable[[], T]) -> T:
+        # The command goes in a session of ``role`` (READ_ONLY: plain), as a
+        # patient's programmer or a stranger on the link would send it. The
+        # pump holds one session at a time: the client's own reopens next.
+        pump = self._need_pump()
+        own = pump.role
+        pump.role, pump.session = role, None
+        try:
+            return call()
+        finally:
+            pump.role, pump.session = own, None
 
     def _check_refusal(self, step: CommandStep, exc: PumpRefused) -> None:
         want = step.refused

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import programfile as pf
 from bench import quantities, vocab
@@ -337,6 +338,27 @@ def _refused(values: dict[str, Node]) -> Refusal | None:
     return _refusal(values["refused"]) if "refused" in values else None
 
 
+# What every pump command takes besides its own fields: the refusal it
+# expects, and the session role it is sent in (protocol/SPEC.md section 21).
+_COMMAND_OWN = ("refused", "role")
+ROLES = {
+    "clinician": schema.ROLE_CLINICIAN,
+    "patient": schema.ROLE_PATIENT,
+    "none": schema.ROLE_READ_ONLY,
+}
+
+
+def _command(values: dict[str, Node]) -> dict[str, Any]:
+    """``refused`` and ``role`` of a command step."""
+    role = None
+    if "role" in values:
+        word = values["role"].string()
+        if word not in ROLES:
+            raise values["role"].fail(f"{word!r} is not a role: {listing(ROLES)}")
+        role = ROLES[word]
+    return {"refused": _refused(values), "role": role}
+
+
 # --- step parsers -----------------------------------------------------------------------
 
 
@@ -437,14 +459,15 @@ def _program_problem(node: Node, problem: str) -> Invalid:
     return target.fail(text, target.key_line or target.line)
 
 
-_PROGRAM_OWN = ("file", "confirm", "refused")
+_PROGRAM_OWN = ("file", "confirm", *_COMMAND_OWN)
 
 
 def _parse_program(node: Node, line: int, ctx: _Context) -> Step:
     values = node.mapping(optional=(*_PROGRAM_OWN, *pf.TOP_KEYS))
     inline = {key: value for key, value in values.items() if key not in _PROGRAM_OWN}
     confirm = values["confirm"].boolean() if "confirm" in values else False
-    refused = _refused(values)
+    command = _command(values)
+    refused = command["refused"]
     if "file" in values:
         if inline:
             key = next(iter(inline))
@@ -471,16 +494,14 @@ def _parse_program(node: Node, line: int, ctx: _Context) -> Step:
         origin = "inline"
     if confirm and refused is not None:
         raise values["confirm"].fail("a program expected to be refused cannot be confirmed")
-    return ProgramStep(
-        line, node.path, refused=refused, fields=fields, origin=origin, confirm=confirm
-    )
+    return ProgramStep(line, node.path, **command, fields=fields, origin=origin, confirm=confirm)
 
 
 def _parse_confirm(node: Node, line: int, ctx: _Context) -> Step:
-    values = node.mapping(optional=("refused",))
+    values = node.mapping(optional=_COMMAND_OWN)
     if "program" not in ctx.kinds_seen:
         raise node.fail("no program step before this confirm: nothing is pending")
-    return ConfirmStep(line, node.path, refused=_refused(values))
+    return ConfirmStep(line, node.path, **_command(values))
 
 
 def _parse_cancel_program(node: Node, line: int, _ctx: _Context) -> Step:
@@ -489,7 +510,7 @@ def _parse_cancel_program(node: Node, line: int, _ctx: _Context) -> Step:
 
 
 def _parse_start(node: Node, line: int, _ctx: _Context) -> Step:
-    return StartStep(line, node.path, refused=_refused(node.mapping(optional=("refused",))))
+    return StartStep(line, node.path, **_command(node.mapping(optional=_COMMAND_OWN)))
 
 
 def _parse_stop(node: Node, line: int, _ctx: _Context) -> Step:
@@ -518,7 +539,7 @@ def _parse_bolus(node: Node, line: int, _ctx: _Context) -> Step:
             "catheter",
             "nl_per_cm",
             "override_soft",
-            "refused",
+            *_COMMAND_OWN,
         )
     )
     kind = values["kind"].string() if "kind" in values else "clinician"
@@ -541,7 +562,7 @@ def _parse_bolus(node: Node, line: int, _ctx: _Context) -> Step:
     return BolusStep(
         line,
         node.path,
-        refused=_refused(values),
+        **_command(values),
         kind=kind,
         volume_nl=volume,
         dose_ng=dose,
@@ -553,8 +574,8 @@ def _parse_bolus(node: Node, line: int, _ctx: _Context) -> Step:
 
 
 def _parse_patient_bolus(node: Node, line: int, _ctx: _Context) -> Step:
-    values = node.mapping(optional=("refused",))
-    return PatientBolusStep(line, node.path, refused=_refused(values))
+    values = node.mapping(optional=_COMMAND_OWN)
+    return PatientBolusStep(line, node.path, **_command(values))
 
 
 def _parse_cancel_bolus(node: Node, line: int, _ctx: _Context) -> Step:
@@ -563,11 +584,11 @@ def _parse_cancel_bolus(node: Node, line: int, _ctx: _Context) -> Step:
 
 
 def _parse_refill(node: Node, line: int, _ctx: _Context) -> Step:
-    values = node.mapping(required=("volume",), optional=("withdrawn", "flagged", "refused"))
+    values = node.mapping(required=("volume",), optional=("withdrawn", "flagged", *_COMMAND_OWN))
     return RefillStep(
         line,
         node.path,
-        refused=_refused(values),
+        **_command(values),
         volume_nl=values["volume"].parsed(pf.parse_volume_nl),
         withdrawn_nl=values["withdrawn"].parsed(pf.parse_volume_nl)
         if "withdrawn" in values
@@ -577,11 +598,11 @@ def _parse_refill(node: Node, line: int, _ctx: _Context) -> Step:
 
 
 def _parse_clear_alarm(node: Node, line: int, ctx: _Context) -> Step:
-    values = node.mapping(required=("alarm",), optional=("refused",))
+    values = node.mapping(required=("alarm",), optional=_COMMAND_OWN)
     code, name, missing = _name_from(values["alarm"], vocab.ALARMS, "alarm", ctx)
     if code is None:
         raise values["alarm"].fail(f"{missing}; clear_alarm needs one the pump has")
-    return ClearAlarmStep(line, node.path, refused=_refused(values), alarm=code, alarm_name=name)
+    return ClearAlarmStep(line, node.path, **_command(values), alarm=code, alarm_name=name)
 
 
 def _parse_set_clock(node: Node, line: int, _ctx: _Context) -> Step:

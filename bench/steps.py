@@ -70,11 +70,16 @@ class CommandStep(Step):
     """A pump command that may be expected to be refused (``refused: CODE``)."""
 
     refused: Refusal | None = None
+    # The session role it is sent in (schema ROLE_*); None: the client's own.
+    role: int | None = None
 
     def describe(self) -> str:
-        if self.refused is None:
-            return self.KIND
-        return f"{self.KIND} (expect refusal {self.refused.describe()})"
+        text = self.KIND
+        if self.role is not None:
+            text += f" as {schema.role_name(self.role).lower()}"
+        if self.refused is not None:
+            text += f" (expect refusal {self.refused.describe()})"
+        return text
 
 
 # --- the link ---------------------------------------------------------------------
@@ -208,10 +213,8 @@ class ProgramStep(CommandStep):
     confirm: bool = False
 
     def describe(self) -> str:
-        text = f"program {self.origin}" + (" and confirm" if self.confirm else "")
-        if self.refused is not None:
-            text += f" (expect refusal {self.refused.describe()})"
-        return text
+        what = f"program {self.origin}" + (" and confirm" if self.confirm else "")
+        return what + super().describe()[len(self.KIND) :]
 
 
 @dataclass(frozen=True)

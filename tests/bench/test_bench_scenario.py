@@ -249,3 +249,15 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
         "no such scenario file or directory",
         "no *.yaml scenario files in this directory",
     ]
+
+
+def test_a_command_names_the_role_it_is_sent_in(tmp_path: Path) -> None:
+    text = _replace("  - hello: {}", "  - patient_bolus: {role: patient, refused: LOCKOUT}")
+    (step, *_rest) = load_scenario(write(tmp_path, text)).steps
+    assert step.role == schema.ROLE_PATIENT
+    assert step.describe() == "patient_bolus as patient (expect refusal LOCKOUT)"
+    bad = _replace("  - hello: {}", "  - patient_bolus: {role: admin}")
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(write(tmp_path, bad, "bad.yaml"))
+    (message,) = caught.value.problems
+    assert "steps[0].patient_bolus.role: 'admin' is not a role: clinician, patient, none" in message
