@@ -44,6 +44,7 @@ HEAP_SAMPLE_PASSES = 200
 # time (an 8 s watchdog made an idle day cost 21,600 wake-ups). The logic
 # that feeds it is the same; only the period differs.
 WATCHDOG_MS = const(60_000)
+RESET_CAUSE_POWER_ON = const(0)
 RESET_CAUSE_WATCHDOG = const(2)
 # The firmware's calibration of the virtual head, pL per step: the plant's
 # nominal head (PLANT calibration_ppm is how far the real head is off it).
@@ -269,6 +270,10 @@ class SimBoard:
         self._poll.register(self.pump_port.stream, select.POLLIN)
         self._poll.register(self.rig_port.stream, select.POLLIN)
         self._reset_cause = -1
+        # Powered off since the application last looked (its loop checks
+        # `powered` once a pass): a POWER on in the same pass must still
+        # reboot it, as a power cycle reboots a real board.
+        self._off_unseen = False
         self.orphaned = False
         self._passes = 0
         self.heap_peak = 0
@@ -336,6 +341,8 @@ class SimBoard:
     # --- power (driven by the rig) ------------------------------------------------
     def power_off(self):
         self.powered = False
+        self._off_unseen = True
+        self._reset_cause = -1  # a power loss supersedes a pending reset
         self._cut_at_ms = -1
         self._watchdog_at_ms = -1
         self.fs.disarm()
@@ -343,6 +350,13 @@ class SimBoard:
         self.annunciator.off()
 
     def power_on(self):
+        if not self.powered and self._off_unseen:
+            # Off and on again before the application saw the off (both
+            # handled in one pass of its loop): it still restarts, with the
+            # cause of a power-on (SPEC 10.2). The motor and annunciator
+            # were already stopped by power_off().
+            self._off_unseen = False
+            self.request_reset(RESET_CAUSE_POWER_ON)
         self.powered = True
 
     def cut_after_bytes(self, count):
@@ -358,6 +372,9 @@ class SimBoard:
             while self.pump_port.readinto(drain):
                 pass
             if self.powered or self.orphaned:
+                # the application boots next: that is the power-on reset
+                self._off_unseen = False
+                self._reset_cause = -1
                 return
             self.idle(60_000)
 
