@@ -1804,9 +1804,8 @@ class ScenarioResult:
     status: dict[str, Any] = field(default_factory=dict)
 
 
-# What the scenario commands, each once: the log must show each once. (START
-# is left out: the firmware also logs START when a CONFIRM starts delivery,
-# which SPEC section 15 says it does not; see docs/robustness.md.)
+# What the scenario commands, each once: the log must show each once (a
+# CONFIRM that starts delivery logs PROGRAM_ACTIVE, not START: SPEC 15).
 SCENARIO_ONCE = {
     "PROGRAM_PENDING": 2,
     "PROGRAM_ACTIVE": 2,
@@ -1814,6 +1813,7 @@ SCENARIO_ONCE = {
     "BOLUS_CANCELLED": 1,
     "REFILL": 1,
     "STOP": 1,
+    "START": 1,
     "CLOCK_SET": 1,
 }
 # STATUS fields that describe the link or the moment, not the therapy.

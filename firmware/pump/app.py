@@ -354,16 +354,22 @@ class PumpApp:
 
     def activate(self, program, soft_mask):
         # A stroke in flight is not touched; the schedule changes after it.
+        # One journal step: the snapshot carries the new program together
+        # with its running state (a STOPPED program stops delivery, any
+        # other runs), so a cut leaves the old program with its state or
+        # the new one with its own; it is logged (PROGRAM_ACTIVE only, not
+        # START or STOP: SPEC 15) once it is durable.
         therapy = self.therapy
         therapy.program = program
+        therapy.running = program.mode != programmod.MODE_STOPPED
         self._apply_program_limits(program)
-        # a STOPPED program stops delivery (and any bolus) like STOP does
-        self.set_running(program.mode != programmod.MODE_STOPPED)
         self.pending = None
+        self.snapshot()
         self.log(logcodes.PROGRAM_ACTIVE, program.crc, soft_mask)
         if soft_mask:
             self.log(logcodes.SOFT_OVERRIDE, soft_mask, 0)
-        self.snapshot()
+        if not therapy.running:
+            self.cancel_bolus()  # stopped with the program, as STOP does
         self.link.event(_PROGRAM_ID, _PROGRAM_FMT, (self.clock.time_ms(), program.crc))
         self.replan()
         self._check_reservoir_alarms()

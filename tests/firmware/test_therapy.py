@@ -299,7 +299,8 @@ def test_a_stopped_program_cancels_a_running_bolus(pump: PumpClient, rig: RigCli
     rig.advance(HOUR_MS)
     assert truth(rig)["pumped_nl"] == pumped
     codes = [code for _t, code, _a, _b in log_entries(pump)]
-    assert LOG["BOLUS_CANCELLED"] in codes and LOG["STOP"] in codes
+    assert LOG["BOLUS_CANCELLED"] in codes and LOG["PROGRAM_ACTIVE"] in codes
+    assert LOG["STOP"] not in codes, "a CONFIRM logs PROGRAM_ACTIVE, not STOP (SPEC 15)"
 
 
 def test_bolus_events_report_start_and_finish(pump: PumpClient, rig: RigClient) -> None:

@@ -180,12 +180,6 @@ def test_a_lost_reply_and_a_reboot_never_give_a_bolus_twice() -> None:
             assert len(starts) == 1, f"one BOLUS asked for, {len(starts)} started: {starts}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="firmware/pump/app.py activate() calls set_running(), which logs START/STOP; "
-    "SPEC section 15: a CONFIRM that starts or stops delivery logs PROGRAM_ACTIVE only "
-    "(found by the scenario's once-each count)",
-)
 def test_a_confirm_that_starts_delivery_logs_program_active_only() -> None:
     with (
         VirtualBoard() as board,

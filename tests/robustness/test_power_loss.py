@@ -230,7 +230,6 @@ def test_a_cut_anywhere_in_confirm_leaves_the_old_or_the_new_program_whole(
             assert [(e["a"], e["b"]) for e in boots] == [(0, 1)], where
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["confirm-half-applied"])
 @pytest.mark.parametrize(("old", "new"), [(CONTINUOUS, STOPPED), (STOPPED, CONTINUOUS)])
 def test_a_cut_in_confirm_never_runs_the_old_program_with_the_new_running_state(
     board: tuple[VirtualBoard, PumpClient, RigClient], old: dict[str, Any], new: dict[str, Any]
@@ -245,7 +244,6 @@ def test_a_cut_in_confirm_never_runs_the_old_program_with_the_new_running_state(
         )
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["confirm-logged-not-applied"])
 def test_a_cut_in_confirm_never_logs_a_program_that_is_not_active(
     board: tuple[VirtualBoard, PumpClient, RigClient],
 ) -> None:
