@@ -54,6 +54,12 @@ PENDING_TIMEOUT_MS = 600_000
 # A full snapshot at least this often, so recovery replays a bounded log.
 SNAPSHOT_EVERY_S = 3600
 
+# Log entries whose state the pump-port commands change in RAM before they
+# log it (REFILL: the reservoir account; CLOCK_SET: the clock offset): log()
+# makes that state durable (a snapshot) before writing the entry, so that a
+# cut between the two never leaves an entry for a change the pump forgot.
+_SNAPSHOT_BEFORE = (logcodes.REFILL, logcodes.CLOCK_SET)
+
 
 class PumpApp:
     def __init__(self, board, reset_cause):
@@ -190,6 +196,8 @@ class PumpApp:
         return self.clock.time_ms() - self._boot_time_ms
 
     def log(self, code, a, b):
+        if code in _SNAPSHOT_BEFORE:
+            self.snapshot()
         self.journal.log_event(self.clock.seconds(), code, a, b)
 
     # --- strokes -----
@@ -414,12 +422,13 @@ class PumpApp:
         self.persist.snapshot()
 
     def refilled(self):
-        # After REFILL: the reservoir alarms follow the new volume, the new
-        # state is made durable at once, and delivery resumes if it may.
+        # After REFILL: the reservoir alarms follow the new volume and
+        # delivery resumes if it may. The new account was made durable by
+        # the snapshot log() writes before the REFILL entry; the alarm
+        # changes since are journalled as they happen.
         self._check_reservoir_alarms()
         # the refill is the clinician's answer to an empty reservoir
         self.alarms.clear(alarmsmod.EMPTY_RESERVOIR)
-        self.snapshot()
         self.replan()
 
     def set_pending(self, program, soft_mask):
@@ -432,14 +441,15 @@ class PumpApp:
 
     # --- alarms -----
     def _on_alarm_change(self, alarm_id, action):
+        # the new mask is journalled before the entry that reports it
+        if action in (alarmsmod.ACTION_RAISED, alarmsmod.ACTION_CLEARED):
+            self.persist.alarms(self.alarms.active)
         if action == alarmsmod.ACTION_RAISED:
             self.log(logcodes.ALARM_RAISED, alarm_id, alarmsmod.priority(alarm_id))
         elif action == alarmsmod.ACTION_CLEARED:
             self.log(logcodes.ALARM_CLEARED, alarm_id, 0)
         elif action == alarmsmod.ACTION_ACKNOWLEDGED:
             self.log(logcodes.ALARM_ACKNOWLEDGED, alarm_id, 0)
-        if action in (alarmsmod.ACTION_RAISED, alarmsmod.ACTION_CLEARED):
-            self.persist.alarms(self.alarms.active)
         if not self._booting:
             self._announce_alarm(alarm_id, action)
             self._drive_annunciator()

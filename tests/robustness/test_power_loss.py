@@ -294,7 +294,6 @@ def test_a_cut_anywhere_in_refill_leaves_the_old_or_the_new_account(
             assert record["account"] == record["added"], f"{where}: REFILL ACKed, then forgotten"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["refill-logged-not-applied"])
 def test_a_cut_in_refill_never_logs_a_refill_the_pump_forgot(
     board: tuple[VirtualBoard, PumpClient, RigClient],
 ) -> None:
