@@ -131,11 +131,17 @@ class PumpApp:
         self.governor.advance(now_s)
         unexpected = 1 if found.had_state else 0
         self.log(logcodes.BOOT, self.reset_cause, unexpected)
+        if found.unlogged_end is not None:
+            # a bolus ended (journalled) before the cut, its entry did not land
+            code, bolus_id, delivered = found.unlogged_end
+            self.log(code, bolus_id, delivered)
         if found.interrupted_bolus_id >= 0:
-            self.log(
-                logcodes.BOLUS_INTERRUPTED, found.interrupted_bolus_id, found.interrupted_bolus_nl
+            bolus_id = found.interrupted_bolus_id
+            delivered = found.interrupted_bolus_nl
+            self.persist.bolus_end(
+                bolus_id, delivered, logcodes.BOLUS_INTERRUPTED, self.journal.event_count()
             )
-            self.persist.bolus_end(found.interrupted_bolus_id, found.interrupted_bolus_nl)
+            self.log(logcodes.BOLUS_INTERRUPTED, bolus_id, delivered)
         if unexpected:
             self.alarms.raise_alarm(alarmsmod.UNEXPECTED_RESET, lasting=False)
         if self.reset_cause == RESET_CAUSE_WATCHDOG:
@@ -309,9 +315,12 @@ class PumpApp:
 
     # --- boluses -----
     def start_bolus(self, kind, volume_nl, duration_ms):
+        # Journalled (with a patient-bolus grant, persist.patient_bolus) before
+        # the log names it, and logged before any stroke or the ACK: the
+        # BOLUS_START entry is its commit point (persist.py, recovery).
         bolus_id = self.persist.next_bolus_id
         self.persist.next_bolus_id = (bolus_id + 1) & 0xFFFF or 1
-        self.persist.bolus_start(bolus_id, kind, volume_nl)  # journalled before any stroke
+        self.persist.bolus_start(bolus_id, kind, volume_nl, self.journal.event_count())
         now = self.clock.ticks_ms()
         self.therapy.start_bolus(kind, bolus_id, volume_nl, duration_ms, now)
         self.log(logcodes.BOLUS_START, bolus_id | kind << 16, volume_nl)
@@ -326,15 +335,18 @@ class PumpApp:
         delivered = therapy.bolus_delivered_nl
         kind = therapy.bolus_kind
         therapy.cancel_bolus()
-        self.persist.bolus_end(therapy.bolus_id, delivered)
-        self.log(logcodes.BOLUS_CANCELLED, therapy.bolus_id, delivered)
+        self._bolus_end(therapy.bolus_id, delivered, logcodes.BOLUS_CANCELLED)
         self._bolus_event(therapy.bolus_id, kind, BOLUS_CANCELLED, delivered)
         return delivered
 
     def bolus_finished(self, bolus_id, kind, delivered):
-        self.persist.bolus_end(bolus_id, delivered)
-        self.log(logcodes.BOLUS_DONE, bolus_id, delivered)
+        self._bolus_end(bolus_id, delivered, logcodes.BOLUS_DONE)
         self._bolus_event(bolus_id, kind, BOLUS_FINISHED, delivered)
+
+    def _bolus_end(self, bolus_id, delivered, code):
+        # journalled with the index of its entry, then logged
+        self.persist.bolus_end(bolus_id, delivered, code, self.journal.event_count())
+        self.log(code, bolus_id, delivered)
 
     def _bolus_event(self, bolus_id, kind, action, volume):
         self.link.event(

@@ -13,10 +13,24 @@
 #   what the patient may have received (the governor sees it);
 # - a bolus that was running when the power went is never resumed: it is
 #   cancelled and logged with what it had delivered, so it can never be
-#   delivered twice.
+#   delivered twice. "Running" means started (D_BOLUS_BEGIN) and not ended
+#   by its D_BOLUS_CLOSE record, even if replaying its last stroke reached
+#   the target: the power went before its end was journalled and logged.
+#
+# Journal first, then the event log: every record below is appended before
+# the log entry that reports it, so the log never claims state a reset
+# forgot. The two files cannot change in one write, so a cut can land
+# between a record and its entry; the bolus records carry the index their
+# entry gets, and recovery reads the log there to finish the step:
+# - D_BOLUS_BEGIN without its BOLUS_START entry: the bolus never started
+#   (it is the commit point; nothing was delivered or ACKed before it). It
+#   is dropped, with the patient-bolus grant the same record carries, so the
+#   lockout never counts a grant the log does not show;
+# - D_BOLUS_CLOSE without its entry: the app logs the entry at boot.
 
 import struct
 
+from pump import logcodes
 from pump import program as programmod
 
 SNAPSHOT_VERSION = 2  # 2: the battery monitor's ERI date follows the ring
@@ -24,16 +38,24 @@ SNAPSHOT_VERSION = 2  # 2: the battery monitor's ERI date follows the ring
 # Delta kinds and their payload formats.
 D_STROKE_BEGIN = 1  # kind B, time_s I
 D_STROKE_END = 2  # kind B, moved H, volume nL I, time_s I
-D_BOLUS_START = 3  # bolus id H, bolus kind B, target nL I
-D_BOLUS_END = 4  # bolus id H, delivered nL I
-D_PATIENT_BOLUS = 5  # time_s I
+D_BOLUS_START = 3  # bolus id H, bolus kind B, target nL I (replayed, no longer written)
+D_BOLUS_END = 4  # bolus id H, delivered nL I (replayed, no longer written)
+D_PATIENT_BOLUS = 5  # time_s I (replayed, no longer written)
 D_RUNNING = 6  # running B
 D_ALARMS = 7  # active alarm mask I
+# bolus id H, bolus kind B, target nL I, index of its BOLUS_START entry I,
+# patient-bolus grant time_s I (NO_GRANT for the other kinds)
+D_BOLUS_BEGIN = 8
+# bolus id H, delivered nL I, log code of its end B, index of that entry I
+D_BOLUS_CLOSE = 9
 
 _STROKE_BEGIN = "<BI"
 _STROKE_END = "<BHII"
 _BOLUS_START = "<HBI"
 _BOLUS_END = "<HI"
+_BOLUS_BEGIN = "<HBIII"
+_BOLUS_CLOSE = "<HIBI"
+NO_GRANT = 0xFFFFFFFF
 _TIME = "<I"
 _FLAG = "<B"
 _MASK = "<I"
@@ -51,6 +73,9 @@ class Recovered:
         self.interrupted_bolus_id = -1
         self.interrupted_bolus_nl = 0
         self.open_stroke = False  # a stroke began but its end was lost
+        # a bolus end journalled whose log entry never landed: (code, id, nL)
+        self.unlogged_end = None
+        self.dropped_bolus_id = -1  # journalled, never logged: never started
 
 
 class Persist:
@@ -69,13 +94,25 @@ class Persist:
         self._delta = bytearray(32)
         # preallocated views of _delta, one per record size (no allocation
         # before and after each stroke)
-        self._views = [memoryview(self._delta)[:size] for size in range(12)]
+        self._views = [memoryview(self._delta)[:size] for size in range(16)]
+        self._grant_s = NO_GRANT  # a patient-bolus grant waiting for its bolus
         # recovery state
         self._found = Recovered()
         self._open_kind = -1
         self._open_time = 0
         self._snapshot_ok = True
         self._program_restored = _nothing
+        self._forget_boluses()
+
+    def _forget_boluses(self):
+        # What replay knows of the newest bolus records.
+        self._bolus_open = False  # begun and not closed
+        self._begin_index = -1  # its BOLUS_START entry (-1: known logged)
+        self._begin_grant = False  # the begin record also granted it
+        self._close_index = -1  # the last close record's entry (-1: none)
+        self._close_code = 0
+        self._close_id = 0
+        self._close_nl = 0
 
     # --- deltas (hot path: before and after every stroke) ------------------
     def stroke_begin(self, kind, now_s):
@@ -86,17 +123,24 @@ class Persist:
         struct.pack_into(_STROKE_END, self._delta, 0, kind, moved, volume_nl, now_s)
         self._append(D_STROKE_END, 11)
 
-    def bolus_start(self, bolus_id, kind, target_nl):
-        struct.pack_into(_BOLUS_START, self._delta, 0, bolus_id, kind, target_nl)
-        self._append(D_BOLUS_START, 7)
+    def bolus_start(self, bolus_id, kind, target_nl, log_index):
+        # One record: the bolus, and the patient-bolus grant if one waits
+        # (patient_bolus()); log_index: the index its BOLUS_START entry gets.
+        grant = self._grant_s
+        self._grant_s = NO_GRANT
+        struct.pack_into(_BOLUS_BEGIN, self._delta, 0, bolus_id, kind, target_nl, log_index, grant)
+        self._append(D_BOLUS_BEGIN, 15)
 
-    def bolus_end(self, bolus_id, delivered_nl):
-        struct.pack_into(_BOLUS_END, self._delta, 0, bolus_id, delivered_nl)
-        self._append(D_BOLUS_END, 6)
+    def bolus_end(self, bolus_id, delivered_nl, code, log_index):
+        # code: the log code of its end (BOLUS_DONE, BOLUS_CANCELLED or
+        # BOLUS_INTERRUPTED), log_index: the index that entry gets.
+        struct.pack_into(_BOLUS_CLOSE, self._delta, 0, bolus_id, delivered_nl, code, log_index)
+        self._append(D_BOLUS_CLOSE, 11)
 
     def patient_bolus(self, now_s):
-        struct.pack_into(_TIME, self._delta, 0, now_s)
-        self._append(D_PATIENT_BOLUS, 4)
+        # A patient-bolus grant: journalled by the bolus_start() that follows,
+        # in the same record, so that a grant never stands without its bolus.
+        self._grant_s = now_s
 
     def running(self, running):
         struct.pack_into(_FLAG, self._delta, 0, 1 if running else 0)
@@ -200,6 +244,7 @@ class Persist:
         self._open_time = 0
         self._program_restored = program_restored
         self._snapshot_ok = True
+        self._forget_boluses()
         snapshot, count = self.journal.recover(self._replay, self._on_snapshot)
         if not self._snapshot_ok:
             return None
@@ -210,15 +255,44 @@ class Persist:
             # The power went during a stroke: count it as a full stroke.
             found.open_stroke = True
             self._apply(self._open_kind, self.drive.nominal_stroke_nl(), self._open_time)
-        if t.bolus_kind:
-            found.interrupted_bolus_id = t.bolus_id
-            found.interrupted_bolus_nl = t.bolus_delivered_nl
+        if self._bolus_open:
+            begun = (t.bolus_id | t.bolus_kind << 16) if t.bolus_kind else -1
+            if (
+                self._begin_index >= 0
+                and t.bolus_delivered_nl == 0
+                and not self._logged(self._begin_index, logcodes.BOLUS_START, begun)
+            ):
+                # Its BOLUS_START never landed: the request was not ACKed
+                # and no stroke ran. It never started, nor did its grant.
+                found.dropped_bolus_id = t.bolus_id
+                if self._begin_grant:
+                    t.pb_count -= 1
+            else:
+                found.interrupted_bolus_id = t.bolus_id
+                found.interrupted_bolus_nl = t.bolus_delivered_nl
             t.cancel_bolus()
+        elif self._close_index >= 0 and not self._logged(
+            self._close_index, self._close_code, self._close_id
+        ):
+            found.unlogged_end = (self._close_code, self._close_id, self._close_nl)
         return found
+
+    def _logged(self, index, code, a):
+        # Whether the event log holds entry `index` with this code and a.
+        journal = self.journal
+        if index < journal.oldest_event():
+            return True  # aged out: it was logged
+        entries = journal.events(index, 1)
+        if not entries:
+            return False
+        entry = entries[0]
+        return entry[0] == index and entry[2] == code and entry[3] == a
 
     def _on_snapshot(self, snapshot):
         if snapshot is not None and not self._restore(snapshot):
             self._snapshot_ok = False
+        # a snapshot is written only after the log entries of what it holds
+        self._bolus_open = self.therapy.bolus_kind != 0
         self._program_restored(self.therapy.program)
 
     def _replay(self, kind, payload):
@@ -231,21 +305,44 @@ class Persist:
             stroke_kind, _moved, volume, now_s = struct.unpack(_STROKE_END, payload)
             self._apply(stroke_kind, volume, now_s)
             self._open_kind = -1
+        elif kind == D_BOLUS_BEGIN:
+            bolus_id, bolus_kind, target, index, grant = struct.unpack(_BOLUS_BEGIN, payload)
+            self._begin(bolus_id, bolus_kind, target)
+            self._begin_index = index
+            self._begin_grant = grant != NO_GRANT
+            if self._begin_grant:
+                t.record_patient_bolus(grant)
+        elif kind == D_BOLUS_CLOSE:
+            bolus_id, delivered, code, index = struct.unpack(_BOLUS_CLOSE, payload)
+            t.bolus_kind = 0
+            self._bolus_open = False
+            self._close_index = index
+            self._close_code = code
+            self._close_id = bolus_id
+            self._close_nl = delivered
         elif kind == D_BOLUS_START:
-            bolus_id, bolus_kind, target = struct.unpack(_BOLUS_START, payload)
-            t.bolus_kind = bolus_kind
-            t.bolus_id = bolus_id
-            t.bolus_target_nl = target
-            t.bolus_delivered_nl = 0
-            self.next_bolus_id = (bolus_id + 1) & 0xFFFF or 1
+            self._begin(*struct.unpack(_BOLUS_START, payload))
         elif kind == D_BOLUS_END:
             t.bolus_kind = 0
+            self._bolus_open = False
+            self._close_index = -1
         elif kind == D_PATIENT_BOLUS:
             t.record_patient_bolus(struct.unpack(_TIME, payload)[0])
         elif kind == D_RUNNING:
             t.running = bool(struct.unpack(_FLAG, payload)[0])
         elif kind == D_ALARMS:
             self.alarms_mask = struct.unpack(_MASK, payload)[0]
+
+    def _begin(self, bolus_id, bolus_kind, target):
+        t = self.therapy
+        t.bolus_kind = bolus_kind
+        t.bolus_id = bolus_id
+        t.bolus_target_nl = target
+        t.bolus_delivered_nl = 0
+        self.next_bolus_id = (bolus_id + 1) & 0xFFFF or 1
+        self._bolus_open = True
+        self._begin_index = -1
+        self._begin_grant = False
 
     def _apply(self, kind, volume_nl, now_s):
         self.therapy.stroke_done(kind, volume_nl)

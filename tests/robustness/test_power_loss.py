@@ -376,17 +376,66 @@ def test_a_cut_anywhere_in_a_bolus_request_never_gives_it_twice(
             assert record["again"] == "LOCKOUT", f"{where}: {record['again']}"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["bolus-start-not-logged"])
+@pytest.mark.parametrize(
+    ("name", "fields"),
+    [("BOLUS", bolus_fields(volume_nl=2_000)), ("PATIENT_BOLUS", None)],
+    ids=["clinician", "patient"],
+)
 def test_a_cut_in_a_bolus_request_never_logs_an_end_without_a_start(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    board: tuple[VirtualBoard, PumpClient, RigClient], name: str, fields: dict[str, Any] | None
 ) -> None:
-    records = bolus_sweep(board, "BOLUS", bolus_fields(volume_nl=2_000))
+    records = bolus_sweep(board, name, fields)
     _vb, pump, _rig = board
     problems, _open = bolus_story(pump.log())
     assert problems == [], [r["n"] for r in records if r["cut"]]
+    for record in records:
+        where = f"cut after {record['n']} bytes"
+        problems, open_ids = bolus_story(record["log"])
+        assert problems == [] and open_ids == {}, f"{where}: {problems} {open_ids}"
+        if record["status"]["granted"]:
+            # a grant the lockout counts is a patient bolus the log shows
+            starts = [e for e in record["log"] if e["code"] == LOG["BOLUS_START"]]
+            assert any(e["a"] >> 16 == 4 for e in starts), f"{where}: grant not logged"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["bolus-without-end"])
+def test_a_cut_anywhere_in_the_end_of_a_bolus_ends_it_once_in_the_log(
+    board: tuple[VirtualBoard, PumpClient, RigClient],
+) -> None:
+    """Cuts at every byte of a bolus's last stroke end: stroke record, close, entry."""
+    _vb, pump, rig = board
+    pump.confirm(pump.program(program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=100_000))["crc"])
+    rig.advance(1_000)
+    cuts = 0
+    for n in range(80):
+        start = log_total(pump)
+        before = rig.truth()["pumped_nl"]
+        bolus_id = pump.bolus("clinician", volume_nl=400)["bolus_id"]
+        while rig.truth()["pumped_nl"] - before < 400:
+            rig.advance(5)  # into the bolus's last stroke (20 ms long)
+        rig.cut_after_bytes(n)
+        rig.advance(2_000)  # the stroke ends, the bolus closes, or the power fails
+        if rig.truth()["powered"]:
+            power_cycle(rig)  # disarms the cut: the end wrote fewer bytes
+        else:
+            cuts += 1
+            rig.power_on()
+        wait_for_pump(pump)
+        pump.clear_alarm(ALARM["UNEXPECTED_RESET"])
+        log = new_entries(pump, start)
+        problems, open_ids = bolus_story(log)
+        ends = [
+            e["name"]
+            for e in log
+            if e["code"] in (LOG["BOLUS_DONE"], LOG["BOLUS_INTERRUPTED"], LOG["BOLUS_CANCELLED"])
+        ]
+        where = f"cut after {n} bytes"
+        assert problems == [] and open_ids == {}, f"{where}: {problems} {open_ids}"
+        assert len(ends) == 1, f"{where}: bolus {bolus_id} ends {ends}"
+        delivered = [e["b"] for e in log if e["a"] == bolus_id and e["name"] in ends]
+        assert delivered == [400], f"{where}: delivered {delivered}"
+    assert cuts > 40, "the sweep must cut inside the end of the bolus"
+
+
 @pytest.mark.parametrize("volume_nl", [200, 1_000])
 def test_power_lost_in_the_last_stroke_of_a_bolus_still_ends_it_in_the_log(
     board: tuple[VirtualBoard, PumpClient, RigClient], volume_nl: int
