@@ -53,6 +53,12 @@ HOUSEKEEPING_MS = 60_000
 PENDING_TIMEOUT_MS = 600_000
 # A full snapshot at least this often, so recovery replays a bounded log.
 SNAPSHOT_EVERY_S = 3600
+# STROKE_MISMATCH entries: the first mismatched stroke after a quiet period
+# is logged at once; the ones that follow within this time are tallied and
+# logged together, at most one entry per period (a worn head would otherwise
+# log every stroke and push everything else out of the 256-512-entry log).
+MISMATCH_LOG_S = 3600
+_MISMATCH_MAX = 0x3FFFFFFF
 
 # Log entries whose state the pump-port commands change in RAM before they
 # log it (REFILL: the reservoir account; CLOCK_SET: the clock offset): log()
@@ -98,6 +104,12 @@ class PumpApp:
         self._stroke_kind = 0
         self._retry_kind = -1  # a stroke to try again after a stall
         self._retries = 0
+        # mismatched strokes not logged yet (steps seen, steps commanded),
+        # and when the last STROKE_MISMATCH entry was written
+        self._mismatch_moved = 0
+        self._mismatch_commanded = 0
+        self._mismatch_logged = False
+        self._mismatch_logged_s = 0
         self.safety = Safety(self, self.scheduler)
         # programming session: the pending program and when it was sent
         self.pending = None
@@ -262,8 +274,29 @@ class PumpApp:
             return
         self._retries = 0
         if moved != STROKE_STEPS:
-            self.log(logcodes.STROKE_MISMATCH, moved, STROKE_STEPS)
+            self._mismatch_moved += moved
+            if self._mismatch_moved > _MISMATCH_MAX:  # a runaway's count: the entry is an i32
+                self._mismatch_moved = _MISMATCH_MAX
+            self._mismatch_commanded += STROKE_STEPS
+            if (
+                not self._mismatch_logged
+                or now_s - self._mismatch_logged_s >= MISMATCH_LOG_S
+                or (action > 0 and alarmsmod.stops(action))  # beside the alarm
+            ):
+                self._log_mismatches(now_s)
         self.schedule_stroke(now)
+
+    def _log_mismatches(self, now_s):
+        # One STROKE_MISMATCH entry for the strokes tallied since the last:
+        # a = steps the encoder saw, b = steps commanded, over all of them
+        # (b // STROKE_STEPS strokes; a single stroke gives the steps it moved
+        # and 8).
+        if self._mismatch_commanded:
+            self.log(logcodes.STROKE_MISMATCH, self._mismatch_moved, self._mismatch_commanded)
+            self._mismatch_moved = 0
+            self._mismatch_commanded = 0
+            self._mismatch_logged = True
+            self._mismatch_logged_s = now_s
 
     def _account(self, kind, volume, now_s):
         therapy = self.therapy
@@ -420,6 +453,8 @@ class PumpApp:
         if self.pending is not None and ticks_diff(now, self._pending_since) >= PENDING_TIMEOUT_MS:
             self.log(logcodes.PROGRAM_ABANDONED, self.pending.crc, 0)
             self.pending = None
+        if self._mismatch_commanded and now_s - self._mismatch_logged_s >= MISMATCH_LOG_S:
+            self._log_mismatches(now_s)
         if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S or self.journal.wants_snapshot():
             if not self.drive.in_stroke:
                 self.snapshot()

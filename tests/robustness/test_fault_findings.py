@@ -1,10 +1,12 @@
 """Findings of the safety-invariant machine (tests/robustness/test_invariants.py)
-under plant faults, as strict-xfail reproductions (each fails once fixed).
+under plant faults (strict-xfail reproductions until they were fixed).
 
-- A fault that makes every stroke short logs STROKE_MISMATCH at every stroke
-  (SPEC 14.5), and the log keeps only the newest 256-512 entries (SPEC 15):
-  within hours the program, the refill and the very alarm that reports the
-  fault age out of the log.
+- A fault that made every stroke short logged STROKE_MISMATCH at every stroke,
+  and the log keeps only the newest 256-512 entries (SPEC 15): within hours
+  the program, the refill and the very alarm that reports the fault aged out
+  of the log. Now the first mismatched stroke is logged at once and the
+  following ones are tallied into at most one entry an hour
+  (firmware/pump/app.py MISMATCH_LOG_S).
 - An encoder failure together with anything that hides the stroke from the
   pressure sensor (a stuck sensor, a leak) looks like a stall: the stroke is
   retried three times, the head really turns four times, and none of it is
@@ -14,6 +16,8 @@ under plant faults, as strict-xfail reproductions (each fails once fixed).
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from bench.client import PumpClient, RigClient
@@ -22,12 +26,6 @@ from bench.robustness import HOUR_MS, program_fields
 from bench.sim import VirtualBoard
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="firmware/pump/app.py _on_stroke_end logs STROKE_MISMATCH for every short "
-    "stroke: at 1 mL/day with 20 % lost steps the 512-entry log holds nothing else "
-    "after 3 h (PROGRAM_ACTIVE, REFILL and ALARM_RAISED LOST_STEPS aged out)",
-)
 def test_three_hours_of_short_strokes_keep_the_program_and_the_alarm_in_the_log() -> None:
     with (
         VirtualBoard() as board,
@@ -39,8 +37,18 @@ def test_three_hours_of_short_strokes_keep_the_program_and_the_alarm_in_the_log(
         pump.confirm(pump.program(program_fields())["crc"])
         rig.inject_fault("LOST_STEPS", 20)
         rig.advance(3 * HOUR_MS)
-        names = {entry["name"] for entry in pump.log()}
+        log = pump.log()
+        names = {entry["name"] for entry in log}
         assert {"PROGRAM_ACTIVE", "REFILL", "ALARM_RAISED"} <= names, sorted(names)
+        mismatches = [e for e in log if e["name"] == "STROKE_MISMATCH"]
+        # the first at once, then at most one an hour, each a tally of strokes
+        assert 2 <= len(mismatches) <= 4, mismatches
+        assert mismatches[0]["b"] == 8 and mismatches[0]["a"] < 8, mismatches[0]
+        assert all(e["b"] % 8 == 0 and e["a"] < e["b"] for e in mismatches), mismatches
+        times = [e["time_s"] for e in mismatches]
+        assert all(b - a >= 3600 for a, b in itertools.pairwise(times)), times
+        strokes = sum(e["b"] for e in mismatches) // 8
+        assert strokes >= 100, f"{strokes} short strokes tallied in 3 h at 20 % lost"
 
 
 UNDER_COUNT = (
