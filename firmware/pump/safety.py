@@ -89,8 +89,12 @@ class Safety:
     def stroke_ended(self, moved, now):
         # Returns the StrokeCheck action (OK, RETRY, SHORT or an alarm id).
         self._peak = self._read()
-        seen = self.sensor.alarm == 0 and self.leak.responded(self._before, self._peak)
-        action = self.strokes.on_stroke_end(STROKE_STEPS, moved, seen)
+        # The pressure witnesses a stroke the encoder missed only while the
+        # sensor is plausible and the line answers strokes normally; else a
+        # zero count is ENCODER_FAILURE (counted, stopped), never a retry.
+        witness = self.sensor.alarm == 0 and self.leak.witnesses()
+        seen = witness and self.leak.responded(self._before, self._peak)
+        action = self.strokes.on_stroke_end(STROKE_STEPS, moved, seen, witness)
         self._encoder_idle = self.encoder.count()
         self.supervisor.checkin(self._watch_stroke, now)
         if action == strokemod.OK:

@@ -76,6 +76,8 @@ class LeakMonitor:
         self.disconnected = False  # the level is at atmospheric
         self.strokes = 0  # strokes seen since reset() / restart()
         self._answered = False  # the last stroke responded normally
+        # restarted after a leak and no stroke has answered normally since
+        self._doubt = False
         self._weak = 0  # consecutive weak strokes
         self._good = 0  # consecutive normal strokes while weak
         self._low = 0  # consecutive readings at or below disconnect_x10
@@ -93,6 +95,7 @@ class LeakMonitor:
         self.disconnected = False
         self.strokes = 0
         self._answered = False
+        self._doubt = True  # until a stroke answers normally again
         self._weak = 0
         self._good = 0
         self._low = 0
@@ -116,6 +119,15 @@ class LeakMonitor:
             return rise * 100 >= self.learner.nominal_x10 * self.leak_pct
         return True
 
+    def witnesses(self):
+        # Whether a missing stroke response is evidence that a stroke did not
+        # move (StrokeCheck: a stall, not a blind encoder). Not while strokes
+        # answer weakly (a leak in the making) or LEAK is active, nor after a
+        # restart() (LEAK cleared by a clinician, the leak perhaps still
+        # there) until a stroke has answered normally: a leak hides strokes
+        # that moved.
+        return self.alarm == 0 and self._weak == 0 and not self._doubt
+
     def on_stroke(self, before_x10, peak_x10, after_x10):
         # One delivered stroke (the encoder moved the full stroke). Returns
         # the condition: LEAK or 0.
@@ -124,6 +136,7 @@ class LeakMonitor:
         self.strokes += 1
         if self.responded(before_x10, peak_x10):
             self._answered = True
+            self._doubt = False
             self.disconnected = False
             self._low = 0
             self._weak = 0

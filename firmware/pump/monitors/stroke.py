@@ -7,7 +7,10 @@
 #   OK               the stroke moved as commanded
 #   RETRY            neither the encoder nor the pressure saw the stroke: the
 #                    rotor may be stuck; the app tries the stroke again (after
-#                    RETRY_DELAY_MS), at most MAX_RETRIES times in a row
+#                    RETRY_DELAY_MS), at most MAX_RETRIES times in a row. Only
+#                    while the pressure is a witness to trust (the sensor
+#                    plausible, recent strokes answered normally): a blind
+#                    witness cannot tell a stall from a blind encoder
 #   STALL            the retries are exhausted: MOTOR_STALL, critical
 #                    (SynchroMed: motor stall is a critical alarm; stall and
 #                    recovery are logged)
@@ -20,9 +23,11 @@
 #                    long run: 5 % lost is a short stroke in 2 of 5)
 #   RUNAWAY          the encoder saw more steps than commanded: stop at once
 #   ENCODER_FAILURE  the encoder saw nothing but the pressure shows the
-#                    stroke happened: delivery can no longer be counted (the
-#                    governor is blind), stop. Never retried: the drug was
-#                    delivered, a retry would deliver it twice.
+#                    stroke happened, or cannot show whether it did (no
+#                    witness): delivery can no longer be counted (the
+#                    governor is blind), stop. Never retried: the drug may
+#                    have been delivered, a retry would deliver it twice. The
+#                    app counts the stroke as nominal (never under-counts).
 # on_idle() returns RUNAWAY if the encoder moved while no stroke was
 # commanded, else OK.
 #
@@ -111,16 +116,17 @@ class StrokeCheck:
         return self.alarm == 0
 
     # --- hot path ------------------------------------------------------------
-    def on_stroke_end(self, commanded, moved, response_seen):
+    def on_stroke_end(self, commanded, moved, response_seen, witness=True):
         # commanded: steps asked for; moved: steps the encoder saw (signed,
         # from ticks_diff on the wrapping counter); response_seen: whether
-        # the pressure rose as for a stroke (LeakMonitor.responded(), False
-        # when the sensor is not trusted).
+        # the pressure rose as for a stroke (LeakMonitor.responded());
+        # witness: whether the pressure can tell (False when the sensor is
+        # not trusted or the line answers strokes weakly).
         if moved > commanded + self.runaway_tolerance_steps or moved < 0:
             self.alarm = RUNAWAY
             return RUNAWAY
         if moved == 0:
-            if response_seen:
+            if response_seen or not witness:
                 self.alarm = ENCODER_FAILURE
                 return ENCODER_FAILURE
             if self.retries == 0:
