@@ -227,6 +227,7 @@ class Client:
         try:
             for attempt in range(tries):
                 if attempt:
+                    self._before_resending(name, attempt)
                     self.retransmissions += 1
                 self.transport.send(wire)
                 frame = self.transport.wait_reply(seq, timeout)
@@ -249,6 +250,9 @@ class Client:
         raise BenchError(
             f"{self.url}: no reply to {name} (seq {seq}) within {timeout:g} s, {tries} tries"
         )
+
+    def _before_resending(self, name: str, attempt: int) -> None:
+        """Before retransmission ``attempt``: raises rather than resend what could run twice."""
 
     def wait_event(
         self,
@@ -360,6 +364,16 @@ class PumpClient(Client):
         self.session = None
         session = self.open_session()
         return super().request(name, fields, timeout_s=timeout_s, signer=session.sign)
+
+    def _before_resending(self, name: str, attempt: int) -> None:
+        # SPEC 7: the reply cache is lost at every boot, so after a reboot a
+        # copy of a change would not be answered from it. Before the same
+        # bytes go out again, the boot count must still be the session's.
+        # Once per request: every STATUS takes one of the pump's 4 cache
+        # slots, and the first copy's slot must survive. A reboot after this
+        # look also ends the session, and the pump refuses the copy (above).
+        if attempt == 1 and schema.required_role(name) and self._session_boot >= 0:
+            self._check_not_rebooted(name)
 
     def _check_not_rebooted(self, name: str) -> None:
         # A request sent more than once and refused for a lost session: an
