@@ -50,6 +50,8 @@ bench: $(STAMP)
 	@for j in 1 2; do echo "standard suite, --jobs $$j:"; \
 		$(BIN)/pumpbench run bench/scenarios --jobs $$j --no-plots --report build/bench-suite-$$j \
 		| grep ' scenarios: '; done
+	@echo "robustness long runs (docs/robustness.md), a few minutes:"
+	$(BIN)/python -m bench.robustness --frames 300000 --cycles 2000 --scenarios 12
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1147,9 +1147,6 @@ def program_crc_of(fields: dict[str, Any]) -> int:
 # ==================================================================================
 # 5. Power loss: killing the virtual-board process
 # ==================================================================================
-# Known firmware bugs the campaign finds (each has a strict-xfail reproduction
-# in tests/robustness/test_power_loss.py). They are counted, not failed, so
-# that the campaign keeps looking for new ones; remove an entry once fixed.
 # Refusals by the session rules: the campaign's requests must never meet one.
 AUTH_REFUSALS = (
     schema.AUTH_REQUIRED,
@@ -1158,34 +1155,6 @@ AUTH_REFUSALS = (
     schema.REPLAY,
     schema.SESSION_EXPIRED,
 )
-
-KNOWN_BUGS = {
-    "confirm-half-applied": (
-        "CONFIRM journals the new running flag (and logs START/STOP) before the "
-        "snapshot that carries the new program: a cut in between recovers the old "
-        "program with the new program's running flag (firmware/pump/app.py activate)"
-    ),
-    "confirm-logged-not-applied": (
-        "PROGRAM_ACTIVE is logged before the snapshot that makes the program durable: "
-        "a cut in between leaves a log that names a program that never ran"
-    ),
-    "refill-logged-not-applied": (
-        "REFILL is logged before the snapshot that makes the new account durable: "
-        "a cut in between leaves a log entry for a refill the pump forgot"
-    ),
-    "bolus-start-not-logged": (
-        "a bolus is journalled (D_BOLUS_START) before BOLUS_START is logged: a cut in "
-        "between recovers it and logs BOLUS_INTERRUPTED for a bolus the log never "
-        "started, and a patient bolus that counts for the lockout is missing from the "
-        "log (firmware/pump/app.py start_bolus)"
-    ),
-    "bolus-without-end": (
-        "power lost during the last stroke of a bolus: recovery counts the stroke, "
-        "the bolus is complete, and neither BOLUS_DONE nor BOLUS_INTERRUPTED is "
-        "logged (firmware/pump/persist.py recover)"
-    ),
-}
-
 
 ACTIVITIES = ("strokes", "bolus", "patient_bolus", "programming", "confirm", "refill", "stop_start")
 EXACT_KILLS = ("frozen", "mid_stroke", "in_request", "torn_write")
@@ -1202,8 +1171,6 @@ class CampaignStats:
     kills: Counter[str] = field(default_factory=Counter)
     activities: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
-    known: Counter[str] = field(default_factory=Counter)
-    known_examples: dict[str, str] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     max_over_count_nl: int = 0  # exact kills: the pump's count minus the plant's
     max_bracket_nl: int = 0  # in_advance kills: width of the plant's bracket
@@ -1337,10 +1304,6 @@ class PowerLossCampaign:
 
     def _violation(self, text: str) -> None:
         self.stats.violations.append(f"cycle {self.stats.cycles}: {text}")
-
-    def _known(self, bug: str, where: str) -> None:
-        self.stats.known[bug] += 1
-        self.stats.known_examples.setdefault(bug, f"cycle {self.stats.cycles}: {where}")
 
     def _kill_now(self) -> None:
         if not self.board.alive:
@@ -1618,7 +1581,7 @@ class PowerLossCampaign:
             e["code"] == LOG["PROGRAM_ACTIVE"] and e["a"] == story.new_crc for e in before_boot
         )
         if logged_new and not is_new and story.new_crc != story.old_crc:
-            self._known("confirm-logged-not-applied", where)
+            self._violation(f"{where}: PROGRAM_ACTIVE {story.new_crc:#x} logged, {crc:#x} active")
         if _stopping(status["alarms"]):
             return
         running = status["state"] == STATE["RUNNING"]
@@ -1633,10 +1596,7 @@ class PowerLossCampaign:
             if any(e["code"] == LOG[wanted] for e in before_boot) and running == story.old_running:
                 self._violation(f"{where}: {wanted} logged but not in force")
         elif story.old_running is not None and running != story.old_running:
-            if story.activity == "confirm":
-                self._known("confirm-half-applied", where)
-            else:
-                self._violation(f"{where}: running {story.old_running} -> {running}")
+            self._violation(f"{where}: running {story.old_running} -> {running}")
 
     def _check_refill(
         self, story: _Story, status: dict[str, Any], before_boot: list[dict[str, Any]]
@@ -1651,7 +1611,7 @@ class PowerLossCampaign:
             self._violation(f"{where}: REFILL was ACKed, the account is {account} nL")
         logged = any(e["code"] == LOG["REFILL"] and e["a"] == story.refill_nl for e in before_boot)
         if logged and not refilled:
-            self._known("refill-logged-not-applied", where)
+            self._violation(f"{where}: REFILL logged, the account is {account} nL")
         self.stats.outcomes[f"refill: {'new' if refilled else 'old'} account"] += 1
 
     def _check_boluses(self, story: _Story, after_boot: list[dict[str, Any]]) -> None:
@@ -1661,23 +1621,13 @@ class PowerLossCampaign:
             if problem in self._reported:
                 continue
             self._reported.add(problem)
-            if "BOLUS_INTERRUPTED of bolus" in problem and "never started" in problem:
-                self._known("bolus-start-not-logged", where)
-            else:
-                self._violation(f"{where}: {problem}")
+            self._violation(f"{where}: {problem}")
         for bolus_id, index in open_ids.items():
             problem = f"bolus {bolus_id} (log {index}) never ended"
             if problem in self._reported:
                 continue
             self._reported.add(problem)
-            if bolus_id == story.bolus_id and story.kind in (
-                "mid_stroke",
-                "in_advance",
-                "torn_write",
-            ):
-                self._known("bolus-without-end", where)
-            else:
-                self._violation(f"{where}: {problem}")
+            self._violation(f"{where}: {problem}")
         if story.bolus_id is None:
             return
         started = [
@@ -2013,8 +1963,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows.append(("power loss: widest bracket (in_advance)", f"{stats.max_bracket_nl}", "nL"))
     rows.append(("power loss: invariant violations", f"{len(stats.violations)}", ""))
-    for bug, count in sorted(stats.known.items()):
-        rows.append((f"power loss: known bug {bug}", f"{count}", stats.known_examples[bug]))
     problems += stats.violations
 
     clean = clean_scenario(args.seed)
