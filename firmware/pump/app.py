@@ -60,12 +60,6 @@ SNAPSHOT_EVERY_S = 3600
 MISMATCH_LOG_S = 3600
 _MISMATCH_MAX = 0x3FFFFFFF
 
-# Log entries whose state the pump-port commands change in RAM before they
-# log it (REFILL: the reservoir account; CLOCK_SET: the clock offset): log()
-# makes that state durable (a snapshot) before writing the entry, so that a
-# cut between the two never leaves an entry for a change the pump forgot.
-_SNAPSHOT_BEFORE = (logcodes.REFILL, logcodes.CLOCK_SET)
-
 
 class PumpApp:
     def __init__(self, board, reset_cause):
@@ -214,8 +208,6 @@ class PumpApp:
         return self.clock.time_ms() - self._boot_time_ms
 
     def log(self, code, a, b):
-        if code in _SNAPSHOT_BEFORE:
-            self.snapshot()
         self.journal.log_event(self.clock.seconds(), code, a, b)
 
     # --- strokes -----
@@ -470,9 +462,9 @@ class PumpApp:
 
     def refilled(self):
         # After REFILL: the reservoir alarms follow the new volume and
-        # delivery resumes if it may. The new account was made durable by
-        # the snapshot log() writes before the REFILL entry; the alarm
-        # changes since are journalled as they happen.
+        # delivery resumes if it may. The new account was made durable
+        # before the REFILL entry (commands.py); the alarm changes since are
+        # journalled as they happen.
         self._check_reservoir_alarms()
         # the refill is the clinician's answer to an empty reservoir
         self.alarms.clear(alarmsmod.EMPTY_RESERVOIR)

@@ -190,6 +190,8 @@ def handlers(app):
         if code:
             link.nack(t.RESERVOIR, code)
             return DONE
+        # the new account is durable before the entry that claims it
+        app.snapshot()
         app.log(logcodes.REFILL, added, discrepancy)
         if flagged:
             app.alarms.raise_alarm(alarmsmod.REFILL_DISCREPANCY, lasting=False)
@@ -257,8 +259,8 @@ def handlers(app):
             link.nack(t.BAD_VALUE, 0)
             return DONE
         app.therapy.clock_offset_s = offset
+        app.snapshot()  # durable before the entry that claims it
         app.log(logcodes.CLOCK_SET, offset, 0)
-        app.snapshot()
         app.replan()
         link.ack(None, ())
         return DONE
