@@ -24,63 +24,53 @@ import pytest
 
 from bench.client import PumpClient, RigClient
 from bench.errors import PumpRefused
-from bench.robustness import ALARM, HOUR_MS, program_fields
-from bench.sim import VirtualBoard
+from bench.robustness import ALARM, HOUR_MS
+from tests.firmware import kit
 
 
-def test_three_hours_of_short_strokes_keep_the_program_and_the_alarm_in_the_log() -> None:
-    with (
-        VirtualBoard() as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        rig.fill(20_000_000)
-        pump.refill(0, 20_000_000)
-        pump.confirm(pump.program(program_fields())["crc"])
-        rig.inject_fault("LOST_STEPS", 20)
-        rig.advance(3 * HOUR_MS)
-        log = pump.log()
-        names = {entry["name"] for entry in log}
-        assert {"PROGRAM_ACTIVE", "REFILL", "ALARM_RAISED"} <= names, sorted(names)
-        mismatches = [e for e in log if e["name"] == "STROKE_MISMATCH"]
-        # the first at once, then at most one an hour, each a tally of strokes
-        assert 2 <= len(mismatches) <= 4, mismatches
-        assert mismatches[0]["b"] == 8 and mismatches[0]["a"] < 8, mismatches[0]
-        assert all(e["b"] % 8 == 0 and e["a"] < e["b"] for e in mismatches), mismatches
-        times = [e["time_s"] for e in mismatches]
-        assert all(b - a >= 3600 for a, b in itertools.pairwise(times)), times
-        strokes = sum(e["b"] for e in mismatches) // 8
-        assert strokes >= 100, f"{strokes} short strokes tallied in 3 h at 20 % lost"
+def test_three_hours_of_short_strokes_keep_the_program_and_the_alarm_in_the_log(
+    pump: PumpClient, rig: RigClient
+) -> None:
+    kit.start_therapy(pump, rig, kit.program())
+    rig.inject_fault("LOST_STEPS", 20)
+    rig.advance(3 * HOUR_MS)
+    log = pump.log()
+    names = {entry["name"] for entry in log}
+    assert {"PROGRAM_ACTIVE", "REFILL", "ALARM_RAISED"} <= names, sorted(names)
+    mismatches = [e for e in log if e["name"] == "STROKE_MISMATCH"]
+    # the first at once, then at most one an hour, each a tally of strokes
+    assert 2 <= len(mismatches) <= 4, mismatches
+    assert mismatches[0]["b"] == 8 and mismatches[0]["a"] < 8, mismatches[0]
+    assert all(e["b"] % 8 == 0 and e["a"] < e["b"] for e in mismatches), mismatches
+    times = [e["time_s"] for e in mismatches]
+    assert all(b - a >= 3600 for a, b in itertools.pairwise(times)), times
+    strokes = sum(e["b"] for e in mismatches) // 8
+    assert strokes >= 100, f"{strokes} short strokes tallied in 3 h at 20 % lost"
 
 
 @pytest.mark.parametrize("blind", ["SENSOR_STUCK", "LEAK"])
-def test_strokes_the_encoder_missed_are_never_under_counted(blind: str) -> None:
-    with (
-        VirtualBoard() as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        rig.fill(20_000_000)
-        pump.refill(0, 20_000_000)
-        pump.confirm(pump.program(program_fields())["crc"])
-        rig.advance(10 * 60_000)
-        rig.inject_fault(blind, 80 if blind == "LEAK" else 0)
-        rig.advance(30 * 60_000)  # a stuck sensor is found (SENSOR_FAULT)
-        rig.inject_fault("ENCODER_FAILURE")
-        for _ in range(3):  # the alarms, cleared by a clinician, again (the faults stay)
-            rig.advance(30 * 60_000)
-            for alarm in ("MOTOR_STALL", "ENCODER_FAILURE", "LEAK"):
-                try:
-                    pump.clear_alarm(alarm)
-                except PumpRefused:
-                    pass
-        rig.advance(30 * 60_000)  # what the last clear restarted ends
-        delivered = pump.status()["delivered_nl"]
-        pumped = rig.truth()["pumped_nl"]
-        assert delivered >= pumped, f"the pump counts {delivered} nL, the head pumped {pumped} nL"
-        log = pump.log()
-        names = [e["name"] for e in log]
-        # a stroke the pressure cannot witness is never retried: it may have moved
-        assert "STALL_RETRY" not in names, names
-        raised = [e["a"] for e in log if e["name"] == "ALARM_RAISED"]
-        assert ALARM["ENCODER_FAILURE"] in raised, names
+def test_strokes_the_encoder_missed_are_never_under_counted(
+    pump: PumpClient, rig: RigClient, blind: str
+) -> None:
+    kit.start_therapy(pump, rig, kit.program())
+    rig.advance(10 * 60_000)
+    rig.inject_fault(blind, 80 if blind == "LEAK" else 0)
+    rig.advance(30 * 60_000)  # a stuck sensor is found (SENSOR_FAULT)
+    rig.inject_fault("ENCODER_FAILURE")
+    for _ in range(3):  # the alarms, cleared by a clinician, again (the faults stay)
+        rig.advance(30 * 60_000)
+        for alarm in ("MOTOR_STALL", "ENCODER_FAILURE", "LEAK"):
+            try:
+                pump.clear_alarm(alarm)
+            except PumpRefused:
+                pass
+    rig.advance(30 * 60_000)  # what the last clear restarted ends
+    delivered = pump.status()["delivered_nl"]
+    pumped = rig.truth()["pumped_nl"]
+    assert delivered >= pumped, f"the pump counts {delivered} nL, the head pumped {pumped} nL"
+    log = pump.log()
+    names = [e["name"] for e in log]
+    # a stroke the pressure cannot witness is never retried: it may have moved
+    assert "STALL_RETRY" not in names, names
+    raised = [e["a"] for e in log if e["name"] == "ALARM_RAISED"]
+    assert ALARM["ENCODER_FAILURE"] in raised, names

@@ -23,6 +23,7 @@ from bench.robustness import (
 )
 from bench.sim import BoardOptions, VirtualBoard
 from bench.transports.protocol_fault import Rates, Serial, parse_url
+from tests.firmware import kit
 
 assert bench.transports.PACKAGE in serial.protocol_handler_packages
 
@@ -191,14 +192,9 @@ def test_a_lost_reply_and_a_reboot_never_give_a_bolus_twice() -> None:
             assert LOG["AUTH_REFUSED"] not in [e["code"] for e in log], log
 
 
-def test_a_confirm_that_starts_delivery_logs_program_active_only() -> None:
-    with (
-        VirtualBoard() as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        rig.fill(10_000_000)
-        pump.refill(0, 10_000_000)
-        pump.confirm(pump.program(program_fields())["crc"])
-        names = [e["name"] for e in pump.log()]
-        assert "PROGRAM_ACTIVE" in names and "START" not in names, names
+def test_a_confirm_that_starts_delivery_logs_program_active_only(
+    pump: PumpClient, rig: RigClient
+) -> None:
+    kit.start_therapy(pump, rig, kit.program())
+    names = [e["name"] for e in pump.log()]
+    assert "PROGRAM_ACTIVE" in names and "START" not in names, names
