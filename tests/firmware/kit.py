@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.client import PumpClient, RigClient
+from bench.robustness import program_fields
 from protocol import codec, schema
 
 MINUTE_MS = 60_000
@@ -24,23 +25,7 @@ ALARM_BITS = {name: code for code, name, _priority in schema.ALARMS}
 
 def program(**fields: Any) -> dict[str, Any]:
     """PROGRAM fields: morphine 10 mg/mL, continuous 1 mL/day, unless overridden."""
-    base: dict[str, Any] = {
-        "drug_id": MORPHINE,
-        "conc_ug_ml": 10_000,
-        "mode": CONTINUOUS,
-        "basal_nl_day": 1_000_000,
-        "flex_count": 0,
-        "flex_start_min": [0] * 24,
-        "flex_rate_nl_day": [0] * 24,
-        "flex_days": [0] * 24,
-        "pb_dose_nl": 0,
-        "pb_lockout_s": 0,
-        "pb_max_per_day": 0,
-        "low_reservoir_nl": 2_000_000,
-        "override_soft": 0,
-    }
-    base.update(fields)
-    return base
+    return program_fields(**fields)
 
 
 def flex(steps: list[tuple[int, int, int]], basal_nl_day: int, **fields: Any) -> dict[str, Any]:
