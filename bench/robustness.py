@@ -346,6 +346,8 @@ def _fix_crc(body: bytearray) -> bytearray:
 
 
 def program_fields(**overrides: Any) -> dict[str, Any]:
+    """PROGRAM fields: morphine 10 mg/mL, continuous 1 mL/day, no patient bolus,
+    unless overridden (the robustness runs' program, and the tests')."""
     fields: dict[str, Any] = {
         "drug_id": 1,
         "conc_ug_ml": 10_000,
