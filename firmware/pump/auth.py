@@ -179,8 +179,7 @@ class Sessions:
     # --- the handshake ------------------------------------------------------
     def challenge(self, link, role):
         if role not in (t.ROLE_PATIENT, t.ROLE_CLINICIAN):
-            self.refuse(t.AUTH_CHALLENGE, t.BAD_VALUE, 0)
-            link.nack(t.BAD_VALUE, 0)
+            link.nack(self.refuse(t.AUTH_CHALLENGE, t.BAD_VALUE, 0), 0)
             return
         if self._keys[role] is None:
             link.nack(self.refuse(t.AUTH_CHALLENGE, t.NO_KEY, role), role)

@@ -17,6 +17,7 @@ from cobs import cobs
 from bench.client import Client, PumpClient, RigClient
 from bench.errors import BenchError, PumpRefused
 from bench.keys import DeviceKeys, generate
+from bench.robustness import bolus_fields
 from bench.sim import BoardOptions, VirtualBoard
 from protocol import auth, codec, schema
 from tests.firmware import kit
@@ -32,15 +33,7 @@ CHANGES: dict[str, dict[str, Any]] = {
     "CANCEL_PROGRAM": {},
     "START": {},
     "STOP": {},
-    "BOLUS": {
-        "kind": 1,
-        "volume_nl": 10_000,
-        "dose_ng": 0,
-        "duration_s": 0,
-        "catheter_mm": 0,
-        "nl_per_cm": 0,
-        "override_soft": 0,
-    },
+    "BOLUS": bolus_fields(volume_nl=10_000),
     "PATIENT_BOLUS": {},
     "CANCEL_BOLUS": {},
     "REFILL": {"withdrawn_nl": 0, "added_nl": 1_000_000},
