@@ -50,15 +50,27 @@ def compile_all(out: Path, arch: str | None = None) -> list[Path]:
     for item in shipped_files():
         target = out / Path(item.target).with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
-        command = [mpy_cross_command(), "-o", str(target)]
-        if arch:
-            command.append(f"-march={arch}")
-        command.append(str(item.source))
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise SystemExit(f"mpy-cross rejected {item.source}:\n{result.stderr.strip()}")
+        error = _compile(item, target, arch)
+        if error:
+            raise SystemExit(f"mpy-cross rejected {item.source}:\n{error}")
         built.append(target)
     return built
+
+
+def _compile(item: ShippedFile, output: Path, arch: str | None = None) -> str:
+    """Runs mpy-cross on one file; returns its complaint, empty on success.
+
+    The .mpy names the file by its path on the board (``-s``), as a traceback
+    on the board should, not by where the checkout lives: MicroPython keeps
+    that name on the heap, so an absolute path would make the heap, the image
+    size and every figure measured from them depend on the checkout's path.
+    """
+    command = [mpy_cross_command(), "-o", str(output), "-s", item.target]
+    if arch:
+        command.append(f"-march={arch}")
+    command.append(str(item.source))
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    return result.stderr.strip() if result.returncode != 0 else ""
 
 
 def ensure_compiled(out: Path) -> Path:
@@ -75,15 +87,10 @@ def ensure_compiled(out: Path) -> Path:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        result = subprocess.run(
-            [mpy_cross_command(), "-o", str(partial), str(item.source)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
+        error = _compile(item, partial)
+        if error:
             partial.unlink(missing_ok=True)
-            raise BenchError(f"mpy-cross rejected {item.source}: {result.stderr.strip()}")
+            raise BenchError(f"mpy-cross rejected {item.source}: {error}")
         os.replace(partial, target)
     return out
 

@@ -122,7 +122,11 @@ class VirtualBoard:
             self.journal_dir,
         ]
         env = dict(os.environ)
-        env["MICROPYPATH"] = str(image.ensure_compiled(IMAGE_DIR))
+        image.ensure_compiled(IMAGE_DIR)
+        # The image is the working directory and the path is relative to it:
+        # MicroPython keeps each module's __file__ on the heap, so the board's
+        # heap does not depend on where the checkout lives.
+        env["MICROPYPATH"] = "."
         try:
             self.process = subprocess.Popen(
                 command,
