@@ -79,11 +79,14 @@ def ensure_compiled(out: Path) -> Path:
     The virtual board runs these .mpy files, as the board does: compiling
     source at import time would cost the firmware's heap far more than the
     firmware itself needs. Each file is written under a temporary name and
-    renamed, so boards started in parallel never see half a file.
+    renamed, so boards started in parallel never see half a file. A file
+    older than this module is stale too: how it is compiled lives here.
     """
+    recipe = Path(__file__).stat().st_mtime_ns
     for item in shipped_files():
         target = out / Path(item.target).with_suffix(".mpy")
-        if target.exists() and target.stat().st_mtime_ns >= item.source.stat().st_mtime_ns:
+        newest = max(item.source.stat().st_mtime_ns, recipe)
+        if target.exists() and target.stat().st_mtime_ns >= newest:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")

@@ -486,11 +486,13 @@ def test_compiled_files_name_their_board_path_not_the_checkout(tmp_path: Path) -
     # A traceback on the board names pump/app.py; and since MicroPython keeps
     # that name on the heap, the heap budget above must not depend on where
     # the checkout lives (CI's path is longer than a developer's).
-    staged = flash.stage(tmp_path / "stage", "armv6m")
-    app = (staged / "pump" / "app.mpy").read_bytes()
-    assert b"pump/app.py" in app
-    assert str(image.ROOT).encode() not in app
-    assert b"firmware/" not in app
+    flashed = flash.stage(tmp_path / "stage", "armv6m")
+    virtual = image.ensure_compiled(tmp_path / "image")
+    for built in (flashed, virtual):
+        app = (built / "pump" / "app.mpy").read_bytes()
+        assert b"pump/app.py" in app
+        assert str(image.ROOT).encode() not in app
+        assert b"firmware/" not in app
 
 
 def test_flash_without_a_board_says_so_in_one_line(
