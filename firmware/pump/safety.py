@@ -85,6 +85,10 @@ class Safety:
         reading = self._read()
         self._before = reading
         self._check_idle_encoder()
+        # The battery is sampled before every stroke too (the motor is idle:
+        # no load dip), so that at high rates end of service stops delivery
+        # within a few strokes, not minutes later at the monitor's pace.
+        self._sample_battery()
 
     def stroke_ended(self, moved, now):
         # Returns the StrokeCheck action (OK, RETRY, SHORT or an alarm id).
@@ -103,6 +107,11 @@ class Safety:
         elif action > 0:
             self._edge("stroke", action)
         return action
+
+    def stroke_aborted(self, now):
+        # A stroke cut short by a fail-stop: its steps are not idle motion.
+        self._encoder_idle = self.encoder.count()
+        self.supervisor.checkin(self._watch_stroke, now)
 
     def set_stroke_period(self, period_ms, now):
         # 0 while nothing is scheduled; the supervisor then stops watching.
@@ -129,14 +138,19 @@ class Safety:
             self._edge("disconnect", self.leak.on_level(reading))
         if not app.drive.in_stroke:
             self._check_idle_encoder()
+        now_s = self._sample_battery()
+        if now_s - self._last_self_test_s >= SELF_TEST_S:
+            self._last_self_test_s = now_s
+            self.self_test()
+
+    def _sample_battery(self):
+        app = self.app
         mv = self.battery_sensor.read_mv()
         app.battery_mv = mv
         now_s = app.clock.seconds()
         self._edge("battery", self.battery.on_sample(mv, now_s))
         app.eos_days = self.battery.eos_days_left(now_s)
-        if now_s - self._last_self_test_s >= SELF_TEST_S:
-            self._last_self_test_s = now_s
-            self.self_test()
+        return now_s
 
     def self_test(self):
         app = self.app
