@@ -44,6 +44,9 @@ HEAP_SAMPLE_PASSES = 200
 # time (an 8 s watchdog made an idle day cost 21,600 wake-ups). The logic
 # that feeds it is the same; only the period differs.
 WATCHDOG_MS = const(60_000)
+# Lockstep under a flood: a pass that served bytes while more keep coming
+# costs the time those bytes take on a 115,200-baud line (10 bits a byte).
+LINE_BYTES_PER_S = const(11_520)
 RESET_CAUSE_POWER_ON = const(0)
 RESET_CAUSE_WATCHDOG = const(2)
 # The firmware's calibration of the virtual head, pL per step: the plant's
@@ -136,6 +139,7 @@ class FdPort:
         # firmware when nobody reads (the bytes are dropped and counted).
         self.stream = open(fd, "r+b")
         self.hung_up = False
+        self.got = 0  # bytes read since the board last idled
 
     def readinto(self, buf):
         try:
@@ -144,6 +148,8 @@ class FdPort:
             # EIO: nobody holds the slave side. Nothing to read.
             self.hung_up = True
             return 0
+        if count:
+            self.got += count
         return count or 0
 
     def write(self, data):
@@ -369,8 +375,7 @@ class SimBoard:
         # Powered off: only the rig lives. Bytes on the pump port go nowhere.
         while True:
             self.service()
-            while self.pump_port.readinto(drain):
-                pass
+            self.pump_port.readinto(drain)  # one slice a pass, as the link reads
             if self.powered or self.orphaned:
                 # the application boots next: that is the power-on reset
                 self._off_unseen = False
@@ -396,12 +401,24 @@ class SimBoard:
         if clock.mode == FREE_RUNNING:
             self._wait_io(wait_ms // clock.speed if wait_ms else 0)
             return
+        # Bytes that arrived while this pass served none are served at this
+        # instant, before time moves. Bytes still coming after a pass that
+        # served some (a flood: the link serves a bounded slice per pass)
+        # do not hold time back: the clock moves on by the time those bytes
+        # took on the line (LINE_BYTES_PER_S), as a real one would.
+        got = self.pump_port.got + self.rig_port.got
+        self.pump_port.got = 0
+        self.rig_port.got = 0
         left = clock.granted_ms()
         if left == 0:
             self._wait_io(-1)
             return
         if self._wait_io(0):
-            return
+            if not got:
+                return
+            line_ms = (got * 1000 + LINE_BYTES_PER_S - 1) // LINE_BYTES_PER_S
+            if line_ms < wait_ms:
+                wait_ms = line_ms
         clock.jump(wait_ms if wait_ms < left else left)
 
     def next_event_ms(self):
