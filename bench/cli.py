@@ -623,7 +623,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.key_file:
         keysmod.use_key_file(args.key_file)
     target: Target = (
-        SimTarget(heap=args.heap) if args.target == SIM else PortTarget(args.target, args.rig)
+        SimTarget(heap=args.heap, speed=args.speed)
+        if args.target == SIM
+        else PortTarget(args.target, args.rig)
     )
     jobs = args.jobs or (min(os.cpu_count() or 1, max(1, len(scenarios))) if target.parallel else 1)
     target.preflight()
@@ -772,6 +774,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip scenarios planning more device time, e.g. 3h (a physical rig runs in real time)",
     )
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    run.add_argument(
+        "--speed",
+        type=_speed,
+        default=0,
+        help="with --target sim: 0 lockstep (default); N: free-running boards at N x wall time",
+    )
     run.add_argument(
         "--key-file",
         type=Path,

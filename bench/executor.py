@@ -950,17 +950,23 @@ class Executor:
         scale = step.scale or flow.auto_scale(rate, min(step.windows_ms), step.strokes_per_window)
         sample_ms = step.sample_ms * scale
         samples = step.period_ms // step.sample_ms
+        rig = self._need_rig()
         truth = self._truth()
         assert truth is not None
         volumes = [int(truth["tip_nl"])]
+        times = [rig.advance(0)]
         for _ in range(samples):
             self._advance_by(sample_ms, sample=False)
             truth = self._truth()
             assert truth is not None
             volumes.append(int(truth["tip_nl"]))
+            # when the truth was read: in lockstep the end of the ADVANCE;
+            # in real time (a rig, a free-running board) a little later
+            times.append(rig.advance(0))
             if len(volumes) % 8 == 0:
                 self._sample()
         self._sample()
+        volumes = flow.on_grid(times, volumes, sample_ms)
         analysis = flow.analyse(
             volumes,
             sample_ms=sample_ms,

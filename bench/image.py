@@ -15,6 +15,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def ensure_compiled(out: Path) -> Path:
         if target.exists() and target.stat().st_mtime_ns >= newest:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        # per process and thread: boards of one run start from parallel threads
+        partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         error = _compile(item, partial)
         if error:
             partial.unlink(missing_ok=True)

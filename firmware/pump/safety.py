@@ -92,7 +92,7 @@ class Safety:
 
     def stroke_ended(self, moved, now):
         # Returns the StrokeCheck action (OK, RETRY, SHORT or an alarm id).
-        self._peak = self._read()
+        self._peak = self._read(True)
         # The pressure witnesses a stroke the encoder missed only while the
         # sensor is plausible and the line answers strokes normally; else a
         # zero count is ENCODER_FAILURE (counted, stopped), never a retry.
@@ -176,8 +176,10 @@ class Safety:
         self._edge("idle", self.strokes.on_idle(delta))
 
     # --- sensor -----
-    def _read(self):
-        reading = self.pressure.read_x10()
+    def _read(self, stroke_end=False):
+        # stroke_end: the reading the HAL held when the move ended, so the
+        # stroke response never depends on how late the loop got there.
+        reading = self.pressure.stroke_end_x10() if stroke_end else self.pressure.read_x10()
         self.app.pressure_x10 = reading
         self._edge("sensor", self.sensor.on_sample(reading))
         return reading

@@ -116,6 +116,14 @@ class Therapy:
         self.basal_next = due if ticks_diff(due, now_ticks) > 0 else now_ticks
 
     def _after_basal_stroke(self, started_ticks):
+        # The cadence follows the schedule, not the loop: a stroke the loop
+        # started late (a busy pass, a slow host) does not push every later
+        # one back, which would under-deliver by the lateness at each
+        # stroke. A stroke later than a whole interval (delivery was held)
+        # restarts the cadence from now: missed strokes are never rushed.
+        late = ticks_diff(started_ticks, self.basal_next)
+        if 0 <= late < self._interval_ms:
+            started_ticks = self.basal_next
         self._last_basal = started_ticks
         step = self._interval_ms
         self._err += self._interval_rem
