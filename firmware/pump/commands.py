@@ -152,6 +152,10 @@ def handlers(app):
         if volume <= 0:
             link.nack(t.BAD_VALUE, 1)
             return DONE
+        if duration_s > t.BOLUS_MAX_DURATION_S:
+            # its strokes are timed on wrapping ms ticks: a day at most
+            link.nack(t.DURATION, t.BOLUS_MAX_DURATION_S // 60)
+            return DONE
         code, detail = bolus_refusal(app, volume, duration_s, override)
         if code:
             link.nack(code, detail)
