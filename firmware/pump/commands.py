@@ -262,7 +262,10 @@ def handlers(app):
         if offset >= WEEK_S:  # local time repeats weekly: a week covers every offset
             link.nack(t.BAD_VALUE, 0)
             return DONE
-        app.therapy.clock_offset_s = offset
+        if not app.therapy.set_clock(offset, app.clock.seconds()):
+            # three changes within a day are still bounding the schedule
+            link.nack(t.BUSY, 0)
+            return DONE
         app.snapshot()  # durable before the entry that claims it
         app.log(logcodes.CLOCK_SET, offset, 0)
         app.replan()
