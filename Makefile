@@ -10,10 +10,11 @@ STUBS_STAMP := $(STUBS)/.installed
 REPORT ?= reports/latest
 JOBS ?= 2
 PORT ?=
+PYTEST_ARGS ?=
 KEYS ?=
 ARCH ?=
 
-.PHONY: run test sim bench lint typecheck mpy vectors pytest flash clean help
+.PHONY: venv run test sim bench lint typecheck mpy vectors pytest flash clean help
 
 help:
 	@echo "make run        run the standard scenario suite on a virtual board, write $(REPORT)"
@@ -21,6 +22,7 @@ help:
 	@echo "make sim        start a virtual board for a person (prints its ports)"
 	@echo "make bench      benchmarks that print figures"
 	@echo "make flash PORT=/dev/ttyACM0 KEYS=FILE   compile, copy to a Pico, provision keys, check"
+	@echo "make venv       create or update .venv (what every target does first)"
 	@echo "make lint | typecheck | mpy | vectors | clean"
 
 $(STAMP): pyproject.toml
@@ -34,13 +36,15 @@ $(STUBS_STAMP): $(STAMP)
 		micropython-rp2-rpi-pico-stubs==1.29.0.post1
 	@touch $@
 
+venv: $(STAMP)
+
 run: $(STAMP)
 	$(BIN)/pumpbench run bench/scenarios --target sim --jobs $(JOBS) --report $(REPORT)
 
 test: lint mpy typecheck pytest
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 sim: $(STAMP)
 	$(BIN)/pumpbench sim
@@ -56,6 +60,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 typecheck: $(STAMP) $(STUBS_STAMP)
 	$(BIN)/mypy --config-file firmware/mypy.ini

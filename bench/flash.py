@@ -6,7 +6,8 @@ Steps, each failing with one clear line:
    this proves a MicroPython REPL answers and tells the board's architecture
    (RP2040: ``armv6m``, RP2350: ``armv7emsp``) and .mpy version.
 2. Stage: every shipped file (``bench.image``) compiled with ``mpy-cross
-   -march=ARCH`` into ``build/flash/ARCH``, laid out as on the board;
+   -march=ARCH`` into a staging folder in the per-user cache
+   (``bench.paths.cache_dir``), laid out as on the board;
    ``main.py`` stays source (MicroPython runs it by name at boot).
 3. Install, in one mpremote session: remove the firmware's old folders and
    files (a stale ``.py`` would shadow its new ``.mpy``), copy the staging
@@ -42,7 +43,7 @@ from typing import Any
 from bench import image
 from bench import keys as keysmod
 from bench.errors import BenchError
-from bench.paths import ROOT
+from bench.paths import ENV_FIRMWARE, cache_dir, firmware_tree, select_firmware
 from protocol import schema
 
 PROG = "pumpbench flash"
@@ -71,7 +72,6 @@ def rm(p):
 for p in {paths!r}:
     rm(p)
 """
-STAGE_DIR = ROOT / "build" / "flash"
 # board_config.JOURNAL_DIR: the board's state (journal and key store)
 STATE_DIR = "/journal"
 MAKE_STATE_DIR = f"""
@@ -85,12 +85,8 @@ HELLO_TIMEOUT_S = 20.0  # reset, USB enumeration, the maintenance window, boot
 
 
 def firmware_version() -> str:
-    """FIRMWARE_VERSION of firmware/pump/version.py (what HELLO must report)."""
-    text = (ROOT / "firmware" / "pump" / "version.py").read_text()
-    found = re.search(r'^FIRMWARE_VERSION\s*=\s*"([^"]+)"', text, re.MULTILINE)
-    if found is None:
-        raise BenchError("firmware/pump/version.py has no FIRMWARE_VERSION")
-    return found.group(1)
+    """FIRMWARE_VERSION of the firmware tree's pump/version.py (what HELLO must report)."""
+    return firmware_tree().version()
 
 
 def mpremote_command() -> str:
@@ -102,12 +98,10 @@ def stage(out: Path, arch: str) -> Path:
     """Compiles the image for ``arch`` into ``out`` (emptied first); main.py as source."""
     if out.exists():
         shutil.rmtree(out)
-    try:
-        image.compile_all(out, arch)
-    except SystemExit as exc:  # compile_all's way of reporting a rejected file
-        raise BenchError(str(exc).replace("\n", " ")) from None
+    tree = firmware_tree()
+    image.compile_all(out, arch, tree)
     (out / "main.mpy").unlink()
-    shutil.copy2(ROOT / "firmware" / "main.py", out / "main.py")
+    shutil.copy2(tree.firmware / "main.py", out / "main.py")
     return out
 
 
@@ -270,10 +264,13 @@ def flash(
     # A new key file is written before the board gets the keys: they are
     # never only on the board.
     keys = provisioning_keys(key_file)
-    staged = stage(STAGE_DIR / arch, arch)
-    size = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
-    print(f"flash: {port}: {arch}, {size} bytes staged in {staged}")
-    flasher.install(staged, keys.keystore())
+    # A staging folder of this flash's own: two boards flashed at once never
+    # share one.
+    with tempfile.TemporaryDirectory(prefix=f"flash-{arch}-", dir=cache_dir()) as scratch:
+        staged = stage(Path(scratch) / "image", arch)
+        size = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
+        print(f"flash: {port}: {arch}, {size} bytes staged in {staged}")
+        flasher.install(staged, keys.keystore())
     reply = flasher.hello(HELLO_TIMEOUT_S, keys)
     expected = firmware_version()
     if reply["firmware_version"] != expected:
@@ -310,6 +307,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the pump's role keys to provision (made with fresh keys if FILE does not exist)",
     )
+    parser.add_argument(
+        "--firmware",
+        metavar="DIR",
+        help=f"the firmware tree to flash (default: ${ENV_FIRMWARE}, else the checkout's "
+        "or the installed package's)",
+    )
     parser.add_argument("--mpremote", default=mpremote_command(), help=argparse.SUPPRESS)
     parser.add_argument(
         "--wait",
@@ -322,6 +325,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Flashes; prints the result or one error line. -> 0 ok, 2 error."""
+    select_firmware(args.firmware)
     try:
         reply = flash(args.port, args.arch, args.mpremote, args.wait, args.key_file)
     except BenchError as exc:

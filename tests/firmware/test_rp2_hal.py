@@ -487,7 +487,7 @@ def test_compiled_files_name_their_board_path_not_the_checkout(tmp_path: Path) -
     # that name on the heap, the heap budget above must not depend on where
     # the checkout lives (CI's path is longer than a developer's).
     flashed = flash.stage(tmp_path / "stage", "armv6m")
-    virtual = image.ensure_compiled(tmp_path / "image")
+    virtual = image.ensure_compiled()
     for built in (flashed, virtual):
         app = (built / "pump" / "app.mpy").read_bytes()
         assert b"pump/app.py" in app
