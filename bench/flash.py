@@ -5,7 +5,8 @@ Steps, each failing with one clear line:
 1. Probe: ``mpremote connect PORT exec`` prints ``sys.implementation._mpy``;
    this proves a MicroPython REPL answers and tells the board's architecture
    (RP2040: ``armv6m``, RP2350: ``armv7emsp``) and .mpy version.
-2. Stage: every shipped file (``bench.image``) compiled with ``mpy-cross
+2. Stage: every file of the firmware's manifest (``firmware/manifest.py``:
+   no simulator, no rig) compiled with ``mpy-cross
    -march=ARCH`` into a staging folder in the per-user cache
    (``bench.paths.cache_dir``), laid out as on the board;
    ``main.py`` stays source (MicroPython runs it by name at boot).
@@ -99,7 +100,7 @@ def stage(out: Path, arch: str) -> Path:
     if out.exists():
         shutil.rmtree(out)
     tree = firmware_tree()
-    image.compile_all(out, arch, tree)
+    image.compile_all(out, arch, tree, image.board_files(tree))
     (out / "main.mpy").unlink()
     shutil.copy2(tree.firmware / "main.py", out / "main.py")
     return out

@@ -475,11 +475,23 @@ def test_flash_stages_compiled_files_and_keeps_main_py_as_source(tmp_path: Path)
     staged = flash.stage(tmp_path / "stage", "armv6m")
     names = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
     assert "main.py" in names and "main.mpy" not in names
-    for item in image.shipped_files():
+    for item in image.board_files():
         if item.target != "main.py":
             assert item.target[:-3] + ".mpy" in names
     assert "hal/rp2.mpy" in names and "board_config.mpy" in names
     assert not any(name.endswith(".py") and name != "main.py" for name in names)
+
+
+def test_the_pico_image_holds_no_simulator_or_rig_file() -> None:
+    on_board = {item.target for item in image.board_files()}
+    virtual = {item.target for item in image.shipped_files()}
+    assert not any(t.startswith("rig/") or t in ("hal/sim.py", "hal/simfs.py") for t in on_board)
+    # everything else the virtual board runs also ships: the manifest forgets nothing
+    assert virtual - on_board == {t for t in virtual if t.startswith("rig/")} | {
+        "hal/sim.py",
+        "hal/simfs.py",
+    }
+    assert "manifest.py" not in on_board | virtual  # build metadata, not firmware
 
 
 def test_compiled_files_name_their_board_path_not_the_checkout(tmp_path: Path) -> None:
