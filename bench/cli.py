@@ -329,6 +329,7 @@ def cmd_hello(args: argparse.Namespace) -> int:
         hello = pump.hello()  # refuses a protocol or schema mismatch loudly
     print(f"port:        {url}")
     print(f"firmware:    {hello['firmware_version']}")
+    print(f"micropython: {hello['micropython_version']}")
     print(f"board:       {hello['board']}")
     print(f"device id:   {hello['device_id']}")
     print(f"protocol:    v{hello['protocol_version']}")

@@ -308,6 +308,8 @@ MESSAGES = (
         ("board", "16s", ""),
         ("device_id", "16s", ""),
         ("schema_fingerprint", "I", ""),
+        # the interpreter the firmware runs on, "1.28.0" (sys.implementation)
+        ("micropython_version", "16s", ""),
     )),
     (0x02, "PING", PORT_BOTH, (
         ("token", "I", ""),

@@ -6,7 +6,7 @@
 # descriptions) stays on the host, where its heap costs nothing.
 
 PROTOCOL_VERSION = 1
-FINGERPRINT = 0x37147AE0
+FINGERPRINT = 0x95084A7F
 HEADER_FORMAT = "<BBHBB"
 HEADER_SIZE = 6
 CRC_SIZE = 4
@@ -76,7 +76,7 @@ NO_KEY = 42
 # message ids; <NAME>_REQUEST / _REPLY / _EVENT: struct formats
 HELLO = 0x01
 HELLO_REQUEST = "<BI"
-HELLO_REPLY = "<B16s16s16sI"
+HELLO_REPLY = "<B16s16s16sI16s"
 PING = 0x02
 PING_REQUEST = "<I"
 PING_REPLY = "<I"

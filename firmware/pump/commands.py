@@ -10,6 +10,7 @@
 # program running.
 
 import struct
+import sys
 
 from protocol import table as t
 from pump import alarms as alarmsmod
@@ -42,6 +43,10 @@ _PB_REFUSAL = {
 PUMP_INTERNAL_NL = 20_000
 
 
+# The interpreter this firmware runs on (HELLO): the image identifies itself.
+MICROPYTHON_VERSION = ("%d.%d.%d" % sys.implementation.version[:3]).encode()
+
+
 def handlers(app):
     """The pump port's dispatch table: msg id -> fn(link, payload)."""
 
@@ -56,6 +61,7 @@ def handlers(app):
                     board.name.encode(),
                     board.device_id.encode(),
                     t.FINGERPRINT,
+                    MICROPYTHON_VERSION,
                 ),
             )
         return DONE
