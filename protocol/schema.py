@@ -110,6 +110,7 @@ ERRORS = (
     (40, "SESSION_EXPIRED"),  # the session ended (idle, too old, closed or replaced)
     (41, "NO_CHALLENGE"),  # AUTH_OPEN without a live AUTH_CHALLENGE for this role
     (42, "NO_KEY"),  # no key is provisioned on this pump for the role (detail = role)
+    (61, "PROVISIONED"),  # PROVISION on a pump that already has a key store
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
 
@@ -144,6 +145,7 @@ REPLAY = 39
 SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
+PROVISIONED = 61
 
 # The payload of every NACK (flags REPLY|ERROR), whatever the message id.
 NACK_FIELDS = (
@@ -262,6 +264,7 @@ LOG_CODES = (
     # per AUTH_LOG_MS (a flood must not age the therapy history out of the
     # log): a = NACK code | msg id << 8 of the latest, b = refusals it counts
     (25, "AUTH_REFUSED"),
+    (46, "KEYS_PROVISIONED"),  # a = roles given keys (bit 1 patient, bit 2 clinician)
 )
 AUTH_LOG_MS = 3_600_000
 
@@ -445,6 +448,12 @@ MESSAGES = (
         ("max_s", "I", "s"),
     )),
     (0x15, "AUTH_CLOSE", PORT_PUMP, (), ()),
+    # First use only: a pump with no key store (a board just flashed with a
+    # frozen UF2 has an empty filesystem) takes one over its own USB link.
+    # Refused with PROVISIONED once it has one (SPEC section 21.5).
+    (0x26, "PROVISION", PORT_PUMP, (
+        ("keystore", "72s", "bytes"),  # KEYSTORE_SIZE bytes: magic, patient, clinician, CRC-32
+    ), ()),
     (0x40, "RIG_HELLO", PORT_RIG, (
         ("protocol_version", "B", ""),
         ("schema_fingerprint", "I", ""),

@@ -271,6 +271,22 @@ def handlers(app):
         link.ack(None, ())
         return DONE
 
+    def provision(link, payload):
+        # First use only (schema PROVISION): never replaces a key store, so a
+        # peer on the link cannot take over a provisioned pump.
+        if app.board.fs.read(t.KEYSTORE_FILE) is not None:
+            link.nack(t.PROVISIONED, 0)
+            return DONE
+        blob = bytes(payload[: t.KEYSTORE_SIZE])
+        roles = app.sessions.provision(blob)
+        if not roles:
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
+        app.board.fs.write(t.KEYSTORE_FILE, blob)
+        app.log(logcodes.KEYS_PROVISIONED, roles, 0)
+        link.ack(None, ())
+        return DONE
+
     table = {
         t.HELLO: hello,
         t.PING: ping,
@@ -290,6 +306,7 @@ def handlers(app):
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
         t.ACK_ALARM: ack_alarm,
+        t.PROVISION: provision,
     }
     table.update(auth.handlers(app.sessions, DONE))
     return table
