@@ -598,3 +598,17 @@ def test_flash_parser_registers_in_one_line() -> None:
 def test_firmware_version_constant_matches() -> None:
     assert flash.firmware_version() == FIRMWARE_VERSION
     assert os.path.exists(ROOT / "firmware" / "board_config.py")
+
+
+def test_a_frozen_image_searches_its_own_modules_before_the_filesystem() -> None:
+    # MicroPython's default path on a Pico; stale .mpy files from an earlier
+    # make flash live in "" and must not shadow the frozen pump.
+    code = (
+        "import json, main\n"
+        "paths = [['', '.frozen', '/lib'], ['', '/lib']]\n"
+        "for p in paths:\n"
+        "    main.frozen_first(p)\n"
+        "print(json.dumps({'pico': paths[0], 'no_frozen': paths[1]}))\n"
+    )
+    result = upy.run("", code=code)
+    assert result == {"pico": [".frozen", "", "/lib"], "no_frozen": ["", "/lib"]}
