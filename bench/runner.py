@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
+from bench import image
 from bench.client import PumpClient, RigClient
 from bench.errors import BenchError
 from bench.executor import Executor, Interrupted
@@ -96,14 +97,22 @@ class SimTarget(Target):
     sets_seed = True
     parallel = True
 
-    def __init__(self, heap: str = DEFAULT_HEAP, speed: int = 0) -> None:
+    def __init__(
+        self,
+        heap: str = DEFAULT_HEAP,
+        say: Callable[[str], None] | None = None,
+        speed: int = 0,
+    ) -> None:
         self.heap = heap
+        self.say = say
         self.speed = speed  # 0: lockstep; N: free-running at N x wall time
         if speed:
             self.label = f"sim x{speed}"
 
     def preflight(self) -> None:
         micropython_command()  # raises BenchError when the interpreter is missing
+        # Once, before any board starts: the boards then share the built image.
+        image.ensure_compiled(say=self.say)
 
     @contextmanager
     def session(self, seed: int) -> Iterator[Ports]:
