@@ -6,7 +6,7 @@
 # descriptions) stays on the host, where its heap costs nothing.
 
 PROTOCOL_VERSION = 1
-FINGERPRINT = 0xEB3D3F6D
+FINGERPRINT = 0xCB6122DB
 HEADER_FORMAT = "<BBHBB"
 HEADER_SIZE = 6
 CRC_SIZE = 4

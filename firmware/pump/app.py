@@ -252,16 +252,8 @@ class PumpApp:
         aborted = self.drive.aborted
         volume = self.drive.finish_stroke()
         moved = self.drive.last_moved
-        if aborted:
-            # cut short by a fail-stop: what moved is counted, nothing judged
-            self.safety.stroke_aborted(now)
-            now_s = self.clock.seconds()
-            self.persist.stroke_end(kind, moved, volume, now_s)
-            if volume:
-                self._account(kind, volume, now_s)
-            self.schedule_stroke(now)
-            return
-        action = self.safety.stroke_ended(moved, now)
+        # cut short by a fail-stop: what moved is counted, nothing judged
+        action = self.safety.stroke_ended(moved, now, aborted)
         if action == alarmsmod.ENCODER_FAILURE:
             # the pressure shows the stroke happened; the encoder saw nothing:
             # count the nominal volume (never under-count the patient's dose)
@@ -270,6 +262,9 @@ class PumpApp:
         self.persist.stroke_end(kind, moved, volume, now_s)  # after: what moved
         if volume:
             self._account(kind, volume, now_s)
+        if aborted:
+            self.schedule_stroke(now)
+            return
         if action == RETRY:
             self._retries += 1
             self.log(logcodes.STALL_RETRY, self._retries, moved)
@@ -348,10 +343,9 @@ class PumpApp:
         self._retry_kind = -1
         if self.therapy.bolus_kind != BOLUS_NONE:
             self.cancel_bolus()
+        # the raise re-plans (_on_alarm_change): the supervisor stops
+        # expecting strokes (a stroke cut short ends, and is counted, first)
         self.alarms.raise_alarm(alarm_id, lasting)
-        # the supervisor stops expecting strokes (a stroke cut short ends,
-        # and is counted, first: its end reschedules)
-        self.schedule_stroke(self.clock.ticks_ms())
 
     # --- boluses -----
     def start_bolus(self, kind, volume_nl, duration_ms):
