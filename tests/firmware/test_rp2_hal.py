@@ -597,13 +597,13 @@ def test_flash_parser_registers_in_one_line() -> None:
 
 def test_firmware_version_constant_matches() -> None:
     assert flash.firmware_version() == FIRMWARE_VERSION
+    assert os.path.exists(ROOT / "firmware" / "board_config.py")
 
 
 def test_one_version_string_names_the_bench_package_and_the_firmware() -> None:
     from bench.report import bench_version
 
     assert bench_version() == flash.firmware_version()
-    assert os.path.exists(ROOT / "firmware" / "board_config.py")
 
 
 def test_a_frozen_image_searches_its_own_modules_before_the_filesystem() -> None:
