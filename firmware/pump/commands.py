@@ -158,6 +158,10 @@ def handlers(app):
         if volume <= 0:
             link.nack(t.BAD_VALUE, 1)
             return DONE
+        if duration_s > t.BOLUS_MAX_DURATION_S:
+            # its strokes are timed on wrapping ms ticks: a day at most
+            link.nack(t.DURATION, t.BOLUS_MAX_DURATION_S // 60)
+            return DONE
         code, detail = bolus_refusal(app, volume, duration_s, override)
         if code:
             link.nack(code, detail)
@@ -264,7 +268,10 @@ def handlers(app):
         if offset >= WEEK_S:  # local time repeats weekly: a week covers every offset
             link.nack(t.BAD_VALUE, 0)
             return DONE
-        app.therapy.clock_offset_s = offset
+        if not app.therapy.set_clock(offset, app.clock.seconds()):
+            # three changes within a day are still bounding the schedule
+            link.nack(t.BUSY, 0)
+            return DONE
         app.snapshot()  # durable before the entry that claims it
         app.log(logcodes.CLOCK_SET, offset, 0)
         app.replan()
