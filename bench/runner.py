@@ -167,6 +167,7 @@ def _new_record(scenario: Scenario, seed: int, target: Target) -> ScenarioRecord
         id=scenario.id,
         title=scenario.title,
         file=str(scenario.file),
+        line=scenario.line,
         requirements=list(scenario.requirements),
         seed=seed if target.sets_seed else None,
         xfail=scenario.xfail,
