@@ -769,7 +769,12 @@ _RIG_REFUSALS = [
         "INJECT_FAULT",
         schema.BAD_VALUE,
         1,
-        lambda r: {"fault": 13, "param": r.choice([0, -1, 1001, 2**31 - 1]), "onset_ms": 0},
+        # TIMER_FAST: the factor in per mille, 1000 (x1) to 1000000 (x1000)
+        lambda r: {
+            "fault": 13,
+            "param": r.choice([0, -1, 999, 1_000_001, 2**31 - 1]),
+            "onset_ms": 0,
+        },
     ),
     _refuse("CLEAR_FAULT", schema.BAD_VALUE, 0, lambda r: {"fault": r.randint(14, 255)}),
     _refuse(
