@@ -90,6 +90,19 @@ PLANT_NOMINAL = {
     "csf_x10": 74,
 }
 
+# LINE (docs/plant.md section 1): the historic lumped line, no air, no
+# inertance, occlusions at the tip, sea level, a quiet patient.
+LINE_NOMINAL = {
+    "material": 0,
+    "modulus_kpa": 0,
+    "air_nl": 0,
+    "air_dissolve_s": 0,
+    "inertance": 0,
+    "occlusion_site": 0,
+    "ambient_x10": 0,
+    "daily_life": 0,
+}
+
 
 def fault_id(fault: int | str) -> int:
     """A plant fault by id or schema name (case-insensitive); ValueError if unknown."""
@@ -667,6 +680,18 @@ class RigClient(Client):
         if unknown:
             raise ValueError(f"no PLANT field {', '.join(sorted(unknown))}")
         self.request("PLANT", {**PLANT_NOMINAL, **fields})
+
+    def line(self, **fields: int) -> None:
+        """Sets the line (rig LINE, docs/plant.md section 1): material (1
+        silicone, 2 polyurethane, 3 braided; 0 keeps PLANT's compliance),
+        modulus_kpa, air_nl, air_dissolve_s, inertance, occlusion_site,
+        ambient_x10 and daily_life; the others as LINE_NOMINAL. Send PLANT
+        first: a material's compliance follows the catheter's length.
+        """
+        unknown = set(fields) - set(LINE_NOMINAL)
+        if unknown:
+            raise ValueError(f"no LINE field {', '.join(sorted(unknown))}")
+        self.request("LINE", {**LINE_NOMINAL, **fields})
 
     def inject_fault(self, fault: int | str, param: int = 0, onset_ms: int = 0) -> None:
         """Injects a plant fault (schema FAULTS, by id or name) ``onset_ms`` from now."""

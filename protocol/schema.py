@@ -524,6 +524,19 @@ MESSAGES = (
         ("peak_alloc", "I", "B"),  # highest live heap seen at a sample
         ("samples", "I", "count"),
     )),
+    # The line as real catheters make it (docs/plant.md section 1; issue 14):
+    # material 0 keeps PLANT's compliance_x10, 1 silicone, 2 polyurethane,
+    # 3 braided (the wall's compliance from its geometry, plus the pump outlet)
+    (0x55, "LINE", PORT_RIG, (
+        ("material", "B", ""),
+        ("modulus_kpa", "I", "kPa"),  # 0: the material's nominal
+        ("air_nl", "I", "nL"),  # trapped air, its volume at 1 atm
+        ("air_dissolve_s", "I", "s"),  # time constant of the bubble; 0: it stays
+        ("inertance", "B", ""),  # 1: the column's inertance (a second-order line)
+        ("occlusion_site", "B", ""),  # 0 at the tip, 1 at the pump outlet
+        ("ambient_x10", "h", "0.1 mmHg"),  # ambient - 760 mmHg, read by the sealed sensor
+        ("daily_life", "B", ""),  # 1: upright 25 mmHg, transients, cough bursts, strains, weather
+    ), ()),
     (0x48, "FILL", PORT_RIG, (
         ("reservoir_nl", "I", "nL"),  # empty the real reservoir, then fill it to this
     ), (

@@ -6,7 +6,7 @@
 # descriptions) stays on the host, where its heap costs nothing.
 
 PROTOCOL_VERSION = 1
-FINGERPRINT = 0x37147AE0
+FINGERPRINT = 0x500529CE
 HEADER_FORMAT = "<BBHBB"
 HEADER_SIZE = 6
 CRC_SIZE = 4
@@ -173,6 +173,9 @@ ANNUNCIATION_REPLY = "<IBI12I12B12B"
 HEAP = 0x49
 HEAP_REQUEST = "<"
 HEAP_REPLY = "<IIII"
+LINE = 0x55
+LINE_REQUEST = "<BIIIBBhB"
+LINE_REPLY = "<"
 FILL = 0x48
 FILL_REQUEST = "<I"
 FILL_REPLY = "<I"
@@ -225,6 +228,7 @@ RIG_REQUESTS = {
     TRACE: 5,
     ANNUNCIATION: 5,
     HEAP: 0,
+    LINE: 18,
     FILL: 4,
 }
 # the session role each request needs (absent: READ_ONLY)
@@ -277,6 +281,7 @@ ALL_IDS = (
     0x4B,
     0x4C,
     0x49,
+    0x55,
     0x48,
     0x80,
     0x81,

@@ -28,6 +28,7 @@ from micropython import const
 from pump.drive import STROKE_MS, STROKE_STEPS
 from pump.ticks import TICKS_MAX
 
+from rig import line as linemod
 from rig.noise import STREAM_NOISE, Csf, noise_x1000, stream_key
 
 # --- pump head and reservoir -------------------------------------------------------
@@ -69,10 +70,15 @@ _COMPLIANCE_X10_MAX = const(1_000)
 _NOISE_X10 = const(5)  # standard deviation 0.5 mmHg (assumed)
 _NOISE_X10_MAX = const(1_000)
 # Range of the sensor (assumed): readings saturate here (int16 on the wire).
-_SENSOR_MIN_X10 = const(-1_000)
+_SENSOR_MIN_X10 = const(-4_000)  # an absolute sensor reads down to 360 mmHg
 _SENSOR_MAX_X10 = const(30_000)
 _CSF_X10_MIN = const(-500)
 _CSF_X10_MAX = const(1_500)
+# Trapped air up to 200 uL; ambient -400..+100 mmHg from 760 (an airliner
+# cabin is -130..-200, weather +-30).
+_AIR_NL_MAX = const(200_000)
+_AMBIENT_X10_MIN = const(-4_000)
+_AMBIENT_X10_MAX = const(1_000)
 # A disconnected catheter: the outlet opens to the pocket through about 1 %
 # of the catheter's resistance.
 _DISCONNECT_CONDUCTANCE = const(100)
@@ -178,6 +184,18 @@ class Plant:
         self._weight = 1.0  # reference pressure = weight x CSF
         self._frozen = False  # full occlusion: the reference stays as it was
         self._ref_frozen = 0  # 0.001 mmHg
+        # the line as real catheters make it (rig/line.py; LINE message):
+        # trapped air (nL at 1 atm, dissolving with a time constant), the
+        # column's inertance (a second-order line), where an occlusion sits,
+        # and the ambient pressure the sealed (absolute) sensor also reads
+        self.air_nl = 0
+        self.air_dissolve_ms = 0  # 0: the bubble stays
+        self._air_t0 = 0
+        self.inertance_on = 0
+        self.occlusion_site = 0  # 0 at the tip (whole line upstream), 1 at the pump outlet
+        self.ambient_x10 = 0  # ambient - 760 mmHg, 0.1 mmHg (weather, cabin)
+        self._line2 = linemod.SecondOrder()
+        self._l = 0.0  # mmHg ms^2/nL; 0: first-order line
         self._derive(0)
 
     # --- configuration (rig PLANT, FILL) ----------------------------------------
@@ -209,6 +227,42 @@ class Plant:
         if csf_x10 != -32768:
             self.csf.base_x10 = csf_x10
         self._derive(now)
+
+    def configure_line(
+        self, material, modulus_kpa, air_nl, air_dissolve_ms, inertance_on, site, now=0
+    ):
+        # The line as real catheters make it (rig message LINE; rig/line.py):
+        # material 0 keeps compliance_x10 (PLANT), otherwise the catheter
+        # wall (Lame, modulus_kpa 0: the material's nominal) plus the pump
+        # outlet. Trapped air (nL at 1 atm) adds V/P; it dissolves with
+        # air_dissolve_ms (0: it stays). Checked by the caller (check_line()).
+        self.update(now)
+        if material:
+            cm = self.catheter_nl // _CATHETER_NL_PER_CM
+            c = linemod.wall_compliance(material, cm, modulus_kpa) + linemod.PUMP_COMPLIANCE
+            self.compliance_x10 = int(c * 10 + 0.5)
+        self.air_nl = air_nl
+        self.air_dissolve_ms = air_dissolve_ms
+        self._air_t0 = now
+        self.inertance_on = inertance_on
+        self.occlusion_site = site
+        self._derive(now)
+
+    def air_now(self, t):
+        # nL of air (at 1 atm) left at t.
+        if not self.air_nl or not self.air_dissolve_ms:
+            return self.air_nl
+        x = (self._air_t0 - t) / self.air_dissolve_ms
+        return self.air_nl * math.exp(x) if x > -40.0 else 0.0
+
+    def absolute_mmhg(self, t):
+        # Absolute pressure at the sensor (mmHg): the body follows the
+        # ambient; the line adds its gauge pressure.
+        return linemod.ATM_MMHG + self.ambient_x10 / 10 + self.reference_x1000(t) / 1000 + self._e
+
+    def compliance_now(self):
+        # nL/mmHg at the sensor now (wall, pump outlet and air).
+        return self._c
 
     def pl_per_step(self):
         # 25 000 x (1e6 + ppm) / 1e6 done in two steps to stay in small ints.
@@ -255,6 +309,8 @@ class Plant:
             return steps
         self.reservoir_nl -= volume
         self.pumped_nl += volume
+        if self.air_nl:
+            self._derive(now)  # the bubble's compliance at today's size and pressure
         duration = (steps * STROKE_MS + STROKE_STEPS - 1) // STROKE_STEPS
         end = now + duration
         left = 0.0
@@ -285,6 +341,9 @@ class Plant:
         # Closed-form evolution of E from _t to t: with inflow up to _q_end,
         # then without. (Written to allocate few floats: each is a heap
         # object in MicroPython.)
+        if self._l:
+            self._settle2(t)
+            return
         while self._t < t:
             start = self._t
             end = t
@@ -311,6 +370,36 @@ class Plant:
             self._e = e1
             self._t = end
             self._outflow(out)
+        if self._t >= self._q_end:
+            self._q = 0.0
+
+    def _settle2(self, t):
+        # The same with inertance (rig/line.py SecondOrder): E and the
+        # catheter's flow F; the leak, if any, drains E at the outlet.
+        line2 = self._line2
+        line2.e = self._e
+        while self._t < t:
+            start = self._t
+            end = t
+            q = 0.0
+            if start < self._q_end:
+                q = self._q
+                if self._q_end < t:
+                    end = self._q_end
+            tip, pocket = line2.advance(end - start, q)
+            self._t = end
+            self._tip_frac += tip
+            whole = math.floor(self._tip_frac + _EPS)
+            if whole:
+                self._tip_frac -= whole
+                self._push_catheter(whole)
+            if pocket:
+                self._pocket_frac += pocket
+                whole = math.floor(self._pocket_frac + _EPS)
+                if whole:
+                    self._pocket_frac -= whole
+                    self.pocket_nl += whole
+        self._e = line2.e
         if self._t >= self._q_end:
             self._q = 0.0
 
@@ -348,6 +437,11 @@ class Plant:
         # Called after _settle(t): E is kept; the reference may change.
         reference = self.reference_x1000(t)
         self._c = self.compliance_x10 / 10
+        occluded = self._active[FAULT_OCCLUSION]
+        if occluded and self.occlusion_site:
+            self._c = linemod.PUMP_COMPLIANCE  # the catheter is cut off
+        if self.air_nl:
+            self._c += linemod.air_compliance(self.air_now(t), self.absolute_mmhg(t))
         g_nominal = 1 / (self.resistance() * 1000)  # nL/(mmHg ms)
         g_tip = g_nominal
         g_leak = 0.0
@@ -369,11 +463,21 @@ class Plant:
             self._share = g_tip / g_total
             self._weight = self._share
             self._frozen = False
+            if self.inertance_on and g_tip:
+                if not self._l:
+                    self._line2.f = self._e * g_tip  # the flow a resistive line had
+                self._l = linemod.inertance(self.catheter_nl / _CATHETER_NL_PER_CM)
+                self._line2.set(self._c, 1 / g_tip, self._l, g_leak)
+            else:
+                self._l = 0.0
+                self._line2.f = 0.0
         else:
             # Nothing drains: the line keeps the pressure it had, and no
             # longer sees CSF pressure.
             self._tau = 0.0
             self._share = 0.0
+            self._l = 0.0
+            self._line2.f = 0.0  # the column stops
             if not self._frozen:
                 self._frozen = True
                 self._ref_frozen = reference
@@ -431,6 +535,9 @@ class Plant:
             value += noise_x1000(self._noise_key, t, self.noise_x10)
         if self._active[FAULT_SENSOR_OFFSET]:
             value += self._param[FAULT_SENSOR_OFFSET] * 100
+        # a sealed sensor reads absolute pressure less its 760 mmHg
+        # calibration: the weather and a cabin move every reading alike
+        value += self.ambient_x10 * 100 + self.csf.weather_x1000(t)
         return _clamp(value // 100)
 
     # --- battery ------------------------------------------------------------------------
@@ -526,6 +633,24 @@ def _clamp(x10):
     if x10 > _SENSOR_MAX_X10:
         return _SENSOR_MAX_X10
     return x10
+
+
+def check_line(material, modulus_kpa, air_nl, inertance_on, site, ambient_x10):
+    # -> index of the first LINE field out of range (schema order), or -1;
+    # air_dissolve_s (field 3) takes any value.
+    if not 0 <= material < len(linemod.MATERIALS):
+        return 0
+    if modulus_kpa and not 500 <= modulus_kpa <= 1_000_000:
+        return 1
+    if not 0 <= air_nl <= _AIR_NL_MAX:
+        return 2
+    if inertance_on not in (0, 1):
+        return 4
+    if site not in (0, 1):
+        return 5
+    if not _AMBIENT_X10_MIN <= ambient_x10 <= _AMBIENT_X10_MAX:
+        return 6
+    return -1
 
 
 def check_plant(calibration_ppm, catheter_nl, compliance_x10, resistance_pct, noise_x10, csf_x10):
