@@ -13,6 +13,10 @@ Figures, all against the real firmware on virtual boards (bench.sim):
   per-stroke monitor beside a plain 517 mmHg threshold on the same plant, and
   the volume stored in the line when each fires (released at relief);
 - false alarms per simulated year: nominal 90-day runs on two seeds;
+- sensing campaign (issue 14): each line fault on random lines across the
+  plant's documented range at the four rates, with detection rate, onset to
+  alarm and volume, and false alarms per patient-year of daily life; its
+  seed is drawn at run time and printed;
 - 90 days of a flex schedule at 1 mL/day with a daily patient bolus: wall
   time, pump accounting against rig truth, and the peak live heap sampled by
   the virtual board (rig HEAP).
@@ -337,6 +341,59 @@ def false_alarms(seeds: tuple[int, ...], days: int) -> list[Row]:
     ]
 
 
+CAMPAIGN_PATIENTS = 10
+CAMPAIGN_DAYS = 9  # 90 for the issue's full figure (about 10 minutes)
+CAMPAIGN_LINES = 6
+
+
+def _fmt_ms(ms: float) -> str:
+    if ms >= 3_600_000:
+        return f"{ms / 3_600_000:.1f} h"
+    if ms >= 60_000:
+        return f"{ms / 60_000:.1f} min"
+    return f"{ms / 1000:.1f} s"
+
+
+def sensing_campaign(patients: int, days: int, lines: int, seed: int | None = None) -> list[Row]:
+    """The line monitors on the rig's plant (bench/sensing.py, issue 14): each
+    fault on random lines across the documented range at the four rates
+    (detection rate, onset to alarm, volume pumped meanwhile), and false
+    alarms per patient-year of nominal therapy with daily-life CSF. The seed
+    is chosen at run time and printed: rerun with --campaign-seed."""
+    from bench import sensing
+
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    print(f"sensing campaign seed {seed} (--campaign-seed {seed} repeats it)")
+    rows, nominal = sensing.campaign(patients, days, lines, seed)
+    out = []
+    for row in rows:
+        note = f"{row.found}/{row.cases} cases"
+        if row.times_ms:
+            ordered = sorted(row.times_ms)
+            note += (
+                f"; onset to alarm median {_fmt_ms(statistics.median(ordered))}, "
+                f"worst {_fmt_ms(ordered[-1])}; volume median "
+                f"{statistics.median(row.volumes_nl) / 1000:.1f} uL, worst "
+                f"{max(row.volumes_nl) / 1000:.1f} uL"
+            )
+        if row.wrong:
+            note += f"; {row.wrong} stopped as another fault"
+        out.append(Row(f"sensing: {row.fault}", f"{100 * row.found / row.cases:.0f}", "%", note))
+    false = nominal["false"]
+    years = nominal["patient_years"]
+    out.append(
+        Row(
+            "sensing: false alarms per patient-year",
+            f"{sum(false.values()) / years:.2f}",
+            "/yr",
+            f"{patients} patients x {days} days, 1 mL/day, daily-life CSF; "
+            + (", ".join(f"{k} {v}" for k, v in sorted(false.items())) or "none"),
+        )
+    )
+    return out
+
+
 def print_table(rows: list[Row]) -> None:
     headers = Row("figure", "value", "unit", "note")
     widths = [
@@ -361,7 +418,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=STATUS_REQUESTS)
     parser.add_argument("--boards", type=int, default=ADVANCE_BOARDS)
     parser.add_argument("--days", type=int, default=THERAPY_DAYS, help="therapy soak length")
+    parser.add_argument("--campaign-patients", type=int, default=CAMPAIGN_PATIENTS)
+    parser.add_argument("--campaign-days", type=int, default=CAMPAIGN_DAYS)
+    parser.add_argument("--campaign-lines", type=int, default=CAMPAIGN_LINES)
+    parser.add_argument("--campaign-seed", type=int, default=None)
+    parser.add_argument(
+        "--only-campaign", action="store_true", help="print the sensing campaign alone"
+    )
     args = parser.parse_args(argv)
+    if args.only_campaign:
+        print_table(
+            sensing_campaign(
+                args.campaign_patients, args.campaign_days, args.campaign_lines, args.campaign_seed
+            )
+        )
+        return 0
 
     started = time.perf_counter()
     rows: list[Row] = []
@@ -374,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     rows += therapy_soak(args.days)
     rows += occlusion_race()
     rows += false_alarms(SOAK_SEEDS, args.days)
+    rows += sensing_campaign(
+        args.campaign_patients, args.campaign_days, args.campaign_lines, args.campaign_seed
+    )
 
     print(
         f"pumpbench benchmarks (protocol v{schema.PROTOCOL_VERSION}, "

@@ -196,6 +196,9 @@ ALARMS = (
     (15, "BATTERY_ERI", 1),
     (16, "BATTERY_EOS", 3),
     (17, "WATCHDOG_RESET", 2),
+    (24, "SENSING_LIMITED", 1),  # the line is too compliant/noisy for some sensing
+    (25, "TIP_MIGRATION", 2),  # the catheter tip no longer sees CSF
+    (26, "SLOW_LEAK", 2),  # a leak below the per-stroke limit, over hours
 )
 
 # --- alarm priorities (IEC 60601-1-8) and what an ALARM event reports ---
@@ -262,6 +265,9 @@ LOG_CODES = (
     # per AUTH_LOG_MS (a flood must not age the therapy history out of the
     # log): a = NACK code | msg id << 8 of the latest, b = refusals it counts
     (25, "AUTH_REFUSED"),
+    # The line's stroke response as measured (pump/monitors/response.py),
+    # 0.1 mmHg: a = nominal rise, b = its standard deviation
+    (42, "LINE_LEARNED"),
 )
 AUTH_LOG_MS = 3_600_000
 

@@ -6,7 +6,7 @@
 # descriptions) stays on the host, where its heap costs nothing.
 
 PROTOCOL_VERSION = 1
-FINGERPRINT = 0x500529CE
+FINGERPRINT = 0x5224CA5A
 HEADER_FORMAT = "<BBHBB"
 HEADER_SIZE = 6
 CRC_SIZE = 4

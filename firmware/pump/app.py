@@ -466,6 +466,8 @@ class PumpApp:
         # before the REFILL entry (commands.py); the alarm changes since are
         # journalled as they happen.
         self._check_reservoir_alarms()
+        # a refill may leave air in the line: the monitors measure it anew
+        self.safety.line_changed()
         # the refill is the clinician's answer to an empty reservoir
         self.alarms.clear(alarmsmod.EMPTY_RESERVOIR)
         self.replan()

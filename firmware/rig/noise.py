@@ -177,14 +177,18 @@ class Csf:
 
     def daily_life(self):
         # The patient of the standard configurations: upright offsets,
-        # posture transients, cough bursts, strains (and the weather the
-        # absolute sensor reads).
+        # posture transients, cough bursts, strains.
         self.upright_x1000 = _DAILY_UPRIGHT_X1000
         self.posture_transient_x1000 = _DAILY_POSTURE_TRANSIENT_X1000
         self.coughs_per_hour = _DAILY_COUGHS_PER_HOUR
         self.cough_burst = _DAILY_COUGH_BURST
         self.cough_max_x1000 = _DAILY_COUGH_MAX_X1000
         self.strains_per_hour = _DAILY_STRAINS_PER_HOUR
+
+    def weather(self):
+        # The ambient pressure the sealed sensor reads (+-25 mmHg): off in
+        # daily_life(); the pump's level decisions assume a gauge reading
+        # (docs/plant.md section 4).
         self.weather_amp_x1000 = _DAILY_WEATHER_X1000
 
     def x1000(self, t):

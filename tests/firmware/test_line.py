@@ -219,8 +219,7 @@ def test_the_absolute_sensor_reads_the_cabin_and_the_weather(rig) -> None:
     assert p.sensor_x10(1001) - ground == -1700
     assert p.pressure_x10(1001) == ground  # the line itself is gauge: unchanged
     p.ambient_x10 = 0
-    p.csf.daily_life()
-    p.csf.upright_x1000 = p.csf.coughs_per_hour = p.csf.strains_per_hour = 0
+    p.csf.weather()
     weather = [p.csf.weather_x1000(h * 3_600_000) for h in range(0, 24 * 20)]
     assert max(weather) <= 25_000 and min(weather) >= -25_000
     assert max(weather) - min(weather) > 20_000
