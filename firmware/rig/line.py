@@ -39,7 +39,7 @@ SILICONE = const(1)
 POLYURETHANE = const(2)
 BRAIDED = const(3)
 MATERIALS = (
-    None,
+    ("none", 0, 0, 0, 0.0),  # material 0: the PLANT compliance stands
     ("silicone", 2_000, 3_000, 4_000, 0.5),
     ("polyurethane 80A", 10_000, 15_000, 25_000, 0.48),
     ("braided", 100_000, 200_000, 400_000, 0.45),
