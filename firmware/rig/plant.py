@@ -28,7 +28,6 @@ from micropython import const
 from pump.drive import STROKE_MS, STROKE_STEPS
 from pump.ticks import TICKS_MAX
 
-from rig import line as linemod
 from rig.noise import STREAM_NOISE, Csf, noise_x1000, stream_key
 
 # --- pump head and reservoir -------------------------------------------------------
@@ -200,7 +199,8 @@ class Plant:
         self.inertance_on = 0
         self.occlusion_site = 0  # 0 at the tip (whole line upstream), 1 at the pump outlet
         self.ambient_x10 = 0  # ambient - 760 mmHg, 0.1 mmHg (weather, cabin)
-        self._line2 = linemod.SecondOrder()
+        self._line = None  # rig/line.py, imported by the first LINE (heap)
+        self._line2 = None
         self._l = 0.0  # mmHg ms^2/nL; 0: first-order line
         self._derive(0)
 
@@ -243,6 +243,12 @@ class Plant:
         # outlet. Trapped air (nL at 1 atm) adds V/P; it dissolves with
         # air_dissolve_ms (0: it stays). Checked by the caller (check_line()).
         self.update(now)
+        if self._line is None:
+            from rig import line as linemod
+
+            self._line = linemod
+            self._line2 = linemod.SecondOrder()
+        linemod = self._line
         if material:
             cm = self.catheter_nl // _CATHETER_NL_PER_CM
             c = linemod.wall_compliance(material, cm, modulus_kpa) + linemod.PUMP_COMPLIANCE
@@ -264,7 +270,7 @@ class Plant:
     def absolute_mmhg(self, t):
         # Absolute pressure at the sensor (mmHg): the body follows the
         # ambient; the line adds its gauge pressure.
-        return linemod.ATM_MMHG + self.ambient_x10 / 10 + self.reference_x1000(t) / 1000 + self._e
+        return 760 + self.ambient_x10 / 10 + self.reference_x1000(t) / 1000 + self._e
 
     def compliance_now(self):
         # nL/mmHg at the sensor now (wall, pump outlet and air).
@@ -458,11 +464,12 @@ class Plant:
         # Called after _settle(t): E is kept; the reference may change.
         reference = self.reference_x1000(t)
         self._c = self.compliance_x10 / 10
-        occluded = self._active[FAULT_OCCLUSION]
-        if occluded and self.occlusion_site:
-            self._c = linemod.PUMP_COMPLIANCE  # the catheter is cut off
-        if self.air_nl:
-            self._c += linemod.air_compliance(self.air_now(t), self.absolute_mmhg(t))
+        linemod = self._line  # None until a LINE: the lumped line alone
+        if linemod is not None:
+            if self._active[FAULT_OCCLUSION] and self.occlusion_site:
+                self._c = linemod.PUMP_COMPLIANCE  # the catheter is cut off
+            if self.air_nl:
+                self._c += linemod.air_compliance(self.air_now(t), self.absolute_mmhg(t))
         g_nominal = 1 / (self.resistance() * 1000)  # nL/(mmHg ms)
         g_tip = g_nominal
         g_leak = 0.0
@@ -484,12 +491,12 @@ class Plant:
             self._share = g_tip / g_total
             self._weight = self._share
             self._frozen = False
-            if self.inertance_on and g_tip:
+            if self.inertance_on and g_tip and linemod is not None:
                 if not self._l:
                     self._line2.f = self._e * g_tip  # the flow a resistive line had
                 self._l = linemod.inertance(self.catheter_nl / _CATHETER_NL_PER_CM)
                 self._line2.set(self._c, 1 / g_tip, self._l, g_leak)
-            else:
+            elif self._l:
                 self._l = 0.0
                 self._line2.f = 0.0
         else:
@@ -497,8 +504,9 @@ class Plant:
             # longer sees CSF pressure.
             self._tau = 0.0
             self._share = 0.0
-            self._l = 0.0
-            self._line2.f = 0.0  # the column stops
+            if self._l:
+                self._l = 0.0
+                self._line2.f = 0.0  # the column stops
             if not self._frozen:
                 self._frozen = True
                 self._ref_frozen = reference
@@ -671,7 +679,7 @@ def _clamp(x10):
 def check_line(material, modulus_kpa, air_nl, inertance_on, site, ambient_x10):
     # -> index of the first LINE field out of range (schema order), or -1;
     # air_dissolve_s (field 3) takes any value.
-    if not 0 <= material < len(linemod.MATERIALS):
+    if not 0 <= material <= 3:  # rig/line.py MATERIALS
         return 0
     if modulus_kpa and not 500 <= modulus_kpa <= 1_000_000:
         return 1
