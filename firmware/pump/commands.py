@@ -10,7 +10,6 @@
 # program running.
 
 import struct
-import sys
 
 from protocol import table as t
 from pump import alarms as alarmsmod
@@ -18,7 +17,7 @@ from pump import auth, limits, logcodes
 from pump import link as linkmod
 from pump import program as programmod
 from pump import therapy as therapymod
-from pump.version import FIRMWARE_VERSION
+from pump.version import FIRMWARE_VERSION, MICROPYTHON_VERSION
 
 DONE = linkmod.DONE
 
@@ -41,10 +40,6 @@ _PB_REFUSAL = {
 # Pump-internal volume pushed by a bridge bolus together with the catheter
 # (between the head and the catheter connector; an assumed design value).
 PUMP_INTERNAL_NL = 20_000
-
-
-# The interpreter this firmware runs on (HELLO): the image identifies itself.
-MICROPYTHON_VERSION = ("%d.%d.%d" % sys.implementation.version[:3]).encode()
 
 
 def handlers(app):
