@@ -144,6 +144,7 @@ def _nl_per_cm(text: str) -> int:
 
 _volume = _typed(pf.parse_volume_nl, "volume")
 _dose = _typed(pf.parse_dose_ng, "dose")
+_concentration = _typed(pf.parse_concentration_ug_ml, "concentration")
 _duration = _typed(pf.parse_duration_s, "duration")
 _alarm = _typed(alarm_id, "alarm")
 _length = _typed(_catheter_mm, "length")
@@ -311,9 +312,23 @@ def _therapy_lines(status: dict[str, Any], conc: int) -> list[tuple[str, str]]:
         ("program", f"CRC 0x{status['program_crc']:08x}, {pending}"),
         ("delivered", f"{pf.volume_text(status['delivered_nl'], conc)} in all"),
         ("pt boluses", f"{status['pb_last_day']} in the last 24 h"),
-        ("1 h window", pf.volume_text(status["window_1h_nl"], conc)),
-        ("24 h window", pf.volume_text(status["window_24h_nl"], conc)),
+        ("1 h window", pf.format_dose(status["window_1h_ng"])),
+        ("24 h window", pf.format_dose(status["window_24h_ng"])),
+        ("at the tip", _tip_text(status)),
     ]
+
+
+def _tip_text(status: dict[str, Any]) -> str:
+    """The drug now leaving the catheter tip and when the reservoir's reaches it."""
+    drug = pf.DRUG_NAMES.get(status["tip_drug_id"], f"drug {status['tip_drug_id']}")
+    conc = status["tip_conc_ug_ml"]
+    text = f"{drug} {pf.format_concentration(conc)}" if conc else "saline or an empty catheter"
+    wait = status["new_drug_at_tip_s"]
+    if wait == NEVER_U32:
+        return text + "; the reservoir's drug follows once delivery runs"
+    if wait:
+        return text + f"; the reservoir's drug reaches it in {_dhm(wait)}"
+    return text
 
 
 def cmd_hello(args: argparse.Namespace) -> int:
@@ -491,7 +506,9 @@ def cmd_cancel_bolus(args: argparse.Namespace) -> int:
 
 def cmd_refill(args: argparse.Namespace) -> int:
     with _pump_url(args) as url, _pump(args, url) as pump:
-        reply = pump.refill(args.withdrawn, args.added)
+        drug = None if args.drug is None else pf.DRUGS[args.drug]
+        crc = pump.get_program(pending=True)["crc"] if args.with_program else 0
+        reply = pump.refill(args.withdrawn, args.added, drug, args.concentration, crc)
     discrepancy = reply["discrepancy_nl"]
     meaning = ""
     if discrepancy < 0:
@@ -817,6 +834,20 @@ def _add_therapy_commands(commands: Any) -> None:
     refill = commands.add_parser("refill", help="record a refill: reconciliation, refill date")
     refill.add_argument("--withdrawn", type=_volume, required=True, metavar="VOL")
     refill.add_argument("--added", type=_volume, required=True, metavar="VOL")
+    refill.add_argument(
+        "--drug", choices=sorted(pf.DRUGS), help="the drug put in (default: the program's)"
+    )
+    refill.add_argument(
+        "--concentration",
+        type=_concentration,
+        metavar="CONC",
+        help="its concentration, e.g. 2mg/mL (default: the program's)",
+    )
+    refill.add_argument(
+        "--with-program",
+        action="store_true",
+        help="commit the pending program (sent for the new drug) together with the refill",
+    )
     _add_board_choice(refill)
     refill.set_defaults(func=cmd_refill)
 

@@ -17,6 +17,7 @@ from pump import auth, limits, logcodes
 from pump import link as linkmod
 from pump import program as programmod
 from pump import therapy as therapymod
+from pump.path import CATHETER_MAX_NL
 from pump.version import FIRMWARE_VERSION
 
 DONE = linkmod.DONE
@@ -36,10 +37,6 @@ _PB_REFUSAL = {
     therapymod.PB_DAILY_MAX: t.DAILY_MAX,
     therapymod.PB_BUSY: t.BOLUS_ACTIVE,
 }
-
-# Pump-internal volume pushed by a bridge bolus together with the catheter
-# (between the head and the catheter connector; an assumed design value).
-PUMP_INTERNAL_NL = 20_000
 
 
 def handlers(app):
@@ -78,7 +75,9 @@ def handlers(app):
         if bad_field >= 0:
             link.nack(t.BAD_PROGRAM, bad_field)
             return DONE
-        code, detail, worst_day, worst_hour = check_program(candidate)
+        code, detail, worst_day, worst_hour = check_program(
+            candidate, app.drive.nominal_stroke_nl()
+        )
         if code:
             link.nack(code, detail)
             return DONE
@@ -102,6 +101,9 @@ def handlers(app):
             return DONE
         if crc != app.pending.crc:
             link.nack(t.CRC_MISMATCH, 0)
+            return DONE
+        if not drug_matches(app, app.pending):
+            link.nack(t.DRUG_MISMATCH, 2)
             return DONE
         # A stroke already moving finishes unchanged (strokes are bounded and
         # never altered in flight), so the switch lands between two strokes.
@@ -135,17 +137,23 @@ def handlers(app):
         return DONE
 
     def bolus(link, payload):
+        # Priming and bridge volumes are the pump's, from its drug path (SPEC
+        # 22.3): typed catheter fields only say which catheter is fitted.
         (kind, volume, dose, duration_s, catheter_mm, nl_per_cm, override) = struct.unpack_from(
             t.BOLUS_REQUEST, payload, 0
         )
-        prog = app.therapy.program
+        path = app.path
         if kind == therapymod.BOLUS_CLINICIAN:
-            if volume == 0 and dose and prog.conc_ug_ml:
-                volume = limits.volume_nl(dose, prog.conc_ug_ml)
-        elif kind == therapymod.BOLUS_PRIMING:
-            volume = catheter_mm * nl_per_cm // 10
-        elif kind == therapymod.BOLUS_BRIDGE:
-            volume = catheter_mm * nl_per_cm // 10 + PUMP_INTERNAL_NL
+            if volume == 0 and dose:
+                volume = path.volume_for_dose_nl(dose)
+        elif kind == therapymod.BOLUS_PRIMING or kind == therapymod.BOLUS_BRIDGE:
+            if catheter_mm and not set_catheter(app, catheter_mm, nl_per_cm, kind == 2):
+                link.nack(t.BAD_VALUE, 4)
+                return DONE
+            if kind == therapymod.BOLUS_PRIMING:
+                volume = path.prime_volume_nl()
+            else:
+                volume = path.old_volume_nl()
         else:
             link.nack(t.BAD_VALUE, 0)
             return DONE
@@ -158,6 +166,14 @@ def handlers(app):
             return DONE
         bolus_id = app.start_bolus(kind, volume, duration_s * 1000)
         link.ack(t.BOLUS_REPLY, (bolus_id, volume))
+        return DONE
+
+    def catheter(link, payload):
+        catheter_mm, nl_per_cm, empty = struct.unpack_from(t.CATHETER_REQUEST, payload, 0)
+        if empty > 1 or not set_catheter(app, catheter_mm, nl_per_cm, empty):
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
+        link.ack(t.CATHETER_REPLY, (app.path.volume_nl(),))
         return DONE
 
     def patient_bolus(link, _payload):
@@ -184,15 +200,46 @@ def handlers(app):
         return DONE
 
     def refill(link, payload):
-        withdrawn, added = struct.unpack_from(t.REFILL_REQUEST, payload, 0)
+        # The drug put in is recorded; a new drug or concentration needs the
+        # confirmed program for it, committed with the refill (SPEC 22.2).
+        withdrawn, added, drug_id, conc, crc = struct.unpack_from(t.REFILL_REQUEST, payload, 0)
+        prog = app.therapy.program
+        pending = None
+        if crc:
+            pending = app.pending
+            if pending is None:
+                link.nack(t.NO_PENDING, 0)
+                return DONE
+            if crc != pending.crc:
+                link.nack(t.CRC_MISMATCH, 0)
+                return DONE
+            if pending.drug_id != drug_id or pending.conc_ug_ml != conc:
+                link.nack(t.DRUG_MISMATCH, 3)
+                return DONE
+        elif (
+            prog.mode != programmod.MODE_STOPPED
+            and prog.drug_id
+            and (prog.drug_id != drug_id or prog.conc_ug_ml != conc)
+        ):
+            link.nack(t.DRUG_MISMATCH, 1)
+            return DONE
+        result, detail = limits.check_program(drug_id, conc, 0, 0, 0, 1)
+        if result:
+            link.nack(t.HARD_LIMIT, detail)
+            return DONE
         expected = app.reservoir.volume_nl
         code, discrepancy, flagged = app.reservoir.refill(withdrawn, added)
         if code:
             link.nack(t.RESERVOIR, code)
             return DONE
-        # the new account is durable before the entry that claims it
-        app.snapshot()
+        app.path.refill(drug_id, conc)
+        # the new account (and program) is durable before the entries
+        if pending is not None:
+            app.activate(pending, app.pending_soft_mask)
+        else:
+            app.snapshot()
         app.log(logcodes.REFILL, added, discrepancy)
+        app.log(logcodes.REFILL_DRUG, drug_id, conc)
         if flagged:
             app.alarms.raise_alarm(alarmsmod.REFILL_DISCREPANCY, lasting=False)
         app.refilled()
@@ -280,6 +327,7 @@ def handlers(app):
         t.PATIENT_BOLUS: patient_bolus,
         t.CANCEL_BOLUS: cancel_bolus,
         t.REFILL: refill,
+        t.CATHETER: catheter,
         t.GET_LOG: get_log,
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
@@ -289,8 +337,11 @@ def handlers(app):
     return table
 
 
-def check_program(candidate):
+def check_program(candidate, stroke_nl):
     # -> (NACK code or 0, detail or soft mask, worst 24 h volume, worst 1 h)
+    # The worst cases are taken over the governor's own windows (61 min and
+    # 24 h 15 min), patient boluses as the strokes they deliver: the same
+    # rule as the headroom of a bolus (bolus_refusal), SPEC 22.4.
     rates = [candidate.basal_nl_day] if candidate.basal_nl_day else []
     if candidate.mode == programmod.MODE_FLEX:
         rates += list(candidate.flex_rate_nl_day[: candidate.flex_count])
@@ -304,23 +355,57 @@ def check_program(candidate):
         )
         if result:
             return _REFUSAL[result], limit, 0, 0
-    worst_day = candidate.max_window_nl(
-        limits.WINDOW_24H_S // 60
-    ) + candidate.pb_dose_nl * patient_boluses_in(candidate, limits.WINDOW_24H_S)
-    worst_hour = candidate.max_window_nl(
-        limits.WINDOW_1H_S // 60
-    ) + candidate.pb_dose_nl * patient_boluses_in(candidate, limits.WINDOW_1H_S)
+    pb = delivered_nl(candidate.pb_dose_nl, stroke_nl)
+    worst_day = candidate.max_window_nl(limits.WINDOW_24H_S // 60) + pb * patient_boluses_in(
+        candidate, limits.WINDOW_24H_S
+    )
+    worst_hour = candidate.max_window_nl(limits.WINDOW_1H_S // 60) + pb * patient_boluses_in(
+        candidate, limits.WINDOW_1H_S
+    )
     result, detail = limits.check_program(
         candidate.drug_id,
         candidate.conc_ug_ml,
         worst_day,
         worst_hour,
-        candidate.pb_dose_nl,
+        pb,
         candidate.override_soft,
     )
     if result:
         return _REFUSAL[result], detail, 0, 0
     return 0, detail, worst_day, worst_hour
+
+
+def delivered_nl(volume, stroke_nl):
+    # What a bolus of `volume` really moves: whole strokes, the count nearest
+    # its target, at least one (therapy.stroke_done ends it so).
+    if volume <= 0:
+        return 0
+    strokes = (volume + stroke_nl // 2) // stroke_nl
+    return (strokes if strokes > 1 else 1) * stroke_nl
+
+
+def drug_matches(app, candidate):
+    # A program may only run the drug the reservoir holds (SPEC 22.2): when
+    # a drug is recorded for the reservoir, a delivering program must name
+    # it at its concentration; a new one comes with REFILL.
+    path = app.path
+    return (
+        not path.res_drug
+        or candidate.mode == programmod.MODE_STOPPED
+        or (candidate.drug_id == path.res_drug and candidate.conc_ug_ml == path.res_conc)
+    )
+
+
+def set_catheter(app, catheter_mm, nl_per_cm, empty):
+    # Records the catheter fitted; False when its volume is out of range.
+    volume = catheter_mm * nl_per_cm // 10
+    if volume <= 0 or volume > CATHETER_MAX_NL:
+        return False
+    app.path.set_catheter(volume, empty)
+    app.snapshot()
+    app.log(logcodes.CATHETER, app.path.volume_nl(), 1 if empty else 0)
+    app.replan()  # the bridge rate follows the drug at the tip
+    return True
 
 
 def patient_boluses_in(candidate, window_s):
@@ -336,24 +421,27 @@ def patient_boluses_in(candidate, window_s):
 
 def bolus_refusal(app, volume, duration_s, override):
     # Checks shared by every bolus: delivery on, no bolus running, the drug's
-    # bolus limits, and room in the governor's windows for it.
+    # bolus limits on the dose it pushes out of the tip (the drug path), and
+    # room for it in every future window of the governor (SPEC 22.4).
     if not app.delivering():
         alarm = app.alarms.stopping()
         return (t.ALARM_ACTIVE, alarm) if alarm else (t.NOT_DELIVERING, 0)
     if app.therapy.bolus_kind != therapymod.BOLUS_NONE:
         return t.BOLUS_ACTIVE, 0
     prog = app.therapy.program
-    result, detail = limits.check_program(prog.drug_id, prog.conc_ug_ml, 0, 0, volume, override)
+    dose = app.path.dose_of_next_ng(delivered_nl(volume, app.drive.nominal_stroke_nl()))
+    result, detail = limits.check_bolus_dose(prog.drug_id, dose, override)
     if result:
         return _REFUSAL[result], detail
     now_s = app.clock.seconds()
-    in_1h, in_24h = app.governor.totals(now_s)
-    hourly_part = volume if duration_s <= 3600 else volume * 3600 // duration_s + 1
-    stroke = app.drive.nominal_stroke_nl()
-    rate_hour = prog.max_rate_nl_day() // 24 + stroke
-    if in_1h + hourly_part + rate_hour > app.governor.limit_1h_nl:
-        return t.HARD_LIMIT, limits.LIMIT_HOURLY_HARD
-    if in_24h + volume + prog.max_window_nl(1440) > app.governor.limit_24h_nl:
+    local = now_s + app.therapy.clock_offset_s
+    conc = prog.conc_ug_ml
+
+    def basal(a, b):
+        # scheduled basal dose (ng, rounded up) from now + a to now + b
+        return -(-prog.basal_units(local + a, local + b) * conc // 86_400_000)
+
+    if not app.governor.fits(now_s, dose, duration_s, basal):
         return t.HARD_LIMIT, limits.LIMIT_DAILY_HARD
     return 0, 0
 
@@ -377,6 +465,15 @@ def status_values(app):
     now_s = app.clock.seconds()
     rate = therapy.rate_nl_day if app.delivering() else 0
     in_1h, in_24h = app.governor.totals(now_s)
+    path = app.path
+    tip_drug, tip_conc = path.tip()
+    old = path.old_volume_nl()
+    if not old:
+        new_at_tip = 0
+    elif therapy.rate_nl_day > 0 and app.delivering():
+        new_at_tip = old * 86_400 // therapy.rate_nl_day
+    else:
+        new_at_tip = NEVER
     return (
         app.clock.time_ms(),
         app.uptime_ms(),
@@ -400,4 +497,7 @@ def status_values(app):
         app.pressure_x10,
         app.battery_mv,
         app.eos_days,
+        tip_drug,
+        tip_conc,
+        new_at_tip,
     )
