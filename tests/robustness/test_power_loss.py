@@ -292,7 +292,7 @@ def refill_with_program_sweep(
             size = journal_bytes_of(rig, lambda f=fields: pump.request("REFILL", f))
             continue
         start = log_total(pump)
-        cut, reply = cut_during(pump, rig, n, "REFILL", fields)
+        _cut, reply = cut_during(pump, rig, n, "REFILL", fields)
         status = pump.status()
         records.append(
             {
