@@ -151,7 +151,10 @@ def handlers(app):
                 link.nack(t.BAD_VALUE, 4)
                 return DONE
             if kind == therapymod.BOLUS_PRIMING:
+                # the air/saline at the tip end, at most a catheter's worth
                 volume = path.prime_volume_nl()
+                if volume > path.catheter_nl:
+                    volume = path.catheter_nl
             else:
                 volume = path.old_volume_nl()
         else:
