@@ -926,7 +926,7 @@ class Executor:
             if reply is None or step.source_field not in reply:
                 raise StepFailed(f"no {step.source_path} value to measure (no {step.source} reply)")
             wire = reply[step.source_field]
-        elif step.source_field in WINDOW_QUANTITIES:
+        elif step.source_field in WINDOW_QUANTITIES and step.since:  # since: checked at parse
             wire = self._window_quantity(step.source_field, self.marks[step.since].t_ms)
         else:
             wire = self._quantity(step.source_field)

@@ -77,9 +77,14 @@ class PumpApp:
         self.journal = Journal(board.fs)
         self.battery = BatteryMonitor()
         self.persist = Persist(
-            self.journal, self.therapy, self.reservoir, self.governor, self.drive, self.battery
+            self.journal,
+            self.therapy,
+            self.reservoir,
+            self.governor,
+            self.drive,
+            self.battery,
+            self.path,
         )
-        self.persist.path = self.path
         self.alarms = alarmsmod.Alarms(self._on_alarm_change)
         # Who may change therapy (SPEC section 21); the key store is
         # provisioned at flash time beside the journal.

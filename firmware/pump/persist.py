@@ -85,7 +85,7 @@ class Recovered:
 class Persist:
     """Packs and replays the app's state into and out of the journal."""
 
-    def __init__(self, journal, therapy, reservoir, governor, drive, battery):
+    def __init__(self, journal, therapy, reservoir, governor, drive, battery, path):
         self.battery = battery  # its ERI date survives resets
         self.journal = journal
         self.therapy = therapy
@@ -95,7 +95,7 @@ class Persist:
         self.alarms_mask = 0
         self.boot_count = 0
         self.next_bolus_id = 1
-        self.path = None  # the drug path (pump/path.py), set by the app
+        self.path = path  # the drug path (pump/path.py)
         # the index the active program's PROGRAM_ACTIVE entry got (or gets)
         # and its soft-override mask (-1: none, a stopped pump from new)
         self.program_index = 0xFFFFFFFF

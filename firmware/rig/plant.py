@@ -398,7 +398,7 @@ class Plant:
         # After a new catheter configuration: the newest drug stays, up to
         # the volume the path now holds (a longer path repeats the oldest).
         want = self._path_volume()
-        kept = []
+        kept = []  # type: list[list[int]]
         total = 0
         for seg in reversed(self._path):
             take = seg[1] if seg[1] < want - total else want - total
