@@ -41,7 +41,6 @@ from pathlib import Path
 
 from bench.client import PumpClient, RigClient
 from bench.image import compile_all, ensure_compiled
-from bench.paths import IMAGE_DIR
 from bench.programfile import load_program
 from bench.sim import BoardOptions, VirtualBoard, micropython_command
 from protocol import codec, schema
@@ -366,7 +365,7 @@ def occlusion_race(seed: int = 1, compliance_x10: int = 50) -> list[Row]:
     the same samples of the same plant (bench/upy/occlusion_race.py under
     MicroPython); and the volume stored in the line when each fires, which
     is what a relief would release."""
-    image = ensure_compiled(IMAGE_DIR)
+    image = ensure_compiled()
     rows = []
     for rate in RACE_RATES_NL_DAY:
         result = subprocess.run(

@@ -415,6 +415,20 @@ class PumpClient(Client):
         self._session_boot = self.request("STATUS")["boot_count"]
         return self.session
 
+    def provision(self, keys: keysmod.DeviceKeys) -> bool:
+        """Gives a pump without keys its key store (first use; a frozen UF2 has none).
+
+        -> True when this call provisioned it, False when it already had keys
+        (PROVISIONED: whether they are these keys, a session will tell).
+        """
+        try:
+            self.request("PROVISION", {"keystore": keys.keystore()})
+        except PumpRefused as refused:
+            if refused.code == schema.PROVISIONED:
+                return False
+            raise
+        return True
+
     def close_session(self) -> None:
         """Ends the session on the pump (it also ends by itself when idle)."""
         if self.session is not None:

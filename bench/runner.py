@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
+from bench import image
 from bench.client import PumpClient, RigClient
 from bench.errors import BenchError
 from bench.executor import Executor, Interrupted
@@ -96,11 +97,14 @@ class SimTarget(Target):
     sets_seed = True
     parallel = True
 
-    def __init__(self, heap: str = DEFAULT_HEAP) -> None:
+    def __init__(self, heap: str = DEFAULT_HEAP, say: Callable[[str], None] | None = None) -> None:
         self.heap = heap
+        self.say = say
 
     def preflight(self) -> None:
         micropython_command()  # raises BenchError when the interpreter is missing
+        # Once, before any board starts: the boards then share the built image.
+        image.ensure_compiled(say=self.say)
 
     @contextmanager
     def session(self, seed: int) -> Iterator[Ports]:

@@ -43,6 +43,7 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
             "board": "sim",
             "device_id": "SIM-0001",
             "schema_fingerprint": schema.FINGERPRINT,
+            "micropython_version": "1.28.0",
         },
     ),
     ("ping request", "PING", 2, 0, {"token": 0xDEADBEEF}),

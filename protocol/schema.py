@@ -115,6 +115,7 @@ ERRORS = (
     # PROGRAM/CONFIRM for another drug than the reservoir holds (detail:
     # 1 refill, 2 program, 3 the pending program named by REFILL differs)
     (43, "DRUG_MISMATCH"),
+    (61, "PROVISIONED"),  # PROVISION on a pump that already has a key store
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
 
@@ -150,6 +151,7 @@ SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
 DRUG_MISMATCH = 43
+PROVISIONED = 61
 
 # The payload of every NACK (flags REPLY|ERROR), whatever the message id.
 NACK_FIELDS = (
@@ -271,6 +273,7 @@ LOG_CODES = (
     (26, "REFILL_DRUG"),  # after REFILL: a = drug id, b = concentration ug/mL
     (27, "TIP_DRUG"),  # the drug path: a = drug id, b = concentration now at the tip
     (28, "CATHETER"),  # a = path nL (pump + catheter), b = 1 new (empty) catheter
+    (46, "KEYS_PROVISIONED"),  # a = roles given keys (bit 1 patient, bit 2 clinician)
 )
 AUTH_LOG_MS = 3_600_000
 
@@ -317,6 +320,8 @@ MESSAGES = (
         ("board", "16s", ""),
         ("device_id", "16s", ""),
         ("schema_fingerprint", "I", ""),
+        # the interpreter the firmware runs on, "1.28.0" (sys.implementation)
+        ("micropython_version", "16s", ""),
     )),
     (0x02, "PING", PORT_BOTH, (
         ("token", "I", ""),
@@ -469,6 +474,12 @@ MESSAGES = (
     ), (
         ("path_nl", "I", "nL"),  # pump internal volume + catheter
     )),
+    # First use only: a pump with no key store (a board just flashed with a
+    # frozen UF2 has an empty filesystem) takes one over its own USB link.
+    # Refused with PROVISIONED once it has one (SPEC section 21.5).
+    (0x26, "PROVISION", PORT_PUMP, (
+        ("keystore", "72s", "bytes"),  # KEYSTORE_SIZE bytes: magic, patient, clinician, CRC-32
+    ), ()),
     (0x40, "RIG_HELLO", PORT_RIG, (
         ("protocol_version", "B", ""),
         ("schema_fingerprint", "I", ""),

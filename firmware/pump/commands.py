@@ -10,6 +10,7 @@
 # program running.
 
 import struct
+import sys
 
 from protocol import table as t
 from pump import alarms as alarmsmod
@@ -39,6 +40,10 @@ _PB_REFUSAL = {
 }
 
 
+# The interpreter this firmware runs on (HELLO): the image identifies itself.
+MICROPYTHON_VERSION = ("%d.%d.%d" % sys.implementation.version[:3]).encode()
+
+
 def handlers(app):
     """The pump port's dispatch table: msg id -> fn(link, payload)."""
 
@@ -53,6 +58,7 @@ def handlers(app):
                     board.name.encode(),
                     board.device_id.encode(),
                     t.FINGERPRINT,
+                    MICROPYTHON_VERSION,
                 ),
             )
         return DONE
@@ -315,6 +321,22 @@ def handlers(app):
         link.ack(None, ())
         return DONE
 
+    def provision(link, payload):
+        # First use only (schema PROVISION): never replaces a key store, so a
+        # peer on the link cannot take over a provisioned pump.
+        if app.board.fs.read(t.KEYSTORE_FILE) is not None:
+            link.nack(t.PROVISIONED, 0)
+            return DONE
+        blob = bytes(payload[: t.KEYSTORE_SIZE])
+        roles = app.sessions.provision(blob)
+        if not roles:
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
+        app.board.fs.write(t.KEYSTORE_FILE, blob)
+        app.log(logcodes.KEYS_PROVISIONED, roles, 0)
+        link.ack(None, ())
+        return DONE
+
     table = {
         t.HELLO: hello,
         t.PING: ping,
@@ -335,6 +357,7 @@ def handlers(app):
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
         t.ACK_ALARM: ack_alarm,
+        t.PROVISION: provision,
     }
     table.update(auth.handlers(app.sessions, DONE))
     return table

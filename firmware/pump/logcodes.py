@@ -29,3 +29,4 @@ AUTH_REFUSED = 25  # a = NACK code | msg id << 8 of the latest, b = refusals it 
 REFILL_DRUG = 26  # after REFILL: a = drug id, b = concentration ug/mL
 TIP_DRUG = 27  # the drug path: a = drug id, b = concentration now at the tip
 CATHETER = 28  # a = path nL (pump + catheter), b = 1 new (empty) catheter
+KEYS_PROVISIONED = 46  # a = roles given keys (bit 1 patient, bit 2 clinician)
