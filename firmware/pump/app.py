@@ -12,7 +12,7 @@
 from protocol import table as t
 from pump import alarms as alarmsmod
 from pump import auth as authmod
-from pump import commands, limits, logcodes
+from pump import commands, logcodes
 from pump import link as linkmod
 from pump import program as programmod
 from pump import reservoir as reservoirmod
@@ -138,6 +138,7 @@ class PumpApp:
             self.alarms.raise_alarm(alarmsmod.MEMORY, lasting=False)
             self.persist.snapshot()
             self.log(logcodes.BOOT, self.reset_cause, 1)
+            commands.release_library()
             return
         self.persist.boot_count += 1
         # Latching alarms survive a reset; the others come back by themselves
@@ -176,6 +177,7 @@ class PumpApp:
         self.schedule_stroke(now)
         self._arm_flex(now, now_s)
         self._housekeeping.after(now, HOUSEKEEPING_MS)
+        commands.release_library()
 
     # --- main loop -----
     def run(self):
@@ -428,7 +430,7 @@ class PumpApp:
         therapy.program = program
         therapy.running = program.mode != programmod.MODE_STOPPED
         if program.drug_id and not self.path.res_drug:
-            self.path.adopt(program.drug_id, program.conc_ug_ml)
+            commands.drug_library().path_adopt(self.path, program.drug_id, program.conc_ug_ml)
         self._apply_program_limits(program)
         self.pending = None
         # the snapshot names the index its PROGRAM_ACTIVE entry gets: a cut
@@ -452,6 +454,7 @@ class PumpApp:
 
     def _apply_program_limits(self, program):
         governor = self.governor
+        limits = commands.drug_library().limits
         found = limits.governor_limits(program.drug_id, program.conc_ug_ml)
         # One stroke of margin: the governor counts whole strokes, so a
         # program exactly at a hard limit may end a window one stroke over.
@@ -480,6 +483,7 @@ class PumpApp:
     def _on_housekeeping(self, now):
         now_s = self.clock.seconds()
         self.governor.advance(now_s)
+        commands.release_library()  # the drug library, if a command loaded it
         if self.pending is not None and ticks_diff(now, self._pending_since) >= PENDING_TIMEOUT_MS:
             self.log(logcodes.PROGRAM_ABANDONED, self.pending.crc, 0)
             self.pending = None

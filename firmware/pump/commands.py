@@ -14,11 +14,10 @@ import sys
 
 from protocol import table as t
 from pump import alarms as alarmsmod
-from pump import auth, limits, logcodes
+from pump import auth, logcodes
 from pump import link as linkmod
 from pump import program as programmod
 from pump import therapy as therapymod
-from pump.path import CATHETER_MAX_NL
 from pump.version import FIRMWARE_VERSION
 
 DONE = linkmod.DONE
@@ -28,8 +27,18 @@ WEEK_S = 7 * 86_400
 NEVER = 0xFFFFFFFF  # a refill date or time that never comes
 LOG_PAGE = 12  # entries per GET_LOG reply (the schema's array size)
 
-# limits.check_* results -> NACK codes
-_REFUSAL = {limits.REFUSED_HARD: t.HARD_LIMIT, limits.NEEDS_OVERRIDE: t.SOFT_LIMIT}
+
+def drug_library():
+    # The drug library (pump/limits.py: its table and checks) and the
+    # programming- and bolus-time dose checks (pump/dosecheck.py) are needed
+    # only when a program, a bolus, a refill or a catheter is checked and
+    # when a program is applied: imported then, and released by
+    # release_library() (each housekeeping minute and after boot), so they do
+    # not stay on the heap between uses (about 13 KB on the 64-bit host).
+    from pump import dosecheck
+
+    return dosecheck
+
 
 _PB_REFUSAL = {
     therapymod.PB_DISABLED: t.NOT_DELIVERING,
@@ -42,6 +51,17 @@ _PB_REFUSAL = {
 
 # The interpreter this firmware runs on (HELLO): the image identifies itself.
 MICROPYTHON_VERSION = ("%d.%d.%d" % sys.implementation.version[:3]).encode()
+
+
+def release_library():
+    modules = sys.modules
+    if "pump.dosecheck" in modules or "pump.limits" in modules:
+        import pump
+
+        for name in ("dosecheck", "limits"):
+            modules.pop("pump." + name, None)
+            if name in pump.__dict__:
+                del pump.__dict__[name]
 
 
 def handlers(app):
@@ -81,7 +101,7 @@ def handlers(app):
         if bad_field >= 0:
             link.nack(t.BAD_PROGRAM, bad_field)
             return DONE
-        code, detail, worst_day, worst_hour = check_program(
+        code, detail, worst_day, worst_hour = drug_library().program_refusal(
             candidate, app.drive.nominal_stroke_nl()
         )
         if code:
@@ -108,7 +128,7 @@ def handlers(app):
         if crc != app.pending.crc:
             link.nack(t.CRC_MISMATCH, 0)
             return DONE
-        if not drug_matches(app, app.pending):
+        if not drug_library().drug_matches(app, app.pending):
             link.nack(t.DRUG_MISMATCH, 2)
             return DONE
         # A stroke already moving finishes unchanged (strokes are bounded and
@@ -149,16 +169,17 @@ def handlers(app):
             t.BOLUS_REQUEST, payload, 0
         )
         path = app.path
+        dc = drug_library()
         if kind == therapymod.BOLUS_CLINICIAN:
             if volume == 0 and dose:
-                volume = path.volume_for_dose_nl(dose)
+                volume = dc.path_volume_for_dose_nl(path, dose)
         elif kind == therapymod.BOLUS_PRIMING or kind == therapymod.BOLUS_BRIDGE:
-            if catheter_mm and not set_catheter(app, catheter_mm, nl_per_cm, kind == 2):
+            if catheter_mm and not dc.set_catheter(app, catheter_mm, nl_per_cm, kind == 2):
                 link.nack(t.BAD_VALUE, 4)
                 return DONE
             if kind == therapymod.BOLUS_PRIMING:
                 # the air/saline at the tip end, at most a catheter's worth
-                volume = path.prime_volume_nl()
+                volume = dc.path_prime_volume_nl(path)
                 if volume > path.catheter_nl:
                     volume = path.catheter_nl
             else:
@@ -169,7 +190,7 @@ def handlers(app):
         if volume <= 0:
             link.nack(t.BAD_VALUE, 1)
             return DONE
-        code, detail = bolus_refusal(app, volume, duration_s, override)
+        code, detail = dc.bolus_refusal(app, volume, duration_s, override)
         if code:
             link.nack(code, detail)
             return DONE
@@ -179,7 +200,7 @@ def handlers(app):
 
     def catheter(link, payload):
         catheter_mm, nl_per_cm, empty = struct.unpack_from(t.CATHETER_REQUEST, payload, 0)
-        if empty > 1 or not set_catheter(app, catheter_mm, nl_per_cm, empty):
+        if empty > 1 or not drug_library().set_catheter(app, catheter_mm, nl_per_cm, empty):
             link.nack(t.BAD_VALUE, 0)
             return DONE
         link.ack(t.CATHETER_REPLY, (app.path.volume_nl(),))
@@ -193,7 +214,7 @@ def handlers(app):
             code, detail = t.ALARM_ACTIVE, app.alarms.stopping()
         volume = app.therapy.program.pb_dose_nl
         if not code:
-            code, detail = bolus_refusal(app, volume, 0, 1)
+            code, detail = drug_library().bolus_refusal(app, volume, 0, 1)
         if code:
             app.log(logcodes.PB_REFUSED, code, detail)
             link.nack(code, detail)
@@ -209,6 +230,7 @@ def handlers(app):
         return DONE
 
     def refill(link, payload):
+        limits = drug_library().limits
         # The drug put in is recorded; a new drug or concentration needs the
         # confirmed program for it, committed with the refill (SPEC 22.2).
         withdrawn, added, drug_id, conc, crc = struct.unpack_from(t.REFILL_REQUEST, payload, 0)
@@ -361,115 +383,6 @@ def handlers(app):
     }
     table.update(auth.handlers(app.sessions, DONE))
     return table
-
-
-def check_program(candidate, stroke_nl):
-    # -> (NACK code or 0, detail or soft mask, worst 24 h volume, worst 1 h)
-    # The worst cases are taken over the governor's own windows (61 min and
-    # 24 h 15 min), patient boluses as the strokes they deliver: the same
-    # rule as the headroom of a bolus (bolus_refusal), SPEC 22.4.
-    rates = [candidate.basal_nl_day] if candidate.basal_nl_day else []
-    if candidate.mode == programmod.MODE_FLEX:
-        rates += list(candidate.flex_rate_nl_day[: candidate.flex_count])
-    for rate in rates:
-        result, limit = limits.check_rate(rate)
-        if result:
-            return _REFUSAL[result], limit, 0, 0
-    if candidate.pb_dose_nl:
-        result, limit = limits.check_patient_bolus(
-            candidate.pb_dose_nl, candidate.pb_lockout_s, candidate.pb_max_per_day
-        )
-        if result:
-            return _REFUSAL[result], limit, 0, 0
-    pb = delivered_nl(candidate.pb_dose_nl, stroke_nl)
-    worst_day = candidate.max_window_nl(limits.WINDOW_24H_S // 60) + pb * patient_boluses_in(
-        candidate, limits.WINDOW_24H_S
-    )
-    worst_hour = candidate.max_window_nl(limits.WINDOW_1H_S // 60) + pb * patient_boluses_in(
-        candidate, limits.WINDOW_1H_S
-    )
-    result, detail = limits.check_program(
-        candidate.drug_id,
-        candidate.conc_ug_ml,
-        worst_day,
-        worst_hour,
-        pb,
-        candidate.override_soft,
-    )
-    if result:
-        return _REFUSAL[result], detail, 0, 0
-    return 0, detail, worst_day, worst_hour
-
-
-def delivered_nl(volume, stroke_nl):
-    # What a bolus of `volume` really moves: whole strokes, the count nearest
-    # its target, at least one (therapy.stroke_done ends it so).
-    if volume <= 0:
-        return 0
-    strokes = (volume + stroke_nl // 2) // stroke_nl
-    return (strokes if strokes > 1 else 1) * stroke_nl
-
-
-def drug_matches(app, candidate):
-    # A program may only run the drug the reservoir holds (SPEC 22.2): when
-    # a drug is recorded for the reservoir, a delivering program must name
-    # it at its concentration; a new one comes with REFILL.
-    path = app.path
-    return (
-        not path.res_drug
-        or candidate.mode == programmod.MODE_STOPPED
-        or (candidate.drug_id == path.res_drug and candidate.conc_ug_ml == path.res_conc)
-    )
-
-
-def set_catheter(app, catheter_mm, nl_per_cm, empty):
-    # Records the catheter fitted; False when its volume is out of range.
-    volume = catheter_mm * nl_per_cm // 10
-    if volume <= 0 or volume > CATHETER_MAX_NL:
-        return False
-    app.path.set_catheter(volume, empty)
-    app.snapshot()
-    app.log(logcodes.CATHETER, app.path.volume_nl(), 1 if empty else 0)
-    app.replan()  # the bridge rate follows the drug at the tip
-    return True
-
-
-def patient_boluses_in(candidate, window_s):
-    # The most patient boluses that can land in a window of window_s: the
-    # lockout spaces them, and no 24 h holds more than the daily maximum.
-    if not candidate.pb_dose_nl:
-        return 0
-    by_lockout = window_s // candidate.pb_lockout_s + 1
-    days = (window_s + therapymod.DAY_S - 1) // therapymod.DAY_S
-    by_day = candidate.pb_max_per_day * days
-    return by_lockout if by_lockout < by_day else by_day
-
-
-def bolus_refusal(app, volume, duration_s, override):
-    # Checks shared by every bolus: delivery on, no bolus running, the drug's
-    # bolus limits on the dose it pushes out of the tip (the drug path), and
-    # room for it in every future window of the governor (SPEC 22.4).
-    if not app.delivering():
-        alarm = app.alarms.stopping()
-        return (t.ALARM_ACTIVE, alarm) if alarm else (t.NOT_DELIVERING, 0)
-    if app.therapy.bolus_kind != therapymod.BOLUS_NONE:
-        return t.BOLUS_ACTIVE, 0
-    prog = app.therapy.program
-    dose = app.path.dose_of_next_ng(delivered_nl(volume, app.drive.nominal_stroke_nl()))
-    result, detail = limits.check_bolus_dose(prog.drug_id, dose, override)
-    if result:
-        return _REFUSAL[result], detail
-    now_s = app.clock.seconds()
-    local = now_s + app.therapy.clock_offset_s
-    conc = prog.conc_ug_ml
-
-    def basal(a, b):
-        # scheduled basal dose (ng, rounded up) from now + a to now + b
-        return -(-prog.basal_units(local + a, local + b) * conc // 86_400_000)
-
-    if not app.governor.fits(now_s, dose, duration_s, basal):
-        return t.HARD_LIMIT, limits.LIMIT_DAILY_HARD
-    return 0, 0
 
 
 def refill_date(app):

@@ -188,48 +188,6 @@ class Governor:
             return False
         return True
 
-    # --- the headroom rule (SPEC 22.4) ------------------------------------------
-    def fits(self, now_s, extra_ng, spread_s, basal):
-        # Whether extra_ng given from now (a bolus spread over spread_s, 0:
-        # at once) on top of the basal ahead keeps every future window of
-        # both windows within its limit: exactly the windows record() will
-        # count, so a bolus granted here never trips the governor later, and
-        # no basal is counted twice (what is in the buckets is the past,
-        # basal(a, b) the scheduled basal dose in ng from now+a to now+b).
-        # Programming/bolus time only (may make big ints).
-        self.advance(now_s)
-        return self._fits(self._hour, self.limit_1h_nl, now_s, extra_ng, spread_s, basal) and (
-            self._fits(self._day, self.limit_24h_nl, now_s, extra_ng, spread_s, basal)
-        )
-
-    def _fits(self, window, limit, now_s, extra, spread_s, basal):
-        n = window.n
-        period = window.period_s
-        b = window.buckets
-        past = window.total
-        current = window.current
-        steps = n + (spread_s + period - 1) // period
-        if steps > 2 * n:
-            steps = 2 * n
-        for k in range(steps):
-            if k:
-                # the oldest bucket of the last window has left this one
-                if k < n:
-                    past -= b[(current + k) % n]
-                else:
-                    past = 0
-            start = (current + k - n + 1) * period - now_s
-            end = (current + k + 1) * period - now_s
-            part = extra
-            if spread_s > 0:
-                overlap = end - (start if start > 0 else 0)
-                bound = extra * overlap // spread_s + self.grain_ng
-                if bound < part:
-                    part = bound
-            if past + part + basal(start if start > 0 else 0, end) > limit:
-                return False
-        return True
-
     # --- reports -------------------------------------------------------------
     def totals(self, now_s):
         # (sum_1h_nl, sum_24h_nl) after rolling the windows to now_s.

@@ -68,54 +68,12 @@ class DrugPath:
         if not self._count:
             self._fill(drug_id, conc_ug_ml)
 
-    def adopt(self, drug_id, conc_ug_ml):
-        # A program for a drug is made active while no drug is recorded for
-        # the reservoir (filled before drugs were recorded, or saline): the
-        # reservoir and the whole path are taken to hold the program's drug,
-        # so the governor counts its dose rather than none.
-        self._count = 0
-        self.refill(drug_id, conc_ug_ml)
-
     def _fill(self, drug_id, conc):
         self._head = 0
         self._count = 1
         self._drug[0] = drug_id
         self._conc[0] = conc
         self._vol[0] = self.volume_nl()
-
-    def set_catheter(self, catheter_nl, empty):
-        # A catheter of catheter_nl fitted (empty: new, it holds no drug) or
-        # its volume corrected (the column keeps what it holds, trimmed or
-        # extended at the tip end with what is at the tip).
-        if not self._count:
-            self._fill(self.res_drug, self.res_conc)
-        old = self.volume_nl()
-        self.catheter_nl = catheter_nl
-        if empty:
-            # what was in the old catheter is gone with it; the pump's
-            # internal volume keeps the newest drug
-            self._take(old - self.internal_nl if old > self.internal_nl else 0)
-            self._add_oldest(0, 0, catheter_nl)
-            return
-        new = self.volume_nl()
-        if new < old:
-            self._take(old - new)
-        elif new > old:
-            self._add_oldest(self._drug[self._head], self._conc[self._head], new - old)
-
-    def _add_oldest(self, drug_id, conc, volume):
-        if volume <= 0:
-            return
-        if self._count and self._drug[self._head] == drug_id and self._conc[self._head] == conc:
-            self._vol[self._head] += volume
-            return
-        if self._count == SEGMENTS:
-            self._merge_oldest()
-        self._head = (self._head - 1) % SEGMENTS
-        self._count += 1
-        self._drug[self._head] = drug_id
-        self._conc[self._head] = conc
-        self._vol[self._head] = volume
 
     # --- hot path ------------------------------------------------------------
     def push(self, volume_nl):
@@ -178,17 +136,6 @@ class DrugPath:
         self._count -= 1
 
     # --- reports (programming time: may allocate) ----------------------------
-    def prime_volume_nl(self):
-        # Volume of saline/air at the tip end (a new catheter): what a
-        # priming bolus pushes before drug reaches the tip.
-        volume = 0
-        for k in range(self._count):
-            i = (self._head + k) % SEGMENTS
-            if self._conc[i]:
-                break
-            volume += self._vol[i]
-        return volume
-
     def tip(self):
         # (drug id, concentration) now leaving the tip.
         if not self._count:
@@ -207,43 +154,6 @@ class DrugPath:
         if self._drug[newest] == self.res_drug and self._conc[newest] == self.res_conc:
             total -= self._vol[newest]
         return total
-
-    def dose_of_next_ng(self, volume):
-        # Dose (ng, rounded up) of the next `volume` nL to leave the tip,
-        # reservoir drug after the path.
-        pg = 0
-        for k in range(self._count):
-            i = (self._head + k) % SEGMENTS
-            v = self._vol[i] if self._vol[i] < volume else volume
-            pg += v * self._conc[i]
-            volume -= v
-            if volume <= 0:
-                break
-        if volume > 0:
-            pg += volume * self.res_conc
-        return -(-pg // 1000)
-
-    def volume_for_dose_nl(self, dose_ng):
-        # The largest volume whose tip dose is at most dose_ng (walks the path
-        # like dose_of_next_ng). 0 when nothing but saline or air is ahead.
-        pg_left = dose_ng * 1000
-        volume = 0
-        for k in range(self._count + 1):
-            if k < self._count:
-                i = (self._head + k) % SEGMENTS
-                v, c = self._vol[i], self._conc[i]
-            else:
-                v, c = -1, self.res_conc  # the reservoir: unbounded
-            if c <= 0:
-                if v < 0:
-                    return volume
-                volume += v
-                continue
-            if v < 0 or v * c > pg_left:
-                return volume + pg_left // c
-            volume += v
-            pg_left -= v * c
-        return volume
 
     # --- persistence -----------------------------------------------------------
     def pack_into(self, buf, offset):

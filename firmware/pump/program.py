@@ -192,24 +192,6 @@ class Program:
             minute = following
         return (total + MINUTES_PER_DAY - 1) // MINUTES_PER_DAY
 
-    def basal_units(self, start_s, end_s):
-        # Basal scheduled from local second start_s to end_s (seconds since
-        # Monday 00:00; may pass the week), in nL/day x s (divide by 86,400
-        # for nL): exact, for the governor's headroom rule. Bolus time only.
-        if self.mode != MODE_FLEX:
-            return self.rate_at(0, 0) * (end_s - start_s)
-        total = 0
-        t = start_s
-        while t < end_s:
-            minute = (t // 60) % MINUTES_PER_DAY
-            day = (t // 86_400) % 7
-            following = (t // 86_400) * 86_400 + self.next_change_minute(minute) * 60
-            if following > end_s:
-                following = end_s
-            total += self.rate_at(minute, day) * (following - t)
-            t = following
-        return total
-
     def max_rate_nl_day(self):
         if self.mode != MODE_FLEX:
             return self.rate_at(0, 0)

@@ -4,6 +4,7 @@
 import json
 
 import micropython
+from pump import dosecheck as D
 from pump import path as P
 from pump.path import DrugPath
 
@@ -82,9 +83,9 @@ for step in range(3_000):
         assert ng >= ref.pg // 1000  # merged at the higher concentration: never less
     # the dose of the next volume and the volume of a dose agree
     d = 1 + rand(400_000)
-    v = p.volume_for_dose_nl(d)
-    assert p.dose_of_next_ng(v) <= d, (step, d, v)
-    assert p.dose_of_next_ng(v + 1) > d, (step, d, v)  # and it is the largest
+    v = D.path_volume_for_dose_nl(p, d)
+    assert D.path_dose_of_next_ng(p, v) <= d, (step, d, v)
+    assert D.path_dose_of_next_ng(p, v + 1) > d, (step, d, v)  # and it is the largest
 
 assert exact >= 1_000, exact  # most of the run is compared exactly
 
@@ -93,9 +94,9 @@ q = DrugPath()
 q.refill(4, 2_000)
 q.refill(4, 500)  # the reservoir now holds 500; the path still 2000
 assert q.old_volume_nl() == 176_000 and q.tip() == (4, 2_000)
-assert q.dose_of_next_ng(176_000) == 352_000  # 176 uL of 2000 ug/mL
-assert q.dose_of_next_ng(186_000) == 357_000  # then 10 uL of the new 500
-assert q.volume_for_dose_nl(352_000) == 176_000
+assert D.path_dose_of_next_ng(q, 176_000) == 352_000  # 176 uL of 2000 ug/mL
+assert D.path_dose_of_next_ng(q, 186_000) == 357_000  # then 10 uL of the new 500
+assert D.path_volume_for_dose_nl(q, 352_000) == 176_000
 total = 0
 for _ in range(880):
     total += q.push(200)
@@ -103,15 +104,15 @@ assert total == 352_000 and q.tip() == (4, 500) and q.tip_changed
 assert q.old_volume_nl() == 0
 
 # --- a new catheter: empty at the tip end, the pump keeps its drug ---------------
-q.set_catheter(100_000, 1)
+D.path_set_catheter(q, 100_000, 1)
 assert q.volume_nl() == 120_000 and q.tip() == (0, 0)
-assert q.prime_volume_nl() == 100_000 and q.dose_of_next_ng(100_000) == 0
+assert D.path_prime_volume_nl(q) == 100_000 and D.path_dose_of_next_ng(q, 100_000) == 0
 total = 0
 for _ in range(500):
     total += q.push(200)
-assert total == 0 and q.tip() == (4, 500) and q.prime_volume_nl() == 0
+assert total == 0 and q.tip() == (4, 500) and D.path_prime_volume_nl(q) == 0
 # a correction: longer, extended with what is at the tip
-q.set_catheter(150_000, 0)
+D.path_set_catheter(q, 150_000, 0)
 assert q.volume_nl() == 170_000 and q.old_volume_nl() == 0
 
 # --- a full ring merges at the higher concentration ------------------------------
