@@ -486,10 +486,10 @@ def cmd_bolus(args: argparse.Namespace) -> int:
             override_soft=args.override_soft,
         )
     over = f" over {pf.format_duration(args.duration)}" if args.duration else ""
-    print(
-        f"{url}: {args.kind} bolus {reply['bolus_id']} started: "
-        f"{pf.volume_text(reply['volume_nl'], conc)}{over}"
-    )
+    # priming and bridge push what the path holds, not the program's drug:
+    # the pump checked their dose at the tip (SPEC 22.3)
+    shown = pf.volume_text(reply["volume_nl"], conc if args.kind == "clinician" else 0)
+    print(f"{url}: {args.kind} bolus {reply['bolus_id']} started: {shown}{over}")
     return EXIT_OK
 
 
@@ -510,6 +510,17 @@ def cmd_cancel_bolus(args: argparse.Namespace) -> int:
         print(f"{url}: bolus cancelled after {pf.format_volume(delivered)}")
     else:
         print(f"{url}: no bolus was running")
+    return EXIT_OK
+
+
+def cmd_catheter(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, _pump(args, url) as pump:
+        path_nl = pump.catheter(args.length, args.nl_per_cm, args.new)
+        status = pump.status()
+    what = "a new, empty catheter" if args.new else "the catheter"
+    print(f"{url}: {what} of {args.length / 10:g} cm at {args.nl_per_cm} nL/cm recorded")
+    print(f"drug path:   {pf.format_volume(path_nl)} (pump internal volume + catheter)")
+    print(f"at the tip:  {_tip_text(status)}")
     return EXIT_OK
 
 
@@ -854,6 +865,17 @@ def _add_therapy_commands(commands: Any) -> None:
     _add_board_choice(bolus)
     bolus.set_defaults(func=cmd_bolus)
 
+    catheter = commands.add_parser(
+        "catheter", help="tell the pump which catheter is fitted (its drug path)"
+    )
+    catheter.add_argument("--length", type=_length, required=True, metavar="CM")
+    catheter.add_argument("--nl-per-cm", type=_nl_per_cm, default=2_600, metavar="NL")
+    catheter.add_argument(
+        "--new", action="store_true", help="a new catheter: empty, prime it with a priming bolus"
+    )
+    _add_board_choice(catheter)
+    catheter.set_defaults(func=cmd_catheter)
+
     refill = commands.add_parser("refill", help="record a refill: reconciliation, refill date")
     refill.add_argument("--withdrawn", type=_volume, required=True, metavar="VOL")
     refill.add_argument("--added", type=_volume, required=True, metavar="VOL")
@@ -905,9 +927,12 @@ def _check_bolus(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             parser.error("--catheter-cm and --nl-per-cm go with --kind priming or bridge")
     else:
         if args.volume is not None or args.dose is not None:
-            parser.error(f"a {args.kind} bolus fills the catheter: give no --volume or --dose")
-        if args.catheter_cm is None or args.nl_per_cm is None:
-            parser.error(f"a {args.kind} bolus needs --catheter-cm and --nl-per-cm")
+            parser.error(
+                f"the pump works out a {args.kind} bolus from its drug path: "
+                "give no --volume or --dose"
+            )
+        if (args.catheter_cm is None) != (args.nl_per_cm is None):
+            parser.error("--catheter-cm and --nl-per-cm go together (the catheter fitted)")
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -336,7 +336,7 @@ def test_priming_bolus_fills_the_catheter(bench: Bench, tmp_path: Path) -> None:
         (["bolus", "--volume", "0.1"], "'0.1' is not a volume"),
         (["bolus", "--dose", "1mL"], "unknown unit 'mL'"),
         (["bolus", "--kind", "priming", "--volume", "1mL"], "give no --volume or --dose"),
-        (["bolus", "--kind", "bridge", "--catheter-cm", "60"], "needs --catheter-cm and --nl"),
+        (["bolus", "--kind", "bridge", "--catheter-cm", "60"], "--nl-per-cm go together"),
         (["bolus", "--volume", "1mL", "--nl-per-cm", "9"], "go with --kind priming or bridge"),
         (["bolus", "--volume", "1mL", "--duration", "5m"], "(minutes are min)"),
         (["bolus", "--volume", "5000mL"], "'5000mL' is too large: at most 4294967295 nL"),
@@ -515,3 +515,34 @@ def test_rig_client_typed_methods(bench: Bench) -> None:
 def test_program_rejects_incomplete_fields(bench: Bench) -> None:
     with bench.pump() as pump, pytest.raises(ValueError, match="missing"):
         pump.program({"drug_id": 1})
+
+
+# --- dose at the tip (SPEC 22) -----------------------------------------------------------
+
+
+def test_refill_with_a_new_concentration_and_its_program(bench: Bench, tmp_path: Path) -> None:
+    bench.running()  # morphine 10 mg/mL
+    stronger = write(
+        tmp_path,
+        "morphine-25.toml",
+        'drug = "morphine"\nconcentration = "25 mg/mL"\nmode = "continuous"\nrate = "5 mg/day"\n',
+    )
+    args = ["refill", "--withdrawn", "19mL", "--added", "20mL", "--drug", "morphine"]
+    code, _out, err = bench.run(*args, "--concentration", "25mg/mL")
+    assert code == 1 and "DRUG_MISMATCH" in err
+    with bench.pump() as pump:
+        crc = pump.program(load_program(stronger))["crc"]
+    bench.rig.fill(20_000_000, 25_000)
+    bench.ok(*args, "--concentration", "25mg/mL", "--with-program")
+    status = bench.ok("status")
+    assert value(status, "program") == f"CRC 0x{crc:08x}, no program pending"
+    assert value(status, "at the tip").startswith("morphine 10 mg/mL; the reservoir's drug")
+
+
+def test_catheter_records_the_drug_path(bench: Bench) -> None:
+    bench.running()
+    out = bench.ok("catheter", "--length", "80", "--nl-per-cm", "2600", "--new")
+    assert "drug path:   0.228 mL (pump internal volume + catheter)" in out
+    assert "at the tip:  saline or an empty catheter" in out
+    out = bench.ok("bolus", "--kind", "priming")
+    assert out.endswith("priming bolus 1 started: 0.208 mL\n")  # the empty 80 cm
