@@ -120,9 +120,13 @@ class Rig:
         _, material, cm, air, inertance = m.line.standard(spec.name)
         cm = spec.cm or cm
         plant = m.plant.Plant(seed)
+        # the line module the plant imports at the first LINE (here it is
+        # out of sys.modules: hand it over)
+        plant._line = m.line
+        plant._line2 = m.line.SecondOrder()
         plant.configure(0, cm * 2600, 0, 10**9, 0, 50, 100, spec.noise_x10, spec.csf_x10)
         if spec.daily_life:
-            plant.csf.daily_life()
+            m.line.daily_life(plant.csf)
         if spec.inertance >= 0:
             inertance = spec.inertance
         plant.configure_line(

@@ -23,6 +23,8 @@ import math
 
 from micropython import const
 
+from rig.noise import HOUR_MS, hash_at, mix32
+
 _PA_PER_MMHG = 133.322
 ATM_MMHG = const(760)  # the sensor's calibration reference (sea level)
 _RHO = 1000.0  # kg/m^3, drug solution (water-like)
@@ -188,3 +190,110 @@ class SecondOrder:
         self.e = z1 + e_eq
         self.f = z2 + f_eq
         return int_f, g * int_e
+
+
+# --- daily life: the CSF of docs/plant.md section 2 (rig/noise.py Csf) ------------
+# (daily_life(): off by default, on in the standard
+# configurations and the campaign; docs/plant.md section 2) -------------------
+# Upright, lumbar: +20-30 mmHg over lying (the hydrostatic column; Magnaes
+# 1976: lumbar pressure sitting/standing 30-40 cmH2O): 25 mmHg.
+_DAILY_UPRIGHT_X1000 = const(25_000)
+# A posture change overshoots: +40-60 mmHg, a half sine over the 5 s ramp.
+_DAILY_POSTURE_TRANSIENT_X1000 = const(50_000)
+# Coughs in bursts of up to 4, peaks 20-150 mmHg (a cough reaches 100+ mmHg
+# in the lumbar sac: Williams, Lancet 1976;1:1204), 4 bursts an hour by day.
+_DAILY_COUGHS_PER_HOUR = const(4)
+_DAILY_COUGH_BURST = const(4)
+_DAILY_COUGH_MAX_X1000 = const(150_000)
+# Valsalva strains (lifting, straining at stool): rise over 0.5-2 s to +30-90
+# mmHg (15-180 mmHg/s), hold 2-8 s, fall over 1 s; 2 an hour (assumed).
+_DAILY_STRAINS_PER_HOUR = const(2)
+STRAIN_BUCKET_MS = const(900_000)  # at most one strain per 15 min
+_STRAIN_MIN_X1000 = const(30_000)
+_STRAIN_MAX_X1000 = const(90_000)
+_STRAIN_RISE_MIN_MS = const(500)
+_STRAIN_RISE_MAX_MS = const(2_000)
+_STRAIN_HOLD_MIN_MS = const(2_000)
+_STRAIN_HOLD_MAX_MS = const(8_000)
+_STRAIN_FALL_MS = const(1_000)
+# Weather, seen by the absolute sensor only: knots every 12 h, uniform in
+# +-25 mmHg (a strong low or high: 960-1050 hPa is 720-788 mmHg).
+_DAILY_WEATHER_X1000 = const(25_000)
+_WEATHER_KNOT_MS = const(43_200_000)
+
+
+def daily_life(csf):
+    # The patient of the standard configurations: upright offsets,
+    # posture transients, cough bursts, strains.
+    csf.strain_fn = strain
+    csf.upright_x1000 = _DAILY_UPRIGHT_X1000
+    csf.posture_transient_x1000 = _DAILY_POSTURE_TRANSIENT_X1000
+    csf.coughs_per_hour = _DAILY_COUGHS_PER_HOUR
+    csf.cough_burst = _DAILY_COUGH_BURST
+    csf.cough_max_x1000 = _DAILY_COUGH_MAX_X1000
+    csf.strains_per_hour = _DAILY_STRAINS_PER_HOUR
+
+
+def weather(csf):
+    # The ambient pressure the sealed sensor reads (+-25 mmHg): off in
+    # daily_life(); the pump's level decisions assume a gauge reading
+    # (docs/plant.md section 4).
+    csf.weather_fn = weather_x1000
+    csf.weather_amp_x1000 = _DAILY_WEATHER_X1000
+
+
+def strain_in(csf, b):
+    # (start ms into the bucket, rise ms, hold ms, peak 0.001 mmHg) of
+    # strain bucket b; rise 0 if none.
+    if b != csf._strain_b:
+        csf._strain_b = b
+        h = hash_at(csf._strain_key, b)
+        chance = csf.strains_per_hour * STRAIN_BUCKET_MS * 65536 // HOUR_MS
+        if (h & 0xFFFF) >= chance:
+            csf._strain = (0, 0, 0, 0)
+        else:
+            g = mix32(h)
+            rise = (
+                _STRAIN_RISE_MIN_MS
+                + (g & 0xFFFF) * (_STRAIN_RISE_MAX_MS - _STRAIN_RISE_MIN_MS) // 65536
+            )
+            hold = (
+                _STRAIN_HOLD_MIN_MS
+                + (g >> 16) * (_STRAIN_HOLD_MAX_MS - _STRAIN_HOLD_MIN_MS) // 65536
+            )
+            g = mix32(g)
+            peak = _STRAIN_MIN_X1000 + g % (_STRAIN_MAX_X1000 - _STRAIN_MIN_X1000 + 1)
+            span = STRAIN_BUCKET_MS - rise - hold - _STRAIN_FALL_MS
+            start = (mix32(g) & 0xFFFF) * span // 65536
+            csf._strain = (start, rise, hold, peak)
+    return csf._strain
+
+
+def strain(csf, t):
+    b = t // STRAIN_BUCKET_MS
+    start, rise, hold, peak = strain_in(csf, b)
+    if not rise:
+        return 0
+    x = t - b * STRAIN_BUCKET_MS - start
+    if x <= 0:
+        return 0
+    if x < rise:
+        return peak * x // rise
+    x -= rise
+    if x < hold:
+        return peak
+    x -= hold
+    if x < _STRAIN_FALL_MS:
+        return peak * (_STRAIN_FALL_MS - x) // _STRAIN_FALL_MS
+    return 0
+
+
+def weather_x1000(csf, t):
+    # Ambient pressure change from the calibration, 0.001 mmHg.
+    span = csf.weather_amp_x1000
+    if not span:
+        return 0
+    k = t // _WEATHER_KNOT_MS
+    a = hash_at(csf._weather_key, k) % (2 * span + 1) - span
+    z = hash_at(csf._weather_key, k + 1) % (2 * span + 1) - span
+    return a + (z - a) * (t - k * _WEATHER_KNOT_MS) // _WEATHER_KNOT_MS

@@ -55,6 +55,7 @@ _DRIFT_KNOT_MS = const(900_000)  # a knot every 15 min
 # Coughs, sneezes, straining: short spikes (DESIGN.md 9; issue 4).
 _COUGHS_PER_HOUR = const(3)
 COUGH_BUCKET_MS = const(600_000)  # at most one cough per 10 min bucket
+_COUGH_GAP_MS = const(300)  # between the coughs of a burst
 _COUGH_MIN_X1000 = const(20_000)
 _COUGH_MAX_X1000 = const(60_000)
 COUGH_MIN_MS = const(600)
@@ -64,35 +65,6 @@ _CARDIAC_X1000 = const(500)
 CARDIAC_PERIOD_MS = const(833)  # 72 beats/min
 _RESP_X1000 = const(500)
 _RESP_PERIOD_MS = const(4_000)  # 15 breaths/min
-
-# --- daily life (Csf.daily_life(): off by default, on in the standard
-# configurations and the campaign; docs/plant.md section 2) -------------------
-# Upright, lumbar: +20-30 mmHg over lying (the hydrostatic column; Magnaes
-# 1976: lumbar pressure sitting/standing 30-40 cmH2O): 25 mmHg.
-_DAILY_UPRIGHT_X1000 = const(25_000)
-# A posture change overshoots: +40-60 mmHg, a half sine over the 5 s ramp.
-_DAILY_POSTURE_TRANSIENT_X1000 = const(50_000)
-# Coughs in bursts of up to 4, peaks 20-150 mmHg (a cough reaches 100+ mmHg
-# in the lumbar sac: Williams, Lancet 1976;1:1204), 4 bursts an hour by day.
-_DAILY_COUGHS_PER_HOUR = const(4)
-_DAILY_COUGH_BURST = const(4)
-_DAILY_COUGH_MAX_X1000 = const(150_000)
-_COUGH_GAP_MS = const(300)  # between the coughs of a burst
-# Valsalva strains (lifting, straining at stool): rise over 0.5-2 s to +30-90
-# mmHg (15-180 mmHg/s), hold 2-8 s, fall over 1 s; 2 an hour (assumed).
-_DAILY_STRAINS_PER_HOUR = const(2)
-STRAIN_BUCKET_MS = const(900_000)  # at most one strain per 15 min
-_STRAIN_MIN_X1000 = const(30_000)
-_STRAIN_MAX_X1000 = const(90_000)
-_STRAIN_RISE_MIN_MS = const(500)
-_STRAIN_RISE_MAX_MS = const(2_000)
-_STRAIN_HOLD_MIN_MS = const(2_000)
-_STRAIN_HOLD_MAX_MS = const(8_000)
-_STRAIN_FALL_MS = const(1_000)
-# Weather, seen by the absolute sensor only: knots every 12 h, uniform in
-# +-25 mmHg (a strong low or high: 960-1050 hPa is 720-788 mmHg).
-_DAILY_WEATHER_X1000 = const(25_000)
-_WEATHER_KNOT_MS = const(43_200_000)
 
 # --- sensor noise -------------------------------------------------------------
 # Sum of four uniform bytes of one hash: mean 510, standard deviation
@@ -170,26 +142,14 @@ class Csf:
         self._cough_n = 1
         self.strains_per_hour = 0
         self.weather_amp_x1000 = 0
+        # rig/line.py's strain() and weather_x1000(), set by its daily_life()
+        # and weather(): the code stays off the heap of a quiet patient
+        self.strain_fn = None
+        self.weather_fn = None
         self._strain_key = stream_key(seed, _STREAM_STRAIN)
         self._weather_key = stream_key(seed, _STREAM_WEATHER)
         self._strain_b = -1
         self._strain = (0, 0, 0, 0)  # start ms into the bucket, rise, hold, peak
-
-    def daily_life(self):
-        # The patient of the standard configurations: upright offsets,
-        # posture transients, cough bursts, strains.
-        self.upright_x1000 = _DAILY_UPRIGHT_X1000
-        self.posture_transient_x1000 = _DAILY_POSTURE_TRANSIENT_X1000
-        self.coughs_per_hour = _DAILY_COUGHS_PER_HOUR
-        self.cough_burst = _DAILY_COUGH_BURST
-        self.cough_max_x1000 = _DAILY_COUGH_MAX_X1000
-        self.strains_per_hour = _DAILY_STRAINS_PER_HOUR
-
-    def weather(self):
-        # The ambient pressure the sealed sensor reads (+-25 mmHg): off in
-        # daily_life(); the pump's level decisions assume a gauge reading
-        # (docs/plant.md section 4).
-        self.weather_amp_x1000 = _DAILY_WEATHER_X1000
 
     def x1000(self, t):
         return self.slow_x1000(t) + self.fast_x1000(t)
@@ -200,7 +160,7 @@ class Csf:
     def fast_x1000(self, t):
         value = self.cough(t)
         if self.strains_per_hour:
-            value += self.strain(t)
+            value += self.strain_fn(self, t)
         if self.cardiac_x1000:
             i = (t + self._cardiac_phase_ms) % CARDIAC_PERIOD_MS * _SINE_STEPS // CARDIAC_PERIOD_MS
             value += self.cardiac_x1000 * SINE[i] // _SINE_ONE
@@ -257,61 +217,6 @@ class Csf:
                 over = size * SINE[into * (_SINE_STEPS // 2) // _POSTURE_RAMP_MS] // _SINE_ONE
             return before + (level - before) * into // _POSTURE_RAMP_MS + over
         return level
-
-    # --- strains (Valsalva) and the weather ------------------------------------------
-    def strain_in(self, b):
-        # (start ms into the bucket, rise ms, hold ms, peak 0.001 mmHg) of
-        # strain bucket b; rise 0 if none.
-        if b != self._strain_b:
-            self._strain_b = b
-            h = hash_at(self._strain_key, b)
-            chance = self.strains_per_hour * STRAIN_BUCKET_MS * 65536 // HOUR_MS
-            if (h & 0xFFFF) >= chance:
-                self._strain = (0, 0, 0, 0)
-            else:
-                g = mix32(h)
-                rise = (
-                    _STRAIN_RISE_MIN_MS
-                    + (g & 0xFFFF) * (_STRAIN_RISE_MAX_MS - _STRAIN_RISE_MIN_MS) // 65536
-                )
-                hold = (
-                    _STRAIN_HOLD_MIN_MS
-                    + (g >> 16) * (_STRAIN_HOLD_MAX_MS - _STRAIN_HOLD_MIN_MS) // 65536
-                )
-                g = mix32(g)
-                peak = _STRAIN_MIN_X1000 + g % (_STRAIN_MAX_X1000 - _STRAIN_MIN_X1000 + 1)
-                span = STRAIN_BUCKET_MS - rise - hold - _STRAIN_FALL_MS
-                start = (mix32(g) & 0xFFFF) * span // 65536
-                self._strain = (start, rise, hold, peak)
-        return self._strain
-
-    def strain(self, t):
-        b = t // STRAIN_BUCKET_MS
-        start, rise, hold, peak = self.strain_in(b)
-        if not rise:
-            return 0
-        x = t - b * STRAIN_BUCKET_MS - start
-        if x <= 0:
-            return 0
-        if x < rise:
-            return peak * x // rise
-        x -= rise
-        if x < hold:
-            return peak
-        x -= hold
-        if x < _STRAIN_FALL_MS:
-            return peak * (_STRAIN_FALL_MS - x) // _STRAIN_FALL_MS
-        return 0
-
-    def weather_x1000(self, t):
-        # Ambient pressure change from the calibration, 0.001 mmHg.
-        span = self.weather_amp_x1000
-        if not span:
-            return 0
-        k = t // _WEATHER_KNOT_MS
-        a = hash_at(self._weather_key, k) % (2 * span + 1) - span
-        z = hash_at(self._weather_key, k + 1) % (2 * span + 1) - span
-        return a + (z - a) * (t - k * _WEATHER_KNOT_MS) // _WEATHER_KNOT_MS
 
     # --- coughs ------------------------------------------------------------------------
     def cough_in(self, b):

@@ -251,12 +251,7 @@ class Plant:
         # outlet. Trapped air (nL at 1 atm) adds V/P; it dissolves with
         # air_dissolve_ms (0: it stays). Checked by the caller (check_line()).
         self.update(now)
-        if self._line is None:
-            from rig import line as linemod
-
-            self._line = linemod
-            self._line2 = linemod.SecondOrder()
-        linemod = self._line
+        linemod = self.line_module()
         if material:
             cm = self.catheter_nl // _CATHETER_NL_PER_CM
             c = linemod.wall_compliance(material, cm, modulus_kpa) + linemod.PUMP_COMPLIANCE
@@ -267,6 +262,16 @@ class Plant:
         self.inertance_on = inertance_on
         self.occlusion_site = site
         self._derive(now)
+
+    def line_module(self):
+        # rig/line.py, imported at the first LINE (it stays off the heap of
+        # a board that never uses it).
+        if self._line is None:
+            from rig import line as linemod
+
+            self._line = linemod
+            self._line2 = linemod.SecondOrder()
+        return self._line
 
     def air_now(self, t):
         # nL of air (at 1 atm) left at t.
@@ -654,7 +659,10 @@ class Plant:
             value += self._param[FAULT_SENSOR_OFFSET] * 100
         # a sealed sensor reads absolute pressure less its 760 mmHg
         # calibration: the weather and a cabin move every reading alike
-        value += self.ambient_x10 * 100 + self.csf.weather_x1000(t)
+        value += self.ambient_x10 * 100
+        csf = self.csf
+        if csf.weather_fn is not None:
+            value += csf.weather_fn(csf, t)
         return _clamp(value // 100)
 
     # --- battery ------------------------------------------------------------------------

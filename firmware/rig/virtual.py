@@ -252,9 +252,9 @@ class VirtualRig:
         plant = self.board.plant
         now = self.clock.time_ms()
         plant.ambient_x10 = ambient
-        if daily:
-            plant.csf.daily_life()
         plant.configure_line(material, modulus, air, dissolve_s * 1000, inertance, site, now)
+        if daily:
+            plant.line_module().daily_life(plant.csf)
         link.ack(None, ())
         return linkmod.DONE
 

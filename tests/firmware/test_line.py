@@ -219,19 +219,19 @@ def test_the_absolute_sensor_reads_the_cabin_and_the_weather(rig) -> None:
     assert p.sensor_x10(1001) - ground == -1700
     assert p.pressure_x10(1001) == ground  # the line itself is gauge: unchanged
     p.ambient_x10 = 0
-    p.csf.weather()
-    weather = [p.csf.weather_x1000(h * 3_600_000) for h in range(0, 24 * 20)]
+    rig.line.weather(p.csf)
+    weather = [rig.line.weather_x1000(p.csf, h * 3_600_000) for h in range(0, 24 * 20)]
     assert max(weather) <= 25_000 and min(weather) >= -25_000
     assert max(weather) - min(weather) > 20_000
 
 
 def test_daily_life_has_upright_offsets_cough_bursts_and_strains(rig) -> None:
     csf = rig.noise.Csf(11)
-    csf.daily_life()
+    rig.line.daily_life(csf)
     csf.drift_x1000 = csf.cardiac_x1000 = csf.resp_x1000 = 0
     peaks, slopes, coughs_over_100 = [], [], 0
     for b in range(400):  # 400 strain buckets of 15 min
-        _start, rise, _hold, peak = csf.strain_in(b)
+        _start, rise, _hold, peak = rig.line.strain_in(csf, b)
         if rise:
             peaks.append(peak)
             slopes.append(peak / rise)  # mmHg/s
