@@ -159,8 +159,9 @@ class Csf:
 
     def fast_x1000(self, t):
         value = self.cough(t)
-        if self.strains_per_hour:
-            value += self.strain_fn(self, t)
+        strain = self.strain_fn
+        if strain is not None and self.strains_per_hour:
+            value += strain(self, t)
         if self.cardiac_x1000:
             i = (t + self._cardiac_phase_ms) % CARDIAC_PERIOD_MS * _SINE_STEPS // CARDIAC_PERIOD_MS
             value += self.cardiac_x1000 * SINE[i] // _SINE_ONE

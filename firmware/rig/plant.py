@@ -417,6 +417,8 @@ class Plant:
         # The same with inertance (rig/line.py SecondOrder): E and the
         # catheter's flow F; the leak, if any, drains E at the outlet.
         line2 = self._line2
+        if line2 is None:  # never: _l is set with the line module
+            return
         line2.e = self._e
         while self._t < t:
             start = self._t
@@ -572,22 +574,24 @@ class Plant:
             self._share = g_tip / g_total
             self._weight = self._share
             self._frozen = False
-            if self.inertance_on and g_tip and linemod is not None:
+            line2 = self._line2
+            if self.inertance_on and g_tip and linemod is not None and line2 is not None:
                 if not self._l:
-                    self._line2.f = self._e * g_tip  # the flow a resistive line had
+                    line2.f = self._e * g_tip  # the flow a resistive line had
                 self._l = linemod.inertance(self.catheter_nl / _CATHETER_NL_PER_CM)
-                self._line2.set(self._c, 1 / g_tip, self._l, g_leak)
-            elif self._l:
+                line2.set(self._c, 1 / g_tip, self._l, g_leak)
+            elif self._l and line2 is not None:
                 self._l = 0.0
-                self._line2.f = 0.0
+                line2.f = 0.0
         else:
             # Nothing drains: the line keeps the pressure it had, and no
             # longer sees CSF pressure.
             self._tau = 0.0
             self._share = 0.0
-            if self._l:
+            line2 = self._line2
+            if self._l and line2 is not None:
                 self._l = 0.0
-                self._line2.f = 0.0  # the column stops
+                line2.f = 0.0  # the column stops
             if not self._frozen:
                 self._frozen = True
                 self._ref_frozen = reference
