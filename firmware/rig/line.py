@@ -297,3 +297,69 @@ def weather_x1000(csf, t):
     a = hash_at(csf._weather_key, k) % (2 * span + 1) - span
     z = hash_at(csf._weather_key, k + 1) % (2 * span + 1) - span
     return a + (z - a) * (t - k * _WEATHER_KNOT_MS) // _WEATHER_KNOT_MS
+
+
+# --- the plant's line, moved here so that a board without LINE does not carry it ---
+def settle2(plant, t):
+    # plant._settle() with inertance (SecondOrder): E and the
+    # catheter's flow F; the leak, if any, drains E at the outlet.
+    line2 = plant._line2
+    if line2 is None:  # never: _l is set with the line module
+        return
+    line2.e = plant._e
+    while plant._t < t:
+        start = plant._t
+        end = t
+        q = 0.0
+        if start < plant._q_end:
+            q = plant._q
+            if plant._q_end < t:
+                end = plant._q_end
+        tip, pocket = line2.advance(end - start, q)
+        plant._t = end
+        plant._tip_frac += tip
+        whole = math.floor(plant._tip_frac + 1e-6)
+        if whole:
+            plant._tip_frac -= whole
+            plant._push_catheter(whole)
+        if pocket:
+            plant._pocket_frac += pocket
+            whole = math.floor(plant._pocket_frac + 1e-6)
+            if whole:
+                plant._pocket_frac -= whole
+                plant.pocket_nl += whole
+    plant._e = line2.e
+    if plant._t >= plant._q_end:
+        plant._q = 0.0
+
+
+def air_now(plant, t):
+    # nL of air (at 1 atm) left at t.
+    if not plant.air_nl or not plant.air_dissolve_ms:
+        return plant.air_nl
+    x = (plant._air_t0 - t) / plant.air_dissolve_ms
+    return plant.air_nl * math.exp(x) if x > -40.0 else 0.0
+
+
+def absolute_mmhg(plant, t):
+    # Absolute pressure at the sensor (mmHg): the body follows the
+    # ambient; the line adds its gauge pressure.
+    return 760 + plant.ambient_x10 / 10 + plant.reference_x1000(t) / 1000 + plant._e
+
+
+def check_line(material, modulus_kpa, air_nl, inertance_on, site, ambient_x10):
+    # -> index of the first LINE field out of range (schema order), or -1;
+    # air_dissolve_s (field 3) takes any value.
+    if not 0 <= material <= 3:  # rig/line.py MATERIALS
+        return 0
+    if modulus_kpa and not 500 <= modulus_kpa <= 1_000_000:
+        return 1
+    if not 0 <= air_nl <= 200_000:  # up to 200 uL
+        return 2
+    if inertance_on not in (0, 1):
+        return 4
+    if site not in (0, 1):
+        return 5
+    if not -4_000 <= ambient_x10 <= 1_000:  # -400..+100 mmHg (a cabin: -130..-200)
+        return 6
+    return -1

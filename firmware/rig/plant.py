@@ -76,11 +76,7 @@ _SENSOR_MIN_X10 = const(-4_000)  # an absolute sensor reads down to 360 mmHg
 _SENSOR_MAX_X10 = const(30_000)
 _CSF_X10_MIN = const(-500)
 _CSF_X10_MAX = const(1_500)
-# Trapped air up to 200 uL; ambient -400..+100 mmHg from 760 (an airliner
-# cabin is -130..-200, weather +-30).
-_AIR_NL_MAX = const(200_000)
-_AMBIENT_X10_MIN = const(-4_000)
-_AMBIENT_X10_MAX = const(1_000)
+# LINE's ranges (trapped air, ambient) are checked in rig/line.py check_line().
 # A disconnected catheter: the outlet opens to the pocket through about 1 %
 # of the catheter's resistance.
 _DISCONNECT_CONDUCTANCE = const(100)
@@ -273,18 +269,6 @@ class Plant:
             self._line2 = linemod.SecondOrder()
         return self._line
 
-    def air_now(self, t):
-        # nL of air (at 1 atm) left at t.
-        if not self.air_nl or not self.air_dissolve_ms:
-            return self.air_nl
-        x = (self._air_t0 - t) / self.air_dissolve_ms
-        return self.air_nl * math.exp(x) if x > -40.0 else 0.0
-
-    def absolute_mmhg(self, t):
-        # Absolute pressure at the sensor (mmHg): the body follows the
-        # ambient; the line adds its gauge pressure.
-        return 760 + self.ambient_x10 / 10 + self.reference_x1000(t) / 1000 + self._e
-
     def compliance_now(self):
         # nL/mmHg at the sensor now (wall, pump outlet and air).
         return self._c
@@ -381,8 +365,9 @@ class Plant:
         # Closed-form evolution of E from _t to t: with inflow up to _q_end,
         # then without. (Written to allocate few floats: each is a heap
         # object in MicroPython.)
-        if self._l:
-            self._settle2(t)
+        linemod = self._line
+        if self._l and linemod is not None:
+            linemod.settle2(self, t)
             return
         while self._t < t:
             start = self._t
@@ -410,38 +395,6 @@ class Plant:
             self._e = e1
             self._t = end
             self._outflow(out)
-        if self._t >= self._q_end:
-            self._q = 0.0
-
-    def _settle2(self, t):
-        # The same with inertance (rig/line.py SecondOrder): E and the
-        # catheter's flow F; the leak, if any, drains E at the outlet.
-        line2 = self._line2
-        if line2 is None:  # never: _l is set with the line module
-            return
-        line2.e = self._e
-        while self._t < t:
-            start = self._t
-            end = t
-            q = 0.0
-            if start < self._q_end:
-                q = self._q
-                if self._q_end < t:
-                    end = self._q_end
-            tip, pocket = line2.advance(end - start, q)
-            self._t = end
-            self._tip_frac += tip
-            whole = math.floor(self._tip_frac + _EPS)
-            if whole:
-                self._tip_frac -= whole
-                self._push_catheter(whole)
-            if pocket:
-                self._pocket_frac += pocket
-                whole = math.floor(self._pocket_frac + _EPS)
-                if whole:
-                    self._pocket_frac -= whole
-                    self.pocket_nl += whole
-        self._e = line2.e
         if self._t >= self._q_end:
             self._q = 0.0
 
@@ -552,7 +505,9 @@ class Plant:
             if self._active[FAULT_OCCLUSION] and self.occlusion_site:
                 self._c = linemod.PUMP_COMPLIANCE  # the catheter is cut off
             if self.air_nl:
-                self._c += linemod.air_compliance(self.air_now(t), self.absolute_mmhg(t))
+                self._c += linemod.air_compliance(
+                    linemod.air_now(self, t), linemod.absolute_mmhg(self, t)
+                )
         g_nominal = 1 / (self.resistance() * 1000)  # nL/(mmHg ms)
         g_tip = g_nominal
         g_leak = 0.0
@@ -762,24 +717,6 @@ def _clamp(x10):
     if x10 > _SENSOR_MAX_X10:
         return _SENSOR_MAX_X10
     return x10
-
-
-def check_line(material, modulus_kpa, air_nl, inertance_on, site, ambient_x10):
-    # -> index of the first LINE field out of range (schema order), or -1;
-    # air_dissolve_s (field 3) takes any value.
-    if not 0 <= material <= 3:  # rig/line.py MATERIALS
-        return 0
-    if modulus_kpa and not 500 <= modulus_kpa <= 1_000_000:
-        return 1
-    if not 0 <= air_nl <= _AIR_NL_MAX:
-        return 2
-    if inertance_on not in (0, 1):
-        return 4
-    if site not in (0, 1):
-        return 5
-    if not _AMBIENT_X10_MIN <= ambient_x10 <= _AMBIENT_X10_MAX:
-        return 6
-    return -1
 
 
 def check_plant(calibration_ppm, catheter_nl, compliance_x10, resistance_pct, noise_x10, csf_x10):

@@ -243,7 +243,9 @@ class VirtualRig:
         (material, modulus, air, dissolve_s, inertance, site, ambient, daily) = struct.unpack_from(
             _LINE_REQUEST, payload, 0
         )
-        bad = plantmod.check_line(material, modulus, air, inertance, site, ambient)
+        from rig import line as linemod  # the first LINE loads the line's physics
+
+        bad = linemod.check_line(material, modulus, air, inertance, site, ambient)
         if bad < 0 and daily > 1:
             bad = 7
         if bad >= 0:
