@@ -4,7 +4,9 @@ Every call has a deadline. A request that gets no reply in time is sent
 again *unchanged* (same sequence number), so the device answers it from its
 reply cache instead of executing it twice; link-level NACKs (BAD_CRC, ...)
 are retransmitted the same way. A NACK that refuses the request itself is
-raised as :class:`PumpRefused` and never retried.
+raised as :class:`PumpRefused` and never retried. A therapy-changing request
+carries a request id, the same in every copy and every session, and the pump
+runs it at most once whatever happens to its reply cache (SPEC section 22).
 
 Units are the wire's, in integers: volumes nL, rates nL/day, concentrations
 ug/mL, doses ng, times s (ms where the field says so). Converting from and
@@ -21,6 +23,8 @@ import time
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import construct
 
 from bench import keys as keysmod
 from bench.errors import BenchError, PumpRefused
@@ -46,6 +50,11 @@ POWER_ON = 1
 POWER_CUT_AFTER_BYTES = 2
 POWER_CUT_IN_MS = 3
 FAULT_RUNAWAY = 1  # param: extra steps per commanded step
+
+# OUTCOME states (SPEC section 22)
+OUTCOME_NEW = 0
+OUTCOME_IN_DOUBT = 1
+OUTCOME_DONE = 2
 
 # STATUS and REFILL report "never" as all ones in an unsigned field (-1 in a
 # signed one): a refill date when nothing is consumed, a time to empty at 0.
@@ -227,7 +236,6 @@ class Client:
         try:
             for attempt in range(tries):
                 if attempt:
-                    self._before_resending(name, attempt)
                     self.retransmissions += 1
                 self.transport.send(wire)
                 frame = self.transport.wait_reply(seq, timeout)
@@ -250,9 +258,6 @@ class Client:
         raise BenchError(
             f"{self.url}: no reply to {name} (seq {seq}) within {timeout:g} s, {tries} tries"
         )
-
-    def _before_resending(self, name: str, attempt: int) -> None:
-        """Before retransmission ``attempt``: raises rather than resend what could run twice."""
 
     def wait_event(
         self,
@@ -335,7 +340,7 @@ class PumpClient(Client):
         self.role = role
         self.session: auth.Session | None = None
         self.sessions_opened = 0
-        self._session_boot = -1  # the pump's boot count when the session opened
+        self.last_request_id = b""  # of the last therapy-changing request
 
     def request(
         self,
@@ -349,43 +354,113 @@ class PumpClient(Client):
         needed = schema.required_role(name)
         if signer is not None or needed == schema.ROLE_READ_ONLY or not self.role:
             return super().request(name, fields, timeout_s=timeout_s, seq=seq, signer=signer)
-        session = self.session or self.open_session()
-        sent = self.retransmissions
+        if name in schema.ONCE_EXCEPT:
+            return self._in_session(name, fields, timeout_s, seq, None)
+        return self.request_once(name, fields, auth.new_request_id(), timeout_s=timeout_s)
+
+    def request_once(
+        self,
+        name: str,
+        fields: dict[str, Any] | None,
+        request_id: bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """A therapy-changing request under ``request_id`` (SPEC section 22): it runs once.
+
+        Every copy carries the same id, in whatever session: the pump runs the
+        first and answers the others with its journalled reply. When no reply
+        came at all, the pump is asked for the outcome of the id before
+        anything else; the request goes out again only if it never ran.
+        """
+        self.last_request_id = request_id
         try:
-            return super().request(name, fields, timeout_s=timeout_s, seq=seq, signer=session.sign)
+            return self._in_session(name, fields, timeout_s, None, request_id)
         except PumpRefused as refused:
-            lost = refused.code in (schema.AUTH_REQUIRED, schema.SESSION_EXPIRED)
-            if not lost or seq is not None:
+            if refused.code == schema.IN_DOUBT:
+                raise self._in_doubt(name) from None
+            raise
+        except BenchError as lost:
+            if "no reply" not in str(lost):
                 raise
-            if self.retransmissions != sent:
-                self._check_not_rebooted(name)
-        # The pump no longer has the session (it idled out, or the pump
-        # rebooted) and nothing ran: a new session, and the request once more.
-        self.session = None
-        session = self.open_session()
-        return super().request(name, fields, timeout_s=timeout_s, signer=session.sign)
+        # No reply to any copy: did one of them run?
+        state, reply = self.outcome(self.role, request_id)
+        if state == OUTCOME_DONE:
+            return self._replayed(name, reply)
+        if state == OUTCOME_IN_DOUBT:
+            raise self._in_doubt(name)
+        # It never ran: the same request, under the same id, once more.
+        return self._in_session(name, fields, timeout_s, None, request_id)
 
-    def _before_resending(self, name: str, attempt: int) -> None:
-        # SPEC 7: the reply cache is lost at every boot, so after a reboot a
-        # copy of a change would not be answered from it. Before the same
-        # bytes go out again, the boot count must still be the session's.
-        # Once per request: every STATUS takes one of the pump's 4 cache
-        # slots, and the first copy's slot must survive. A reboot after this
-        # look also ends the session, and the pump refuses the copy (above).
-        if attempt == 1 and schema.required_role(name) and self._session_boot >= 0:
-            self._check_not_rebooted(name)
+    def _in_session(
+        self,
+        name: str,
+        fields: dict[str, Any] | None,
+        timeout_s: float | None,
+        seq: int | None,
+        request_id: bytes | None,
+    ) -> dict[str, Any]:
+        # Signed in our session (opened on first need); once more in a new
+        # one if the pump lost it (idled out, rebooted). A therapy request is
+        # safe to send again under its id; AUTH_CLOSE changes nothing.
+        for attempt in range(2):
+            session = self.session or self.open_session()
+            try:
+                return super().request(
+                    name,
+                    fields,
+                    timeout_s=timeout_s,
+                    seq=seq,
+                    signer=lambda covered, s=session: s.sign(covered, request_id),
+                )
+            except PumpRefused as refused:
+                lost = refused.code in (schema.AUTH_REQUIRED, schema.SESSION_EXPIRED)
+                if not lost or seq is not None or attempt:
+                    raise
+            self.session = None
+        raise AssertionError("unreachable")
 
-    def _check_not_rebooted(self, name: str) -> None:
-        # A request sent more than once and refused for a lost session: an
-        # earlier copy may have run, unless the pump kept its reply cache,
-        # which answers every copy of an executed request. The cache lives
-        # until the next boot, so the boot count decides.
-        if self.request("STATUS")["boot_count"] != self._session_boot:
+    def _in_doubt(self, name: str) -> BenchError:
+        return BenchError(
+            f"{self.url}: {name} was interrupted by a pump reset before its outcome was "
+            "journalled (IN_DOUBT): it may have taken effect; read the state back (status, "
+            "log) and decide; do not send it again blindly"
+        )
+
+    def _replayed(self, name: str, reply: codec.Frame) -> dict[str, Any]:
+        if reply.name != name:
+            raise BenchError(f"{self.url}: the outcome of this {name} is a {reply.name} reply")
+        if reply.is_nack:
+            raise Refusal(self.url, name, reply.fields["code"], reply.fields["detail"])
+        return reply.fields
+
+    def outcome(self, role: int, request_id: bytes) -> tuple[int, codec.Frame | None]:
+        """OUTCOME: what the pump did with ``request_id`` of a ``role`` session.
+
+        -> (OUTCOME_NEW, None): it never ran; (OUTCOME_IN_DOUBT, None): a reset
+        came while it ran; (OUTCOME_DONE, reply): the reply it was given,
+        decoded as a frame (an ACK or a NACK).
+        """
+        got = self.request("OUTCOME", {"role": role, "request_id": request_id})
+        if got["state"] != OUTCOME_DONE:
+            return got["state"], None
+        msg = codec.MESSAGE_IDS.get(got["msg_id"])
+        if msg is None:
+            raise BenchError(f"{self.url}: OUTCOME names message {got['msg_id']:#x}")
+        payload = got["reply"][: got["size"]]
+        layout = codec.payload_struct(msg, got["flags"])
+        try:
+            values = layout.parse(payload)
+        except construct.ConstructError as exc:
             raise BenchError(
-                f"{self.url}: the pump rebooted while {name} was in flight: it may have "
-                "run before the reboot; read the state back (status, log) before sending "
-                "it again"
-            )
+                f"{self.url}: OUTCOME reply of {msg.name} unreadable ({exc})"
+            ) from None
+        fields = {
+            k: list(v) if isinstance(v, list) else v
+            for k, v in values.items()
+            if not k.startswith("_")
+        }
+        return OUTCOME_DONE, codec.Frame(msg.msg_id, msg.name, 0, got["flags"], fields)
 
     def open_session(self, role: int | None = None) -> auth.Session:
         """Challenge, proof, the pump's proof: a session of ``role`` (default: ours)."""
@@ -412,7 +487,6 @@ class PumpClient(Client):
             )
         self.session = auth.Session(role, auth.session_key(key, role, pump_nonce, client_nonce))
         self.sessions_opened += 1
-        self._session_boot = self.request("STATUS")["boot_count"]
         return self.session
 
     def close_session(self) -> None:

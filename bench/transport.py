@@ -105,6 +105,10 @@ class Transport:
         if frame.is_event:
             self.events.put(frame)
             return
+        if not frame.is_reply:
+            # a request (our own, echoed by the link?) is never an answer
+            self.unsolicited_replies += 1
+            return
         with self._lock:
             if frame.seq in self._waiting:
                 self._waiting.discard(frame.seq)

@@ -35,7 +35,8 @@ FLAG_REPLY = 0x01  # an answer to a request, echoing its seq
 FLAG_ERROR = 0x02  # with FLAG_REPLY: a NACK, payload is NACK_FIELDS
 FLAG_EVENT = 0x04  # unsolicited, seq from the sender's own event counter
 # An authenticated request (pump port): the payload ends with AUTH_TRAILER,
-# a session counter and a MAC over the frame (SPEC section 21).
+# the client's request id, a session counter and a MAC over the frame (SPEC
+# section 21).
 FLAG_AUTH = 0x08
 
 # --- authenticated sessions (protocol/SPEC.md section 21) ---------------------
@@ -53,8 +54,16 @@ KEY_SIZE = 32  # HMAC-SHA256 key per role, provisioned at flash time
 NONCE_SIZE = 16
 PROOF_SIZE = 32  # a full HMAC-SHA256 in the session handshake
 MAC_SIZE = 16  # per-frame MAC: HMAC-SHA256 truncated to 128 bits (RFC 4868)
-AUTH_TRAILER_FORMAT = "<I16s"  # counter (strictly increasing per session), MAC
-AUTH_TRAILER_SIZE = 4 + MAC_SIZE
+# request id (8 bytes chosen by the client, unique per key; all zeros: none),
+# counter (strictly increasing per session), MAC over header | payload |
+# request id | counter. A therapy-changing request (ONCE_ROLE) runs at most
+# once per request id, whatever the session or seq (SPEC section 22).
+REQUEST_ID_SIZE = 8
+AUTH_TRAILER_FORMAT = "<8sI16s"
+AUTH_TRAILER_SIZE = REQUEST_ID_SIZE + 4 + MAC_SIZE
+# Outcomes the pump keeps per role (the newest ones; SPEC section 22).
+OUTCOMES_KEPT = 16
+OUTCOME_REPLY_SIZE = 20  # the longest reply payload an outcome holds
 SESSION_IDLE_S = 600  # a session unused this long (device time) expires
 SESSION_MAX_S = 8 * 3600  # and none lasts longer than this
 CHALLENGE_S = 60  # a challenge not answered within this is void
@@ -110,6 +119,12 @@ ERRORS = (
     (40, "SESSION_EXPIRED"),  # the session ended (idle, too old, closed or replaced)
     (41, "NO_CHALLENGE"),  # AUTH_OPEN without a live AUTH_CHALLENGE for this role
     (42, "NO_KEY"),  # no key is provisioned on this pump for the role (detail = role)
+    # Exactly once (SPEC section 22): a reset came while the request with
+    # this id ran, before its outcome was journalled: it may have taken
+    # effect. Read the state back (STATUS, GET_LOG); never send it again.
+    (53, "IN_DOUBT"),
+    (54, "ID_REUSED"),  # the request id was used for another request (detail = its msg id)
+    (55, "NO_REQUEST_ID"),  # a therapy-changing request without a request id
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
 
@@ -144,6 +159,9 @@ REPLAY = 39
 SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
+IN_DOUBT = 53
+ID_REUSED = 54
+NO_REQUEST_ID = 55
 
 # The payload of every NACK (flags REPLY|ERROR), whatever the message id.
 NACK_FIELDS = (
@@ -443,6 +461,21 @@ MESSAGES = (
         ("max_s", "I", "s"),
     )),
     (0x15, "AUTH_CLOSE", PORT_PUMP, (), ()),
+    # The outcome of a therapy-changing request by its request id (SPEC
+    # section 22); read-only. state 0: never seen (it did not run), 1: in
+    # doubt (a reset came while it ran), 2: done: msg_id, flags and the
+    # first size bytes of reply are the reply it was given (an ACK, or a
+    # NACK with FLAG_ERROR).
+    (0x20, "OUTCOME", PORT_PUMP, (
+        ("role", "B", ""),  # the role of the session that sent it
+        ("request_id", "8s", "bytes"),
+    ), (
+        ("state", "B", ""),
+        ("msg_id", "B", ""),
+        ("flags", "B", ""),
+        ("size", "B", "B"),
+        ("reply", "20s", "bytes"),
+    )),
     (0x40, "RIG_HELLO", PORT_RIG, (
         ("protocol_version", "B", ""),
         ("schema_fingerprint", "I", ""),
@@ -573,6 +606,9 @@ MESSAGE_ROLES = (
     ("ACK_ALARM", ROLE_CLINICIAN),
     ("SET_CLOCK", ROLE_CLINICIAN),
 )
+# Every request above but AUTH_CLOSE changes therapy: it needs a request id
+# and runs at most once per id (SPEC section 22).
+ONCE_EXCEPT = ("AUTH_CLOSE",)
 
 # Largest ADVANCE the rig accepts in one request: one year of device time.
 MAX_ADVANCE_MS = 366 * 24 * 3600 * 1000
@@ -605,9 +641,12 @@ def _canonical():
     for name, role in MESSAGE_ROLES:
         parts.append("n%s=%d" % (name, role))
     parts.append(
-        "k%d/%d/%d/%d/%s/%d/%d/%d/%d/%s;%s;%s;%s"
+        "k%d/%d/%d/%d/%d/%d/%d/%s/%d/%d/%d/%d/%s;%s;%s;%s;%s"
         % (
             FLAG_AUTH,
+            REQUEST_ID_SIZE,
+            OUTCOMES_KEPT,
+            OUTCOME_REPLY_SIZE,
             KEY_SIZE,
             NONCE_SIZE,
             MAC_SIZE,
@@ -620,6 +659,7 @@ def _canonical():
             LABEL_OPEN.decode(),
             LABEL_PUMP.decode(),
             LABEL_SESSION.decode(),
+            ",".join(ONCE_EXCEPT),
         )
     )
     for msg_id, name, port, request, reply in MESSAGES:

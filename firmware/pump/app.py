@@ -21,6 +21,7 @@ from pump.governor import Governor
 from pump.journal import Journal
 from pump.monitors.battery import BatteryMonitor
 from pump.monitors.stroke import RETRY, RETRY_DELAY_MS
+from pump.once import Outcomes
 from pump.persist import Persist
 from pump.safety import Safety
 from pump.scheduler import Scheduler, Task
@@ -79,7 +80,12 @@ class PumpApp:
         self.alarms = alarmsmod.Alarms(self._on_alarm_change)
         # Who may change therapy (SPEC section 21); the key store is
         # provisioned at flash time beside the journal.
-        self.sessions = authmod.Sessions(self.clock, self.log, board.fs.read(t.KEYSTORE_FILE))
+        # Therapy-changing requests run at most once per request id (SPEC
+        # section 22): their outcomes are journalled beside the state.
+        self.outcomes = Outcomes(board.fs)
+        self.sessions = authmod.Sessions(
+            self.clock, self.log, board.fs.read(t.KEYSTORE_FILE), self.outcomes
+        )
         self.link = linkmod.Link(
             board.pump_port, t.PUMP_REQUESTS, commands.handlers(self), self.sessions
         )

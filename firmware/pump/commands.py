@@ -13,7 +13,7 @@ import struct
 
 from protocol import table as t
 from pump import alarms as alarmsmod
-from pump import auth, limits, logcodes
+from pump import auth, limits, logcodes, once
 from pump import link as linkmod
 from pump import program as programmod
 from pump import therapy as therapymod
@@ -199,6 +199,20 @@ def handlers(app):
         link.ack(t.REFILL_REPLY, (expected, discrepancy, 1 if flagged else 0, refill_date(app)))
         return DONE
 
+    def outcome(link, payload):
+        # The outcome of a request id (SPEC section 22), read-only.
+        role, request_id = struct.unpack_from(t.OUTCOME_REQUEST, payload, 0)
+        if role not in (t.ROLE_PATIENT, t.ROLE_CLINICIAN):
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
+        kept = app.outcomes
+        state = kept.find(role, request_id)
+        if state == once.NEW:
+            link.ack(t.OUTCOME_REPLY, (state, 0, 0, 0, b""))
+        else:
+            link.ack(t.OUTCOME_REPLY, (state, kept.msg_id, kept.flags, kept.size, kept.reply))
+        return DONE
+
     def get_log(link, payload):
         start, count = struct.unpack_from("<IB", payload, 0)
         if count > LOG_PAGE:
@@ -281,6 +295,7 @@ def handlers(app):
         t.CANCEL_BOLUS: cancel_bolus,
         t.REFILL: refill,
         t.GET_LOG: get_log,
+        t.OUTCOME: outcome,
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
         t.ACK_ALARM: ack_alarm,

@@ -47,6 +47,7 @@ class _CachedReply:
         self.flags = 0
         self.size = 0
         self.payload = bytearray(t.MAX_PAYLOAD)
+        self.once = False  # its reply is journalled before it is sent (pump/once.py)
 
 
 class Link:
@@ -144,6 +145,12 @@ class Link:
         payload = reader.payload
         if self._guard is not None:
             refusal = self._guard.admit(msg_id, reader, authenticated)
+            if refusal < 0:
+                # It ran before (exactly once, SPEC section 22): its reply again.
+                counters[DUPLICATES] += 1
+                kept = self._guard.outcomes
+                self._send(msg_id, seq, kept.flags, kept.reply, kept.size)
+                return None
             if refusal:
                 return self._reject(msg_id, seq, refusal, self._guard.detail)
             if authenticated:
@@ -158,6 +165,7 @@ class Link:
         slot.seq = seq
         slot.request_crc = reader.crc
         slot.msg_id = msg_id
+        slot.once = self._guard is not None and self._guard.begin_once(msg_id)
         self._current = slot
         outcome = self._handlers[msg_id](self, payload)
         self._current = None
@@ -215,6 +223,7 @@ class Link:
             slot.payload[i] = payload[i]
         slot.size = size
         slot.state = _SLOT_DONE
+        self._journal_reply(slot)
         self._send(slot.msg_id, slot.seq, flags, slot.payload, size)
 
     def _finish(self, slot, flags, fmt, values):
@@ -228,7 +237,15 @@ class Link:
             slot.payload[i] = body[t.HEADER_SIZE + i]
         slot.size = size
         slot.state = _SLOT_DONE
+        self._journal_reply(slot)
         self._write(frame)
+
+    def _journal_reply(self, slot):
+        # The reply of a therapy-changing request is journalled before it is
+        # sent: a reply the client may have seen is never forgotten.
+        if slot.once:
+            slot.once = False
+            self._guard.outcomes.done(slot.flags, slot.payload, slot.size)
 
     # --- events ------------------------------------------------------------
     def event(self, msg_id, fmt, values):

@@ -15,7 +15,7 @@ import pytest
 from cobs import cobs
 
 from bench.client import Client, PumpClient, RigClient
-from bench.errors import BenchError, PumpRefused
+from bench.errors import PumpRefused
 from bench.keys import DeviceKeys, generate
 from bench.robustness import bolus_fields
 from bench.sim import BoardOptions, VirtualBoard
@@ -232,16 +232,18 @@ def _with_flag(wire: bytes, flag: int) -> bytes:
 
 
 @pytest.mark.usefixtures("therapy")
-def test_a_replayed_frame_is_refused(pump: PumpClient, rig: RigClient) -> None:
+def test_a_replayed_frame_is_answered_not_run(pump: PumpClient, rig: RigClient) -> None:
     wire, seq = signed(pump, "BOLUS", CHANGES["BOLUS"])
     reply = exchange(pump, wire, seq)
     assert not reply.is_nack
-    counter = pump.session.counter if pump.session else 0
     rig.advance(60_000)  # the bolus is over
     for _ in range(4):  # the reply cache has forgotten it
         pump.ping()
     before = snapshot(pump, rig)
-    assert nack_of(exchange(pump, wire, seq)) == (schema.REPLAY, counter)
+    # SPEC 22: its request id was journalled with its reply: the copy gets
+    # that reply again (not REPLAY, which an operator would read as "refused")
+    again = exchange(pump, wire, seq)
+    assert not again.is_nack and again.fields == reply.fields
     # under another sequence number the header differs: the MAC fails first
     body = bytearray(cobs.decode(wire[1:-1]))
     other = codec.encode_raw(body[1], seq + 100, body[4], body[6:-4])
@@ -517,11 +519,13 @@ def test_a_request_resent_into_an_expired_session_runs_once(
 
 
 @pytest.mark.usefixtures("therapy")
-def test_a_request_whose_reply_was_lost_across_a_reboot_is_never_resent(
+def test_a_request_whose_reply_was_lost_across_a_reboot_runs_once(
     pump: PumpClient, rig: RigClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The bolus runs, its ACK is lost, the pump reboots: the retransmission
-    # meets no session. It may have run, so the client says so and stops.
+    # meets no session; the client opens one and sends the bolus again under
+    # the same request id (SPEC 22), and the pump answers with the journalled
+    # reply of the first copy instead of running it again.
     pump.open_session()
     wait_reply = pump.transport.wait_reply
     lost: list[int] = []
@@ -537,11 +541,11 @@ def test_a_request_whose_reply_was_lost_across_a_reboot_is_never_resent(
         return None
 
     monkeypatch.setattr(pump.transport, "wait_reply", reply_lost_then_reboot)
-    with pytest.raises(BenchError, match="rebooted while BOLUS was in flight"):
-        pump.bolus("clinician", volume_nl=10_000)
+    reply = pump.bolus("clinician", volume_nl=10_000)
     monkeypatch.setattr(pump.transport, "wait_reply", wait_reply)
     starts = [e for e in pump.log() if e["name"] == "BOLUS_START"]
     assert len(starts) == 1
+    assert starts[0]["a"] & 0xFFFF == reply["bolus_id"] and reply["volume_nl"] == 10_000
 
 
 @pytest.mark.usefixtures("therapy")
