@@ -39,7 +39,7 @@ from bench.image import compile_all, ensure_compiled
 from bench.paths import IMAGE_DIR
 from bench.programfile import load_program
 from bench.sim import BoardOptions, VirtualBoard, micropython_command
-from protocol import codec, schema
+from protocol import auth, codec, schema
 
 STATUS_REQUESTS = 2000
 ADVANCE_BOARDS = 3
@@ -124,6 +124,51 @@ def session_costs(requests: int, opens: int = 50) -> list[Row]:
             f"{cost_ms:.3f}",
             "ms",
             f"against {rates['plain']:,.0f} plain req/s; {schema.AUTH_TRAILER_SIZE} B trailer",
+        ),
+    ]
+
+
+# --- (a'') what exactly-once costs (protocol/SPEC.md section 22) ------------------
+def exactly_once_costs(requests: int) -> list[Row]:
+    """A therapy request under a new request id (intent, done, flush) and a copy of one
+    answered from the outcome journal, beside a signed request that journals nothing."""
+    with (
+        VirtualBoard(BoardOptions()) as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        pump.hello()
+        session = pump.open_session()
+        start = time.perf_counter()
+        for _ in range(requests):
+            pump.request("STATUS", signer=session.sign)
+        signed = (time.perf_counter() - start) / requests
+        # ACK_ALARM with no alarm active changes nothing but is journalled
+        written = rig.truth()["journal_bytes"]
+        start = time.perf_counter()
+        for _ in range(requests):
+            request_id = auth.new_request_id()
+            pump.request_once("ACK_ALARM", {"alarm": 0}, request_id)
+        journalled = (time.perf_counter() - start) / requests
+        per_request = (rig.truth()["journal_bytes"] - written) / requests
+        start = time.perf_counter()
+        for _ in range(requests):
+            pump.request_once("ACK_ALARM", {"alarm": 0}, request_id)
+        answered = (time.perf_counter() - start) / requests
+        _check_alive(board)
+    return [
+        Row(
+            "therapy request under a new id",
+            f"{journalled * 1e3:.3f}",
+            "ms",
+            f"ACK_ALARM round trip: look-up, {per_request:.0f} B journalled (intent + reply), "
+            f"flush; a signed STATUS (no journal) {signed * 1e3:.3f} ms",
+        ),
+        Row(
+            "copy answered from the outcome journal",
+            f"{answered * 1e3:.3f}",
+            "ms",
+            f"the same ACK_ALARM again: scan of up to {4 * schema.OUTCOMES_KEPT} records",
         ),
     ]
 
@@ -368,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     rows += status_round_trips(args.requests)
     rows += session_costs(args.requests)
+    rows += exactly_once_costs(args.requests)
     rows += advance_wall_time(args.boards, ADVANCE_DAYS)
     overhead_rows, problems = framing_overhead()
     rows += overhead_rows

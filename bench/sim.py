@@ -155,7 +155,7 @@ class VirtualBoard:
                 if store.exists()
                 else keysmod.generate()
             )
-        store.write_bytes(self.keys.keystore())
+        keysmod.write_private(store, self.keys.keystore())
         return self.keys
 
     @property

@@ -15,6 +15,7 @@ import time
 
 import serial
 
+import bench.transports  # noqa: F401  (registers fault:// with pyserial: usable from the CLI)
 from bench.errors import BenchError
 from protocol import codec
 

@@ -344,7 +344,7 @@ def table_text() -> str:
         lines.append(f"    {name}: {role},")
     lines.append("}")
     lines.append("# requests with a role that need no request id (SPEC section 22)")
-    lines.append("ONCE_EXCEPT = (" + "".join(f"{name}, " for name in schema.ONCE_EXCEPT) + ")")
+    lines.append("ONCE_EXCEPT = (" + "".join(f"{name}," for name in schema.ONCE_EXCEPT) + ")")
     lines.append("ALL_IDS = (")
     lines += [f"    0x{m[0]:02X}," for m in schema.MESSAGES]
     lines.append(")")
