@@ -517,7 +517,7 @@ _CRC_CODES = {"PROGRAM_PENDING", "PROGRAM_ACTIVE", "PROGRAM_ABANDONED"}
 
 def cmd_log(args: argparse.Namespace) -> int:
     with _pump_url(args) as url, _pump(args, url) as pump:
-        entries = pump.log(args.start, args.count)
+        entries = pump.log(args.start, args.count, access=args.access)
     rows = [
         (
             str(e["index"]),
@@ -528,7 +528,8 @@ def cmd_log(args: argparse.Namespace) -> int:
         )
         for e in entries
     ]
-    print(f"{url}: {len(entries)} log entries")
+    which = "access-log" if args.access else "log"
+    print(f"{url}: {len(entries)} {which} entries")
     for line in _table(("index", "device time", "event", "a", "b"), rows):
         print(line)
     return EXIT_OK
@@ -823,6 +824,11 @@ def _add_therapy_commands(commands: Any) -> None:
     log = commands.add_parser("log", help="the pump's event log")
     log.add_argument("--start", type=_count, default=0, metavar="N", help="first index")
     log.add_argument("--count", type=_count, metavar="N", help="entries (default: all)")
+    log.add_argument(
+        "--access",
+        action="store_true",
+        help="the access log (sessions, refusals and their tallies) instead of the therapy history",
+    )
     _add_board_choice(log)
     log.set_defaults(func=cmd_log)
 

@@ -630,10 +630,15 @@ class PumpClient(Client):
 
     # --- log, alarms, clock ---------------------------------------------------------
 
-    def log(self, start: int = 0, count: int | None = None) -> list[dict[str, Any]]:
+    def log(
+        self, start: int = 0, count: int | None = None, *, access: bool = False
+    ) -> list[dict[str, Any]]:
         """Event-log entries from index ``start``, ``count`` of them (None: to the end).
 
-        Pages through GET_LOG (LOG_PAGE entries a reply). Each entry has
+        ``access``: the access log instead of the therapy history: sessions
+        and refusals (schema ACCESS_LOG_CODES), whose PB_REFUSED and
+        AUTH_REFUSED entries carry the refusals ever in ``b`` (SPEC 15).
+        Pages through GET_LOG or GET_ACCESS_LOG (LOG_PAGE entries a reply). Each entry has
         ``index``, ``time_s`` (device seconds), ``code``, ``name``
         (schema LOG_CODES) and the arguments ``a`` and ``b`` as the schema
         describes them (a CRC arrives as a signed 32-bit ``a``: mask it).
@@ -642,7 +647,9 @@ class PumpClient(Client):
         index = start
         while count is None or len(entries) < count:
             want = LOG_PAGE if count is None else min(LOG_PAGE, count - len(entries))
-            page = self.request("GET_LOG", {"start": index, "count": want})
+            page = self.request(
+                "GET_ACCESS_LOG" if access else "GET_LOG", {"start": index, "count": want}
+            )
             got = page["count"]
             for i in range(got):
                 entries.append(

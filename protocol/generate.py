@@ -304,7 +304,6 @@ def table_text() -> str:
         ("SESSION_IDLE_S", schema.SESSION_IDLE_S),
         ("SESSION_MAX_S", schema.SESSION_MAX_S),
         ("CHALLENGE_S", schema.CHALLENGE_S),
-        ("AUTH_LOG_MS", schema.AUTH_LOG_MS),
         ("KEYSTORE_FILE", json.dumps(schema.KEYSTORE_FILE)),
         ("KEYSTORE_MAGIC", _bytes_literal(schema.KEYSTORE_MAGIC)),
         ("KEYSTORE_SIZE", schema.KEYSTORE_SIZE),

@@ -261,7 +261,8 @@ LOG_CODES = (
     (7, "BOLUS_START"),  # a = bolus id | kind << 16, b = target nL
     (8, "BOLUS_DONE"),  # a = bolus id, b = delivered nL
     (9, "BOLUS_CANCELLED"),  # a = bolus id, b = delivered nL
-    (10, "PB_REFUSED"),  # a = reason, b = detail
+    # access log: a = NACK code | detail << 8, b = patient-bolus refusals ever
+    (10, "PB_REFUSED"),
     (11, "REFILL"),  # a = added nL, b = discrepancy nL (signed)
     (12, "ALARM_RAISED"),  # a = alarm id, b = priority
     (13, "ALARM_CLEARED"),  # a = alarm id
@@ -276,12 +277,15 @@ LOG_CODES = (
     (22, "OCCLUSION_STROKE"),  # a = residual pressure 0.1 mmHg, b = stroke response
     (23, "SESSION_OPENED"),  # a = role
     (24, "SESSION_CLOSED"),  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
-    # Refused by the session rules: the first at once, then at most one entry
-    # per AUTH_LOG_MS (a flood must not age the therapy history out of the
-    # log): a = NACK code | msg id << 8 of the latest, b = refusals it counts
+    # access log: refused by the session rules (SPEC 21.4, 22): a = NACK
+    # code | msg id << 8, b = session-rule refusals ever
     (25, "AUTH_REFUSED"),
 )
-AUTH_LOG_MS = 3_600_000
+# These go to the access log (GET_ACCESS_LOG), a ring of its own, never to
+# the therapy history (GET_LOG): no peer can push therapy out of the log.
+# A PB_REFUSED or AUTH_REFUSED entry with a = 0 starts an access-log file and
+# carries its tally over (SPEC section 15).
+ACCESS_LOG_CODES = ("SESSION_OPENED", "SESSION_CLOSED", "PB_REFUSED", "AUTH_REFUSED")
 
 # --- reset causes reported by the BOOT event -------------------------------
 RESET_CAUSES = (
@@ -466,6 +470,20 @@ MESSAGES = (
     # doubt (a reset came while it ran), 2: done: msg_id, flags and the
     # first size bytes of reply are the reply it was given (an ACK, or a
     # NACK with FLAG_ERROR).
+    # The access log (SPEC section 15): as GET_LOG, from its own ring.
+    (0x21, "GET_ACCESS_LOG", PORT_PUMP, (
+        ("start", "I", ""),
+        ("count", "B", ""),
+    ), (
+        ("first", "I", ""),
+        ("count", "B", ""),
+        ("total", "I", ""),
+        ("index", "12I", ""),
+        ("time_s", "12I", "s"),
+        ("code", "12H", ""),
+        ("a", "12I", ""),
+        ("b", "12i", ""),
+    )),
     (0x20, "OUTCOME", PORT_PUMP, (
         ("role", "B", ""),  # the role of the session that sent it
         ("request_id", "8s", "bytes"),
@@ -615,8 +633,9 @@ MAX_ADVANCE_MS = 366 * 24 * 3600 * 1000
 
 
 def _canonical():
-    # A stable text rendering of every table above; its CRC-32 is the
-    # fingerprint. Both interpreters produce the same text.
+    # A stable text rendering of every table above, in parts; the CRC-32 of
+    # the parts joined by ";" is the fingerprint. Both interpreters produce
+    # the same text.
     parts = ["v%d;h%s;p%d" % (PROTOCOL_VERSION, HEADER_FORMAT, MAX_PAYLOAD)]
     for code, name in ERRORS:
         parts.append("e%d=%s" % (code, name))
@@ -641,7 +660,7 @@ def _canonical():
     for name, role in MESSAGE_ROLES:
         parts.append("n%s=%d" % (name, role))
     parts.append(
-        "k%d/%d/%d/%d/%d/%d/%d/%s/%d/%d/%d/%d/%s;%s;%s;%s;%s"
+        "k%d/%d/%d/%d/%d/%d/%d/%s/%d/%d/%d/%s/%s;%s;%s;%s;%s"
         % (
             FLAG_AUTH,
             REQUEST_ID_SIZE,
@@ -654,7 +673,7 @@ def _canonical():
             SESSION_IDLE_S,
             SESSION_MAX_S,
             CHALLENGE_S,
-            AUTH_LOG_MS,
+            ",".join(ACCESS_LOG_CODES),
             KEYSTORE_FILE + KEYSTORE_MAGIC.decode(),
             LABEL_OPEN.decode(),
             LABEL_PUMP.decode(),
@@ -673,11 +692,19 @@ def _canonical():
             for fname, fmt, unit in reply:
                 text += "%s/%s/%s," % (fname, fmt, unit)
         parts.append(text)
-    return ";".join(parts)
+    return parts
 
 
 def compute_fingerprint():
-    return binascii.crc32(_canonical().encode()) & 0xFFFFFFFF
+    # CRC-32 of the parts joined by ";", computed part by part: no one
+    # string of the whole (several KB) is needed, so a MicroPython check
+    # script with a small heap can import this module.
+    crc = 0
+    for i, part in enumerate(_canonical()):
+        if i:
+            crc = binascii.crc32(b";", crc)
+        crc = binascii.crc32(part.encode(), crc)
+    return crc & 0xFFFFFFFF
 
 
 # The firmware does not import this module: it uses protocol/table.py, a

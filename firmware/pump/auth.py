@@ -7,10 +7,10 @@
 # (KEYSTORE_FILE); the key never leaves this module: no request reads it.
 #
 # Every refusal changes nothing (the request is not executed, the session
-# keeps its counter) and is logged (AUTH_REFUSED): the first at once, then
-# counted and logged at most once per AUTH_LOG_MS, so that a hostile peer
-# cannot age the therapy history out of the log (24 entries a day at most);
-# the count is flushed by the next refusal or request after the hour.
+# keeps its counter) and is logged (AUTH_REFUSED) in the access log, with
+# the tally of refusals ever (pump/app.py log()): the access log is a ring
+# of its own, so a hostile peer cannot age the therapy history out of the
+# event log, and the tally survives a reset.
 #
 # Not the hot path: sessions and MACs run once per request, never per
 # stroke, so hashing allocates freely.
@@ -117,9 +117,6 @@ class Sessions:
         self._challenge = None  # the pump nonce of the live challenge
         self._challenge_role = 0
         self._challenge_ms = 0
-        self._refusals = 0  # since the last AUTH_REFUSED entry
-        self._last_refusal = 0  # its code | msg id << 8
-        self._refusal_logged_ms = -t.AUTH_LOG_MS
         self.detail = 0  # of the last refusal (the NACK detail)
 
     def has_key(self, role):
@@ -131,8 +128,6 @@ class Sessions:
         # in self.outcomes: send that), or the NACK code (detail in
         # self.detail).
         self._once = False
-        if self._refusals:
-            self._log_refusals(self._last_refusal)
         needed = t.REQUIRED_ROLE.get(msg_id, t.ROLE_READ_ONLY)
         if not authenticated:
             if needed == t.ROLE_READ_ONLY:
@@ -191,19 +186,10 @@ class Sessions:
         return True
 
     def refuse(self, msg_id, code, detail):
-        # Counts and logs the refusal (rate-limited); returns its code.
+        # Logs the refusal (the access log counts it); returns its code.
         self.detail = detail
-        self._refusals += 1
-        self._last_refusal = code | msg_id << 8
-        self._log_refusals(self._last_refusal)
+        self._log(logcodes.AUTH_REFUSED, code | msg_id << 8, 0)
         return code
-
-    def _log_refusals(self, what):
-        now = self._clock.time_ms()
-        if now - self._refusal_logged_ms >= t.AUTH_LOG_MS:
-            self._log(logcodes.AUTH_REFUSED, what, self._refusals)
-            self._refusals = 0
-            self._refusal_logged_ms = now
 
     def _expired(self, now):
         if now - self._used_ms > t.SESSION_IDLE_S * 1000:

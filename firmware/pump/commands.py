@@ -170,7 +170,7 @@ def handlers(app):
         if not code:
             code, detail = bolus_refusal(app, volume, 0, 1)
         if code:
-            app.log(logcodes.PB_REFUSED, code, detail)
+            app.log(logcodes.PB_REFUSED, code | detail << 8, 0)
             link.nack(code, detail)
             return DONE
         app.therapy.record_patient_bolus(now_s)
@@ -214,10 +214,16 @@ def handlers(app):
         return DONE
 
     def get_log(link, payload):
+        return log_page(link, payload, app.journal.events, app.journal.event_count())
+
+    def get_access_log(link, payload):
+        return log_page(link, payload, app.journal.access_events, app.journal.access.next_index())
+
+    def log_page(link, payload, read, total):
         start, count = struct.unpack_from("<IB", payload, 0)
         if count > LOG_PAGE:
             count = LOG_PAGE
-        entries = app.journal.events(start, count)
+        entries = read(start, count)
         indexes = [0] * LOG_PAGE
         times = [0] * LOG_PAGE
         codes = [0] * LOG_PAGE
@@ -229,12 +235,7 @@ def handlers(app):
             a_values[i] &= 0xFFFFFFFF  # stored as i32 in the journal
         link.ack(
             t.GET_LOG_REPLY,
-            [first, len(entries), app.journal.event_count()]
-            + indexes
-            + times
-            + codes
-            + a_values
-            + b_values,
+            [first, len(entries), total] + indexes + times + codes + a_values + b_values,
         )
         return DONE
 
@@ -295,6 +296,7 @@ def handlers(app):
         t.CANCEL_BOLUS: cancel_bolus,
         t.REFILL: refill,
         t.GET_LOG: get_log,
+        t.GET_ACCESS_LOG: get_access_log,
         t.OUTCOME: outcome,
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
