@@ -116,14 +116,15 @@ def session_costs(requests: int, opens: int = 50) -> list[Row]:
             "session open, median",
             f"{statistics.median(open_times) * 1e3:.2f}",
             "ms",
-            f"{opens} opens: challenge, proof, the pump's proof, boot count",
+            f"{opens} opens: challenge, proof, the pump's proof",
         ),
         Row("STATUS round trips, signed", f"{rates['signed']:,.0f}", "req/s"),
         Row(
-            "MAC check per signed frame",
+            "request + reply MACs per signed frame",
             f"{cost_ms:.3f}",
             "ms",
-            f"against {rates['plain']:,.0f} plain req/s; {schema.AUTH_TRAILER_SIZE} B trailer",
+            f"both ends, against {rates['plain']:,.0f} plain req/s; "
+            f"{schema.AUTH_TRAILER_SIZE} + {schema.REPLY_MAC_SIZE} B on the wire",
         ),
     ]
 
@@ -171,6 +172,35 @@ def exactly_once_costs(requests: int) -> list[Row]:
             f"the same ACK_ALARM again: scan of up to {4 * schema.OUTCOMES_KEPT} records",
         ),
     ]
+
+
+def reply_mac_cost() -> list[Row]:
+    """The pump's cost of signing one reply (SPEC 21.6): the firmware's HMAC over a
+    STATUS reply on the MicroPython unix port (bench/upy/reply_mac_cost.py)."""
+    image = ensure_compiled(IMAGE_DIR)
+    result = subprocess.run(
+        [micropython_command(), "-X", "heapsize=256k", str(REPLY_MAC_SCRIPT)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MICROPYPATH=str(image)),
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"reply MAC timing failed:\n{result.stdout}{result.stderr}")
+    us = json.loads(result.stdout.strip().splitlines()[-1])["us_per_mac"]
+    return [
+        Row(
+            "reply MAC per signed reply (pump)",
+            f"{us / 1000:.3f}",
+            "ms",
+            f"HMAC-SHA256 over a STATUS reply, MicroPython unix port; "
+            f"+{schema.REPLY_MAC_SIZE} B on the wire",
+        )
+    ]
+
+
+REPLY_MAC_SCRIPT = Path(__file__).with_name("upy") / "reply_mac_cost.py"
 
 
 # --- (b) ADVANCE over idle days -------------------------------------------------
@@ -414,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += status_round_trips(args.requests)
     rows += session_costs(args.requests)
     rows += exactly_once_costs(args.requests)
+    rows += reply_mac_cost()
     rows += advance_wall_time(args.boards, ADVANCE_DAYS)
     overhead_rows, problems = framing_overhead()
     rows += overhead_rows

@@ -51,6 +51,15 @@ POWER_CUT_AFTER_BYTES = 2
 POWER_CUT_IN_MS = 3
 FAULT_RUNAWAY = 1  # param: extra steps per commanded step
 
+# Read-only requests whose reply the bench takes as proof: sent in the
+# session when the client has a key, so that the reply is signed (SPEC 21.6).
+SIGNED_READS = ("GET_PROGRAM", "OUTCOME")
+
+
+class UntrustedReply(BenchError):
+    """An answer to a signed request that the pump did not sign (SPEC 21.6)."""
+
+
 # OUTCOME states (SPEC section 22)
 OUTCOME_NEW = 0
 OUTCOME_IN_DOUBT = 1
@@ -226,8 +235,10 @@ class Client:
         timeout_s: float | None = None,
         seq: int | None = None,
         signer: codec.Signer | None = None,
+        verify: Callable[[codec.Frame], None] | None = None,
     ) -> dict[str, Any]:
-        """Sends one request and returns the reply fields (``signer``: authenticated)."""
+        """Sends one request and returns the reply fields (``signer``: authenticated;
+        ``verify`` raises on a reply it does not trust, SPEC 21.6)."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         seq = self.next_seq() if seq is None else seq
         wire = codec.encode(name, seq, fields, signer=signer)
@@ -246,6 +257,8 @@ class Client:
                     # perhaps): resend it unchanged.
                     self.transport.expect(seq)
                     continue
+                if verify is not None:
+                    verify(frame)
                 if frame.name != name:
                     raise BenchError(
                         f"{self.url}: reply to {name} (seq {seq}) came back as {frame.name}"
@@ -341,6 +354,7 @@ class PumpClient(Client):
         self.session: auth.Session | None = None
         self.sessions_opened = 0
         self.last_request_id = b""  # of the last therapy-changing request
+        self.untrusted_replies = 0  # unsigned or badly signed answers refused
 
     def request(
         self,
@@ -352,6 +366,9 @@ class PumpClient(Client):
         signer: codec.Signer | None = None,
     ) -> dict[str, Any]:
         needed = schema.required_role(name)
+        if signer is None and self.role and name in SIGNED_READS:
+            # a read the bench takes as proof: in the session, signed both ways
+            return self._in_session(name, fields, timeout_s, seq, None)
         if signer is not None or needed == schema.ROLE_READ_ONLY or not self.role:
             return super().request(name, fields, timeout_s=timeout_s, seq=seq, signer=signer)
         if name in schema.ONCE_EXCEPT:
@@ -380,10 +397,13 @@ class PumpClient(Client):
             if refused.code == schema.IN_DOUBT:
                 raise self._in_doubt(name) from None
             raise
+        except UntrustedReply:
+            # Not the pump's word (SPEC 21.6): ask it, signed, what it did.
+            pass
         except BenchError as lost:
             if "no reply" not in str(lost):
                 raise
-        # No reply to any copy: did one of them run?
+        # No reply to any copy, or none to trust: did one of them run?
         state, reply = self.outcome(self.role, request_id)
         if state == OUTCOME_DONE:
             return self._replayed(name, reply)
@@ -406,19 +426,64 @@ class PumpClient(Client):
         for attempt in range(2):
             session = self.session or self.open_session()
             try:
-                return super().request(
-                    name,
-                    fields,
-                    timeout_s=timeout_s,
-                    seq=seq,
-                    signer=lambda covered, s=session: s.sign(covered, request_id),
-                )
+                return self._signed(name, fields, timeout_s, seq, session, request_id)
             except PumpRefused as refused:
                 lost = refused.code in (schema.AUTH_REQUIRED, schema.SESSION_EXPIRED)
                 if not lost or seq is not None or attempt:
                     raise
             self.session = None
         raise AssertionError("unreachable")
+
+    def _signed(
+        self,
+        name: str,
+        fields: dict[str, Any] | None,
+        timeout_s: float | None,
+        seq: int | None,
+        session: auth.Session,
+        request_id: bytes | None,
+    ) -> dict[str, Any]:
+        # One request signed in ``session``; its reply must be signed over it.
+        sent: list[bytes] = []
+
+        def sign(covered: bytes) -> bytes:
+            trailer = session.sign(covered, request_id)
+            sent.append(trailer[schema.REQUEST_ID_SIZE :])  # its counter and MAC
+            return trailer
+
+        def verify(frame: codec.Frame) -> None:
+            self._verify_reply(name, frame, session, sent[-1])
+
+        return super().request(
+            name, fields, timeout_s=timeout_s, seq=seq, signer=sign, verify=verify
+        )
+
+    def _verify_reply(
+        self, name: str, frame: codec.Frame, session: auth.Session, request_tag: bytes
+    ) -> None:
+        # SPEC 21.6: the reply to a signed request is signed over it; the
+        # only unsigned answers taken are "no session" (the request is sent
+        # again under its id in a new one, which is harmless whoever said it).
+        if frame.is_signed:
+            assert frame.covered is not None and frame.mac is not None
+            expected = auth.reply_mac(session.key, frame.covered, request_tag)
+            if not hmac.compare_digest(expected, frame.mac):
+                self.untrusted_replies += 1
+                raise UntrustedReply(
+                    f"{self.url}: the reply to {name} has a wrong MAC: forged or meant for "
+                    "another request; refused"
+                )
+            return
+        if frame.is_nack and frame.fields["code"] in (
+            schema.AUTH_REQUIRED,
+            schema.SESSION_EXPIRED,
+        ):
+            return
+        self.untrusted_replies += 1
+        raise UntrustedReply(
+            f"{self.url}: the reply to {name} is not signed (a device in the link may have "
+            "made it); refused"
+        )
 
     def _in_doubt(self, name: str) -> BenchError:
         return BenchError(
@@ -441,7 +506,7 @@ class PumpClient(Client):
         came while it ran; (OUTCOME_DONE, reply): the reply it was given,
         decoded as a frame (an ACK or a NACK).
         """
-        got = self.request("OUTCOME", {"role": role, "request_id": request_id})
+        got = self.request("OUTCOME", {"role": role, "request_id": request_id})  # signed
         if got["state"] != OUTCOME_DONE:
             return got["state"], None
         msg = codec.MESSAGE_IDS.get(got["msg_id"])
@@ -542,14 +607,17 @@ class PumpClient(Client):
             raise ValueError(f"PROGRAM fields: missing {missing}, unknown {unknown}")
         return self.request("PROGRAM", dict(fields))
 
-    def get_program(self, pending: bool = False) -> dict[str, Any]:
+    def get_program(self, pending: bool = False, *, signed: bool = True) -> dict[str, Any]:
         """The active program (or the pending one): ``crc`` plus every PROGRAM field.
 
         Reading the pending program back is how the bench proves the pump
         holds exactly what was sent before anyone confirms it. Without a
         pending program the pump refuses with NO_PENDING.
         """
-        return self.request("GET_PROGRAM", {"which": 1 if pending else 0})
+        fields = {"which": 1 if pending else 0}
+        if not signed:  # a plain read: its reply proves nothing (SPEC 21.6)
+            return Client.request(self, "GET_PROGRAM", fields)
+        return self.request("GET_PROGRAM", fields)
 
     def confirm(self, crc: int) -> int:
         """Makes the pending program active if ``crc`` is its CRC; returns the CRC.

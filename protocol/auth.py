@@ -58,6 +58,12 @@ def frame_mac(key: bytes, covered: bytes, counter: int) -> bytes:
     return hmac_sha256(key, covered, struct.pack("<I", counter))[: schema.MAC_SIZE]
 
 
+def reply_mac(key: bytes, covered: bytes, request_tag: bytes) -> bytes:
+    """The MAC of a signed reply (SPEC 21.6): ``covered`` is its header and payload,
+    ``request_tag`` the counter and MAC of the request it answers."""
+    return hmac_sha256(key, covered, request_tag)[: schema.REPLY_MAC_SIZE]
+
+
 def new_request_id() -> bytes:
     """A fresh request id: 64 random bits (never all zeros, which means "none")."""
     while True:

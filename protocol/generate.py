@@ -299,6 +299,7 @@ def table_text() -> str:
         ("AUTH_TRAILER_FORMAT", json.dumps(schema.AUTH_TRAILER_FORMAT)),
         ("AUTH_TRAILER_SIZE", schema.AUTH_TRAILER_SIZE),
         ("REQUEST_ID_SIZE", schema.REQUEST_ID_SIZE),
+        ("REPLY_MAC_SIZE", schema.REPLY_MAC_SIZE),
         ("OUTCOMES_KEPT", schema.OUTCOMES_KEPT),
         ("OUTCOME_REPLY_SIZE", schema.OUTCOME_REPLY_SIZE),
         ("SESSION_IDLE_S", schema.SESSION_IDLE_S),

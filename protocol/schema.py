@@ -61,6 +61,11 @@ MAC_SIZE = 16  # per-frame MAC: HMAC-SHA256 truncated to 128 bits (RFC 4868)
 REQUEST_ID_SIZE = 8
 AUTH_TRAILER_FORMAT = "<8sI16s"
 AUTH_TRAILER_SIZE = REQUEST_ID_SIZE + 4 + MAC_SIZE
+# A reply to a request whose MAC the pump checked ends with a MAC too (SPEC
+# section 21.6): HMAC-SHA256(session key, header | payload | the request's
+# counter and MAC) truncated to 96 bits, so that the longest reply (GET_LOG)
+# still fits MAX_PAYLOAD. Such a reply carries FLAG_AUTH.
+REPLY_MAC_SIZE = 12
 # Outcomes the pump keeps per role (the newest ones; SPEC section 22).
 OUTCOMES_KEPT = 16
 OUTCOME_REPLY_SIZE = 20  # the longest reply payload an outcome holds
@@ -663,7 +668,7 @@ def _canonical():
         "k%d/%d/%d/%d/%d/%d/%d/%s/%d/%d/%d/%s/%s;%s;%s;%s;%s"
         % (
             FLAG_AUTH,
-            REQUEST_ID_SIZE,
+            REQUEST_ID_SIZE * 100 + REPLY_MAC_SIZE,
             OUTCOMES_KEPT,
             OUTCOME_REPLY_SIZE,
             KEY_SIZE,

@@ -103,6 +103,10 @@ class Sessions:
         self._once = False  # the request admitted last needs begin_once()
         self._once_id = b""
         self._once_crc = 0
+        # the reply to the request admitted last is signed (SPEC 21.6) with
+        # this session key over its request's counter and MAC (None: unsigned)
+        self._reply_key = None
+        self._reply_tag = b""
         self._log = log
         status, keys = read_keystore(keystore_blob)
         # The application logs it once booted (SELF_TEST_FAILED): a pump
@@ -128,6 +132,7 @@ class Sessions:
         # in self.outcomes: send that), or the NACK code (detail in
         # self.detail).
         self._once = False
+        self._reply_key = None
         needed = t.REQUIRED_ROLE.get(msg_id, t.ROLE_READ_ONLY)
         if not authenticated:
             if needed == t.ROLE_READ_ONLY:
@@ -144,6 +149,9 @@ class Sessions:
         mac = self._mac.digest(body[:mac_at])
         if not _equal(mac[: t.MAC_SIZE], body[mac_at : mac_at + t.MAC_SIZE]):
             return self.refuse(msg_id, t.BAD_MAC, 0)
+        # from here on, whatever the answer, it is signed (SPEC 21.6)
+        self._reply_key = self._mac
+        self._reply_tag = bytes(body[mac_at - 4 : mac_at + t.MAC_SIZE])
         counter = struct.unpack_from("<I", body, trailer + t.REQUEST_ID_SIZE)[0]
         outcomes = self.outcomes
         if outcomes is not None and needed and msg_id not in t.ONCE_EXCEPT:
@@ -174,6 +182,14 @@ class Sessions:
         self.counter = counter
         self._used_ms = now
         return 0
+
+    def signing(self):
+        # True if the reply to the request admitted last is to be signed.
+        return self._reply_key is not None
+
+    def reply_mac(self, covered):
+        # The MAC of a reply (header | payload) to the request admitted last.
+        return self._reply_key.digest(covered, self._reply_tag)[: t.REPLY_MAC_SIZE]
 
     def begin_once(self, msg_id):
         # The request admitted last is about to run: journals its intent if

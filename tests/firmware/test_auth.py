@@ -88,14 +88,14 @@ def patient(
 def snapshot(pump: PumpClient, rig: RigClient) -> dict[str, Any]:
     """What a refused request must leave as it was (the journal grows by its log entry)."""
     try:
-        pending: dict[str, Any] | None = pump.get_program(pending=True)
+        pending: dict[str, Any] | None = pump.get_program(pending=True, signed=False)
     except PumpRefused:
         pending = None
     truth = rig.truth()
     del truth["journal_bytes"]
     return {
         "status": pump.status(),
-        "active": pump.get_program(),
+        "active": pump.get_program(signed=False),
         "pending": pending,
         "log": [e for e in pump.log() if e["name"] not in AUTH_LOG_CODES],
         "truth": truth,
