@@ -10,10 +10,15 @@ STUBS_STAMP := $(STUBS)/.installed
 REPORT ?= reports/latest
 JOBS ?= 2
 PORT ?=
+PYTEST_ARGS ?=
 KEYS ?=
 ARCH ?=
+UF2 ?=
 
-.PHONY: run test sim bench lint typecheck mpy vectors pytest flash clean help
+FIRMWARE_BOARD ?= RPI_PICO
+MICROPYTHON_SRC ?=
+
+.PHONY: firmware venv run test sim bench lint typecheck mpy vectors pytest flash clean help
 
 help:
 	@echo "make run        run the standard scenario suite on a virtual board, write $(REPORT)"
@@ -21,6 +26,8 @@ help:
 	@echo "make sim        start a virtual board for a person (prints its ports)"
 	@echo "make bench      benchmarks that print figures"
 	@echo "make flash PORT=/dev/ttyACM0 KEYS=FILE   compile, copy to a Pico, provision keys, check"
+	@echo "make firmware MICROPYTHON_SRC=PATH   the pump frozen into its own UF2 (build/firmware/)"
+	@echo "make venv       create or update .venv (what every target does first)"
 	@echo "make lint | typecheck | mpy | vectors | clean"
 
 $(STAMP): pyproject.toml
@@ -34,13 +41,15 @@ $(STUBS_STAMP): $(STAMP)
 		micropython-rp2-rpi-pico-stubs==1.29.0.post1
 	@touch $@
 
+venv: $(STAMP)
+
 run: $(STAMP)
 	$(BIN)/pumpbench run bench/scenarios --target sim --jobs $(JOBS) --report $(REPORT)
 
 test: lint mpy typecheck pytest
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 sim: $(STAMP)
 	$(BIN)/pumpbench sim
@@ -56,6 +65,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 typecheck: $(STAMP) $(STUBS_STAMP)
 	$(BIN)/mypy --config-file firmware/mypy.ini
@@ -67,9 +77,14 @@ mpy: $(STAMP)
 vectors: $(STAMP)
 	$(BIN)/python -m protocol.generate
 
+# The pump frozen into its own UF2 (bench/firmware.py; docs/hardware.md):
+# MICROPYTHON_SRC=a MicroPython release tarball or checkout.
+firmware: $(STAMP)
+	$(BIN)/python -m bench.firmware --board $(FIRMWARE_BOARD) $(if $(MICROPYTHON_SRC),--src $(MICROPYTHON_SRC),)
+
 flash: $(STAMP)
 	@test -n "$(PORT)" -a -n "$(KEYS)" || { echo "make flash: give the port and the pump's key file: make flash PORT=/dev/ttyACM0 KEYS=~/pump-0001.keys (made if missing)" >&2; exit 2; }
-	$(BIN)/python -m bench.flash --port $(PORT) --key-file $(KEYS) $(if $(ARCH),--arch $(ARCH),)
+	$(BIN)/python -m bench.flash --port $(PORT) --key-file $(KEYS) $(if $(ARCH),--arch $(ARCH),) $(if $(UF2),--uf2 $(filter-out 1,$(UF2)),)
 
 clean:
 	rm -rf build reports .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
-from bench import alarmview, flash
+from bench import alarmview, flash, image
 from bench import keys as keysmod
 from bench import programfile as pf
 from bench.client import (
@@ -39,6 +39,7 @@ from bench.client import (
     soft_limit_names,
 )
 from bench.errors import BenchError, PumpRefused
+from bench.paths import ENV_FIRMWARE, select_firmware
 from bench.progress import Progress
 from bench.report import (
     fingerprint_hex,
@@ -59,6 +60,11 @@ EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+def _note(message: str) -> None:
+    """A line for the person waiting (progress), on stderr beside the errors."""
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
 def _error(message: str) -> None:
@@ -212,6 +218,7 @@ def _pump_url(args: argparse.Namespace) -> Iterator[str]:
         yield url
         return
     keys = keysmod.load(args.key_file) if args.key_file else None
+    image.ensure_compiled(say=_note)
     with VirtualBoard(BoardOptions(keys=keys)) as board:
         try:
             yield board.pump_port
@@ -251,6 +258,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def _run_sim(args: argparse.Namespace, keys: keysmod.DeviceKeys, key_file: Path) -> int:
     options = BoardOptions(heap=args.heap, seed=args.seed, speed=args.speed, keys=keys)
+    image.ensure_compiled(say=_note)
     # Both signals stop the board the same way; SIGINT explicitly too, since a
     # shell starts background jobs with SIGINT ignored.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -321,6 +329,7 @@ def cmd_hello(args: argparse.Namespace) -> int:
         hello = pump.hello()  # refuses a protocol or schema mismatch loudly
     print(f"port:        {url}")
     print(f"firmware:    {hello['firmware_version']}")
+    print(f"micropython: {hello['micropython_version']}")
     print(f"board:       {hello['board']}")
     print(f"device id:   {hello['device_id']}")
     print(f"protocol:    v{hello['protocol_version']}")
@@ -624,7 +633,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.key_file:
         keysmod.use_key_file(args.key_file)
     target: Target = (
-        SimTarget(heap=args.heap) if args.target == SIM else PortTarget(args.target, args.rig)
+        SimTarget(heap=args.heap, say=_note, speed=args.speed)
+        if args.target == SIM
+        else PortTarget(args.target, args.rig)
     )
     jobs = args.jobs or (min(os.cpu_count() or 1, max(1, len(scenarios))) if target.parallel else 1)
     target.preflight()
@@ -672,8 +683,18 @@ def _add_key_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_firmware_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--firmware",
+        metavar="DIR",
+        help=f"the firmware tree virtual boards run (default: ${ENV_FIRMWARE}, else the "
+        "checkout's or the installed package's)",
+    )
+
+
 def _add_board_choice(parser: argparse.ArgumentParser) -> None:
     _add_key_options(parser)
+    _add_firmware_option(parser)
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--port", metavar="URL", help="the pump port: any pyserial URL")
     choice.add_argument(
@@ -706,6 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="provision these keys (made if FILE does not exist; default: fresh, temporary)",
     )
+    _add_firmware_option(sim)
     sim.set_defaults(func=cmd_sim)
 
     keys = commands.add_parser("keys", help="make a key file for a pump's roles")
@@ -745,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim (default): a fresh virtual board per scenario; or the pump port URL",
     )
     run.add_argument("--rig", metavar="URL", help="the rig port URL (hardware targets only)")
+    _add_firmware_option(run)
     run.add_argument(
         "--report", default=DEFAULT_REPORT, metavar="DIR", help=f"default {DEFAULT_REPORT}"
     )
@@ -773,6 +796,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip scenarios planning more device time, e.g. 3h (a physical rig runs in real time)",
     )
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    run.add_argument(
+        "--speed",
+        type=_speed,
+        default=0,
+        help="with --target sim: 0 lockstep (default); N: free-running boards at N x wall time",
+    )
     run.add_argument(
         "--key-file",
         type=Path,
@@ -886,6 +915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check(parser, args)
+    select_firmware(getattr(args, "firmware", None))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

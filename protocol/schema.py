@@ -124,12 +124,14 @@ ERRORS = (
     (40, "SESSION_EXPIRED"),  # the session ended (idle, too old, closed or replaced)
     (41, "NO_CHALLENGE"),  # AUTH_OPEN without a live AUTH_CHALLENGE for this role
     (42, "NO_KEY"),  # no key is provisioned on this pump for the role (detail = role)
+    (48, "DURATION"),  # a duration above its documented maximum (detail = the maximum, min)
     # Exactly once (SPEC section 22): a reset came while the request with
     # this id ran, before its outcome was journalled: it may have taken
     # effect. Read the state back (STATUS, GET_LOG); never send it again.
     (53, "IN_DOUBT"),
     (54, "ID_REUSED"),  # the request id was used for another request (detail = its msg id)
     (55, "NO_REQUEST_ID"),  # a therapy-changing request without a request id
+    (61, "PROVISIONED"),  # PROVISION on a pump that already has a key store
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
 
@@ -164,9 +166,17 @@ REPLAY = 39
 SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
+DURATION = 48
 IN_DOUBT = 53
 ID_REUSED = 54
 NO_REQUEST_ID = 55
+PROVISIONED = 61
+
+# Durations on the wire and their maxima (SPEC 12, 6.3). A bolus runs at most a
+# day: its strokes are timed on the wrapping millisecond ticks (period 2**30
+# ms, intervals unambiguous below 2**29 ms = 6.2 days), and its hourly share
+# is checked against the governor's windows. Above: NACK DURATION.
+BOLUS_MAX_DURATION_S = 24 * 3600
 
 # The payload of every NACK (flags REPLY|ERROR), whatever the message id.
 NACK_FIELDS = (
@@ -285,6 +295,7 @@ LOG_CODES = (
     # access log: refused by the session rules (SPEC 21.4, 22): a = NACK
     # code | msg id << 8, b = session-rule refusals ever
     (25, "AUTH_REFUSED"),
+    (46, "KEYS_PROVISIONED"),  # a = roles given keys (bit 1 patient, bit 2 clinician)
 )
 # These go to the access log (GET_ACCESS_LOG), a ring of its own, never to
 # the therapy history (GET_LOG): no peer can push therapy out of the log.
@@ -335,6 +346,8 @@ MESSAGES = (
         ("board", "16s", ""),
         ("device_id", "16s", ""),
         ("schema_fingerprint", "I", ""),
+        # the interpreter the firmware runs on, "1.28.0" (sys.implementation)
+        ("micropython_version", "16s", ""),
     )),
     (0x02, "PING", PORT_BOTH, (
         ("token", "I", ""),
@@ -470,11 +483,6 @@ MESSAGES = (
         ("max_s", "I", "s"),
     )),
     (0x15, "AUTH_CLOSE", PORT_PUMP, (), ()),
-    # The outcome of a therapy-changing request by its request id (SPEC
-    # section 22); read-only. state 0: never seen (it did not run), 1: in
-    # doubt (a reset came while it ran), 2: done: msg_id, flags and the
-    # first size bytes of reply are the reply it was given (an ACK, or a
-    # NACK with FLAG_ERROR).
     # The access log (SPEC section 15): as GET_LOG, from its own ring.
     (0x21, "GET_ACCESS_LOG", PORT_PUMP, (
         ("start", "I", ""),
@@ -489,6 +497,11 @@ MESSAGES = (
         ("a", "12I", ""),
         ("b", "12i", ""),
     )),
+    # The outcome of a therapy-changing request by its request id (SPEC
+    # section 22); read-only. state 0: never seen (it did not run), 1: in
+    # doubt (a reset came while it ran), 2: done: msg_id, flags and the
+    # first size bytes of reply are the reply it was given (an ACK, or a
+    # NACK with FLAG_ERROR).
     (0x20, "OUTCOME", PORT_PUMP, (
         ("role", "B", ""),  # the role of the session that sent it
         ("request_id", "8s", "bytes"),
@@ -499,6 +512,12 @@ MESSAGES = (
         ("size", "B", "B"),
         ("reply", "20s", "bytes"),
     )),
+    # First use only: a pump with no key store (a board just flashed with a
+    # frozen UF2 has an empty filesystem) takes one over its own USB link.
+    # Refused with PROVISIONED once it has one (SPEC section 21.5).
+    (0x26, "PROVISION", PORT_PUMP, (
+        ("keystore", "72s", "bytes"),  # KEYSTORE_SIZE bytes: magic, patient, clinician, CRC-32
+    ), ()),
     (0x40, "RIG_HELLO", PORT_RIG, (
         ("protocol_version", "B", ""),
         ("schema_fingerprint", "I", ""),

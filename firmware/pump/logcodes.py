@@ -26,6 +26,7 @@ OCCLUSION_STROKE = 22  # a = residual pressure 0.1 mmHg, b = stroke response
 SESSION_OPENED = 23  # a = role
 SESSION_CLOSED = 24  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
 AUTH_REFUSED = 25  # access log: a = NACK code | msg id << 8, b = session-rule refusals ever
+KEYS_PROVISIONED = 46  # a = roles given keys (bit 1 patient, bit 2 clinician)
 
 # Codes that go to the access log (GET_ACCESS_LOG), not the therapy history
 # (protocol/schema.py ACCESS_LOG_CODES). A PB_REFUSED or AUTH_REFUSED entry

@@ -52,7 +52,7 @@ steps:
 
 @pytest.fixture
 def board() -> Iterator[VirtualBoard]:
-    """A board served by URL, as a target given to the plugin with --target."""
+    """A board served by URL, as a target given to the plugin with --pump-target."""
     with VirtualBoard(BoardOptions()) as vb:
         yield vb
 
@@ -87,7 +87,7 @@ def test_hardware_tests_are_skipped_with_a_reason_on_virtual_boards(
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*needs a physical board: run with --target /dev/ttyACM0*"])
+    result.stdout.fnmatch_lines(["*needs a physical board: run with --pump-target /dev/ttyACM0*"])
 
 
 def test_a_board_by_url_without_a_rig(pytester: pytest.Pytester, board: VirtualBoard) -> None:
@@ -106,9 +106,9 @@ def test_a_board_by_url_without_a_rig(pytester: pytest.Pytester, board: VirtualB
             raise AssertionError("a virtual board served by URL is not a physical board")
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--target", board.pump_port)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--pump-target", board.pump_port)
     result.assert_outcomes(passed=1, skipped=2)
-    result.stdout.fnmatch_lines(["*needs a rig port: give --rig URL*"])
+    result.stdout.fnmatch_lines(["*needs a rig port: give --pump-rig URL*"])
 
 
 def test_scenario_files_are_test_items(pytester: pytest.Pytester) -> None:
@@ -166,6 +166,37 @@ def test_junit_carries_firmware_version_and_schema_fingerprint(
 
 
 def test_rig_option_needs_a_url_target(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("-p", "no:cacheprovider", "--rig", "/dev/pts/99")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--pump-rig", "/dev/pts/99")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--rig goes with --target URL*"])
+    result.stderr.fnmatch_lines(["*--pump-rig goes with --pump-target URL*"])
+
+
+# Another plugin of the same environment that owns --target, as pytest-embedded does.
+OTHER_PLUGIN = """\
+import pytest
+
+def pytest_addoption(parser):
+    parser.getgroup("embedded").addoption("--target", default="esp32", help="another plugin's")
+
+@pytest.fixture
+def other_target(pytestconfig):
+    return pytestconfig.getoption("target")
+"""
+
+
+def test_the_plugin_loads_beside_a_plugin_that_owns_target(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(other_embedded_plugin=OTHER_PLUGIN)
+    pytester.makepyfile(
+        test_both="""
+        def test_both(pump, rig, other_target, pytestconfig):
+            assert other_target == "esp32"
+            assert pytestconfig.getoption("pump_target") == "sim"
+            assert pump.hello()["board"] == "sim"
+            assert rig.truth()["tip_nl"] == 0
+        """
+    )
+    pytester.syspathinsert()
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "other_embedded_plugin")
+    result.assert_outcomes(passed=1)
+    help_text = pytester.runpytest("-p", "other_embedded_plugin", "--help")
+    help_text.stdout.fnmatch_lines(["*--target*another plugin's*", "*--pump-target=sim|URL*"])
