@@ -56,7 +56,7 @@ class Serial(protocol_fault.Serial):
         super().__init__(*args, **kwargs)
 
     def open(self) -> None:
-        url = str(self._port)
+        url = str(self.port)
         if not url.lower().startswith(SCHEME):
             raise SerialException(f"expected {SCHEME}<inner url>?mode=..., got {url!r}")
         rest = url[len(SCHEME) :]

@@ -203,7 +203,9 @@ class Sessions:
 
     def reply_mac(self, covered):
         # The MAC of a reply (header | payload) to the request admitted last.
-        return self._reply_key.digest(covered, self._reply_tag)[: t.REPLY_MAC_SIZE]
+        key = self._reply_key
+        assert key is not None  # signing() said so
+        return key.digest(covered, self._reply_tag)[: t.REPLY_MAC_SIZE]
 
     def begin_once(self, msg_id):
         # The request admitted last is about to run: journals its intent if

@@ -49,11 +49,9 @@ class Outcomes:
     def __init__(self, fs, chunk):
         # chunk: a read buffer (a bytearray) shared with the journal
         self._fs = fs
-        self._rings = (
-            None,
-            Ring(fs, ("once.p0", "once.p1"), _SIZE, PER_FILE, chunk),
-            Ring(fs, ("once.c0", "once.c1"), _SIZE, PER_FILE, chunk),
-        )
+        patient = Ring(fs, ("once.p0", "once.p1"), _SIZE, PER_FILE, chunk)
+        # by role; READ_ONLY (0) never sends a therapy request: a placeholder
+        self._rings = (patient, patient, Ring(fs, ("once.c0", "once.c1"), _SIZE, PER_FILE, chunk))
         # what find() found (the newest record of the id)
         self.state = NEW
         self.msg_id = 0
@@ -106,6 +104,8 @@ class Outcomes:
 
     def _put(self, phase, flags, payload, size):
         ring = self._ring
+        if ring is None:
+            return
         buf = ring.buf
         struct.pack_into("<IBBBBI", buf, 0, 0, phase, self._msg, flags, size, self._crc)
         buf[_ID_AT:_REPLY_AT] = self._id
