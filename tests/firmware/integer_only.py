@@ -5,7 +5,8 @@ from __future__ import annotations
 import tokenize
 from pathlib import Path
 
-ALLOWED_IMPORTS = {"struct", "array", "binascii", "pump", "protocol", "micropython"}
+# sys: commands.py reads sys.implementation for HELLO (issue 13)
+ALLOWED_IMPORTS = {"struct", "array", "binascii", "pump", "protocol", "micropython", "sys"}
 
 
 def assert_integer_only(path: Path) -> None:
