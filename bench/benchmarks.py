@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.client import PumpClient, RigClient, alarm_names
+from bench.errors import PumpRefused
 from bench.image import compile_all, ensure_compiled
 from bench.programfile import load_program
 from bench.robustness import program_fields
@@ -203,6 +205,57 @@ def reply_mac_cost() -> list[Row]:
 
 
 REPLY_MAC_SCRIPT = Path(__file__).with_name("upy") / "reply_mac_cost.py"
+
+
+def _firmware_constant(module: str, name: str) -> int:
+    """An integer constant of firmware/pump/<module>, read from its source."""
+    text = (Path(__file__).parents[1] / "firmware" / "pump" / module).read_text()
+    found = re.search(rf"^{name} = ([\d_]+)", text, flags=re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"{name} not found in firmware/pump/{module}")
+    return int(found.group(1).replace("_", ""))
+
+
+def log_retention_days(days: int = 10) -> list[Row]:
+    """Days of therapy history the event log keeps for a busy patient (issue 12
+    item 6): ``days`` on a virtual board with 4 patient boluses a day, each
+    from a patient session, and a refill with a new program on day 0; the
+    event log keeps at least EVENTS_PER_FILE entries, sessions and refusals
+    go to the access log."""
+    events_per_file = _firmware_constant("journal.py", "EVENTS_PER_FILE")
+    with (
+        VirtualBoard(BoardOptions()) as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        fields = program_fields(pb_dose_nl=2_000, pb_lockout_s=3 * 3600, pb_max_per_day=4)
+        rig.fill(20_000_000)
+        pump.refill(0, 20_000_000)
+        pump.confirm(pump.program(fields)["crc"])
+        start = pump.request("GET_LOG", {"start": 0, "count": 0})["total"]
+        clinician = pump.keys
+        assert clinician is not None
+        pump.keys, pump.role, pump.session = clinician.only(schema.ROLE_PATIENT), 1, None
+        for _ in range(days * 4):
+            pump.patient_bolus()
+            try:
+                pump.patient_bolus()  # refused: the lockout
+            except PumpRefused:
+                pass
+            pump.close_session()
+            rig.advance(6 * 3600 * 1000)
+        entries = pump.request("GET_LOG", {"start": 0, "count": 0})["total"] - start
+        _check_alive(board)
+    per_day = entries / days + 3 / 30  # and a refill, a program and its pending a month
+    return [
+        Row(
+            "therapy history kept at 4 patient boluses a day",
+            f"{events_per_file / per_day:,.0f}",
+            "days",
+            f"at least; {per_day:.1f} event-log entries a day measured over {days} days "
+            f"(sessions, refusals in the access log), {events_per_file} kept",
+        )
+    ]
 
 
 # --- (b) ADVANCE over idle days -------------------------------------------------
@@ -506,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += session_costs(args.requests)
     rows += exactly_once_costs(args.requests)
     rows += reply_mac_cost()
+    rows += log_retention_days()
     rows += advance_wall_time(args.boards, ADVANCE_DAYS)
     overhead_rows, problems = framing_overhead()
     rows += overhead_rows
