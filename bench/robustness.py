@@ -167,7 +167,7 @@ class SessionView:
         return self.trailer(covered, rng.randint(0, self.accepted))
 
     def trailer(self, covered: bytes, counter: int) -> bytes:
-        # a request id never used before (SPEC section 22): the fuzzer's
+        # a request id never used before (SPEC section 23): the fuzzer's
         # copies of a frame are byte copies, never new frames with an old id
         self.ids += 1
         request_id = struct.pack("<Q", 0xF0220000_00000000 | self.ids)
@@ -250,7 +250,7 @@ class ReceiverModel:
                 return Expected("duplicates", msg_id=msg_id, seq=seq, duplicate_of=original)
         request_id = self._once_id(msg_id, body[:end], signed)
         if request_id in self.outcomes:
-            # SPEC 22: a copy of a therapy request that ran gets its reply again
+            # SPEC 23: a copy of a therapy request that ran gets its reply again
             original = self.outcomes[request_id]
             return Expected("duplicates", msg_id=msg_id, seq=seq, duplicate_of=original)
         if self.port == schema.PORT_PUMP:
@@ -269,7 +269,7 @@ class ReceiverModel:
         return expected
 
     def _once_id(self, msg_id: int, covered: bytes, signed: int) -> bytes | None:
-        """The request id of a well-signed therapy request in the session (SPEC 22)."""
+        """The request id of a well-signed therapy request in the session (SPEC 23)."""
         name = message_name(msg_id)
         session = self.session
         if not signed or session is None or self.port != schema.PORT_PUMP:
@@ -393,6 +393,20 @@ def program_fields(**overrides: Any) -> dict[str, Any]:
     }
     fields.update(overrides)
     return fields
+
+
+def refill_request(
+    withdrawn_nl: int, added_nl: int, drug_id: int = 1, conc_ug_ml: int = 10_000
+) -> dict[str, Any]:
+    """REFILL fields for the drug of :func:`program_fields` (morphine 10 mg/mL)
+    unless told: a refill that changes no drug (SPEC 22.2)."""
+    return {
+        "withdrawn_nl": withdrawn_nl,
+        "added_nl": added_nl,
+        "drug_id": drug_id,
+        "conc_ug_ml": conc_ug_ml,
+        "program_crc": 0,
+    }
 
 
 class FrameFuzzer:
@@ -735,13 +749,13 @@ _PUMP_REFUSALS = [
         "REFILL",
         schema.RESERVOIR,
         2,
-        lambda r: {"withdrawn_nl": r.randint(40_000_001, 0xFFFFFFFF), "added_nl": 1_000_000},
+        lambda r: refill_request(r.randint(40_000_001, 0xFFFFFFFF), 1_000_000),
     ),
     _refuse(
         "REFILL",
         schema.RESERVOIR,
         1,
-        lambda r: {"withdrawn_nl": 1_000, "added_nl": r.randint(40_000_001, 0xFFFFFFFF)},
+        lambda r: refill_request(1_000, r.randint(40_000_001, 0xFFFFFFFF)),
     ),
     _refuse(
         "CLEAR_ALARM", schema.BAD_VALUE, 0, lambda r: {"alarm": r.choice([0, *range(18, 256)])}
@@ -1404,7 +1418,7 @@ class PowerLossCampaign:
                 (20_000_000, 30_000_000, 38_000_000), key=lambda v: abs(v - story.old_account)
             )
             withdrawn = status["reservoir_nl"]
-            story.request = ("REFILL", {"withdrawn_nl": withdrawn, "added_nl": story.refill_nl})
+            story.request = ("REFILL", self.pump.refill_fields(withdrawn, story.refill_nl))
         elif activity == "stop_start":
             story.request = ("STOP", None) if story.old_running else ("START", None)
 
@@ -1817,7 +1831,7 @@ def therapy_scenario(pump: PumpClient, rig: RigClient) -> int:
         {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": schema.FINGERPRINT},
     )
     withdrawn = rig.fill(20_000_000)
-    ask("REFILL", {"withdrawn_nl": withdrawn, "added_nl": 20_000_000})
+    ask("REFILL", refill_request(withdrawn, 20_000_000, drug_id=0, conc_ug_ml=0))
     ask("SET_CLOCK", {"local_offset_s": 8 * 3600})
     program = program_fields(pb_dose_nl=20_000, pb_lockout_s=3_600, pb_max_per_day=4)
     crc = ask("PROGRAM", program)["crc"]

@@ -11,7 +11,7 @@ the client's nonce.
   fresh key, so a frame recorded in one session is worthless in the next.
 
 Every authenticated request ends with a trailer: the client's request id
-(8 bytes, SPEC section 22), a counter, strictly increasing within the
+(8 bytes, SPEC section 23), a counter, strictly increasing within the
 session, and the first 16 bytes of
 HMAC(session key, header | payload | request id | counter) (RFC 4868
 truncation). The

@@ -71,12 +71,15 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
             "time_to_empty_s": 1_641_600,
             "refill_date_s": 1_555_200,
             "pb_last_day": 0,
-            "window_1h_nl": 41_600,
-            "window_24h_nl": 999_800,
+            "window_1h_ng": 20_800,
+            "window_24h_ng": 499_900,
             "acknowledged": 0,
             "pressure_x10": 74,
             "battery_mv": 3_000,
             "eos_days": 0xFFFF,
+            "tip_drug_id": 4,
+            "tip_conc_ug_ml": 500,
+            "new_drug_at_tip_s": 0,
         },
     ),
     ("link stats request", "LINK_STATS", 7, 0, {}),
@@ -124,7 +127,27 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
     ("patient bolus request", "PATIENT_BOLUS", 21, 0, {}),
     ("patient bolus reply", "PATIENT_BOLUS", 21, REPLY, {"bolus_id": 7, "volume_nl": 50_000}),
     ("lockout nack", "PATIENT_BOLUS", 22, NACK, {"code": schema.LOCKOUT, "detail": 1200}),
-    ("refill request", "REFILL", 23, 0, {"withdrawn_nl": 1_950_000, "added_nl": 20_000_000}),
+    (
+        "refill request",
+        "REFILL",
+        23,
+        0,
+        {
+            "withdrawn_nl": 1_950_000,
+            "added_nl": 20_000_000,
+            "drug_id": 4,
+            "conc_ug_ml": 2_000,
+            "program_crc": 0x22B8A50F,
+        },
+    ),
+    (
+        "catheter request",
+        "CATHETER",
+        25,
+        0,
+        {"catheter_mm": 600, "nl_per_cm": 2_600, "empty": 1},
+    ),
+    ("catheter reply", "CATHETER", 25, REPLY, {"path_nl": 176_000}),
     (
         "refill reply",
         "REFILL",
@@ -152,6 +175,7 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
             "journal_bytes": 276_811,
             "pocket_nl": 0,
             "released_nl": 0,
+            "tip_ng": 500_000,
         },
     ),
     (
@@ -345,7 +369,7 @@ def table_text() -> str:
     for name, role in schema.MESSAGE_ROLES:
         lines.append(f"    {name}: {role},")
     lines.append("}")
-    lines.append("# requests with a role that need no request id (SPEC section 22)")
+    lines.append("# requests with a role that need no request id (SPEC section 23)")
     lines.append("ONCE_EXCEPT = (" + "".join(f"{name}," for name in schema.ONCE_EXCEPT) + ")")
     lines.append("ALL_IDS = (")
     lines += [f"    0x{m[0]:02X}," for m in schema.MESSAGES]

@@ -57,7 +57,7 @@ MAC_SIZE = 16  # per-frame MAC: HMAC-SHA256 truncated to 128 bits (RFC 4868)
 # request id (8 bytes chosen by the client, unique per key; all zeros: none),
 # counter (strictly increasing per session), MAC over header | payload |
 # request id | counter. A therapy-changing request (ONCE_ROLE) runs at most
-# once per request id, whatever the session or seq (SPEC section 22).
+# once per request id, whatever the session or seq (SPEC section 23).
 REQUEST_ID_SIZE = 8
 AUTH_TRAILER_FORMAT = "<8sI16s"
 AUTH_TRAILER_SIZE = REQUEST_ID_SIZE + 4 + MAC_SIZE
@@ -66,7 +66,7 @@ AUTH_TRAILER_SIZE = REQUEST_ID_SIZE + 4 + MAC_SIZE
 # counter and MAC) truncated to 96 bits, so that the longest reply (GET_LOG)
 # still fits MAX_PAYLOAD. Such a reply carries FLAG_AUTH.
 REPLY_MAC_SIZE = 12
-# Outcomes the pump keeps per role (the newest ones; SPEC section 22).
+# Outcomes the pump keeps per role (the newest ones; SPEC section 23).
 OUTCOMES_KEPT = 16
 OUTCOME_REPLY_SIZE = 20  # the longest reply payload an outcome holds
 SESSION_IDLE_S = 600  # a session unused this long (device time) expires
@@ -124,8 +124,13 @@ ERRORS = (
     (40, "SESSION_EXPIRED"),  # the session ended (idle, too old, closed or replaced)
     (41, "NO_CHALLENGE"),  # AUTH_OPEN without a live AUTH_CHALLENGE for this role
     (42, "NO_KEY"),  # no key is provisioned on this pump for the role (detail = role)
+    # The drug or concentration differs from the one it must match: a REFILL
+    # with a new drug/concentration and no confirmed program for it, a
+    # PROGRAM/CONFIRM for another drug than the reservoir holds (detail:
+    # 1 refill, 2 program, 3 the pending program named by REFILL differs)
+    (43, "DRUG_MISMATCH"),
     (48, "DURATION"),  # a duration above its documented maximum (detail = the maximum, min)
-    # Exactly once (SPEC section 22): a reset came while the request with
+    # Exactly once (SPEC section 23): a reset came while the request with
     # this id ran, before its outcome was journalled: it may have taken
     # effect. Read the state back (STATUS, GET_LOG); never send it again.
     (53, "IN_DOUBT"),
@@ -166,6 +171,7 @@ REPLAY = 39
 SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
+DRUG_MISMATCH = 43
 DURATION = 48
 IN_DOUBT = 53
 ID_REUSED = 54
@@ -281,7 +287,7 @@ LOG_CODES = (
     (11, "REFILL"),  # a = added nL, b = discrepancy nL (signed)
     (12, "ALARM_RAISED"),  # a = alarm id, b = priority
     (13, "ALARM_CLEARED"),  # a = alarm id
-    (14, "GOVERNOR_STOP"),  # a = window (1 hourly, 2 daily), b = window total nL
+    (14, "GOVERNOR_STOP"),  # a = window (1 hourly, 2 daily), b = window total ng
     (15, "STROKE_MISMATCH"),  # a = steps moved, b = steps commanded
     (16, "BOLUS_INTERRUPTED"),  # a = bolus id, b = delivered nL before the reset
     (17, "SOFT_OVERRIDE"),  # a = mask of soft limits overridden
@@ -292,9 +298,12 @@ LOG_CODES = (
     (22, "OCCLUSION_STROKE"),  # a = residual pressure 0.1 mmHg, b = stroke response
     (23, "SESSION_OPENED"),  # a = role
     (24, "SESSION_CLOSED"),  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
-    # access log: refused by the session rules (SPEC 21.4, 22): a = NACK
+    # access log: refused by the session rules (SPEC 21.4, 23): a = NACK
     # code | msg id << 8, b = session-rule refusals ever
     (25, "AUTH_REFUSED"),
+    (26, "REFILL_DRUG"),  # after REFILL: a = drug id, b = concentration ug/mL
+    (27, "TIP_DRUG"),  # the drug path: a = drug id, b = concentration now at the tip
+    (28, "CATHETER"),  # a = path nL (pump + catheter), b = 1 new (empty) catheter
     (46, "KEYS_PROVISIONED"),  # a = roles given keys (bit 1 patient, bit 2 clinician)
 )
 # These go to the access log (GET_ACCESS_LOG), a ring of its own, never to
@@ -371,12 +380,15 @@ MESSAGES = (
         ("time_to_empty_s", "i", "s"),  # -1: never at the current rate
         ("refill_date_s", "I", "s"),
         ("pb_last_day", "B", "count"),
-        ("window_1h_nl", "I", "nL"),
-        ("window_24h_nl", "I", "nL"),
+        ("window_1h_ng", "I", "ng"),  # the dose governor's windows: dose at the tip
+        ("window_24h_ng", "I", "ng"),
         ("acknowledged", "I", ""),  # alarms whose sound is silenced by ACK_ALARM
         ("pressure_x10", "h", "0.1 mmHg"),  # last sensor reading
         ("battery_mv", "H", "mV"),
         ("eos_days", "H", "d"),  # days left to end of service after ERI; 0xFFFF: no ERI
+        ("tip_drug_id", "B", ""),  # the drug now leaving the catheter tip (drug path model)
+        ("tip_conc_ug_ml", "I", "ug/mL"),  # its concentration (0: saline or an empty catheter)
+        ("new_drug_at_tip_s", "I", "s"),  # until the reservoir drug is at the tip; 0xFFFFFFFF never
     )),
     (0x04, "LINK_STATS", PORT_BOTH, (), (
         ("frames_ok", "I", "count"),
@@ -431,6 +443,11 @@ MESSAGES = (
     (0x0E, "REFILL", PORT_PUMP, (
         ("withdrawn_nl", "I", "nL"),
         ("added_nl", "I", "nL"),
+        ("drug_id", "B", ""),  # the drug put in (drug library id)
+        ("conc_ug_ml", "I", "ug/mL"),  # its concentration
+        # 0, or the CRC of the pending program for the new drug/concentration:
+        # refill and program are then committed together (SPEC 22)
+        ("program_crc", "I", ""),
     ), (
         ("expected_nl", "I", "nL"),
         ("discrepancy_nl", "i", "nL"),
@@ -498,7 +515,7 @@ MESSAGES = (
         ("b", "12i", ""),
     )),
     # The outcome of a therapy-changing request by its request id (SPEC
-    # section 22); read-only. state 0: never seen (it did not run), 1: in
+    # section 23); read-only. state 0: never seen (it did not run), 1: in
     # doubt (a reset came while it ran), 2: done: msg_id, flags and the
     # first size bytes of reply are the reply it was given (an ACK, or a
     # NACK with FLAG_ERROR).
@@ -511,6 +528,15 @@ MESSAGES = (
         ("flags", "B", ""),
         ("size", "B", "B"),
         ("reply", "20s", "bytes"),
+    )),
+    # The drug path (SPEC 22): the catheter fitted, for the pump's model of the
+    # volume between reservoir and tip. empty 1: a new (empty) catheter.
+    (0x16, "CATHETER", PORT_PUMP, (
+        ("catheter_mm", "H", "mm"),
+        ("nl_per_cm", "H", "nL/cm"),
+        ("empty", "B", ""),
+    ), (
+        ("path_nl", "I", "nL"),  # pump internal volume + catheter
     )),
     # First use only: a pump with no key store (a board just flashed with a
     # frozen UF2 has an empty filesystem) takes one over its own USB link.
@@ -542,6 +568,7 @@ MESSAGES = (
         ("journal_bytes", "I", "count"),  # bytes the firmware has written
         ("pocket_nl", "I", "nL"),  # lost through a leak or disconnection
         ("released_nl", "I", "nL"),  # stored in the line at the last occlusion relief
+        ("tip_ng", "Q", "ng"),  # drug dose that left the catheter tip (drug path FIFO)
     )),
     (0x44, "POWER", PORT_RIG, (
         ("action", "B", ""),  # 0 off, 1 on, 2 cut after arg journal bytes, 3 cut in arg ms
@@ -601,6 +628,7 @@ MESSAGES = (
     )),
     (0x48, "FILL", PORT_RIG, (
         ("reservoir_nl", "I", "nL"),  # empty the real reservoir, then fill it to this
+        ("conc_ug_ml", "I", "ug/mL"),  # with drug of this concentration (0: saline)
     ), (
         ("withdrawn_nl", "I", "nL"),  # what was really left
     )),
@@ -644,12 +672,13 @@ MESSAGE_ROLES = (
     ("BOLUS", ROLE_CLINICIAN),
     ("CANCEL_BOLUS", ROLE_CLINICIAN),
     ("REFILL", ROLE_CLINICIAN),
+    ("CATHETER", ROLE_CLINICIAN),
     ("CLEAR_ALARM", ROLE_CLINICIAN),
     ("ACK_ALARM", ROLE_CLINICIAN),
     ("SET_CLOCK", ROLE_CLINICIAN),
 )
 # Every request above but AUTH_CLOSE changes therapy: it needs a request id
-# and runs at most once per id (SPEC section 22).
+# and runs at most once per id (SPEC section 23).
 ONCE_EXCEPT = ("AUTH_CLOSE",)
 
 # Largest ADVANCE the rig accepts in one request: one year of device time.

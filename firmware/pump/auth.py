@@ -169,7 +169,7 @@ class Sessions:
         counter = struct.unpack_from("<I", body, trailer + t.REQUEST_ID_SIZE)[0]
         outcomes = self.outcomes
         if outcomes is not None and needed and msg_id not in t.ONCE_EXCEPT:
-            # Exactly once (SPEC section 22), before the counter: a copy of
+            # Exactly once (SPEC section 23), before the counter: a copy of
             # a request that ran is answered, whatever its session or seq.
             request_id = bytes(body[trailer : trailer + t.REQUEST_ID_SIZE])
             if request_id == _NO_ID:

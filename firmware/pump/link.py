@@ -164,7 +164,7 @@ class Link:
             guard = self._guard
             refusal = guard.admit(msg_id, reader, authenticated)
             if refusal < 0:
-                # It ran before (exactly once, SPEC section 22): its reply again.
+                # It ran before (exactly once, SPEC section 23): its reply again.
                 counters[DUPLICATES] += 1
                 kept = guard.outcomes
                 self._send_signed(msg_id, seq, kept.flags, kept.reply, kept.size)

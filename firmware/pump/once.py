@@ -1,4 +1,4 @@
-# Exactly-once therapy commands (protocol/SPEC.md section 22).
+# Exactly-once therapy commands (protocol/SPEC.md section 23).
 #
 # Every therapy-changing request carries a request id chosen by the client
 # (8 bytes in its auth trailer). Before the request runs, an "intent"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import tokenize
 from pathlib import Path
 
-# sys: commands.py reads sys.implementation for HELLO (issue 13)
 ALLOWED_IMPORTS = {"struct", "array", "binascii", "pump", "protocol", "micropython", "sys"}
 
 

@@ -36,7 +36,14 @@ CHANGES: dict[str, dict[str, Any]] = {
     "BOLUS": bolus_fields(volume_nl=10_000),
     "PATIENT_BOLUS": {},
     "CANCEL_BOLUS": {},
-    "REFILL": {"withdrawn_nl": 0, "added_nl": 1_000_000},
+    "REFILL": {
+        "withdrawn_nl": 0,
+        "added_nl": 1_000_000,
+        "drug_id": 1,  # the program's: morphine 10 mg/mL
+        "conc_ug_ml": 10_000,
+        "program_crc": 0,
+    },
+    "CATHETER": {"catheter_mm": 600, "nl_per_cm": 2_600, "empty": 0},
     "CLEAR_ALARM": {"alarm": 1},
     "ACK_ALARM": {"alarm": 0},
     "SET_CLOCK": {"local_offset_s": 3600},
@@ -240,7 +247,7 @@ def test_a_replayed_frame_is_answered_not_run(pump: PumpClient, rig: RigClient) 
     for _ in range(4):  # the reply cache has forgotten it
         pump.ping()
     before = snapshot(pump, rig)
-    # SPEC 22: its request id was journalled with its reply: the copy gets
+    # SPEC 23: its request id was journalled with its reply: the copy gets
     # that reply again (not REPLAY, which an operator would read as "refused")
     again = exchange(pump, wire, seq)
     assert not again.is_nack and again.fields == reply.fields
@@ -537,7 +544,7 @@ def test_a_request_whose_reply_was_lost_across_a_reboot_runs_once(
 ) -> None:
     # The bolus runs, its ACK is lost, the pump reboots: the retransmission
     # meets no session; the client opens one and sends the bolus again under
-    # the same request id (SPEC 22), and the pump answers with the journalled
+    # the same request id (SPEC 23), and the pump answers with the journalled
     # reply of the first copy instead of running it again.
     pump.open_session()
     wait_reply = pump.transport.wait_reply

@@ -1,4 +1,4 @@
-"""Therapy-changing requests run at most once per request id (protocol/SPEC.md section 22).
+"""Therapy-changing requests run at most once per request id (protocol/SPEC.md section 23).
 
 The sequences of issue 15: a reply lost while another peer pushes it out of
 the reply cache, a resend answered REPLAY, a resend after a reboot; every

@@ -1,4 +1,4 @@
-"""Exactly once across power cuts (protocol/SPEC.md section 22).
+"""Exactly once across power cuts (protocol/SPEC.md section 23).
 
 A BOLUS is sent under a request id and the power is cut after n journal
 bytes, n stepping through every byte the request writes (its intent, the
