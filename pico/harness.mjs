@@ -134,7 +134,10 @@ let powered = true;
 let resets = { power_on: 0, watchdog: 0, forced: 0 };
 let pendingReset = null; // set inside an emulated instruction, acted on between slices
 const pins = makePinState();
-const adcRaw = [0, 0, 0, 0, 0]; // 12-bit values per ADC channel (26-29, temp)
+// 12-bit values per ADC channel (GP26-GP29, temperature). At rest, with
+// board_config's calibration: 7.4 mmHg on the pressure sensor (GP26: 16-bit
+// 6554 + 1500 counts) and 3.0 V of battery on VSYS/3 (GP29).
+const adcRaw = [503, 0, 0, 1241, 0];
 const hostInput = []; // Buffers from the host not yet given to the device
 let hostInputBytes = 0;
 let bootsel = false; // BOOTSEL held (QSPI_SS low): the bootrom's and rp2.bootsel_button()'s view
@@ -199,8 +202,9 @@ function buildChip(reason, scratch) {
 function installPioTiming(rp2040, clock) {
   for (const pio of rp2040.pio) {
     pio.run = () => {}; // no more 1000 steps per host timer
-    const alarms = pio.machines.map((sm) =>
-      clock.createAlarm(() => {
+    const alarms = pio.machines.map((sm) => {
+      const alarm = clock.createAlarm(() => {
+        alarm.scheduled = false; // (rp2040js leaves it set once fired)
         if (!sm.enabled) return;
         const before = sm.cycles;
         sm.step();
@@ -210,8 +214,9 @@ function installPioTiming(rp2040, clock) {
         kick();
         if (sm.waiting && used === 0) return; // stalled: woken by kick()
         schedule(sm, used > 0 ? used : 1);
-      }),
-    );
+      });
+      return alarm;
+    });
     const schedule = (sm, cycles) => {
       const div = (sm.clockDivInt || 65536) + sm.clockDivFrac / 256;
       alarms[sm.index].schedule((cycles * div * 1e9) / rp2040.clkSys);
