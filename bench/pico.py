@@ -80,16 +80,18 @@ def missing() -> str | None:
     """One line naming what the emulated Pico lacks here and how to get it; None if ready."""
     node = node_command()
     if node is None:
-        return "Node.js is not installed (Debian: apt-get install nodejs npm; or set $PUMPBENCH_NODE)"
+        return f"Node.js is not installed (Debian: apt-get install nodejs npm; or set ${ENV_NODE})"
     if not (PICO_DIR / "node_modules" / "rp2040js" / "package.json").exists():
         return "rp2040js is not installed: run `make pico` (npm ci in pico/)"
     if not uf2_path().exists():
         return (
-            f"no MicroPython UF2 at {uf2_path()}: set ${ENV_UF2} to micropython-v1.28.0-RPI_PICO.uf2 "
-            "(micropython.org/download/RPI_PICO)"
+            f"no MicroPython UF2 at {uf2_path()}: set ${ENV_UF2} to "
+            "micropython-v1.28.0-RPI_PICO.uf2 (micropython.org/download/RPI_PICO)"
         )
     if not bootrom_path().exists():
-        return f"no RP2040 bootrom at {bootrom_path()}: set ${ENV_BOOTROM} (raspberrypi/pico-bootrom)"
+        return (
+            f"no RP2040 bootrom at {bootrom_path()}: set ${ENV_BOOTROM} (raspberrypi/pico-bootrom)"
+        )
     try:
         import littlefs  # noqa: F401
     except ImportError:
@@ -220,7 +222,8 @@ class PicoBoard:
         ctl_host, ctl_harness = socket.socketpair()
         self._cdc = cdc_host
         self._ctl = ctl_host
-        command += ["--cdc-fd", str(cdc_harness.fileno()), "--control-fd", str(ctl_harness.fileno())]
+        command += ["--cdc-fd", str(cdc_harness.fileno())]
+        command += ["--control-fd", str(ctl_harness.fileno())]
         self.process = subprocess.Popen(
             command,
             pass_fds=(cdc_harness.fileno(), ctl_harness.fileno()),
@@ -320,9 +323,7 @@ class PicoBoard:
             self._ctl.sendall(json.dumps({"id": ident, "cmd": cmd, **fields}).encode() + b"\n")
             answer = answers.get(timeout=timeout_s)
         except (OSError, queue.Empty):
-            raise BenchError(
-                f"emulated Pico: no answer to {cmd}:\n{self.stderr_text()}"
-            ) from None
+            raise BenchError(f"emulated Pico: no answer to {cmd}:\n{self.stderr_text()}") from None
         finally:
             self._replies.pop(ident, None)
         if "error" in answer:
@@ -417,28 +418,51 @@ def repl_exec(port: str, code: str, timeout_s: float = 60.0) -> str:
     import serial
 
     with serial.Serial(port, 115200, timeout=0.1) as ser:
-        ser.write(b"\r\x03\x03\x01")
-        _read_until(ser, b"raw REPL; CTRL-B to exit\r\n>", timeout_s)
+        reader = _Reader(ser)
+        # Ctrl-C twice, then raw REPL; again every second while the board
+        # boots (bytes sent before its USB comes up may meet a busy script).
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ser.write(b"\r\x03\x03\x01")
+            try:
+                reader.until(b"raw REPL; CTRL-B to exit\r\n>", 1.0)
+                break
+            except BenchError as exc:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{port}: no raw REPL ({exc})") from None
+        time.sleep(0.2)
+        reader.drain()  # the answers to the repeated entries
         ser.write(code.encode() + b"\x04")
-        _read_until(ser, b"OK", timeout_s)
-        out = _read_until(ser, b"\x04", timeout_s)[:-1]
-        err = _read_until(ser, b"\x04", timeout_s)[:-1]
+        reader.until(b"OK", timeout_s)
+        out = reader.until(b"\x04", timeout_s)[:-1]
+        err = reader.until(b"\x04", timeout_s)[:-1]
         ser.write(b"\x02")
     if err.strip():
         raise BenchError(f"on the board: {err.decode(errors='replace').strip()}")
     return out.decode(errors="replace")
 
 
-def _read_until(ser: Any, marker: bytes, timeout_s: float) -> bytes:
-    deadline = time.monotonic() + timeout_s
-    data = b""
-    while time.monotonic() < deadline:
-        chunk = ser.read(4096)
-        if chunk:
-            data += chunk
-            if marker in data:
-                return data[: data.index(marker) + len(marker)]
-    raise BenchError(f"no {marker!r} from the board within {timeout_s:g} s (got {data[-200:]!r})")
+class _Reader:
+    def __init__(self, ser: Any) -> None:
+        self.ser = ser
+        self.data = b""
+
+    def drain(self) -> None:
+        self.data += self.ser.read(65536)
+        self.data = b""
+
+    def until(self, marker: bytes, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while marker not in self.data:
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"no {marker!r} from the board within {timeout_s:g} s "
+                    f"(got {self.data[-200:]!r})"
+                )
+            self.data += self.ser.read(4096)
+        cut = self.data.index(marker) + len(marker)
+        found, self.data = self.data[:cut], self.data[cut:]
+        return found
 
 
 BOOT_BANNER = re.compile(rb"MicroPython (v[\d.]+)")
@@ -461,3 +485,82 @@ if __name__ == "__main__":  # pragma: no cover - a quick manual check
     with PicoBoard(firmware="--stock" not in sys.argv) as b:
         print(b.pump_port, b.status())
         input("press Enter to stop ")
+
+
+# --- what tests and benchmarks ask of a board -------------------------------------------------
+
+
+def wait_hello(board: PicoBoard, timeout_s: float = 120.0) -> dict[str, Any]:
+    """HELLO from the pump firmware once it has booted; -> the reply."""
+    from bench.client import PumpClient
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with PumpClient(board.pump_port, timeout_s=1.0, retries=1) as client:
+                return client.hello()
+        except BenchError as exc:
+            last = str(exc)
+        if not board.alive:
+            break
+    raise BenchError(
+        f"emulated Pico: no HELLO within {timeout_s:g} s ({last})\n{board.stderr_text()}"
+    )
+
+
+def maintenance(board: PicoBoard) -> None:
+    """Resets the board, then holds BOOTSEL (as a person does within the maintenance
+    window): the pump app does not start and the REPL is free. Held from the reset
+    on, the bootrom would start its USB bootloader instead, as on a real Pico."""
+    board.bootsel(False)
+    board.reset()
+    deadline = time.monotonic() + 60.0
+    while board.status()["now_ns"] < 100e6:  # past the bootrom and boot2
+        if time.monotonic() > deadline:
+            raise BenchError("emulated Pico: no progress after a reset")
+        time.sleep(0.01)
+    board.bootsel(True)
+    try:
+        repl_exec(board.pump_port, "print('repl')", timeout_s=120.0)
+    finally:
+        board.bootsel(False)
+
+
+# Run in the REPL of a board in maintenance: the board and the app built as
+# main.py builds them, the heap after a collection at idle and while a
+# stroke's PIO move runs.
+HEAP_SCRIPT = """
+import gc, board_config
+from hal.rp2 import Rp2Board
+from pump.app import PumpApp
+gc.collect()
+b = Rp2Board(board_config)
+app = PumpApp(b, 0)
+gc.collect()
+print('idle', gc.mem_free(), gc.mem_alloc())
+b.motor.start(8)
+m = b.motor.moving()
+gc.collect()
+print('stroke', gc.mem_free(), gc.mem_alloc(), m)
+while b.motor.moving():
+    pass
+b.motor.stop()
+print('steps', b.motor.last_steps)
+"""
+
+
+def measure_heap(board: PicoBoard) -> dict[str, int]:
+    """gc.mem_free()/mem_alloc() of the 32-bit port with the pump's board and app built."""
+    out = repl_exec(board.pump_port, HEAP_SCRIPT, timeout_s=300.0)
+    figures: dict[str, int] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("idle", "stroke"):
+            figures[f"{parts[0]}_free"] = int(parts[1])
+            figures[f"{parts[0]}_alloc"] = int(parts[2])
+        if parts and parts[0] == "steps":
+            figures["steps"] = int(parts[1])
+    if "stroke_free" not in figures:
+        raise BenchError(f"emulated Pico: unexpected heap output {out!r}")
+    return figures
