@@ -564,3 +564,46 @@ def measure_heap(board: PicoBoard) -> dict[str, int]:
     if "stroke_free" not in figures:
         raise BenchError(f"emulated Pico: unexpected heap output {out!r}")
     return figures
+
+
+# --- pumpbench sim --board pico ------------------------------------------------------------
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(_signum: int, _frame: Any) -> None:
+    raise _Stop
+
+
+def run_sim(args: Any, keys: keysmod.DeviceKeys, key_file: Path) -> int:
+    """``pumpbench sim --board pico``: an emulated Pico until Ctrl-C or SIGTERM."""
+    import signal
+
+    lack = missing()
+    if lack:
+        print(f"pumpbench: error: emulated Pico: {lack}", file=sys.stderr)
+        return 2
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with PicoBoard(
+            firmware=not args.stock,
+            keys=None if args.stock else keys,
+            flash_file=args.pico_flash,
+            mode=args.pico_mode,
+        ) as board:
+            try:
+                print(f"pump port: {board.pump_port}", flush=True)
+                if not args.stock:
+                    print(f"key file: {key_file}", flush=True)
+                print(f"flash: {board.flash_file}", flush=True)
+                while board.alive:
+                    time.sleep(0.2)
+            except _Stop:
+                return 0
+            print(f"pumpbench: error: the emulated Pico stopped:\n{board.stderr_text()}")
+            return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
