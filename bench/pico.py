@@ -607,3 +607,36 @@ def run_sim(args: Any, keys: keysmod.DeviceKeys, key_file: Path) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# --- a target for the runner and the pytest plugin (--pump-target pico) ------------------------
+
+PICO_TARGET = "pico"
+
+
+def pico_target() -> Any:
+    """A runner Target: a fresh emulated Pico (pump firmware, fresh keys) per session."""
+    from contextlib import contextmanager
+
+    from bench.runner import Ports, Target
+
+    class PicoTarget(Target):
+        label = PICO_TARGET
+        parallel = True
+
+        def preflight(self) -> None:
+            lack = missing()
+            if lack:
+                raise BenchError(f"emulated Pico: {lack}")
+            staged_image()  # once, before any board starts
+
+        @contextmanager
+        def session(self, seed: int) -> Iterator[Ports]:  # noqa: ARG002 (no plant seed yet)
+            with PicoBoard() as board:
+                wait_hello(board)
+                yield Ports(board.pump_port, None)
+
+        def advance_timeout_s(self, duration_ms: int) -> float | None:
+            return 30.0 + duration_ms / 1000
+
+    return PicoTarget()
