@@ -106,7 +106,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--pump-target",
         dest="pump_target",
         default=SIM,
-        metavar="sim|pico|URL",
+        metavar="sim|URL",
         help="sim (default): a fresh virtual board per test; pico: a fresh emulated Pico "
         "per test; or the pump port URL of a board",
     )
