@@ -210,9 +210,9 @@ function installPioTiming(rp2040, clock) {
         sm.step();
         pio.checkChangedPins();
         const used = sm.cycles - before;
-        // other machines of this PIO may wait on an IRQ this one set
-        kick();
         if (sm.waiting && used === 0) return; // stalled: woken by kick()
+        // the other machines of this PIO may wait on an IRQ this one set
+        kick(sm);
         schedule(sm, used > 0 ? used : 1);
       });
       return alarm;
@@ -221,10 +221,9 @@ function installPioTiming(rp2040, clock) {
       const div = (sm.clockDivInt || 65536) + sm.clockDivFrac / 256;
       alarms[sm.index].schedule((cycles * div * 1e9) / rp2040.clkSys);
     };
-    const kick = () => {
+    const kick = (except = null) => {
       for (const sm of pio.machines) {
-        const alarm = alarms[sm.index];
-        if (sm.enabled && !alarm.scheduled) schedule(sm, 1);
+        if (sm !== except && sm.enabled && !alarms[sm.index].scheduled) schedule(sm, 1);
       }
     };
     pio.kick = kick;
@@ -280,6 +279,7 @@ function installUsb(rp2040) {
     };
   }
   cdc.onSerialData = (buffer) => {
+    if (firstTxNs < 0) firstTxNs = rp2040.clock.nanos;
     if (cdcSocket) cdcSocket.write(Buffer.from(buffer));
   };
   rp2040.usbCtrl.onEndpointRead = (endpoint, size) => {
@@ -368,7 +368,9 @@ function installPins(rp2040, clock) {
   rp2040.adc.channelValues = adcRaw; // shared: the rig's values, read on every conversion
 }
 
+let firstTxNs = -1; // emulated time of the first byte the board sent on USB CDC
 function powerOn(reason = 0, scratch = null) {
+  firstTxNs = -1;
   chip = buildChip(reason, scratch);
   powered = true;
 }
@@ -398,6 +400,7 @@ function setMode(next) {
   grantedNs = chip ? chip.clock.nanos : 0;
 }
 
+const counters = { busyNs: 0, idleNs: 0, jumps: 0, waits: 0 }; // emulated time the CPU ran / waited
 let running = false;
 function loop() {
   running = false;
@@ -418,14 +421,19 @@ function loop() {
         // nothing due before the limit (or nothing at all): wait outside
         if (limit > 0 && limit !== Infinity) clock.tick(limit);
         idleLimited = true;
+        counters.waits++;
         break;
       }
       clock.tick(jump);
+      counters.idleNs += jump;
+      counters.jumps++;
     } else {
+      const before = clock.nanos;
       for (let i = 0; i < 2000 && !core.waiting; i++) {
         const cycles = core.executeInstruction();
         clock.tick(cycles * cycleNs);
       }
+      counters.busyNs += clock.nanos - before;
     }
     if (pendingReset) {
       const { reason, scratch } = pendingReset;
@@ -508,6 +516,11 @@ function status() {
     flash_programs: chip ? chip.nor.programs : 0,
     flash_erases: chip ? chip.nor.erases : 0,
     host_input_bytes: hostInputBytes,
+    first_tx_ns: firstTxNs,
+    busy_ns: counters.busyNs,
+    idle_ns: counters.idleNs,
+    jumps: counters.jumps,
+    waits: counters.waits,
   };
 }
 
