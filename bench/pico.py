@@ -353,6 +353,10 @@ class PicoBoard:
     def power(self, on: bool) -> dict[str, Any]:
         return self.request("power", on=on)
 
+    def cut_at_step(self, step: int) -> None:
+        """Cuts the power when the STEP pin has risen ``step`` times (driver on), flash kept."""
+        self.request("cut_at_step", step=step)
+
     def reset(self) -> dict[str, Any]:
         return self.request("reset")
 

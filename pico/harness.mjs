@@ -140,6 +140,8 @@ const pins = makePinState();
 const adcRaw = [503, 0, 0, 1241, 0];
 const hostInput = []; // Buffers from the host not yet given to the device
 let hostInputBytes = 0;
+let cutAtStep = 0; // power cut when the STEP pin has risen this often (0: never)
+let pendingCut = false;
 let bootsel = false; // BOOTSEL held (QSPI_SS low): the bootrom's and rp2.bootsel_button()'s view
 let encoderMode = 'echo'; // echo | stall | none: what channel A does when STEP moves
 let lostEvery = 0; // encoder: drop every Nth step (lost steps)
@@ -345,6 +347,10 @@ function installPins(rp2040, clock) {
       const now = clock.nanos;
       pins.stepRises++;
       if (driverOn()) pins.stepRisesEnabled++;
+      if (cutAtStep > 0 && pins.stepRisesEnabled >= cutAtStep) {
+        cutAtStep = 0;
+        pendingCut = true; // acted on between slices, like a reset
+      }
       if (pins.lastRiseNs >= 0) {
         const period = now - pins.lastRiseNs;
         pins.periodsNs.push(period);
@@ -373,6 +379,13 @@ function powerOn(reason = 0, scratch = null) {
   firstTxNs = -1;
   chip = buildChip(reason, scratch);
   powered = true;
+}
+
+function powerOff() {
+  // Everything in RAM is gone; the flash array is what it was at this instant.
+  saveFlash();
+  powered = false;
+  chip = null;
 }
 
 function reset(kind, reason, scratch) {
@@ -407,7 +420,7 @@ function loop() {
   if (!powered || !chip) return;
   const sliceEnd = Date.now() + 20;
   let idleLimited = false;
-  while (Date.now() < sliceEnd) {
+  while (Date.now() < sliceEnd && chip) {
     const { rp2040, clock } = chip;
     const core = rp2040.core;
     const cycleNs = 1e9 / rp2040.clkSys;
@@ -435,6 +448,12 @@ function loop() {
       }
       counters.busyNs += clock.nanos - before;
     }
+    if (pendingCut) {
+      pendingCut = false;
+      powerOff();
+      emit({ event: 'power_cut', step_rises_enabled: pins.stepRisesEnabled, resets });
+      break;
+    }
     if (pendingReset) {
       const { reason, scratch } = pendingReset;
       pendingReset = null;
@@ -443,6 +462,7 @@ function loop() {
     }
     checkAdvance();
   }
+  if (!chip) return;
   checkAdvance();
   if (idleLimited) {
     // waiting for the host, the wall clock or an ADVANCE
@@ -560,6 +580,9 @@ function handle(req) {
         bootsel = !!req.pressed;
         if (chip) chip.rp2040.qspi[1].setInputValue(!bootsel);
         return reply(id, {});
+      case 'cut_at_step':
+        cutAtStep = req.step;
+        return reply(id, {});
       case 'reset_pins':
         Object.assign(pins, makePinState());
         return reply(id, {});
@@ -570,9 +593,7 @@ function handle(req) {
           setMode(mode);
           schedule();
         } else if (!req.on && powered) {
-          saveFlash();
-          powered = false;
-          chip = null;
+          powerOff();
         }
         return reply(id, status());
       case 'reset':
