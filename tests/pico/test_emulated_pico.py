@@ -232,3 +232,50 @@ def test_a_power_cut_mid_stroke_on_real_littlefs_keeps_the_accounting_within_a_s
         assert status["boot_count"] == 2
         files = b.files()
         assert any(name.startswith("/journal/") for name in files), sorted(files)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "alarm"),
+    [
+        ({"mode": "stall"}, "MOTOR_STALL"),  # the head does not turn: no edge at all
+        ({"mode": "echo", "extra_per_step": 1}, "RUNAWAY"),  # two edges per step
+    ],
+)
+def test_the_stroke_check_on_the_real_pio_encoder_raises_the_alarm(
+    encoder: dict, alarm: str
+) -> None:
+    with pico.PicoBoard() as b:
+        pico.wait_hello(b)
+        b.set_encoder(**encoder)
+        with PumpClient(b.pump_port, timeout_s=30.0) as pump:
+            pump.request("REFILL", {"withdrawn_nl": 0, "added_nl": 20_000_000})
+            kit.activate(pump, kit.program(basal_nl_day=1_000_000))
+            _wait(lambda: kit.alarm_active(pump.status(), alarm), 90.0, f"no {alarm} alarm")
+            steps = b.status()["step_rises_enabled"]
+            # delivery stops at the first bad stroke: no further strokes follow
+            time.sleep(2.0)
+            assert b.status()["step_rises_enabled"] == steps
+
+
+ABORT_SCRIPT = """
+import time, board_config
+from hal.rp2 import StepperMotor
+m = StepperMotor(board_config)
+m.set_rate(100)
+m.start(20)
+time.sleep_ms(55)
+m.stop()
+print(m.last_steps, m.aborts)
+"""
+
+
+def test_a_move_cut_short_reads_back_what_the_pio_issued(board: pico.PicoBoard) -> None:
+    # What tests/firmware/fakes/rp2.py models: stop() freezes the state
+    # machine, exec()s a readback of X and counts at most one step over.
+    pico.maintenance(board)
+    board.request("reset_pins")
+    issued, aborts = (int(v) for v in pico.repl_exec(board.pump_port, ABORT_SCRIPT).split())
+    at_pins = board.status()["step_rises_enabled"]
+    assert aborts == 1
+    assert 0 < at_pins < 20
+    assert at_pins <= issued <= at_pins + 1
