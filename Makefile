@@ -13,8 +13,12 @@ PORT ?=
 PYTEST_ARGS ?=
 KEYS ?=
 ARCH ?=
+UF2 ?=
 
-.PHONY: venv run test sim bench lint typecheck mpy vectors pytest flash pico clean help
+FIRMWARE_BOARD ?= RPI_PICO
+MICROPYTHON_SRC ?=
+
+.PHONY: firmware venv run test sim bench lint typecheck mpy vectors pytest flash pico clean help
 
 help:
 	@echo "make run        run the standard scenario suite on a virtual board, write $(REPORT)"
@@ -23,6 +27,7 @@ help:
 	@echo "make bench      benchmarks that print figures"
 	@echo "make flash PORT=/dev/ttyACM0 KEYS=FILE   compile, copy to a Pico, provision keys, check"
 	@echo "make pico       install the emulated Pico (npm ci in pico/; needs Node.js)"
+	@echo "make firmware MICROPYTHON_SRC=PATH   the pump frozen into its own UF2 (build/firmware/)"
 	@echo "make venv       create or update .venv (what every target does first)"
 	@echo "make lint | typecheck | mpy | vectors | clean"
 
@@ -82,9 +87,14 @@ mpy: $(STAMP)
 vectors: $(STAMP)
 	$(BIN)/python -m protocol.generate
 
+# The pump frozen into its own UF2 (bench/firmware.py; docs/hardware.md):
+# MICROPYTHON_SRC=a MicroPython release tarball or checkout.
+firmware: $(STAMP)
+	$(BIN)/python -m bench.firmware --board $(FIRMWARE_BOARD) $(if $(MICROPYTHON_SRC),--src $(MICROPYTHON_SRC),)
+
 flash: $(STAMP)
 	@test -n "$(PORT)" -a -n "$(KEYS)" || { echo "make flash: give the port and the pump's key file: make flash PORT=/dev/ttyACM0 KEYS=~/pump-0001.keys (made if missing)" >&2; exit 2; }
-	$(BIN)/python -m bench.flash --port $(PORT) --key-file $(KEYS) $(if $(ARCH),--arch $(ARCH),)
+	$(BIN)/python -m bench.flash --port $(PORT) --key-file $(KEYS) $(if $(ARCH),--arch $(ARCH),) $(if $(UF2),--uf2 $(filter-out 1,$(UF2)),)
 
 clean:
 	rm -rf build reports .pytest_cache .mypy_cache .ruff_cache

@@ -150,6 +150,8 @@ def explain_refusal(code: int, detail: int) -> str:
         return f"{detail} patient boluses a day at most"
     if code == schema.RESERVOIR:
         return RESERVOIR_REASONS.get(detail, f"reason {detail}")
+    if code == schema.DURATION:
+        return f"{detail} min at most"
     return ""
 
 
@@ -414,6 +416,20 @@ class PumpClient(Client):
         self.sessions_opened += 1
         self._session_boot = self.request("STATUS")["boot_count"]
         return self.session
+
+    def provision(self, keys: keysmod.DeviceKeys) -> bool:
+        """Gives a pump without keys its key store (first use; a frozen UF2 has none).
+
+        -> True when this call provisioned it, False when it already had keys
+        (PROVISIONED: whether they are these keys, a session will tell).
+        """
+        try:
+            self.request("PROVISION", {"keystore": keys.keystore()})
+        except PumpRefused as refused:
+            if refused.code == schema.PROVISIONED:
+                return False
+            raise
+        return True
 
     def close_session(self) -> None:
         """Ends the session on the pump (it also ends by itself when idle)."""

@@ -5,7 +5,8 @@ Steps, each failing with one clear line:
 1. Probe: ``mpremote connect PORT exec`` prints ``sys.implementation._mpy``;
    this proves a MicroPython REPL answers and tells the board's architecture
    (RP2040: ``armv6m``, RP2350: ``armv7emsp``) and .mpy version.
-2. Stage: every shipped file (``bench.image``) compiled with ``mpy-cross
+2. Stage: every file of the firmware's manifest (``firmware/manifest.py``:
+   no simulator, no rig) compiled with ``mpy-cross
    -march=ARCH`` into a staging folder in the per-user cache
    (``bench.paths.cache_dir``), laid out as on the board;
    ``main.py`` stays source (MicroPython runs it by name at boot).
@@ -30,6 +31,7 @@ and the probe is retried while the port is there.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -40,7 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import image
+from bench import bootsel, image
+from bench import firmware as firmware_build
 from bench import keys as keysmod
 from bench.errors import BenchError
 from bench.paths import ENV_FIRMWARE, cache_dir, firmware_tree, select_firmware
@@ -99,7 +102,7 @@ def stage(out: Path, arch: str) -> Path:
     if out.exists():
         shutil.rmtree(out)
     tree = firmware_tree()
-    image.compile_all(out, arch, tree)
+    image.compile_all(out, arch, tree, image.board_files(tree))
     (out / "main.mpy").unlink()
     shutil.copy2(tree.firmware / "main.py", out / "main.py")
     return out
@@ -281,6 +284,58 @@ def flash(
     return reply
 
 
+# The bootrom's Board-ID on the BOOTSEL drive for each UF2 family.
+UF2_BOARD_IDS = {0xE48BFF56: "RPI-RP2", 0xE48BFF59: "RP2350"}
+
+
+def default_uf2() -> Path:
+    """The image ``make firmware`` wrote last (build/firmware/manifest.json)."""
+    record = firmware_build.OUT_DIR / "manifest.json"
+    if not record.exists():
+        raise BenchError("no frozen image: run make firmware first, or give --uf2 FILE")
+    return firmware_build.OUT_DIR / json.loads(record.read_text())["uf2"]["name"]
+
+
+def flash_uf2(
+    port: str, uf2: Path, key_file: Path, drive: Path | None, wait_s: float
+) -> dict[str, Any]:
+    """A frozen image through the BOOTSEL drive, then keys over the pump port."""
+    from bench.client import PumpClient
+
+    try:
+        image_bytes = uf2.read_bytes()
+    except OSError as exc:
+        raise BenchError(f"{uf2}: cannot read the image ({exc.strerror})") from None
+    firmware_build.bin_from_uf2(image_bytes)  # a UF2 at all, before anything touches the board
+    family = int.from_bytes(image_bytes[28:32], "little")
+    drive = drive or bootsel.find_drive()
+    found = bootsel.board_id(drive)
+    expected = UF2_BOARD_IDS.get(family)
+    if found != expected:
+        raise BenchError(f"{drive}: a {found} board; {uf2.name} is for {expected}")
+    keys = provisioning_keys(key_file)
+    print(f"flash: writing {uf2.name} ({len(image_bytes):,} B) to {drive}", flush=True)
+    bootsel.write_uf2(drive, uf2)
+    deadline = time.monotonic() + wait_s
+    last = "the port did not appear"
+    while time.monotonic() < deadline:
+        if os.path.exists(port) or "://" in port:
+            try:
+                with PumpClient(port, keys=keys, timeout_s=1.0, retries=1) as client:
+                    reply = client.hello()
+                    if client.provision(keys):
+                        print(f"flash: {port}: keys provisioned", flush=True)
+                    client.open_session()  # the pump holds these keys
+                    client.close_session()
+                    return reply
+            except BenchError as exc:
+                last = str(exc)
+                if "flash matching firmware" in last or "proof is wrong" in last:
+                    raise
+        time.sleep(0.25)
+    raise BenchError(f"{port}: no HELLO after writing the image ({last})")
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Registers ``flash`` on the pumpbench command line (``args.func`` = run)."""
     parser = subparsers.add_parser(
@@ -308,6 +363,21 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="the pump's role keys to provision (made with fresh keys if FILE does not exist)",
     )
     parser.add_argument(
+        "--uf2",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="write a frozen image (default: the one make firmware built) to a board in "
+        "BOOTSEL mode, then provision the keys over --port",
+    )
+    parser.add_argument(
+        "--drive",
+        type=Path,
+        metavar="DIR",
+        help="with --uf2: the board's BOOTSEL drive (default: the mounted one holding "
+        "INFO_UF2.TXT)",
+    )
+    parser.add_argument(
         "--firmware",
         metavar="DIR",
         help=f"the firmware tree to flash (default: ${ENV_FIRMWARE}, else the checkout's "
@@ -327,7 +397,11 @@ def run(args: argparse.Namespace) -> int:
     """Flashes; prints the result or one error line. -> 0 ok, 2 error."""
     select_firmware(args.firmware)
     try:
-        reply = flash(args.port, args.arch, args.mpremote, args.wait, args.key_file)
+        if args.uf2 is not None:
+            uf2 = Path(args.uf2) if args.uf2 else default_uf2()
+            reply = flash_uf2(args.port, uf2, args.key_file, args.drive, args.wait)
+        else:
+            reply = flash(args.port, args.arch, args.mpremote, args.wait, args.key_file)
     except BenchError as exc:
         print(f"pumpbench: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

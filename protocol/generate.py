@@ -43,6 +43,7 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
             "board": "sim",
             "device_id": "SIM-0001",
             "schema_fingerprint": schema.FINGERPRINT,
+            "micropython_version": "1.28.0",
         },
     ),
     ("ping request", "PING", 2, 0, {"token": 0xDEADBEEF}),
@@ -304,6 +305,7 @@ def table_text() -> str:
         ("LABEL_OPEN", _bytes_literal(schema.LABEL_OPEN)),
         ("LABEL_PUMP", _bytes_literal(schema.LABEL_PUMP)),
         ("LABEL_SESSION", _bytes_literal(schema.LABEL_SESSION)),
+        ("BOLUS_MAX_DURATION_S", schema.BOLUS_MAX_DURATION_S),
     ]
     lines += [f"{name} = {value}" for name, value in constants]
     lines.append("\n# error codes (NACK)")

@@ -110,6 +110,8 @@ ERRORS = (
     (40, "SESSION_EXPIRED"),  # the session ended (idle, too old, closed or replaced)
     (41, "NO_CHALLENGE"),  # AUTH_OPEN without a live AUTH_CHALLENGE for this role
     (42, "NO_KEY"),  # no key is provisioned on this pump for the role (detail = role)
+    (48, "DURATION"),  # a duration above its documented maximum (detail = the maximum, min)
+    (61, "PROVISIONED"),  # PROVISION on a pump that already has a key store
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
 
@@ -144,6 +146,14 @@ REPLAY = 39
 SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
+DURATION = 48
+PROVISIONED = 61
+
+# Durations on the wire and their maxima (SPEC 12, 6.3). A bolus runs at most a
+# day: its strokes are timed on the wrapping millisecond ticks (period 2**30
+# ms, intervals unambiguous below 2**29 ms = 6.2 days), and its hourly share
+# is checked against the governor's windows. Above: NACK DURATION.
+BOLUS_MAX_DURATION_S = 24 * 3600
 
 # The payload of every NACK (flags REPLY|ERROR), whatever the message id.
 NACK_FIELDS = (
@@ -262,6 +272,7 @@ LOG_CODES = (
     # per AUTH_LOG_MS (a flood must not age the therapy history out of the
     # log): a = NACK code | msg id << 8 of the latest, b = refusals it counts
     (25, "AUTH_REFUSED"),
+    (46, "KEYS_PROVISIONED"),  # a = roles given keys (bit 1 patient, bit 2 clinician)
 )
 AUTH_LOG_MS = 3_600_000
 
@@ -308,6 +319,8 @@ MESSAGES = (
         ("board", "16s", ""),
         ("device_id", "16s", ""),
         ("schema_fingerprint", "I", ""),
+        # the interpreter the firmware runs on, "1.28.0" (sys.implementation)
+        ("micropython_version", "16s", ""),
     )),
     (0x02, "PING", PORT_BOTH, (
         ("token", "I", ""),
@@ -443,6 +456,12 @@ MESSAGES = (
         ("max_s", "I", "s"),
     )),
     (0x15, "AUTH_CLOSE", PORT_PUMP, (), ()),
+    # First use only: a pump with no key store (a board just flashed with a
+    # frozen UF2 has an empty filesystem) takes one over its own USB link.
+    # Refused with PROVISIONED once it has one (SPEC section 21.5).
+    (0x26, "PROVISION", PORT_PUMP, (
+        ("keystore", "72s", "bytes"),  # KEYSTORE_SIZE bytes: magic, patient, clinician, CRC-32
+    ), ()),
     (0x40, "RIG_HELLO", PORT_RIG, (
         ("protocol_version", "B", ""),
         ("schema_fingerprint", "I", ""),

@@ -6,7 +6,7 @@
 # descriptions) stays on the host, where its heap costs nothing.
 
 PROTOCOL_VERSION = 1
-FINGERPRINT = 0x37147AE0
+FINGERPRINT = 0xEB3D3F6D
 HEADER_FORMAT = "<BBHBB"
 HEADER_SIZE = 6
 CRC_SIZE = 4
@@ -39,6 +39,7 @@ KEYSTORE_SIZE = 72
 LABEL_OPEN = b"pump-auth-open"
 LABEL_PUMP = b"pump-auth-pump"
 LABEL_SESSION = b"pump-auth-session"
+BOLUS_MAX_DURATION_S = 86400
 
 # error codes (NACK)
 BAD_CRC = 1
@@ -72,11 +73,13 @@ REPLAY = 39
 SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
+DURATION = 48
+PROVISIONED = 61
 
 # message ids; <NAME>_REQUEST / _REPLY / _EVENT: struct formats
 HELLO = 0x01
 HELLO_REQUEST = "<BI"
-HELLO_REPLY = "<B16s16s16sI"
+HELLO_REPLY = "<B16s16s16sI16s"
 PING = 0x02
 PING_REQUEST = "<I"
 PING_REPLY = "<I"
@@ -137,6 +140,9 @@ AUTH_OPEN_REPLY = "<32sHI"
 AUTH_CLOSE = 0x15
 AUTH_CLOSE_REQUEST = "<"
 AUTH_CLOSE_REPLY = "<"
+PROVISION = 0x26
+PROVISION_REQUEST = "<72s"
+PROVISION_REPLY = "<"
 RIG_HELLO = 0x40
 RIG_HELLO_REQUEST = "<BI"
 RIG_HELLO_REPLY = "<B16sII"
@@ -209,6 +215,7 @@ PUMP_REQUESTS = {
     AUTH_CHALLENGE: 1,
     AUTH_OPEN: 49,
     AUTH_CLOSE: 0,
+    PROVISION: 72,
 }
 RIG_REQUESTS = {
     PING: 4,
@@ -265,6 +272,7 @@ ALL_IDS = (
     0x13,
     0x14,
     0x15,
+    0x26,
     0x40,
     0x41,
     0x42,

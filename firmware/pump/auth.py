@@ -116,6 +116,20 @@ class Sessions:
     def has_key(self, role):
         return self._keys[role] is not None
 
+    def provision(self, blob):
+        # -> the mask of roles the key store gives keys (0: refused as damaged
+        # or empty). The caller has checked that the pump had no store.
+        status, keys = read_keystore(blob)
+        mask = 0
+        for role in (t.ROLE_PATIENT, t.ROLE_CLINICIAN):
+            if keys[role] is not None:
+                mask |= 1 << role
+        if status != 0 or mask == 0:
+            return 0
+        self._keys = [None if k is None else Hmac(k) for k in keys]
+        self.keystore_damaged = False
+        return mask
+
     # --- the guard: every request passes here after framing checks --------
     def admit(self, msg_id, reader, authenticated):
         # -> 0 to run the request, or the NACK code (detail in self.detail).

@@ -10,6 +10,7 @@
 # program running.
 
 import struct
+import sys
 
 from protocol import table as t
 from pump import alarms as alarmsmod
@@ -42,6 +43,10 @@ _PB_REFUSAL = {
 PUMP_INTERNAL_NL = 20_000
 
 
+# The interpreter this firmware runs on (HELLO): the image identifies itself.
+MICROPYTHON_VERSION = ("%d.%d.%d" % sys.implementation.version[:3]).encode()
+
+
 def handlers(app):
     """The pump port's dispatch table: msg id -> fn(link, payload)."""
 
@@ -56,6 +61,7 @@ def handlers(app):
                     board.name.encode(),
                     board.device_id.encode(),
                     t.FINGERPRINT,
+                    MICROPYTHON_VERSION,
                 ),
             )
         return DONE
@@ -151,6 +157,10 @@ def handlers(app):
             return DONE
         if volume <= 0:
             link.nack(t.BAD_VALUE, 1)
+            return DONE
+        if duration_s > t.BOLUS_MAX_DURATION_S:
+            # its strokes are timed on wrapping ms ticks: a day at most
+            link.nack(t.DURATION, t.BOLUS_MAX_DURATION_S // 60)
             return DONE
         code, detail = bolus_refusal(app, volume, duration_s, override)
         if code:
@@ -258,10 +268,29 @@ def handlers(app):
         if offset >= WEEK_S:  # local time repeats weekly: a week covers every offset
             link.nack(t.BAD_VALUE, 0)
             return DONE
-        app.therapy.clock_offset_s = offset
+        if not app.therapy.set_clock(offset, app.clock.seconds()):
+            # three changes within a day are still bounding the schedule
+            link.nack(t.BUSY, 0)
+            return DONE
         app.snapshot()  # durable before the entry that claims it
         app.log(logcodes.CLOCK_SET, offset, 0)
         app.replan()
+        link.ack(None, ())
+        return DONE
+
+    def provision(link, payload):
+        # First use only (schema PROVISION): never replaces a key store, so a
+        # peer on the link cannot take over a provisioned pump.
+        if app.board.fs.read(t.KEYSTORE_FILE) is not None:
+            link.nack(t.PROVISIONED, 0)
+            return DONE
+        blob = bytes(payload[: t.KEYSTORE_SIZE])
+        roles = app.sessions.provision(blob)
+        if not roles:
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
+        app.board.fs.write(t.KEYSTORE_FILE, blob)
+        app.log(logcodes.KEYS_PROVISIONED, roles, 0)
         link.ack(None, ())
         return DONE
 
@@ -284,6 +313,7 @@ def handlers(app):
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
         t.ACK_ALARM: ack_alarm,
+        t.PROVISION: provision,
     }
     table.update(auth.handlers(app.sessions, DONE))
     return table

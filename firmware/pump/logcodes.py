@@ -26,3 +26,4 @@ OCCLUSION_STROKE = 22  # a = residual pressure 0.1 mmHg, b = stroke response
 SESSION_OPENED = 23  # a = role
 SESSION_CLOSED = 24  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
 AUTH_REFUSED = 25  # a = NACK code | msg id << 8 of the latest, b = refusals it counts
+KEYS_PROVISIONED = 46  # a = roles given keys (bit 1 patient, bit 2 clinician)

@@ -475,11 +475,23 @@ def test_flash_stages_compiled_files_and_keeps_main_py_as_source(tmp_path: Path)
     staged = flash.stage(tmp_path / "stage", "armv6m")
     names = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
     assert "main.py" in names and "main.mpy" not in names
-    for item in image.shipped_files():
+    for item in image.board_files():
         if item.target != "main.py":
             assert item.target[:-3] + ".mpy" in names
     assert "hal/rp2.mpy" in names and "board_config.mpy" in names
     assert not any(name.endswith(".py") and name != "main.py" for name in names)
+
+
+def test_the_pico_image_holds_no_simulator_or_rig_file() -> None:
+    on_board = {item.target for item in image.board_files()}
+    virtual = {item.target for item in image.shipped_files()}
+    assert not any(t.startswith("rig/") or t in ("hal/sim.py", "hal/simfs.py") for t in on_board)
+    # everything else the virtual board runs also ships: the manifest forgets nothing
+    assert virtual - on_board == {t for t in virtual if t.startswith("rig/")} | {
+        "hal/sim.py",
+        "hal/simfs.py",
+    }
+    assert "manifest.py" not in on_board | virtual  # build metadata, not firmware
 
 
 def test_compiled_files_name_their_board_path_not_the_checkout(tmp_path: Path) -> None:
@@ -586,3 +598,23 @@ def test_flash_parser_registers_in_one_line() -> None:
 def test_firmware_version_constant_matches() -> None:
     assert flash.firmware_version() == FIRMWARE_VERSION
     assert os.path.exists(ROOT / "firmware" / "board_config.py")
+
+
+def test_one_version_string_names_the_bench_package_and_the_firmware() -> None:
+    from bench.report import bench_version
+
+    assert bench_version() == flash.firmware_version()
+
+
+def test_a_frozen_image_searches_its_own_modules_before_the_filesystem() -> None:
+    # MicroPython's default path on a Pico; stale .mpy files from an earlier
+    # make flash live in "" and must not shadow the frozen pump.
+    code = (
+        "import json, main\n"
+        "paths = [['', '.frozen', '/lib'], ['', '/lib']]\n"
+        "for p in paths:\n"
+        "    main.frozen_first(p)\n"
+        "print(json.dumps({'pico': paths[0], 'no_frozen': paths[1]}))\n"
+    )
+    result = upy.run("", code=code)
+    assert result == {"pico": [".frozen", "", "/lib"], "no_frozen": ["", "/lib"]}

@@ -1,0 +1,95 @@
+"""`make firmware`: the pump frozen into its own MicroPython UF2.
+
+The build needs the Arm toolchain and the MicroPython sources
+(MICROPYTHON_SRC); `.ci/run` provides both. Without them these tests are
+skipped with one line saying what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import firmware, image
+from bench.errors import BenchError
+from bench.paths import firmware_tree
+from protocol import schema
+
+# A full build takes about a minute on 2 quiet cores (three when they are busy).
+pytestmark = pytest.mark.timeout(900)
+
+
+def _missing() -> str:
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("cmake") is None:
+        return "no Arm toolchain: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi cmake"
+    if not os.environ.get(firmware.ENV_SOURCES):
+        return "no MicroPython sources: set MICROPYTHON_SRC (.ci/run points it at ../shared/rp2)"
+    return ""
+
+
+@pytest.fixture(scope="session")
+def frozen_uf2() -> Path:
+    missing = _missing()
+    if missing:
+        pytest.skip(missing)
+    return firmware.build()
+
+
+def test_the_uf2_holds_the_firmware_bin_at_the_flash_base(frozen_uf2: Path) -> None:
+    record = json.loads((frozen_uf2.parent / "manifest.json").read_text())
+    data = frozen_uf2.read_bytes()
+    base, binary = firmware.bin_from_uf2(data)
+    assert base == 0x10000000
+    assert len(data) == 512 * ((len(binary) + 255) // 256)
+    size = record["firmware_bin"]["size"]
+    assert firmware.hashlib.sha256(binary[:size]).hexdigest() == record["firmware_bin"]["sha256"]
+    assert set(binary[size:]) <= {0}  # the last block's padding
+    # every block names the RP2040 family, as picotool would write it
+    families = {int.from_bytes(data[i + 28 : i + 32], "little") for i in range(0, len(data), 512)}
+    assert families == {0xE48BFF56}
+
+
+def test_the_image_says_what_is_inside(frozen_uf2: Path) -> None:
+    record = json.loads((frozen_uf2.parent / "manifest.json").read_text())
+    version = firmware_tree().version()
+    assert frozen_uf2.name == f"pump-{version}-RPI_PICO.uf2"
+    assert record["firmware_version"] == version
+    assert record["schema_fingerprint"] == f"0x{schema.FINGERPRINT:08X}"
+    assert record["micropython_version"] == "1.28.0"
+    assert record["frozen_modules"] == sorted(f.target for f in image.board_files())
+    assert "main.py" in record["frozen_modules"]  # the board boots into the pump
+    assert not any(
+        m.startswith("rig/") or m.startswith("hal/sim") for m in record["frozen_modules"]
+    )
+    assert record["uf2"]["sha256"] == firmware.hashlib.sha256(frozen_uf2.read_bytes()).hexdigest()
+
+
+def test_the_same_sources_give_the_same_bytes(frozen_uf2: Path, tmp_path: Path) -> None:
+    again = firmware.build(out=tmp_path / "again")
+    first = json.loads((frozen_uf2.parent / "manifest.json").read_text())
+    second = json.loads((again.parent / "manifest.json").read_text())
+    assert second["firmware_bin"] == first["firmware_bin"]
+    assert again.read_bytes() == frozen_uf2.read_bytes()
+
+
+def test_a_uf2_round_trips_any_payload() -> None:
+    payload = bytes(range(256)) * 3 + b"\x01\x02"
+    base, back = firmware.bin_from_uf2(firmware.uf2_from_bin(payload, 0x10000000, 0xE48BFF56))
+    assert base == 0x10000000
+    assert back[: len(payload)] == payload and set(back[len(payload) :]) <= {0}
+    with pytest.raises(BenchError, match="not a UF2"):
+        firmware.bin_from_uf2(b"\x00" * 512)
+
+
+def test_without_sources_make_firmware_says_what_is_missing_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(firmware.ENV_SOURCES, raising=False)
+    monkeypatch.setattr(firmware.shutil, "which", lambda _name: "/usr/bin/true")
+    assert firmware.main([]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MICROPYTHON_SRC" in err[0]
