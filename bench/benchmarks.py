@@ -451,6 +451,14 @@ def emulated_pico() -> list[Row]:
         )
         rows.append(
             Row(
+                "pico: standard scenarios",
+                "not run",
+                "",
+                "no rig port around the emulated Pico yet (pico/README.md)",
+            )
+        )
+        rows.append(
+            Row(
                 "pico: free heap in a stroke",
                 f"{heap['stroke_free']:,}",
                 "B",
