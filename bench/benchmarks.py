@@ -18,6 +18,10 @@ Figures, all against the real firmware on virtual boards (bench.sim):
   the virtual board (rig HEAP);
 - delivered against expected at 24 mL/day while the pump port is flooded with
   keyless PING frames, on a free-running board (60 x real time);
+- dose at the tip across a baclofen concentration change at 600 ug/day, 500
+  to 2000 and 2000 to 500 ug/mL: the most in any 1 h and 24 h over the 48 h
+  after it and the longest gap without drug (rig truth, 1-minute samples);
+- the days of history the event log keeps at 4 patient boluses a day;
 - the emulated Pico (bench.pico, stock MicroPython on rp2040js): boot to HELLO
   in emulated and wall time, the real 32-bit free heap at idle and during a
   stroke (beside the 64-bit host's figure above), strokes per wall second in
@@ -29,6 +33,7 @@ Usage: ``python -m bench.benchmarks [--requests N] [--boards N] [--days N]``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -244,6 +249,115 @@ def therapy_soak(days: int) -> list[Row]:
             "B",
             f"of {heap['total']:,} B given; {heap['samples']:,} samples",
         ),
+    ]
+
+
+# --- (g) dose at the tip across a concentration change (issue 12) ----------------
+BACLOFEN = 4
+BACLOFEN_UG_DAY = 600
+
+
+def _baclofen(conc: int) -> dict[str, object]:
+    fields: dict[str, object] = {}
+    fields.update(
+        drug_id=BACLOFEN,
+        conc_ug_ml=conc,
+        mode=1,
+        basal_nl_day=BACLOFEN_UG_DAY * 1_000_000 // conc,
+        flex_count=0,
+        flex_start_min=[0] * 24,
+        flex_rate_nl_day=[0] * 24,
+        flex_days=[0] * 24,
+        pb_dose_nl=0,
+        pb_lockout_s=0,
+        pb_max_per_day=0,
+        low_reservoir_nl=2_000_000,
+        override_soft=0,
+    )
+    return fields
+
+
+def _windows(series: list[tuple[int, int]], window_ms: int) -> int:
+    worst = 0
+    first = 0
+    for t, dose in series:
+        while t - series[first][0] > window_ms:
+            first += 1
+        worst = max(worst, dose - series[first][1])
+    return worst
+
+
+def concentration_change(old: int, new: int, hours: int = 48) -> list[Row]:
+    """Baclofen 600 ug/day refilled from ``old`` to ``new`` ug/mL with its
+    program (SPEC 22.2): over the ``hours`` after the change, from the rig's
+    truth of the dose at the tip sampled every minute, the most in any 1 h
+    and any 24 h, and the longest time without drug at the tip."""
+    with (
+        VirtualBoard(BoardOptions()) as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        rig.fill(10_000_000, old)
+        pump.refill(0, 10_000_000, BACLOFEN, old)
+        pump.confirm(pump.program(_baclofen(old))["crc"])
+        rig.advance(DAY_MS)
+        crc = pump.program(_baclofen(new))["crc"]
+        pump.refill(rig.fill(10_000_000, new), 10_000_000, BACLOFEN, new, crc)
+        series = [(0, rig.truth()["tip_ng"])]
+        for minute in range(1, hours * 60 + 1):
+            rig.advance(60_000)
+            series.append((minute * 60_000, rig.truth()["tip_ng"]))
+        alarms = pump.status()["alarm_names"]
+        _check_alive(board)
+    gap = run = 0
+    for (t0, d0), (t1, d1) in itertools.pairwise(series):
+        run = run + (t1 - t0) if d1 == d0 else 0
+        gap = max(gap, run)
+    label = f"baclofen {old} -> {new} ug/mL at {BACLOFEN_UG_DAY} ug/day"
+    note = f"{hours} h after the change, rig truth at the tip; alarms: {alarms or 'none'}"
+    return [
+        Row(f"{label}: most in any 1 h", f"{_windows(series, 3_600_000) / 1000:.1f}", "ug", note),
+        Row("  most in any 24 h", f"{_windows(series, DAY_MS) / 1000:.1f}", "ug", "600 prescribed"),
+        Row("  longest gap without drug", f"{gap / 60_000:.0f}", "min", "1-minute samples"),
+    ]
+
+
+def log_history(days: int = 40, presses: int = 4) -> list[Row]:
+    """Days of history the event log keeps for a busy patient: ``presses``
+    patient boluses a day (each in its own patient session, as a handset
+    would), a refill every 30 days; and whether the last REFILL and
+    PROGRAM_ACTIVE entries are still in the log at the end."""
+    fields = load_program(THERAPY_PROGRAM)
+    fields.update(pb_dose_nl=10_000, pb_lockout_s=3_600, pb_max_per_day=presses)
+    with (
+        VirtualBoard(BoardOptions()) as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        rig.fill(RESERVOIR_NL)
+        pump.refill(0, RESERVOIR_NL)
+        pump.confirm(pump.program(fields)["crc"])
+        for day in range(days):
+            for _ in range(presses):
+                rig.advance(DAY_MS // presses // 2)
+                pump.patient_bolus()
+                pump.close_session()
+                rig.advance(DAY_MS // presses // 2)
+            if day % 30 == 29:
+                pump.refill(rig.fill(RESERVOIR_NL), RESERVOIR_NL)
+        entries = pump.log()
+        total = pump.request("GET_LOG", {"start": 0, "count": 0})["total"]
+        _check_alive(board)
+    span_days = (entries[-1]["time_s"] - entries[0]["time_s"]) / 86_400
+    names = {e["name"] for e in entries}
+    kept = ", ".join(n for n in ("REFILL", "PROGRAM_ACTIVE") if n in names) or "neither"
+    return [
+        Row(
+            f"event log history at {presses} patient boluses a day",
+            f"{span_days:.1f}",
+            "days",
+            f"{len(entries)} entries held of {total} logged in {days} days; kept: {kept}",
+        )
     ]
 
 
@@ -506,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     rows += occlusion_race()
     rows += false_alarms(SOAK_SEEDS, args.days)
     rows += flood_delivery()
+    rows += concentration_change(500, 2_000)
+    rows += concentration_change(2_000, 500)
+    rows += log_history()
     rows += emulated_pico()
 
     print(

@@ -455,7 +455,9 @@ class PumpClient(Client):
     def status(self) -> dict[str, Any]:
         """STATUS fields, plus names: state_name, mode_name, bolus_kind_name, alarm_names.
 
-        Units as on the wire: reservoir_nl, delivered_nl, window_*_nl in nL;
+        Units as on the wire: reservoir_nl, delivered_nl in nL; window_*_ng
+        in ng (dose at the tip); tip_drug_id, tip_conc_ug_ml (the drug now
+        leaving the tip) and new_drug_at_tip_s (NEVER_U32: not while stopped);
         rate_nl_day (0 unless delivering); time_to_empty_s (-1: never) and
         refill_date_s (device seconds; NEVER_U32: never).
         """
@@ -527,11 +529,13 @@ class PumpClient(Client):
         """Starts a clinician, priming or bridge bolus; returns ``bolus_id`` and ``volume_nl``.
 
         ``kind`` by number or name (BOLUS_KINDS). A clinician bolus is
-        ``volume_nl``, or ``dose_ng`` turned into a volume by the pump with the
-        active program's concentration; ``duration_s`` spreads it (0: as fast
-        as the pump goes). Priming and bridge boluses fill a catheter of
-        ``catheter_mm`` at ``nl_per_cm`` (bridge adds the pump's internal
-        volume). ``override_soft`` accepts a bolus above the soft limit.
+        ``volume_nl``, or ``dose_ng`` turned into a volume by the pump from the
+        drug its path will push out of the tip; ``duration_s`` spreads it (0: as
+        fast as the pump goes). Priming and bridge volumes are the pump's, from
+        its drug path (SPEC 22.3): priming fills what is empty of a new catheter
+        (``catheter_mm`` at ``nl_per_cm`` given: that catheter was just fitted),
+        bridge pushes out the old drug still in the path (given: the catheter's
+        size). ``override_soft`` accepts a bolus above the soft limit.
         """
         kind_id = BOLUS_KINDS[kind.lower()] if isinstance(kind, str) else kind
         return self.request(
@@ -559,8 +563,21 @@ class PumpClient(Client):
         """Stops the running bolus; returns the nL it delivered (0 if none ran)."""
         return self.request("CANCEL_BOLUS")["delivered_nl"]
 
-    def refill(self, withdrawn_nl: int, added_nl: int) -> dict[str, Any]:
+    def refill(
+        self,
+        withdrawn_nl: int,
+        added_nl: int,
+        drug_id: int | None = None,
+        conc_ug_ml: int | None = None,
+        program_crc: int = 0,
+    ) -> dict[str, Any]:
         """Records a refill: ``withdrawn_nl`` taken out, ``added_nl`` put in.
+
+        ``drug_id`` and ``conc_ug_ml`` name the drug put in (None: the active
+        program's, read back first). A new drug or concentration needs
+        ``program_crc``, the CRC of the pending program for it: refill and
+        program are then committed together (SPEC 22.2); without it the pump
+        refuses with DRUG_MISMATCH.
 
         Returns ``expected_nl`` (what the pump believed was left),
         ``discrepancy_nl`` (withdrawn - expected; negative: less was left,
@@ -568,7 +585,38 @@ class PumpClient(Client):
         REFILL_DISCREPANCY alarm is raised) and ``refill_date_s`` (device
         seconds when the reservoir reaches its low level; NEVER_U32: never).
         """
-        return self.request("REFILL", {"withdrawn_nl": withdrawn_nl, "added_nl": added_nl})
+        return self.request(
+            "REFILL", self.refill_fields(withdrawn_nl, added_nl, drug_id, conc_ug_ml, program_crc)
+        )
+
+    def refill_fields(
+        self,
+        withdrawn_nl: int,
+        added_nl: int,
+        drug_id: int | None = None,
+        conc_ug_ml: int | None = None,
+        program_crc: int = 0,
+    ) -> dict[str, Any]:
+        """The REFILL request fields; a drug not given is the active program's."""
+        if drug_id is None or conc_ug_ml is None:
+            active = self.get_program()
+            drug_id = active["drug_id"] if drug_id is None else drug_id
+            conc_ug_ml = active["conc_ug_ml"] if conc_ug_ml is None else conc_ug_ml
+        return {
+            "withdrawn_nl": withdrawn_nl,
+            "added_nl": added_nl,
+            "drug_id": drug_id,
+            "conc_ug_ml": conc_ug_ml,
+            "program_crc": program_crc,
+        }
+
+    def catheter(self, catheter_mm: int, nl_per_cm: int, empty: bool = False) -> int:
+        """Tells the pump which catheter is fitted (``empty``: a new one, holding no
+        drug yet); returns the volume of its drug path (pump + catheter, nL)."""
+        return self.request(
+            "CATHETER",
+            {"catheter_mm": catheter_mm, "nl_per_cm": nl_per_cm, "empty": 1 if empty else 0},
+        )["path_nl"]
 
     # --- log, alarms, clock ---------------------------------------------------------
 
@@ -649,7 +697,8 @@ class RigClient(Client):
 
     def truth(self) -> dict[str, Any]:
         """What really happened, from the plant: ``pumped_nl`` (out of the reservoir),
-        ``tip_nl`` (out of the catheter: the patient's dose), ``reservoir_nl``,
+        ``tip_nl`` (out of the catheter), ``tip_ng`` (the drug dose that left
+        the tip, through the plant's own drug path), ``reservoir_nl``,
         ``steps`` the head turned, ``powered`` and ``journal_bytes`` written.
         """
         return self.request("TRUTH")
@@ -694,7 +743,11 @@ class RigClient(Client):
         """Clears a plant fault (0: all of them)."""
         self.request("CLEAR_FAULT", {"fault": fault_id(fault) if fault else 0})
 
-    def fill(self, reservoir_nl: int) -> int:
-        """Empties the real reservoir and fills it to ``reservoir_nl``; returns what was
-        really left (nL), the figure a clinician would withdraw at a refill."""
-        return self.request("FILL", {"reservoir_nl": reservoir_nl})["withdrawn_nl"]
+    def fill(self, reservoir_nl: int, conc_ug_ml: int = 0) -> int:
+        """Empties the real reservoir and fills it to ``reservoir_nl`` of drug at
+        ``conc_ug_ml`` (0: saline; the rig's dose truth, TRUTH ``tip_ng``, counts
+        it); returns what was really left (nL), the figure a clinician would
+        withdraw at a refill."""
+        return self.request("FILL", {"reservoir_nl": reservoir_nl, "conc_ug_ml": conc_ug_ml})[
+            "withdrawn_nl"
+        ]

@@ -367,6 +367,20 @@ def program_fields(**overrides: Any) -> dict[str, Any]:
     return fields
 
 
+def refill_request(
+    withdrawn_nl: int, added_nl: int, drug_id: int = 1, conc_ug_ml: int = 10_000
+) -> dict[str, Any]:
+    """REFILL fields for the drug of :func:`program_fields` (morphine 10 mg/mL)
+    unless told: a refill that changes no drug (SPEC 22.2)."""
+    return {
+        "withdrawn_nl": withdrawn_nl,
+        "added_nl": added_nl,
+        "drug_id": drug_id,
+        "conc_ug_ml": conc_ug_ml,
+        "program_crc": 0,
+    }
+
+
 class FrameFuzzer:
     """Random and damaged frames for one port, from a ``random.Random``.
 
@@ -707,13 +721,13 @@ _PUMP_REFUSALS = [
         "REFILL",
         schema.RESERVOIR,
         2,
-        lambda r: {"withdrawn_nl": r.randint(40_000_001, 0xFFFFFFFF), "added_nl": 1_000_000},
+        lambda r: refill_request(r.randint(40_000_001, 0xFFFFFFFF), 1_000_000),
     ),
     _refuse(
         "REFILL",
         schema.RESERVOIR,
         1,
-        lambda r: {"withdrawn_nl": 1_000, "added_nl": r.randint(40_000_001, 0xFFFFFFFF)},
+        lambda r: refill_request(1_000, r.randint(40_000_001, 0xFFFFFFFF)),
     ),
     _refuse(
         "CLEAR_ALARM", schema.BAD_VALUE, 0, lambda r: {"alarm": r.choice([0, *range(18, 256)])}
@@ -1376,7 +1390,7 @@ class PowerLossCampaign:
                 (20_000_000, 30_000_000, 38_000_000), key=lambda v: abs(v - story.old_account)
             )
             withdrawn = status["reservoir_nl"]
-            story.request = ("REFILL", {"withdrawn_nl": withdrawn, "added_nl": story.refill_nl})
+            story.request = ("REFILL", self.pump.refill_fields(withdrawn, story.refill_nl))
         elif activity == "stop_start":
             story.request = ("STOP", None) if story.old_running else ("START", None)
 
@@ -1789,7 +1803,7 @@ def therapy_scenario(pump: PumpClient, rig: RigClient) -> int:
         {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": schema.FINGERPRINT},
     )
     withdrawn = rig.fill(20_000_000)
-    ask("REFILL", {"withdrawn_nl": withdrawn, "added_nl": 20_000_000})
+    ask("REFILL", refill_request(withdrawn, 20_000_000, drug_id=0, conc_ug_ml=0))
     ask("SET_CLOCK", {"local_offset_s": 8 * 3600})
     program = program_fields(pb_dose_nl=20_000, pb_lockout_s=3_600, pb_max_per_day=4)
     crc = ask("PROGRAM", program)["crc"]

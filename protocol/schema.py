@@ -110,6 +110,11 @@ ERRORS = (
     (40, "SESSION_EXPIRED"),  # the session ended (idle, too old, closed or replaced)
     (41, "NO_CHALLENGE"),  # AUTH_OPEN without a live AUTH_CHALLENGE for this role
     (42, "NO_KEY"),  # no key is provisioned on this pump for the role (detail = role)
+    # The drug or concentration differs from the one it must match: a REFILL
+    # with a new drug/concentration and no confirmed program for it, a
+    # PROGRAM/CONFIRM for another drug than the reservoir holds (detail:
+    # 1 refill, 2 program, 3 the pending program named by REFILL differs)
+    (43, "DRUG_MISMATCH"),
     (48, "DURATION"),  # a duration above its documented maximum (detail = the maximum, min)
     (61, "PROVISIONED"),  # PROVISION on a pump that already has a key store
 )
@@ -146,6 +151,7 @@ REPLAY = 39
 SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
+DRUG_MISMATCH = 43
 DURATION = 48
 PROVISIONED = 61
 
@@ -257,7 +263,7 @@ LOG_CODES = (
     (11, "REFILL"),  # a = added nL, b = discrepancy nL (signed)
     (12, "ALARM_RAISED"),  # a = alarm id, b = priority
     (13, "ALARM_CLEARED"),  # a = alarm id
-    (14, "GOVERNOR_STOP"),  # a = window (1 hourly, 2 daily), b = window total nL
+    (14, "GOVERNOR_STOP"),  # a = window (1 hourly, 2 daily), b = window total ng
     (15, "STROKE_MISMATCH"),  # a = steps moved, b = steps commanded
     (16, "BOLUS_INTERRUPTED"),  # a = bolus id, b = delivered nL before the reset
     (17, "SOFT_OVERRIDE"),  # a = mask of soft limits overridden
@@ -272,6 +278,9 @@ LOG_CODES = (
     # per AUTH_LOG_MS (a flood must not age the therapy history out of the
     # log): a = NACK code | msg id << 8 of the latest, b = refusals it counts
     (25, "AUTH_REFUSED"),
+    (26, "REFILL_DRUG"),  # after REFILL: a = drug id, b = concentration ug/mL
+    (27, "TIP_DRUG"),  # the drug path: a = drug id, b = concentration now at the tip
+    (28, "CATHETER"),  # a = path nL (pump + catheter), b = 1 new (empty) catheter
     (46, "KEYS_PROVISIONED"),  # a = roles given keys (bit 1 patient, bit 2 clinician)
 )
 AUTH_LOG_MS = 3_600_000
@@ -344,12 +353,15 @@ MESSAGES = (
         ("time_to_empty_s", "i", "s"),  # -1: never at the current rate
         ("refill_date_s", "I", "s"),
         ("pb_last_day", "B", "count"),
-        ("window_1h_nl", "I", "nL"),
-        ("window_24h_nl", "I", "nL"),
+        ("window_1h_ng", "I", "ng"),  # the dose governor's windows: dose at the tip
+        ("window_24h_ng", "I", "ng"),
         ("acknowledged", "I", ""),  # alarms whose sound is silenced by ACK_ALARM
         ("pressure_x10", "h", "0.1 mmHg"),  # last sensor reading
         ("battery_mv", "H", "mV"),
         ("eos_days", "H", "d"),  # days left to end of service after ERI; 0xFFFF: no ERI
+        ("tip_drug_id", "B", ""),  # the drug now leaving the catheter tip (drug path model)
+        ("tip_conc_ug_ml", "I", "ug/mL"),  # its concentration (0: saline or an empty catheter)
+        ("new_drug_at_tip_s", "I", "s"),  # until the reservoir drug is at the tip; 0xFFFFFFFF never
     )),
     (0x04, "LINK_STATS", PORT_BOTH, (), (
         ("frames_ok", "I", "count"),
@@ -404,6 +416,11 @@ MESSAGES = (
     (0x0E, "REFILL", PORT_PUMP, (
         ("withdrawn_nl", "I", "nL"),
         ("added_nl", "I", "nL"),
+        ("drug_id", "B", ""),  # the drug put in (drug library id)
+        ("conc_ug_ml", "I", "ug/mL"),  # its concentration
+        # 0, or the CRC of the pending program for the new drug/concentration:
+        # refill and program are then committed together (SPEC 22)
+        ("program_crc", "I", ""),
     ), (
         ("expected_nl", "I", "nL"),
         ("discrepancy_nl", "i", "nL"),
@@ -456,6 +473,15 @@ MESSAGES = (
         ("max_s", "I", "s"),
     )),
     (0x15, "AUTH_CLOSE", PORT_PUMP, (), ()),
+    # The drug path (SPEC 22): the catheter fitted, for the pump's model of the
+    # volume between reservoir and tip. empty 1: a new (empty) catheter.
+    (0x16, "CATHETER", PORT_PUMP, (
+        ("catheter_mm", "H", "mm"),
+        ("nl_per_cm", "H", "nL/cm"),
+        ("empty", "B", ""),
+    ), (
+        ("path_nl", "I", "nL"),  # pump internal volume + catheter
+    )),
     # First use only: a pump with no key store (a board just flashed with a
     # frozen UF2 has an empty filesystem) takes one over its own USB link.
     # Refused with PROVISIONED once it has one (SPEC section 21.5).
@@ -486,6 +512,7 @@ MESSAGES = (
         ("journal_bytes", "I", "count"),  # bytes the firmware has written
         ("pocket_nl", "I", "nL"),  # lost through a leak or disconnection
         ("released_nl", "I", "nL"),  # stored in the line at the last occlusion relief
+        ("tip_ng", "Q", "ng"),  # drug dose that left the catheter tip (drug path FIFO)
     )),
     (0x44, "POWER", PORT_RIG, (
         ("action", "B", ""),  # 0 off, 1 on, 2 cut after arg journal bytes, 3 cut in arg ms
@@ -545,6 +572,7 @@ MESSAGES = (
     )),
     (0x48, "FILL", PORT_RIG, (
         ("reservoir_nl", "I", "nL"),  # empty the real reservoir, then fill it to this
+        ("conc_ug_ml", "I", "ug/mL"),  # with drug of this concentration (0: saline)
     ), (
         ("withdrawn_nl", "I", "nL"),  # what was really left
     )),
@@ -588,6 +616,7 @@ MESSAGE_ROLES = (
     ("BOLUS", ROLE_CLINICIAN),
     ("CANCEL_BOLUS", ROLE_CLINICIAN),
     ("REFILL", ROLE_CLINICIAN),
+    ("CATHETER", ROLE_CLINICIAN),
     ("CLEAR_ALARM", ROLE_CLINICIAN),
     ("ACK_ALARM", ROLE_CLINICIAN),
     ("SET_CLOCK", ROLE_CLINICIAN),

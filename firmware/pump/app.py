@@ -12,15 +12,16 @@
 from protocol import table as t
 from pump import alarms as alarmsmod
 from pump import auth as authmod
-from pump import commands, limits, logcodes
+from pump import commands, logcodes
 from pump import link as linkmod
 from pump import program as programmod
 from pump import reservoir as reservoirmod
 from pump.drive import STROKE_MS, STROKE_STEPS, Drive
-from pump.governor import Governor
+from pump.governor import LIMIT_1H_MAX_NL, LIMIT_24H_MAX_NL, Governor
 from pump.journal import Journal
 from pump.monitors.battery import BatteryMonitor
 from pump.monitors.stroke import RETRY, RETRY_DELAY_MS
+from pump.path import DrugPath
 from pump.persist import Persist
 from pump.safety import Safety
 from pump.scheduler import Scheduler, Task
@@ -71,10 +72,18 @@ class PumpApp:
         self.therapy = Therapy(self.drive.nominal_stroke_nl())
         self.reservoir = reservoirmod.Reservoir()
         self.governor = Governor(0, 0)
+        self.path = DrugPath()
+        self.therapy.path = self.path
         self.journal = Journal(board.fs)
         self.battery = BatteryMonitor()
         self.persist = Persist(
-            self.journal, self.therapy, self.reservoir, self.governor, self.drive, self.battery
+            self.journal,
+            self.therapy,
+            self.reservoir,
+            self.governor,
+            self.drive,
+            self.battery,
+            self.path,
         )
         self.alarms = alarmsmod.Alarms(self._on_alarm_change)
         # Who may change therapy (SPEC section 21); the key store is
@@ -129,6 +138,7 @@ class PumpApp:
             self.alarms.raise_alarm(alarmsmod.MEMORY, lasting=False)
             self.persist.snapshot()
             self.log(logcodes.BOOT, self.reset_cause, 1)
+            commands.release_library()
             return
         self.persist.boot_count += 1
         # Latching alarms survive a reset; the others come back by themselves
@@ -137,6 +147,10 @@ class PumpApp:
         self.governor.advance(now_s)
         unexpected = 1 if found.had_state else 0
         self.log(logcodes.BOOT, self.reset_cause, unexpected)
+        if found.unlogged_program:
+            # the program was made active (journalled) before the cut, its
+            # PROGRAM_ACTIVE entry did not land: the log must name it
+            self._log_program_active(self.therapy.program.crc, self.persist.program_mask)
         if found.unlogged_end is not None:
             # a bolus ended (journalled) before the cut, its entry did not land
             code, bolus_id, delivered = found.unlogged_end
@@ -163,6 +177,7 @@ class PumpApp:
         self.schedule_stroke(now)
         self._arm_flex(now, now_s)
         self._housekeeping.after(now, HOUSEKEEPING_MS)
+        commands.release_library()
 
     # --- main loop -----
     def run(self):
@@ -310,7 +325,14 @@ class PumpApp:
             self.bolus_finished(bolus_id, bolus_kind, therapy.bolus_delivered_nl)
         self.reservoir.consume(volume)
         self._check_reservoir_alarms()
-        if not self.governor.record(now_s, volume):
+        path = self.path
+        dose = path.push(volume)  # what left the tip, ng
+        if path.tip_changed:
+            path.tip_changed = False
+            drug, conc = path.tip()
+            self.log(logcodes.TIP_DRUG, drug, conc)
+            self.replan()  # the bridge rate follows the drug at the tip
+        if not self.governor.record(now_s, dose):
             window_1h, window_24h = self.governor.totals(now_s)
             self.log(
                 logcodes.GOVERNOR_STOP,
@@ -422,8 +444,14 @@ class PumpApp:
         therapy = self.therapy
         therapy.program = program
         therapy.running = program.mode != programmod.MODE_STOPPED
+        if program.drug_id and not self.path.res_drug:
+            commands.drug_library().path_adopt(self.path, program.drug_id, program.conc_ug_ml)
         self._apply_program_limits(program)
         self.pending = None
+        # the snapshot names the index its PROGRAM_ACTIVE entry gets: a cut
+        # before the entry lands is finished at boot (persist.py)
+        self.persist.program_index = self.journal.event_count()
+        self.persist.program_mask = soft_mask
         self.snapshot()
         self.log(logcodes.PROGRAM_ACTIVE, program.crc, soft_mask)
         if soft_mask:
@@ -434,12 +462,25 @@ class PumpApp:
         self.replan()
         self._check_reservoir_alarms()
 
+    def _log_program_active(self, crc, mask):
+        self.persist.program_index = self.journal.event_count()
+        self.persist.snapshot()
+        self.log(logcodes.PROGRAM_ACTIVE, crc, mask)
+
     def _apply_program_limits(self, program):
-        limit_1h, limit_24h = limits.governor_limits(program.drug_id, program.conc_ug_ml)
+        governor = self.governor
+        limits = commands.drug_library().limits
+        found = limits.governor_limits(program.drug_id, program.conc_ug_ml)
         # One stroke of margin: the governor counts whole strokes, so a
         # program exactly at a hard limit may end a window one stroke over.
-        stroke = self.drive.nominal_stroke_nl()
-        self.governor.set_limits(limit_1h + stroke, limit_24h + stroke)
+        # A stroke's dose is taken at the drug's strongest concentration (the
+        # path may still hold a stronger one than the program's).
+        grain = limits.dose_ng(self.drive.nominal_stroke_nl(), limits.max_conc(program.drug_id))
+        governor.grain_ng = grain
+        if found is None:  # saline: no dose limit
+            governor.set_limits(LIMIT_1H_MAX_NL, LIMIT_24H_MAX_NL)
+        else:
+            governor.set_limits(found[0] + grain, found[1] + grain)
         if program.low_reservoir_nl:
             self.reservoir.set_low_threshold(program.low_reservoir_nl)
 
@@ -457,6 +498,7 @@ class PumpApp:
     def _on_housekeeping(self, now):
         now_s = self.clock.seconds()
         self.governor.advance(now_s)
+        commands.release_library()  # the drug library, if a command loaded it
         if self.pending is not None and ticks_diff(now, self._pending_since) >= PENDING_TIMEOUT_MS:
             self.log(logcodes.PROGRAM_ABANDONED, self.pending.crc, 0)
             self.pending = None

@@ -258,6 +258,12 @@ class Journal:
                 return pos, False, count  # bytes left that are no whole record: torn
             pos += p
 
+    def snapshot_area(self):
+        """The journal's own snapshot buffer (MAX_SNAPSHOT bytes), for a caller
+        that packs its snapshot in place and passes a view of it to snapshot():
+        no second copy on the heap. Valid until the next journal call."""
+        return memoryview(self._sbuf)[_SNAP_HDR_SIZE : _SNAP_HDR_SIZE + MAX_SNAPSHOT]
+
     def snapshot(self, payload):
         """Writes a new snapshot and starts a new delta generation after it."""
         if len(payload) > MAX_SNAPSHOT:

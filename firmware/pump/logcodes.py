@@ -14,7 +14,7 @@ PB_REFUSED = 10  # a = NACK code, b = detail
 REFILL = 11  # a = added nL, b = discrepancy nL (signed)
 ALARM_RAISED = 12  # a = alarm id, b = priority
 ALARM_CLEARED = 13  # a = alarm id
-GOVERNOR_STOP = 14  # a = window (1 hourly, 2 daily), b = window total nL
+GOVERNOR_STOP = 14  # a = window (1 hourly, 2 daily), b = window total ng (dose at the tip)
 STROKE_MISMATCH = 15  # a = steps moved, b = steps commanded
 BOLUS_INTERRUPTED = 16  # a = bolus id, b = delivered nL before the reset
 SOFT_OVERRIDE = 17  # a = mask of soft limits overridden
@@ -26,4 +26,7 @@ OCCLUSION_STROKE = 22  # a = residual pressure 0.1 mmHg, b = stroke response
 SESSION_OPENED = 23  # a = role
 SESSION_CLOSED = 24  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
 AUTH_REFUSED = 25  # a = NACK code | msg id << 8 of the latest, b = refusals it counts
+REFILL_DRUG = 26  # after REFILL: a = drug id, b = concentration ug/mL
+TIP_DRUG = 27  # the drug path: a = drug id, b = concentration now at the tip
+CATHETER = 28  # a = path nL (pump + catheter), b = 1 new (empty) catheter
 KEYS_PROVISIONED = 46  # a = roles given keys (bit 1 patient, bit 2 clinician)

@@ -10,7 +10,7 @@
 # between strokes (the app confirms it only when no stroke is running); a
 # flex step switches at its start minute; a bolus starts between strokes.
 
-from pump.program import MINUTES_PER_DAY, stopped_program
+from pump.program import MAX_RATE_NL_DAY, MINUTES_PER_DAY, stopped_program
 from pump.ticks import ticks_add, ticks_diff
 
 DAY_MS = 86_400_000
@@ -54,6 +54,7 @@ class Therapy:
     def __init__(self, stroke_nl):
         self.stroke_nl = stroke_nl  # nominal volume of one stroke
         self.program = stopped_program()
+        self.path = None  # the drug path (pump/path.py), set by the app
         self.running = False  # START/STOP; also false after a fail-stop
         self.clock_offset_s = 0  # device seconds -> local time (0: Monday 00:00)
         # earlier offsets still binding after a clock change, and the device
@@ -141,7 +142,23 @@ class Therapy:
                 held = self._rate_with(self.held_offset_s[i], now_s)
                 if held < rate:
                     rate = held
-        return rate
+        return self.at_tip(rate)
+
+    def at_tip(self, rate):
+        # The bridge (SPEC 22.3): while another concentration of the
+        # program's drug is leaving the tip, the volume rate that gives the
+        # program's dose rate with it (rounded down, at most the mechanism's
+        # maximum). Saline or an empty catheter at the tip, or another drug:
+        # the programmed volume rate. Replan time only (big ints on rp2).
+        path = self.path
+        program = self.program
+        if path is None or rate <= 0 or program.conc_ug_ml <= 0:
+            return rate
+        drug, conc = path.tip()
+        if drug != program.drug_id or conc <= 0 or conc == program.conc_ug_ml:
+            return rate
+        rate = rate * program.conc_ug_ml // conc
+        return rate if rate < MAX_RATE_NL_DAY else MAX_RATE_NL_DAY
 
     def replan(self, now_ticks, now_s):
         # Called when the rate may have changed (program, flex step, start).

@@ -47,6 +47,9 @@ _CATHETER_NL_PER_CM = const(2_600)
 _DEFAULT_CATHETER_CM = const(60)
 _CATHETER_NL_MIN = const(2_600)  # 1 cm
 _CATHETER_NL_MAX = const(520_000)  # 200 cm
+# Between the head and the catheter connector (the pump's internal volume,
+# assumed 20 uL as the firmware's model; the rig's truth of the drug path).
+_INTERNAL_NL = const(20_000)
 # Flow resistance by Poiseuille, R = 8 mu L / (pi r^4), for a bore of
 # 0.53 mm ID (ASSUMED: 2.6 uL/cm would be 0.575 mm; the smaller bore gives
 # 1.39x the resistance) and water near 37 C (viscosity 0.7 mPa s).
@@ -145,6 +148,10 @@ class Plant:
         # ground truth
         self.pumped_nl = 0  # volume that left the reservoir through the head
         self.tip_nl = 0  # volume that left the catheter tip: the patient's dose
+        self.tip_pg = 0  # drug dose that left the tip, pg (nL x ug/mL)
+        self.reservoir_conc = 0  # ug/mL of what FILL put in the reservoir
+        self._path = []  # the drug path, oldest first (see _path_in)
+        self._path_known = False
         self.pocket_nl = 0  # volume lost through a leak or disconnection
         self.reservoir_lost_nl = 0  # drained by RESERVOIR_EMPTY
         self.released_nl = 0  # stored volume at the last relief of an occlusion
@@ -207,6 +214,7 @@ class Plant:
         self.catheter_empty_nl = (
             catheter_empty_nl if catheter_empty_nl < catheter_nl else catheter_nl
         )
+        self._reshape_path()
         self.reservoir_nl = reservoir_nl
         self._e = self._e * self.compliance_x10 / compliance_x10
         self.compliance_x10 = compliance_x10
@@ -357,12 +365,80 @@ class Plant:
 
     def _push_catheter(self, volume):
         # Drug first fills what is empty of the catheter; the rest leaves
-        # the tip (an incompressible column: what goes in comes out).
+        # the tip (an incompressible column: what goes in comes out), and
+        # the drug that leaves is the oldest in the path (the dose truth).
+        self._path_in(volume)
         if volume > 0 and self.catheter_empty_nl:
             filled = volume if volume < self.catheter_empty_nl else self.catheter_empty_nl
             self.catheter_empty_nl -= filled
             volume -= filled
         self.tip_nl += volume
+        self._path_out(volume)
+
+    # --- the drug path (truth of the dose at the tip) ------------------------------
+    # The pump's internal volume and the filled part of the catheter, as a
+    # list of [concentration ug/mL, nL], oldest (at the tip) first. Dose is
+    # counted in pg (nL x ug/mL) and reported in whole ng.
+    def _path_volume(self):
+        return _INTERNAL_NL + self.catheter_nl - self.catheter_empty_nl
+
+    def fill(self, reservoir_nl, conc_ug_ml):
+        # The rig's FILL: the reservoir emptied and filled with drug of
+        # conc_ug_ml. Returns what was left. The first fill also primes the
+        # path (an implanted, primed system holds the drug it was given).
+        withdrawn = self.reservoir_nl
+        self.reservoir_nl = reservoir_nl
+        self.reservoir_conc = conc_ug_ml
+        if not self._path_known:
+            self._path_known = True
+            self._path = [[conc_ug_ml, self._path_volume()]]
+        return withdrawn
+
+    def _path_in(self, volume):
+        if volume <= 0:
+            return
+        path = self._path
+        if path and path[-1][0] == self.reservoir_conc:
+            path[-1][1] += volume
+        else:
+            path.append([self.reservoir_conc, volume])
+
+    def _path_out(self, volume):
+        path = self._path
+        while volume > 0 and path:
+            seg = path[0]
+            take = seg[1] if seg[1] < volume else volume
+            self.tip_pg += take * seg[0]
+            seg[1] -= take
+            volume -= take
+            if not seg[1]:
+                path.pop(0)
+        # (a path emptier than its volume: never filled; nothing is counted)
+
+    def _reshape_path(self):
+        # After a new catheter configuration: the newest drug stays, up to
+        # the volume the path now holds (a longer path repeats the oldest).
+        want = self._path_volume()
+        kept = []  # type: list[list[int]]
+        total = 0
+        for seg in reversed(self._path):
+            take = seg[1] if seg[1] < want - total else want - total
+            if take <= 0:
+                break
+            kept.insert(0, [seg[0], take])
+            total += take
+        if kept and total < want:
+            kept[0][1] += want - total
+        self._path = kept
+
+    def tip_ng(self):
+        return self.tip_pg // 1000
+
+    def tip_conc(self):
+        # The concentration now at the tip (0: saline, air, unknown).
+        if self.catheter_empty_nl or not self._path:
+            return 0
+        return self._path[0][0]
 
     def _derive(self, t):
         # The line's constants from the configuration and the active faults.

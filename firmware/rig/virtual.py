@@ -193,6 +193,7 @@ class VirtualRig:
                 self.board.fs.bytes_written & 0xFFFFFFFF,
                 plant.pocket_nl,
                 plant.released_nl,
+                plant.tip_ng(),
             ),
         )
         return linkmod.DONE
@@ -272,9 +273,9 @@ class VirtualRig:
 
     def _on_fill(self, link, payload):
         plant = self.board.plant
-        withdrawn = plant.reservoir_nl
-        plant.reservoir_nl = struct.unpack_from("<I", payload, 0)[0]
-        link.ack(_FILL_FMT, (withdrawn,))
+        plant.update(self.clock.time_ms())
+        volume, conc = struct.unpack_from("<II", payload, 0)
+        link.ack(_FILL_FMT, (plant.fill(volume, conc),))
         return linkmod.DONE
 
     def _on_trace_config(self, link, payload):

@@ -36,7 +36,14 @@ CHANGES: dict[str, dict[str, Any]] = {
     "BOLUS": bolus_fields(volume_nl=10_000),
     "PATIENT_BOLUS": {},
     "CANCEL_BOLUS": {},
-    "REFILL": {"withdrawn_nl": 0, "added_nl": 1_000_000},
+    "REFILL": {
+        "withdrawn_nl": 0,
+        "added_nl": 1_000_000,
+        "drug_id": 1,  # the program's: morphine 10 mg/mL
+        "conc_ug_ml": 10_000,
+        "program_crc": 0,
+    },
+    "CATHETER": {"catheter_mm": 600, "nl_per_cm": 2_600, "empty": 0},
     "CLEAR_ALARM": {"alarm": 1},
     "ACK_ALARM": {"alarm": 0},
     "SET_CLOCK": {"local_offset_s": 3600},

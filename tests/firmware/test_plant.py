@@ -299,7 +299,7 @@ def test_reservoir_empty_turns_the_motor_for_nothing(pump: PumpClient, rig: RigC
     assert after["pumped_nl"] == before["pumped_nl"]
     assert after["steps"] > before["steps"]  # the motor turns
     clear(rig, "RESERVOIR_EMPTY")
-    assert rig.request("FILL", {"reservoir_nl": 1_000_000})["withdrawn_nl"] == 0
+    assert rig.request("FILL", {"reservoir_nl": 1_000_000, "conc_ug_ml": 0})["withdrawn_nl"] == 0
 
 
 def test_runaway_takes_its_param_from_the_new_request(pump: PumpClient, rig: RigClient) -> None:
