@@ -644,3 +644,14 @@ def pico_target() -> Any:
             return 30.0 + duration_ms / 1000
 
     return PicoTarget()
+
+
+def start_program(client: Any, fields: dict[str, Any], reservoir_nl: int = 20_000_000) -> int:
+    """REFILL with the program's drug, then PROGRAM and CONFIRM; -> the program's CRC.
+
+    The emulated Pico has no rig reservoir: the refill only tells the pump."""
+    refill = client.refill_fields(0, reservoir_nl, fields["drug_id"], fields["conc_ug_ml"], 0)
+    client.request("REFILL", refill)
+    crc = client.request("PROGRAM", fields)["crc"]
+    client.request("CONFIRM", {"crc": crc})
+    return int(crc)

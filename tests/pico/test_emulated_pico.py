@@ -91,8 +91,7 @@ def test_the_pump_firmware_boots_to_hello_on_the_stock_uf2(pump: PumpClient) -> 
 
 def test_a_confirmed_program_strokes_at_the_pins(board: pico.PicoBoard, pump: PumpClient) -> None:
     board.request("reset_pins")
-    pump.request("REFILL", {"withdrawn_nl": 0, "added_nl": 20_000_000})
-    kit.activate(pump, kit.program(basal_nl_day=1_000_000))  # a stroke every 17.28 s
+    pico.start_program(pump, kit.program(basal_nl_day=1_000_000))  # a stroke every 17.28 s
 
     def two_strokes() -> dict | None:  # type: ignore[type-arg]
         s = board.status()
@@ -213,14 +212,19 @@ def test_a_power_cut_mid_stroke_on_real_littlefs_keeps_the_accounting_within_a_s
     with pico.PicoBoard() as b:
         pico.wait_hello(b)
         with PumpClient(b.pump_port, timeout_s=30.0) as pump:
-            pump.request("REFILL", {"withdrawn_nl": 0, "added_nl": 20_000_000})
-            kit.activate(pump, kit.program(basal_nl_day=1_000_000))
-            _wait(lambda: b.status()["step_rises_enabled"] >= 8, 60.0, "no first stroke")
-            # halfway through the second stroke, at the STEP pin
-            b.cut_at_step(12)
+            pico.start_program(pump, kit.program(basal_nl_day=1_000_000))
+            done = _wait(
+                lambda: (lambda n: n if n >= 8 and n % 8 == 0 else 0)(
+                    b.status()["step_rises_enabled"]
+                ),
+                60.0,
+                "no first stroke",
+            )
+            # halfway through the next stroke (17 s of device time away), at the STEP pin
+            b.cut_at_step(done + 4)
             _wait(lambda: not b.status()["powered"], 60.0, "no power cut")
         moved = b.status()["step_rises_enabled"]
-        assert moved == 12
+        assert moved == done + 4
         b.power(True)
         pico.wait_hello(b)
         with PumpClient(b.pump_port, timeout_s=30.0) as pump:
@@ -248,8 +252,7 @@ def test_the_stroke_check_on_the_real_pio_encoder_raises_the_alarm(
         pico.wait_hello(b)
         b.set_encoder(**encoder)
         with PumpClient(b.pump_port, timeout_s=30.0) as pump:
-            pump.request("REFILL", {"withdrawn_nl": 0, "added_nl": 20_000_000})
-            kit.activate(pump, kit.program(basal_nl_day=1_000_000))
+            pico.start_program(pump, kit.program(basal_nl_day=1_000_000))
             _wait(lambda: kit.alarm_active(pump.status(), alarm), 90.0, f"no {alarm} alarm")
             steps = b.status()["step_rises_enabled"]
             # delivery stops at the first bad stroke: no further strokes follow
