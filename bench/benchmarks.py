@@ -21,7 +21,11 @@ Figures, all against the real firmware on virtual boards (bench.sim):
 - dose at the tip across a baclofen concentration change at 600 ug/day, 500
   to 2000 and 2000 to 500 ug/mL: the most in any 1 h and 24 h over the 48 h
   after it and the longest gap without drug (rig truth, 1-minute samples);
-- the days of history the event log keeps at 4 patient boluses a day.
+- the days of history the event log keeps at 4 patient boluses a day;
+- the emulated Pico (bench.pico, stock MicroPython on rp2040js): boot to HELLO
+  in emulated and wall time, the real 32-bit free heap at idle and during a
+  stroke (beside the 64-bit host's figure above), strokes per wall second in
+  fast mode. Skipped, with the reason, where Node or the UF2 is missing.
 
 Usage: ``python -m bench.benchmarks [--requests N] [--boards N] [--days N]``.
 """
@@ -641,6 +645,69 @@ def false_alarms(seeds: tuple[int, ...], days: int) -> list[Row]:
     ]
 
 
+# --- the emulated Pico ------------------------------------------------------------
+PICO_STROKE_WALL_S = 20.0
+
+
+def emulated_pico() -> list[Row]:
+    """Boot, heap and stroke figures of the firmware on the emulated Pico."""
+    from bench import pico
+
+    lack = pico.missing()
+    if lack:
+        return [Row("emulated Pico", "skipped", "", lack)]
+    pico.staged_image()
+    rows = []
+    started = time.perf_counter()
+    with pico.PicoBoard() as board:
+        pico.wait_hello(board)
+        wall = time.perf_counter() - started
+        emulated = board.status()["first_tx_ns"] / 1e9
+        rows.append(
+            Row("pico: boot to HELLO, emulated", f"{emulated:.2f}", "s", "reset to the reply")
+        )
+        rows.append(Row("pico: boot to HELLO, wall", f"{wall:.1f}", "s", "incl. Node start"))
+        with PumpClient(board.pump_port, timeout_s=30.0) as pump:
+            pico.start_program(pump, load_program(THERAPY_PROGRAM))
+            first = board.status()
+            t0 = time.perf_counter()
+            time.sleep(PICO_STROKE_WALL_S)
+            last = board.status()
+            spent = time.perf_counter() - t0
+        strokes = (last["step_rises_enabled"] - first["step_rises_enabled"]) / 8
+        ratio = (last["now_ns"] - first["now_ns"]) / 1e9 / spent
+        rows.append(
+            Row(
+                "pico: strokes per wall second",
+                f"{strokes / spent:.2f}",
+                "1/s",
+                f"{THERAPY_PROGRAM.name}, emulated {ratio:.1f} x wall time",
+            )
+        )
+        pico.maintenance(board)
+        heap = pico.measure_heap(board)
+        rows.append(
+            Row("pico: free heap at idle", f"{heap['idle_free']:,}", "B", "gc.mem_free(), 32-bit")
+        )
+        rows.append(
+            Row(
+                "pico: free heap in a stroke",
+                f"{heap['stroke_free']:,}",
+                "B",
+                f"{heap['stroke_alloc']:,} B allocated (board and app built)",
+            )
+        )
+    rows.append(
+        Row(
+            "pico: standard scenarios",
+            "not run",
+            "",
+            "no rig port around the emulated Pico yet (pico/README.md)",
+        )
+    )
+    return rows
+
+
 def print_table(rows: list[Row]) -> None:
     headers = Row("figure", "value", "unit", "note")
     widths = [
@@ -685,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += concentration_change(500, 2_000)
     rows += concentration_change(2_000, 500)
     rows += log_history()
+    rows += emulated_pico()
 
     print(
         f"pumpbench benchmarks (protocol v{schema.PROTOCOL_VERSION}, "

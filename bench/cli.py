@@ -254,6 +254,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     """Starts a virtual board for a person and keeps it until Ctrl-C or SIGTERM."""
     with tempfile.TemporaryDirectory(prefix="pumpbench-sim-") as scratch:
         keys, key_file = _sim_keys(args.key_file, Path(scratch))
+        if args.board == "pico":
+            from bench import pico
+
+            return pico.run_sim(args, keys, key_file)
         return _run_sim(args, keys, key_file)
 
 
@@ -754,6 +758,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="provision these keys (made if FILE does not exist; default: fresh, temporary)",
+    )
+    sim.add_argument(
+        "--board",
+        choices=["virtual", "pico"],
+        default="virtual",
+        help="virtual: the unix-port board (default); pico: the emulated Pico, stock "
+        "MicroPython on rp2040js (pico/README.md)",
+    )
+    sim.add_argument(
+        "--pico-mode",
+        choices=["realtime", "fast"],
+        default="realtime",
+        help="--board pico: emulated time kept to wall time (default; mpremote, a person) "
+        "or idle time skipped",
+    )
+    sim.add_argument(
+        "--pico-flash",
+        type=Path,
+        metavar="FILE",
+        help="--board pico: the board's flash array, kept in FILE across runs",
+    )
+    sim.add_argument(
+        "--stock",
+        action="store_true",
+        help="--board pico: stock MicroPython with an empty filesystem (for make flash)",
     )
     _add_firmware_option(sim)
     sim.set_defaults(func=cmd_sim)
