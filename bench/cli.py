@@ -150,6 +150,7 @@ def _nl_per_cm(text: str) -> int:
 
 _volume = _typed(pf.parse_volume_nl, "volume")
 _dose = _typed(pf.parse_dose_ng, "dose")
+_concentration = _typed(pf.parse_concentration_ug_ml, "concentration")
 _duration = _typed(pf.parse_duration_s, "duration")
 _alarm = _typed(alarm_id, "alarm")
 _length = _typed(_catheter_mm, "length")
@@ -253,6 +254,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     """Starts a virtual board for a person and keeps it until Ctrl-C or SIGTERM."""
     with tempfile.TemporaryDirectory(prefix="pumpbench-sim-") as scratch:
         keys, key_file = _sim_keys(args.key_file, Path(scratch))
+        if args.board == "pico":
+            from bench import pico
+
+            return pico.run_sim(args, keys, key_file)
         return _run_sim(args, keys, key_file)
 
 
@@ -319,9 +324,23 @@ def _therapy_lines(status: dict[str, Any], conc: int) -> list[tuple[str, str]]:
         ("program", f"CRC 0x{status['program_crc']:08x}, {pending}"),
         ("delivered", f"{pf.volume_text(status['delivered_nl'], conc)} in all"),
         ("pt boluses", f"{status['pb_last_day']} in the last 24 h"),
-        ("1 h window", pf.volume_text(status["window_1h_nl"], conc)),
-        ("24 h window", pf.volume_text(status["window_24h_nl"], conc)),
+        ("1 h window", pf.format_dose(status["window_1h_ng"])),
+        ("24 h window", pf.format_dose(status["window_24h_ng"])),
+        ("at the tip", _tip_text(status)),
     ]
+
+
+def _tip_text(status: dict[str, Any]) -> str:
+    """The drug now leaving the catheter tip and when the reservoir's reaches it."""
+    drug = pf.DRUG_NAMES.get(status["tip_drug_id"], f"drug {status['tip_drug_id']}")
+    conc = status["tip_conc_ug_ml"]
+    text = f"{drug} {pf.format_concentration(conc)}" if conc else "saline or an empty catheter"
+    wait = status["new_drug_at_tip_s"]
+    if wait == NEVER_U32:
+        return text + "; the reservoir's drug follows once delivery runs"
+    if wait:
+        return text + f"; the reservoir's drug reaches it in {_dhm(wait)}"
+    return text
 
 
 def cmd_hello(args: argparse.Namespace) -> int:
@@ -471,10 +490,10 @@ def cmd_bolus(args: argparse.Namespace) -> int:
             override_soft=args.override_soft,
         )
     over = f" over {pf.format_duration(args.duration)}" if args.duration else ""
-    print(
-        f"{url}: {args.kind} bolus {reply['bolus_id']} started: "
-        f"{pf.volume_text(reply['volume_nl'], conc)}{over}"
-    )
+    # priming and bridge push what the path holds, not the program's drug:
+    # the pump checked their dose at the tip (SPEC 22.3)
+    shown = pf.volume_text(reply["volume_nl"], conc if args.kind == "clinician" else 0)
+    print(f"{url}: {args.kind} bolus {reply['bolus_id']} started: {shown}{over}")
     return EXIT_OK
 
 
@@ -498,9 +517,22 @@ def cmd_cancel_bolus(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_catheter(args: argparse.Namespace) -> int:
+    with _pump_url(args) as url, _pump(args, url) as pump:
+        path_nl = pump.catheter(args.length, args.nl_per_cm, args.new)
+        status = pump.status()
+    what = "a new, empty catheter" if args.new else "the catheter"
+    print(f"{url}: {what} of {args.length / 10:g} cm at {args.nl_per_cm} nL/cm recorded")
+    print(f"drug path:   {pf.format_volume(path_nl)} (pump internal volume + catheter)")
+    print(f"at the tip:  {_tip_text(status)}")
+    return EXIT_OK
+
+
 def cmd_refill(args: argparse.Namespace) -> int:
     with _pump_url(args) as url, _pump(args, url) as pump:
-        reply = pump.refill(args.withdrawn, args.added)
+        drug = None if args.drug is None else pf.DRUGS[args.drug]
+        crc = pump.get_program(pending=True)["crc"] if args.with_program else 0
+        reply = pump.refill(args.withdrawn, args.added, drug, args.concentration, crc)
     discrepancy = reply["discrepancy_nl"]
     meaning = ""
     if discrepancy < 0:
@@ -526,7 +558,7 @@ _CRC_CODES = {"PROGRAM_PENDING", "PROGRAM_ACTIVE", "PROGRAM_ABANDONED"}
 
 def cmd_log(args: argparse.Namespace) -> int:
     with _pump_url(args) as url, _pump(args, url) as pump:
-        entries = pump.log(args.start, args.count)
+        entries = pump.log(args.start, args.count, access=args.access)
     rows = [
         (
             str(e["index"]),
@@ -537,7 +569,8 @@ def cmd_log(args: argparse.Namespace) -> int:
         )
         for e in entries
     ]
-    print(f"{url}: {len(entries)} log entries")
+    which = "access-log" if args.access else "log"
+    print(f"{url}: {len(entries)} {which} entries")
     for line in _table(("index", "device time", "event", "a", "b"), rows):
         print(line)
     return EXIT_OK
@@ -726,6 +759,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="provision these keys (made if FILE does not exist; default: fresh, temporary)",
     )
+    sim.add_argument(
+        "--board",
+        choices=["virtual", "pico"],
+        default="virtual",
+        help="virtual: the unix-port board (default); pico: the emulated Pico, stock "
+        "MicroPython on rp2040js (pico/README.md)",
+    )
+    sim.add_argument(
+        "--pico-mode",
+        choices=["realtime", "fast"],
+        default="realtime",
+        help="--board pico: emulated time kept to wall time (default; mpremote, a person) "
+        "or idle time skipped",
+    )
+    sim.add_argument(
+        "--pico-flash",
+        type=Path,
+        metavar="FILE",
+        help="--board pico: the board's flash array, kept in FILE across runs",
+    )
+    sim.add_argument(
+        "--stock",
+        action="store_true",
+        help="--board pico: stock MicroPython with an empty filesystem (for make flash)",
+    )
     _add_firmware_option(sim)
     sim.set_defaults(func=cmd_sim)
 
@@ -843,15 +901,45 @@ def _add_therapy_commands(commands: Any) -> None:
     _add_board_choice(bolus)
     bolus.set_defaults(func=cmd_bolus)
 
+    catheter = commands.add_parser(
+        "catheter", help="tell the pump which catheter is fitted (its drug path)"
+    )
+    catheter.add_argument("--length", type=_length, required=True, metavar="CM")
+    catheter.add_argument("--nl-per-cm", type=_nl_per_cm, default=2_600, metavar="NL")
+    catheter.add_argument(
+        "--new", action="store_true", help="a new catheter: empty, prime it with a priming bolus"
+    )
+    _add_board_choice(catheter)
+    catheter.set_defaults(func=cmd_catheter)
+
     refill = commands.add_parser("refill", help="record a refill: reconciliation, refill date")
     refill.add_argument("--withdrawn", type=_volume, required=True, metavar="VOL")
     refill.add_argument("--added", type=_volume, required=True, metavar="VOL")
+    refill.add_argument(
+        "--drug", choices=sorted(pf.DRUGS), help="the drug put in (default: the program's)"
+    )
+    refill.add_argument(
+        "--concentration",
+        type=_concentration,
+        metavar="CONC",
+        help="its concentration, e.g. 2mg/mL (default: the program's)",
+    )
+    refill.add_argument(
+        "--with-program",
+        action="store_true",
+        help="commit the pending program (sent for the new drug) together with the refill",
+    )
     _add_board_choice(refill)
     refill.set_defaults(func=cmd_refill)
 
     log = commands.add_parser("log", help="the pump's event log")
     log.add_argument("--start", type=_count, default=0, metavar="N", help="first index")
     log.add_argument("--count", type=_count, metavar="N", help="entries (default: all)")
+    log.add_argument(
+        "--access",
+        action="store_true",
+        help="the access log (sessions, refusals and their tallies) instead of the therapy history",
+    )
     _add_board_choice(log)
     log.set_defaults(func=cmd_log)
 
@@ -880,9 +968,12 @@ def _check_bolus(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             parser.error("--catheter-cm and --nl-per-cm go with --kind priming or bridge")
     else:
         if args.volume is not None or args.dose is not None:
-            parser.error(f"a {args.kind} bolus fills the catheter: give no --volume or --dose")
-        if args.catheter_cm is None or args.nl_per_cm is None:
-            parser.error(f"a {args.kind} bolus needs --catheter-cm and --nl-per-cm")
+            parser.error(
+                f"the pump works out a {args.kind} bolus from its drug path: "
+                "give no --volume or --dose"
+            )
+        if (args.catheter_cm is None) != (args.nl_per_cm is None):
+            parser.error("--catheter-cm and --nl-per-cm go together (the catheter fitted)")
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -20,6 +20,7 @@ instants (*marks*) that measurements and alarms count from.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -45,6 +46,7 @@ from bench.report import (
 )
 from bench.scenario import Scenario
 from bench.steps import (
+    WINDOW_QUANTITIES,
     AdvanceStep,
     BolusStep,
     CancelBolusStep,
@@ -62,6 +64,7 @@ from bench.steps import (
     InjectFaultStep,
     MarkStep,
     MeasureStep,
+    NewCatheterStep,
     PatientBolusStep,
     PingStep,
     PowerCutStep,
@@ -115,6 +118,7 @@ class Snapshot:
     truth: dict[str, Any] | None
     status: dict[str, Any] | None
     log_total: int | None
+    access_total: int | None = None  # the access log's (SPEC 15)
 
 
 def _where(step: Step) -> str:
@@ -200,6 +204,7 @@ class Executor:
             RefillStep: self._refill,
             ClearAlarmStep: self._clear_alarm,
             SetClockStep: self._set_clock,
+            NewCatheterStep: self._new_catheter,
             InjectFaultStep: self._inject_fault,
             ClearFaultStep: self._clear_fault,
             ExpectAlarmStep: self._expect_alarm,
@@ -412,10 +417,11 @@ class Executor:
         truth = self._truth()
         t_ms = self._refresh_now() if self.rig is not None or self.powered else self.now_ms
         status = self.pump.status() if self.powered else None
-        log_total = None
+        log_total = access_total = None
         if status is not None:
             log_total = self.pump.request("GET_LOG", {"start": 0, "count": 0})["total"]
-        return Snapshot(t_ms, truth, status, log_total)
+            access_total = self.pump.request("GET_ACCESS_LOG", {"start": 0, "count": 0})["total"]
+        return Snapshot(t_ms, truth, status, log_total, access_total)
 
     def _sample(self) -> None:
         """One point of the delivered-volume plot (truth, STATUS, the prescription)."""
@@ -424,6 +430,7 @@ class Executor:
         sample = Sample(t_ms=self.now_ms, programmed_nl=self.line.volume_at(self.now_ms))
         if truth is not None:
             sample.tip_nl = truth["tip_nl"]
+            sample.tip_ng = truth["tip_ng"]
             sample.pumped_nl = truth["pumped_nl"]
             sample.reservoir_nl = truth["reservoir_nl"]
         if status is not None:
@@ -692,9 +699,13 @@ class Executor:
 
     def _refill(self, step: RefillStep) -> str:
         pump = self._need_pump()
-        left = self._need_rig().fill(step.volume_nl)
+        fields = pump.refill_fields(0, step.volume_nl, step.drug_id, step.conc_ug_ml)
+        if step.with_program:
+            fields["program_crc"] = pump.get_program(pending=True)["crc"]
+        left = self._need_rig().fill(step.volume_nl, fields["conc_ug_ml"])
         withdrawn = left if step.withdrawn_nl is None else step.withdrawn_nl
-        reply = self._command(step, lambda: pump.refill(withdrawn, step.volume_nl))
+        fields["withdrawn_nl"] = withdrawn
+        reply = self._command(step, lambda: pump.request("REFILL", fields))
         if reply is None:
             return f"refused as expected: {self.replies['refill']['refused']}"
         self.replies["refill"] = {**reply, "withdrawn_nl": withdrawn, "added_nl": step.volume_nl}
@@ -719,6 +730,13 @@ class Executor:
         self._need_pump().set_clock(step.offset_s)
         self.line.set_clock(self._refresh_now(), step.offset_s)
         return f"local time = device time + {step.offset_s} s"
+
+    def _new_catheter(self, step: NewCatheterStep) -> str:
+        rig = self._need_rig()
+        left = rig.truth()["reservoir_nl"]
+        rig.plant(catheter_nl=step.volume_nl, catheter_empty_nl=step.volume_nl, reservoir_nl=left)
+        self._annotate(self._refresh_now(), "mark", "new catheter")
+        return f"the rig fitted an empty catheter of {step.volume_nl} nL"
 
     # --- faults ------------------------------------------------------------------------
     def _inject_fault(self, step: InjectFaultStep) -> str:
@@ -856,11 +874,14 @@ class Executor:
     def _expect_log(self, step: ExpectLogStep) -> str:
         pump = self._need_pump()
         mark = self.marks[step.since] if step.since else None
-        start = mark.log_total if mark is not None and mark.log_total is not None else 0
-        entries = pump.log(start)
-        if mark is not None and mark.log_total is None:  # marked while off: go by time
+        # sessions and refusals are in the access log (SPEC 15)
+        access = schema.log_name(step.event) in schema.ACCESS_LOG_CODES
+        total = None if mark is None else mark.access_total if access else mark.log_total
+        entries = pump.log(total or 0, access=access)
+        if mark is not None and total is None:  # marked while off: go by time
             entries = [e for e in entries if e["time_s"] * 1000 >= mark.t_ms - 999]
-        found = [e for e in entries if e["code"] == step.event]
+        # (a PB_REFUSED or AUTH_REFUSED with a = 0 carries a tally, not a refusal)
+        found = [e for e in entries if e["code"] == step.event and (e["a"] or not access)]
         self.replies["expect_log"] = {"count": len(found)}
         where = f" since {step.since}" if step.since else ""
         if step.count is not None and len(found) != step.count:
@@ -892,6 +913,7 @@ class Executor:
         if name == "device_time":
             return snap.t_ms
         truth_key = {
+            "tip_dose": "tip_ng",
             "tip_volume": "tip_nl",
             "pumped_volume": "pumped_nl",
             "reservoir_volume": "reservoir_nl",
@@ -911,12 +933,39 @@ class Executor:
             raise CapabilityMissing(f"STATUS has no {status_key[name]} in this schema")
         return int(snap.status[status_key[name]])
 
+    def _window_quantity(self, name: str, since_ms: int) -> int:
+        """tip_dose_max_1h / _24h (ng) or tip_dose_gap (ms) over the samples since."""
+        self._sample()
+        points = [
+            (s.t_ms, s.tip_ng)
+            for s in self.record.samples
+            if s.t_ms >= since_ms and s.tip_ng is not None
+        ]
+        if len(points) < 2:
+            raise StepFailed(f"{name}: fewer than two samples since the mark (sample: on advance)")
+        if name == "tip_dose_gap":
+            longest = run = 0
+            for (t0, d0), (t1, d1) in itertools.pairwise(points):
+                run = run + (t1 - t0) if d1 == d0 else 0
+                longest = max(longest, run)
+            return longest
+        window = 3_600_000 if name == "tip_dose_max_1h" else 86_400_000
+        worst = 0
+        first = 0
+        for t, dose in points:
+            while t - points[first][0] > window:
+                first += 1
+            worst = max(worst, dose - points[first][1])
+        return worst
+
     def _measure(self, step: MeasureStep) -> str:
         if step.source:
             reply = self.replies.get(step.source)
             if reply is None or step.source_field not in reply:
                 raise StepFailed(f"no {step.source_path} value to measure (no {step.source} reply)")
             wire = reply[step.source_field]
+        elif step.source_field in WINDOW_QUANTITIES and step.since:  # since: checked at parse
+            wire = self._window_quantity(step.source_field, self.marks[step.since].t_ms)
         else:
             wire = self._quantity(step.source_field)
             if step.since:

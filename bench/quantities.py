@@ -33,6 +33,8 @@ def _units(dimension: str, **factors: Fraction | int) -> dict[str, Unit]:
 _TABLE: dict[str, Unit] = {
     # volume: base nL
     **_units("volume", nL=1, uL=1_000, mL=1_000_000),
+    # dose (drug mass): base ng
+    **_units("dose", ng=1, ug=1_000, mg=1_000_000),
     # time: base ms
     **_units("time", ms=1, s=1_000, min=60_000, h=3_600_000, d=86_400_000),
     # flow rate: base nL/day
@@ -57,7 +59,7 @@ _TABLE: dict[str, Unit] = {
     **{"B": Unit("B", "bytes", Fraction(1))},
 }
 # Other spellings people write (micro sign, Greek mu).
-_ALIASES = {"µL": "uL", "μL": "uL", "µL/h": "uL/h", "μL/h": "uL/h", "sec": "s"}
+_ALIASES = {"µL": "uL", "μL": "uL", "µL/h": "uL/h", "μL/h": "uL/h", "sec": "s", "µg": "ug"}
 
 
 def unit(name: str) -> Unit | None:

@@ -147,6 +147,7 @@ class Sample:
 
     t_ms: int
     tip_nl: int | None = None
+    tip_ng: int | None = None  # rig TRUTH: drug dose out of the tip
     pumped_nl: int | None = None
     reservoir_nl: int | None = None
     pump_nl: int | None = None  # STATUS delivered_nl

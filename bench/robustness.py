@@ -155,6 +155,7 @@ class SessionView:
     role: int
     accepted: int = 0
     issued: int = 0
+    ids: int = 0  # request ids issued (each trailer gets a new one)
 
     def sign(self, covered: bytes) -> bytes:
         """A fresh trailer: a counter above every one accepted so far."""
@@ -166,8 +167,12 @@ class SessionView:
         return self.trailer(covered, rng.randint(0, self.accepted))
 
     def trailer(self, covered: bytes, counter: int) -> bytes:
-        mac = auth.frame_mac(self.key, covered, counter)
-        return struct.pack(schema.AUTH_TRAILER_FORMAT, counter, mac)
+        # a request id never used before (SPEC section 23): the fuzzer's
+        # copies of a frame are byte copies, never new frames with an old id
+        self.ids += 1
+        request_id = struct.pack("<Q", 0xF0220000_00000000 | self.ids)
+        mac = auth.frame_mac(self.key, covered + request_id, counter)
+        return struct.pack(schema.AUTH_TRAILER_FORMAT, request_id, counter, mac)
 
 
 class ReceiverModel:
@@ -188,6 +193,8 @@ class ReceiverModel:
         self.sizes = request_sizes(port)
         self._partial = bytearray()
         self.cache: deque[tuple[int, int, Expected]] = deque(maxlen=self.CACHE_SLOTS)
+        # therapy requests that ran, by request id (the pump's outcome journal)
+        self.outcomes: dict[bytes, Expected] = {}
 
     def feed(self, data: bytes) -> list[Expected]:
         out: list[Expected] = []
@@ -241,6 +248,11 @@ class ReceiverModel:
         for cached_seq, cached_crc, original in self.cache:
             if (cached_seq, cached_crc) == (seq, crc):
                 return Expected("duplicates", msg_id=msg_id, seq=seq, duplicate_of=original)
+        request_id = self._once_id(msg_id, body[:end], signed)
+        if request_id in self.outcomes:
+            # SPEC 23: a copy of a therapy request that ran gets its reply again
+            original = self.outcomes[request_id]
+            return Expected("duplicates", msg_id=msg_id, seq=seq, duplicate_of=original)
         if self.port == schema.PORT_PUMP:
             refusal = self._session_rules(msg_id, body[:end], signed, remember)
             if refusal is not None:
@@ -252,7 +264,23 @@ class ReceiverModel:
         )
         if remember:
             self.cache.append((seq, crc, expected))
+            if request_id is not None:
+                self.outcomes[request_id] = expected
         return expected
+
+    def _once_id(self, msg_id: int, covered: bytes, signed: int) -> bytes | None:
+        """The request id of a well-signed therapy request in the session (SPEC 23)."""
+        name = message_name(msg_id)
+        session = self.session
+        if not signed or session is None or self.port != schema.PORT_PUMP:
+            return None
+        if not schema.required_role(name) or name in schema.ONCE_EXCEPT:
+            return None
+        trailer = len(covered) - schema.AUTH_TRAILER_SIZE
+        request_id, counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, covered, trailer)
+        if auth.frame_mac(session.key, covered[: trailer + 8], counter) != mac:
+            return None
+        return request_id
 
     def _session_rules(
         self, msg_id: int, covered: bytes, signed: int, remember: bool
@@ -265,8 +293,8 @@ class ReceiverModel:
         if session is None:
             return schema.AUTH_REQUIRED, needed
         trailer = len(covered) - schema.AUTH_TRAILER_SIZE
-        counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, covered, trailer)
-        if auth.frame_mac(session.key, covered[:trailer], counter) != mac:
+        _id, counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, covered, trailer)
+        if auth.frame_mac(session.key, covered[: trailer + 8], counter) != mac:
             return schema.BAD_MAC, 0
         if counter <= session.accepted:
             return schema.REPLAY, session.accepted & 0xFFFF
@@ -365,6 +393,20 @@ def program_fields(**overrides: Any) -> dict[str, Any]:
     }
     fields.update(overrides)
     return fields
+
+
+def refill_request(
+    withdrawn_nl: int, added_nl: int, drug_id: int = 1, conc_ug_ml: int = 10_000
+) -> dict[str, Any]:
+    """REFILL fields for the drug of :func:`program_fields` (morphine 10 mg/mL)
+    unless told: a refill that changes no drug (SPEC 22.2)."""
+    return {
+        "withdrawn_nl": withdrawn_nl,
+        "added_nl": added_nl,
+        "drug_id": drug_id,
+        "conc_ug_ml": conc_ug_ml,
+        "program_crc": 0,
+    }
 
 
 class FrameFuzzer:
@@ -707,13 +749,13 @@ _PUMP_REFUSALS = [
         "REFILL",
         schema.RESERVOIR,
         2,
-        lambda r: {"withdrawn_nl": r.randint(40_000_001, 0xFFFFFFFF), "added_nl": 1_000_000},
+        lambda r: refill_request(r.randint(40_000_001, 0xFFFFFFFF), 1_000_000),
     ),
     _refuse(
         "REFILL",
         schema.RESERVOIR,
         1,
-        lambda r: {"withdrawn_nl": 1_000, "added_nl": r.randint(40_000_001, 0xFFFFFFFF)},
+        lambda r: refill_request(1_000, r.randint(40_000_001, 0xFFFFFFFF)),
     ),
     _refuse(
         "CLEAR_ALARM", schema.BAD_VALUE, 0, lambda r: {"alarm": r.choice([0, *range(18, 256)])}
@@ -1381,7 +1423,7 @@ class PowerLossCampaign:
                 (20_000_000, 30_000_000, 38_000_000), key=lambda v: abs(v - story.old_account)
             )
             withdrawn = status["reservoir_nl"]
-            story.request = ("REFILL", {"withdrawn_nl": withdrawn, "added_nl": story.refill_nl})
+            story.request = ("REFILL", self.pump.refill_fields(withdrawn, story.refill_nl))
         elif activity == "stop_start":
             story.request = ("STOP", None) if story.old_running else ("START", None)
 
@@ -1794,7 +1836,7 @@ def therapy_scenario(pump: PumpClient, rig: RigClient) -> int:
         {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": schema.FINGERPRINT},
     )
     withdrawn = rig.fill(20_000_000)
-    ask("REFILL", {"withdrawn_nl": withdrawn, "added_nl": 20_000_000})
+    ask("REFILL", refill_request(withdrawn, 20_000_000, drug_id=0, conc_ug_ml=0))
     ask("SET_CLOCK", {"local_offset_s": 8 * 3600})
     program = program_fields(pb_dose_nl=20_000, pb_lockout_s=3_600, pb_max_per_day=4)
     crc = ask("PROGRAM", program)["crc"]

@@ -27,6 +27,7 @@ from bench.steps import (
     NEED_HARDWARE,
     NEED_RIG,
     QUANTITIES,
+    WINDOW_QUANTITIES,
     AdvanceStep,
     BolusStep,
     CancelBolusStep,
@@ -43,6 +44,7 @@ from bench.steps import (
     InjectFaultStep,
     MarkStep,
     MeasureStep,
+    NewCatheterStep,
     PatientBolusStep,
     PingStep,
     PowerCutStep,
@@ -577,11 +579,11 @@ def _parse_bolus(node: Node, line: int, _ctx: _Context) -> Step:
             raise node.fail("a clinician bolus needs volume or dose (one of them)")
         if "catheter" in values:
             raise values["catheter"].fail("catheter goes with kind priming or bridge")
-    else:
-        if "volume" in values or "dose" in values:
-            raise node.fail(f"a {kind} bolus fills the catheter: give catheter, not volume or dose")
-        if "catheter" not in values:
-            raise node.fail(f"a {kind} bolus needs catheter (e.g. 60cm)")
+    elif "volume" in values or "dose" in values:
+        raise node.fail(
+            f"the pump works out a {kind} bolus from its drug path (SPEC 22.3): "
+            "give no volume or dose (catheter: the one just fitted, optional)"
+        )
     return BolusStep(
         line,
         node.path,
@@ -607,11 +609,29 @@ def _parse_cancel_bolus(node: Node, line: int, _ctx: _Context) -> Step:
 
 
 def _parse_refill(node: Node, line: int, _ctx: _Context) -> Step:
-    values = node.mapping(required=("volume",), optional=("withdrawn", "flagged", *_COMMAND_OWN))
+    values = node.mapping(
+        required=("volume",),
+        optional=("withdrawn", "flagged", "drug", "concentration", "with_program", *_COMMAND_OWN),
+    )
+    drug_id = None
+    conc = None
+    if "drug" in values:
+        name = values["drug"].string().lower()
+        if name not in pf.DRUGS:
+            raise values["drug"].fail(f"unknown drug {name!r}; the library has {listing(pf.DRUGS)}")
+        drug_id = pf.DRUGS[name]
+        if "concentration" not in values:
+            raise values["drug"].fail("drug goes with its concentration")
+        conc = values["concentration"].parsed(pf.parse_concentration_ug_ml)
+    elif "concentration" in values:
+        raise values["concentration"].fail("concentration goes with drug")
     return RefillStep(
         line,
         node.path,
         **_command(values),
+        drug_id=drug_id,
+        conc_ug_ml=conc,
+        with_program=values["with_program"].boolean() if "with_program" in values else False,
         volume_nl=values["volume"].parsed(pf.parse_volume_nl),
         withdrawn_nl=values["withdrawn"].parsed(pf.parse_volume_nl)
         if "withdrawn" in values
@@ -634,6 +654,14 @@ def _parse_set_clock(node: Node, line: int, _ctx: _Context) -> Step:
     if offset_ms % 1000:
         raise values["offset"].fail("the pump's clock offset is whole seconds")
     return SetClockStep(line, node.path, offset_s=offset_ms // 1000)
+
+
+def _parse_new_catheter(node: Node, line: int, _ctx: _Context) -> Step:
+    values = node.mapping(required=("volume",))
+    volume = values["volume"].parsed(pf.parse_volume_nl)
+    if not 2_600 <= volume <= 520_000:
+        raise values["volume"].fail("a catheter holds 2.6 uL (1 cm) to 520 uL (200 cm)")
+    return NewCatheterStep(line, node.path, volume_nl=volume)
 
 
 def _parse_inject_fault(node: Node, line: int, ctx: _Context) -> Step:
@@ -898,6 +926,8 @@ def _parse_measure(node: Node, line: int, ctx: _Context) -> Step:
         )
     source, source_field, source_unit, missing = _measure_source(values, ctx)
     since = _since(values, ctx)
+    if source_field in WINDOW_QUANTITIES and not source and since is None:
+        raise values["from"].fail(f"{source_field} is taken over the samples since a mark: since:")
     unit = values["unit"].string()
     if not quantities.convertible(source_unit, unit):
         known = quantities.unit(source_unit)
@@ -989,6 +1019,7 @@ _PARSERS: dict[str, Callable[[Node, int, _Context], Step]] = {
     "clear_alarm": _parse_clear_alarm,
     "set_clock": _parse_set_clock,
     "inject_fault": _parse_inject_fault,
+    "new_catheter": _parse_new_catheter,
     "clear_fault": _parse_clear_fault,
     "expect_alarm": _parse_expect_alarm,
     "expect_no_alarm": _parse_expect_no_alarm,

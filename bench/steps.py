@@ -271,6 +271,8 @@ class RefillStep(CommandStep):
 
     ``withdrawn_nl`` None: the clinician withdraws exactly what FILL says was
     left. ``flagged`` None: no expectation about the discrepancy flag.
+    ``drug_id``/``conc_ug_ml`` None: the active program's drug (SPEC 22.2);
+    ``with_program``: the pending program is committed with the refill.
     """
 
     KIND: ClassVar[str] = "refill"
@@ -278,6 +280,9 @@ class RefillStep(CommandStep):
     volume_nl: int = 0
     withdrawn_nl: int | None = None
     flagged: bool | None = None
+    drug_id: int | None = None
+    conc_ug_ml: int | None = None
+    with_program: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,6 +304,16 @@ class SetClockStep(Step):
 
 
 # --- faults --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewCatheterStep(Step):
+    """The rig's plant gets a new, empty catheter of ``volume_nl`` (PLANT, the
+    real reservoir kept): what a priming bolus must fill (SPEC 22.3)."""
+
+    KIND: ClassVar[str] = "new_catheter"
+    NEEDS: ClassVar[frozenset[str]] = RIG_ONLY
+    volume_nl: int = 0
 
 
 @dataclass(frozen=True)
@@ -450,8 +465,27 @@ QUANTITIES: dict[str, str] = {
     "pump_reservoir": "nL",  # STATUS reservoir_nl: the pump's account of its reservoir
     "device_time": "ms",
     "pressure": "0.1 mmHg",  # STATUS pressure_x10 (safety issue)
+    "tip_dose": "ng",  # rig TRUTH tip_ng: the drug dose that left the catheter tip
+    # over the samples taken since the mark (``since`` required): the most
+    # tip dose in any 1 h / 24 h between samples, and the longest time the
+    # tip dose did not grow (SPEC 22: dose at the tip)
+    "tip_dose_max_1h": "ng",
+    "tip_dose_max_24h": "ng",
+    "tip_dose_gap": "ms",
 }
-RIG_QUANTITIES = frozenset({"tip_volume", "pumped_volume", "reservoir_volume"})
+RIG_QUANTITIES = frozenset(
+    {
+        "tip_volume",
+        "pumped_volume",
+        "reservoir_volume",
+        "tip_dose",
+        "tip_dose_max_1h",
+        "tip_dose_max_24h",
+        "tip_dose_gap",
+    }
+)
+# Quantities over the samples since a mark, not a difference of two values.
+WINDOW_QUANTITIES = frozenset({"tip_dose_max_1h", "tip_dose_max_24h", "tip_dose_gap"})
 
 
 @dataclass(frozen=True)

@@ -71,12 +71,15 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
             "time_to_empty_s": 1_641_600,
             "refill_date_s": 1_555_200,
             "pb_last_day": 0,
-            "window_1h_nl": 41_600,
-            "window_24h_nl": 999_800,
+            "window_1h_ng": 20_800,
+            "window_24h_ng": 499_900,
             "acknowledged": 0,
             "pressure_x10": 74,
             "battery_mv": 3_000,
             "eos_days": 0xFFFF,
+            "tip_drug_id": 4,
+            "tip_conc_ug_ml": 500,
+            "new_drug_at_tip_s": 0,
         },
     ),
     ("link stats request", "LINK_STATS", 7, 0, {}),
@@ -124,7 +127,27 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
     ("patient bolus request", "PATIENT_BOLUS", 21, 0, {}),
     ("patient bolus reply", "PATIENT_BOLUS", 21, REPLY, {"bolus_id": 7, "volume_nl": 50_000}),
     ("lockout nack", "PATIENT_BOLUS", 22, NACK, {"code": schema.LOCKOUT, "detail": 1200}),
-    ("refill request", "REFILL", 23, 0, {"withdrawn_nl": 1_950_000, "added_nl": 20_000_000}),
+    (
+        "refill request",
+        "REFILL",
+        23,
+        0,
+        {
+            "withdrawn_nl": 1_950_000,
+            "added_nl": 20_000_000,
+            "drug_id": 4,
+            "conc_ug_ml": 2_000,
+            "program_crc": 0x22B8A50F,
+        },
+    ),
+    (
+        "catheter request",
+        "CATHETER",
+        25,
+        0,
+        {"catheter_mm": 600, "nl_per_cm": 2_600, "empty": 1},
+    ),
+    ("catheter reply", "CATHETER", 25, REPLY, {"path_nl": 176_000}),
     (
         "refill reply",
         "REFILL",
@@ -152,6 +175,7 @@ GOOD: list[tuple[str, str, int, int, dict[str, Any]]] = [
             "journal_bytes": 276_811,
             "pocket_nl": 0,
             "released_nl": 0,
+            "tip_ng": 500_000,
         },
     ),
     (
@@ -207,7 +231,10 @@ def auth_vectors() -> dict[str, Any]:
     client_nonce = bytes(range(0xB0, 0xC0))
     key = auth.session_key(clinician, role, pump_nonce, client_nonce)
     session = auth.Session(role, key, counter=6)
-    signed = codec.encode("CONFIRM", 20, {"crc": 0x22B8A50F}, signer=session.sign)
+    request_id = bytes(range(0xC0, 0xC8))
+    signed = codec.encode(
+        "CONFIRM", 20, {"crc": 0x22B8A50F}, signer=lambda c: session.sign(c, request_id)
+    )
     body = struct.pack("<4s32s32s", schema.KEYSTORE_MAGIC, patient, clinician)
     keystore = body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
     return {
@@ -226,6 +253,7 @@ def auth_vectors() -> dict[str, Any]:
             "seq": 20,
             "fields": {"crc": 0x22B8A50F},
             "counter": 7,
+            "request_id": request_id.hex(),
         },
     }
 
@@ -295,10 +323,13 @@ def table_text() -> str:
         ("MAC_SIZE", schema.MAC_SIZE),
         ("AUTH_TRAILER_FORMAT", json.dumps(schema.AUTH_TRAILER_FORMAT)),
         ("AUTH_TRAILER_SIZE", schema.AUTH_TRAILER_SIZE),
+        ("REQUEST_ID_SIZE", schema.REQUEST_ID_SIZE),
+        ("REPLY_MAC_SIZE", schema.REPLY_MAC_SIZE),
+        ("OUTCOMES_KEPT", schema.OUTCOMES_KEPT),
+        ("OUTCOME_REPLY_SIZE", schema.OUTCOME_REPLY_SIZE),
         ("SESSION_IDLE_S", schema.SESSION_IDLE_S),
         ("SESSION_MAX_S", schema.SESSION_MAX_S),
         ("CHALLENGE_S", schema.CHALLENGE_S),
-        ("AUTH_LOG_MS", schema.AUTH_LOG_MS),
         ("KEYSTORE_FILE", json.dumps(schema.KEYSTORE_FILE)),
         ("KEYSTORE_MAGIC", _bytes_literal(schema.KEYSTORE_MAGIC)),
         ("KEYSTORE_SIZE", schema.KEYSTORE_SIZE),
@@ -338,6 +369,8 @@ def table_text() -> str:
     for name, role in schema.MESSAGE_ROLES:
         lines.append(f"    {name}: {role},")
     lines.append("}")
+    lines.append("# requests with a role that need no request id (SPEC section 23)")
+    lines.append("ONCE_EXCEPT = (" + "".join(f"{name}," for name in schema.ONCE_EXCEPT) + ")")
     lines.append("ALL_IDS = (")
     lines += [f"    0x{m[0]:02X}," for m in schema.MESSAGES]
     lines.append(")")

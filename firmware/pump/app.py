@@ -9,18 +9,23 @@
 #   -> reservoir, governor, therapy totals -> next stroke scheduled.
 # The governor counts what the encoder says moved, never what was asked.
 
+import gc
+import struct
+
 from protocol import table as t
 from pump import alarms as alarmsmod
 from pump import auth as authmod
-from pump import commands, limits, logcodes
+from pump import commands, logcodes
 from pump import link as linkmod
 from pump import program as programmod
 from pump import reservoir as reservoirmod
 from pump.drive import STROKE_MS, STROKE_STEPS, Drive
-from pump.governor import Governor
+from pump.governor import LIMIT_1H_MAX_NL, LIMIT_24H_MAX_NL, Governor
 from pump.journal import Journal
 from pump.monitors.battery import BatteryMonitor
 from pump.monitors.stroke import RETRY, RETRY_DELAY_MS
+from pump.once import Outcomes
+from pump.path import DrugPath
 from pump.persist import Persist
 from pump.safety import Safety
 from pump.scheduler import Scheduler, Task
@@ -71,15 +76,32 @@ class PumpApp:
         self.therapy = Therapy(self.drive.nominal_stroke_nl())
         self.reservoir = reservoirmod.Reservoir()
         self.governor = Governor(0, 0)
+        self.path = DrugPath()
+        self.therapy.path = self.path
         self.journal = Journal(board.fs)
+        # refusals ever (patient boluses, session rules): the access log's
+        # PB_REFUSED and AUTH_REFUSED entries carry them (SPEC section 15)
+        self.tallies = [0, 0]
+        self._restore_tallies()
         self.battery = BatteryMonitor()
         self.persist = Persist(
-            self.journal, self.therapy, self.reservoir, self.governor, self.drive, self.battery
+            self.journal,
+            self.therapy,
+            self.reservoir,
+            self.governor,
+            self.drive,
+            self.battery,
+            self.path,
         )
         self.alarms = alarmsmod.Alarms(self._on_alarm_change)
         # Who may change therapy (SPEC section 21); the key store is
         # provisioned at flash time beside the journal.
-        self.sessions = authmod.Sessions(self.clock, self.log, board.fs.read(t.KEYSTORE_FILE))
+        # Therapy-changing requests run at most once per request id (SPEC
+        # section 23): their outcomes are journalled beside the state.
+        self.outcomes = Outcomes(board.fs, self.journal.read_buffer())
+        self.sessions = authmod.Sessions(
+            self.clock, self.log, board.fs.read(t.KEYSTORE_FILE), self.outcomes
+        )
         self.link = linkmod.Link(
             board.pump_port, t.PUMP_REQUESTS, commands.handlers(self), self.sessions
         )
@@ -129,6 +151,7 @@ class PumpApp:
             self.alarms.raise_alarm(alarmsmod.MEMORY, lasting=False)
             self.persist.snapshot()
             self.log(logcodes.BOOT, self.reset_cause, 1)
+            commands.release_library()
             return
         self.persist.boot_count += 1
         # Latching alarms survive a reset; the others come back by themselves
@@ -137,6 +160,10 @@ class PumpApp:
         self.governor.advance(now_s)
         unexpected = 1 if found.had_state else 0
         self.log(logcodes.BOOT, self.reset_cause, unexpected)
+        if found.unlogged_program:
+            # the program was made active (journalled) before the cut, its
+            # PROGRAM_ACTIVE entry did not land: the log must name it
+            self._log_program_active(self.therapy.program.crc, self.persist.program_mask)
         if found.unlogged_end is not None:
             # a bolus ended (journalled) before the cut, its entry did not land
             code, bolus_id, delivered = found.unlogged_end
@@ -163,6 +190,7 @@ class PumpApp:
         self.schedule_stroke(now)
         self._arm_flex(now, now_s)
         self._housekeeping.after(now, HOUSEKEEPING_MS)
+        commands.release_library()
 
     # --- main loop -----
     def run(self):
@@ -172,6 +200,9 @@ class PumpApp:
         board = self.board
         clock = self.clock
         scheduler = self.scheduler
+        # Boot's temporaries (recovery, the key store, the logs' scans) go
+        # now, in one collection, before the loop allocates anything lasting.
+        gc.collect()
         self.link.event(
             _BOOT_ID, _BOOT_FMT, (self._boot_time_ms, self.reset_cause, self.persist.boot_count)
         )
@@ -208,7 +239,38 @@ class PumpApp:
         return self.clock.time_ms() - self._boot_time_ms
 
     def log(self, code, a, b):
-        self.journal.log_event(self.clock.seconds(), code, a, b)
+        # Therapy history to the event log; sessions and refusals to the
+        # access log (SPEC section 15), with the refusal tallies in b.
+        now_s = self.clock.seconds()
+        if code not in logcodes.ACCESS:
+            self.journal.log_event(now_s, code, a, b)
+            return
+        tallies = self.tallies
+        if self.journal.access.full():
+            # The access file about to go may hold the newest tallies: the
+            # new file starts with them (a = 0), so a reset never loses one.
+            self.journal.log_access(now_s, logcodes.PB_REFUSED, 0, tallies[0])
+            self.journal.log_access(now_s, logcodes.AUTH_REFUSED, 0, tallies[1])
+        if code == logcodes.PB_REFUSED:
+            tallies[0] += 1
+            b = tallies[0]
+        elif code == logcodes.AUTH_REFUSED:
+            tallies[1] += 1
+            b = tallies[1]
+        self.journal.log_access(now_s, code, a, b)
+
+    def _restore_tallies(self):
+        # The newest PB_REFUSED and AUTH_REFUSED entries carry the tallies.
+        tallies = self.tallies
+
+        def visit(buf, k):
+            code = buf[k + 8] | buf[k + 9] << 8
+            if code == logcodes.PB_REFUSED:
+                tallies[0] = struct.unpack_from("<i", buf, k + 14)[0]
+            elif code == logcodes.AUTH_REFUSED:
+                tallies[1] = struct.unpack_from("<i", buf, k + 14)[0]
+
+        self.journal.access.scan(visit)
 
     # --- strokes -----
     def schedule_stroke(self, now):
@@ -305,7 +367,14 @@ class PumpApp:
             self.bolus_finished(bolus_id, bolus_kind, therapy.bolus_delivered_nl)
         self.reservoir.consume(volume)
         self._check_reservoir_alarms()
-        if not self.governor.record(now_s, volume):
+        path = self.path
+        dose = path.push(volume)  # what left the tip, ng
+        if path.tip_changed:
+            path.tip_changed = False
+            drug, conc = path.tip()
+            self.log(logcodes.TIP_DRUG, drug, conc)
+            self.replan()  # the bridge rate follows the drug at the tip
+        if not self.governor.record(now_s, dose):
             window_1h, window_24h = self.governor.totals(now_s)
             self.log(
                 logcodes.GOVERNOR_STOP,
@@ -416,8 +485,14 @@ class PumpApp:
         therapy = self.therapy
         therapy.program = program
         therapy.running = program.mode != programmod.MODE_STOPPED
+        if program.drug_id and not self.path.res_drug:
+            commands.drug_library().path_adopt(self.path, program.drug_id, program.conc_ug_ml)
         self._apply_program_limits(program)
         self.pending = None
+        # the snapshot names the index its PROGRAM_ACTIVE entry gets: a cut
+        # before the entry lands is finished at boot (persist.py)
+        self.persist.program_index = self.journal.event_count()
+        self.persist.program_mask = soft_mask
         self.snapshot()
         self.log(logcodes.PROGRAM_ACTIVE, program.crc, soft_mask)
         if soft_mask:
@@ -428,12 +503,25 @@ class PumpApp:
         self.replan()
         self._check_reservoir_alarms()
 
+    def _log_program_active(self, crc, mask):
+        self.persist.program_index = self.journal.event_count()
+        self.persist.snapshot()
+        self.log(logcodes.PROGRAM_ACTIVE, crc, mask)
+
     def _apply_program_limits(self, program):
-        limit_1h, limit_24h = limits.governor_limits(program.drug_id, program.conc_ug_ml)
+        governor = self.governor
+        limits = commands.drug_library().limits
+        found = limits.governor_limits(program.drug_id, program.conc_ug_ml)
         # One stroke of margin: the governor counts whole strokes, so a
         # program exactly at a hard limit may end a window one stroke over.
-        stroke = self.drive.nominal_stroke_nl()
-        self.governor.set_limits(limit_1h + stroke, limit_24h + stroke)
+        # A stroke's dose is taken at the drug's strongest concentration (the
+        # path may still hold a stronger one than the program's).
+        grain = limits.dose_ng(self.drive.nominal_stroke_nl(), limits.max_conc(program.drug_id))
+        governor.grain_ng = grain
+        if found is None:  # saline: no dose limit
+            governor.set_limits(LIMIT_1H_MAX_NL, LIMIT_24H_MAX_NL)
+        else:
+            governor.set_limits(found[0] + grain, found[1] + grain)
         if program.low_reservoir_nl:
             self.reservoir.set_low_threshold(program.low_reservoir_nl)
 
@@ -451,6 +539,7 @@ class PumpApp:
     def _on_housekeeping(self, now):
         now_s = self.clock.seconds()
         self.governor.advance(now_s)
+        commands.release_library()  # the drug library, if a command loaded it
         if self.pending is not None and ticks_diff(now, self._pending_since) >= PENDING_TIMEOUT_MS:
             self.log(logcodes.PROGRAM_ABANDONED, self.pending.crc, 0)
             self.pending = None
@@ -475,6 +564,8 @@ class PumpApp:
         # before the REFILL entry (commands.py); the alarm changes since are
         # journalled as they happen.
         self._check_reservoir_alarms()
+        # a refill may leave air in the line: the monitors measure it anew
+        self.safety.line_changed()
         # the refill is the clinician's answer to an empty reservoir
         self.alarms.clear(alarmsmod.EMPTY_RESERVOIR)
         self.replan()

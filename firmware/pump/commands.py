@@ -14,11 +14,11 @@ import sys
 
 from protocol import table as t
 from pump import alarms as alarmsmod
-from pump import auth, limits, logcodes
+from pump import auth, logcodes, once
 from pump import link as linkmod
 from pump import program as programmod
 from pump import therapy as therapymod
-from pump.version import FIRMWARE_VERSION
+from pump.version import FIRMWARE_VERSION, MICROPYTHON_VERSION
 
 DONE = linkmod.DONE
 
@@ -27,8 +27,18 @@ WEEK_S = 7 * 86_400
 NEVER = 0xFFFFFFFF  # a refill date or time that never comes
 LOG_PAGE = 12  # entries per GET_LOG reply (the schema's array size)
 
-# limits.check_* results -> NACK codes
-_REFUSAL = {limits.REFUSED_HARD: t.HARD_LIMIT, limits.NEEDS_OVERRIDE: t.SOFT_LIMIT}
+
+def drug_library():
+    # The drug library (pump/limits.py: its table and checks) and the
+    # programming- and bolus-time dose checks (pump/dosecheck.py) are needed
+    # only when a program, a bolus, a refill or a catheter is checked and
+    # when a program is applied: imported then, and released by
+    # release_library() (each housekeeping minute and after boot), so they do
+    # not stay on the heap between uses (about 13 KB on the 64-bit host).
+    from pump import dosecheck
+
+    return dosecheck
+
 
 _PB_REFUSAL = {
     therapymod.PB_DISABLED: t.NOT_DELIVERING,
@@ -38,13 +48,16 @@ _PB_REFUSAL = {
     therapymod.PB_BUSY: t.BOLUS_ACTIVE,
 }
 
-# Pump-internal volume pushed by a bridge bolus together with the catheter
-# (between the head and the catheter connector; an assumed design value).
-PUMP_INTERNAL_NL = 20_000
 
+def release_library():
+    modules = sys.modules
+    if "pump.dosecheck" in modules or "pump.limits" in modules:
+        import pump
 
-# The interpreter this firmware runs on (HELLO): the image identifies itself.
-MICROPYTHON_VERSION = ("%d.%d.%d" % sys.implementation.version[:3]).encode()
+        for name in ("dosecheck", "limits"):
+            modules.pop("pump." + name, None)
+            if name in pump.__dict__:
+                del pump.__dict__[name]
 
 
 def handlers(app):
@@ -84,7 +97,9 @@ def handlers(app):
         if bad_field >= 0:
             link.nack(t.BAD_PROGRAM, bad_field)
             return DONE
-        code, detail, worst_day, worst_hour = check_program(candidate)
+        code, detail, worst_day, worst_hour = drug_library().program_refusal(
+            candidate, app.drive.nominal_stroke_nl()
+        )
         if code:
             link.nack(code, detail)
             return DONE
@@ -108,6 +123,9 @@ def handlers(app):
             return DONE
         if crc != app.pending.crc:
             link.nack(t.CRC_MISMATCH, 0)
+            return DONE
+        if not drug_library().drug_matches(app, app.pending):
+            link.nack(t.DRUG_MISMATCH, 2)
             return DONE
         # A stroke already moving finishes unchanged (strokes are bounded and
         # never altered in flight), so the switch lands between two strokes.
@@ -141,17 +159,27 @@ def handlers(app):
         return DONE
 
     def bolus(link, payload):
+        # Priming and bridge volumes are the pump's, from its drug path (SPEC
+        # 22.3): typed catheter fields only say which catheter is fitted.
         (kind, volume, dose, duration_s, catheter_mm, nl_per_cm, override) = struct.unpack_from(
             t.BOLUS_REQUEST, payload, 0
         )
-        prog = app.therapy.program
+        path = app.path
+        dc = drug_library()
         if kind == therapymod.BOLUS_CLINICIAN:
-            if volume == 0 and dose and prog.conc_ug_ml:
-                volume = limits.volume_nl(dose, prog.conc_ug_ml)
-        elif kind == therapymod.BOLUS_PRIMING:
-            volume = catheter_mm * nl_per_cm // 10
-        elif kind == therapymod.BOLUS_BRIDGE:
-            volume = catheter_mm * nl_per_cm // 10 + PUMP_INTERNAL_NL
+            if volume == 0 and dose:
+                volume = dc.path_volume_for_dose_nl(path, dose)
+        elif kind == therapymod.BOLUS_PRIMING or kind == therapymod.BOLUS_BRIDGE:
+            if catheter_mm and not dc.set_catheter(app, catheter_mm, nl_per_cm, kind == 2):
+                link.nack(t.BAD_VALUE, 4)
+                return DONE
+            if kind == therapymod.BOLUS_PRIMING:
+                # the air/saline at the tip end, at most a catheter's worth
+                volume = dc.path_prime_volume_nl(path)
+                if volume > path.catheter_nl:
+                    volume = path.catheter_nl
+            else:
+                volume = path.old_volume_nl()
         else:
             link.nack(t.BAD_VALUE, 0)
             return DONE
@@ -162,12 +190,20 @@ def handlers(app):
             # its strokes are timed on wrapping ms ticks: a day at most
             link.nack(t.DURATION, t.BOLUS_MAX_DURATION_S // 60)
             return DONE
-        code, detail = bolus_refusal(app, volume, duration_s, override)
+        code, detail = dc.bolus_refusal(app, volume, duration_s, override)
         if code:
             link.nack(code, detail)
             return DONE
         bolus_id = app.start_bolus(kind, volume, duration_s * 1000)
         link.ack(t.BOLUS_REPLY, (bolus_id, volume))
+        return DONE
+
+    def catheter(link, payload):
+        catheter_mm, nl_per_cm, empty = struct.unpack_from(t.CATHETER_REQUEST, payload, 0)
+        if empty > 1 or not drug_library().set_catheter(app, catheter_mm, nl_per_cm, empty):
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
+        link.ack(t.CATHETER_REPLY, (app.path.volume_nl(),))
         return DONE
 
     def patient_bolus(link, _payload):
@@ -178,9 +214,9 @@ def handlers(app):
             code, detail = t.ALARM_ACTIVE, app.alarms.stopping()
         volume = app.therapy.program.pb_dose_nl
         if not code:
-            code, detail = bolus_refusal(app, volume, 0, 1)
+            code, detail = drug_library().bolus_refusal(app, volume, 0, 1)
         if code:
-            app.log(logcodes.PB_REFUSED, code, detail)
+            app.log(logcodes.PB_REFUSED, code | detail << 8, 0)
             link.nack(code, detail)
             return DONE
         app.therapy.record_patient_bolus(now_s)
@@ -194,26 +230,78 @@ def handlers(app):
         return DONE
 
     def refill(link, payload):
-        withdrawn, added = struct.unpack_from(t.REFILL_REQUEST, payload, 0)
+        limits = drug_library().limits
+        # The drug put in is recorded; a new drug or concentration needs the
+        # confirmed program for it, committed with the refill (SPEC 22.2).
+        withdrawn, added, drug_id, conc, crc = struct.unpack_from(t.REFILL_REQUEST, payload, 0)
+        prog = app.therapy.program
+        pending = None
+        if crc:
+            pending = app.pending
+            if pending is None:
+                link.nack(t.NO_PENDING, 0)
+                return DONE
+            if crc != pending.crc:
+                link.nack(t.CRC_MISMATCH, 0)
+                return DONE
+            if pending.drug_id != drug_id or pending.conc_ug_ml != conc:
+                link.nack(t.DRUG_MISMATCH, 3)
+                return DONE
+        elif (
+            prog.mode != programmod.MODE_STOPPED
+            and prog.drug_id
+            and (prog.drug_id != drug_id or prog.conc_ug_ml != conc)
+        ):
+            link.nack(t.DRUG_MISMATCH, 1)
+            return DONE
+        result, detail = limits.check_program(drug_id, conc, 0, 0, 0, 1)
+        if result:
+            link.nack(t.HARD_LIMIT, detail)
+            return DONE
         expected = app.reservoir.volume_nl
         code, discrepancy, flagged = app.reservoir.refill(withdrawn, added)
         if code:
             link.nack(t.RESERVOIR, code)
             return DONE
-        # the new account is durable before the entry that claims it
-        app.snapshot()
+        app.path.refill(drug_id, conc)
+        # the new account (and program) is durable before the entries
+        if pending is not None:
+            app.activate(pending, app.pending_soft_mask)
+        else:
+            app.snapshot()
         app.log(logcodes.REFILL, added, discrepancy)
+        app.log(logcodes.REFILL_DRUG, drug_id, conc)
         if flagged:
             app.alarms.raise_alarm(alarmsmod.REFILL_DISCREPANCY, lasting=False)
         app.refilled()
         link.ack(t.REFILL_REPLY, (expected, discrepancy, 1 if flagged else 0, refill_date(app)))
         return DONE
 
+    def outcome(link, payload):
+        # The outcome of a request id (SPEC section 23), read-only.
+        role, request_id = struct.unpack_from(t.OUTCOME_REQUEST, payload, 0)
+        if role not in (t.ROLE_PATIENT, t.ROLE_CLINICIAN):
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
+        kept = app.outcomes
+        state = kept.find(role, request_id)
+        if state == once.NEW:
+            link.ack(t.OUTCOME_REPLY, (state, 0, 0, 0, b""))
+        else:
+            link.ack(t.OUTCOME_REPLY, (state, kept.msg_id, kept.flags, kept.size, kept.reply))
+        return DONE
+
     def get_log(link, payload):
+        return log_page(link, payload, app.journal.events, app.journal.event_count())
+
+    def get_access_log(link, payload):
+        return log_page(link, payload, app.journal.access_events, app.journal.access.next_index())
+
+    def log_page(link, payload, read, total):
         start, count = struct.unpack_from("<IB", payload, 0)
         if count > LOG_PAGE:
             count = LOG_PAGE
-        entries = app.journal.events(start, count)
+        entries = read(start, count)
         indexes = [0] * LOG_PAGE
         times = [0] * LOG_PAGE
         codes = [0] * LOG_PAGE
@@ -225,12 +313,7 @@ def handlers(app):
             a_values[i] &= 0xFFFFFFFF  # stored as i32 in the journal
         link.ack(
             t.GET_LOG_REPLY,
-            [first, len(entries), app.journal.event_count()]
-            + indexes
-            + times
-            + codes
-            + a_values
-            + b_values,
+            [first, len(entries), total] + indexes + times + codes + a_values + b_values,
         )
         return DONE
 
@@ -309,7 +392,10 @@ def handlers(app):
         t.PATIENT_BOLUS: patient_bolus,
         t.CANCEL_BOLUS: cancel_bolus,
         t.REFILL: refill,
+        t.CATHETER: catheter,
         t.GET_LOG: get_log,
+        t.GET_ACCESS_LOG: get_access_log,
+        t.OUTCOME: outcome,
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
         t.ACK_ALARM: ack_alarm,
@@ -317,75 +403,6 @@ def handlers(app):
     }
     table.update(auth.handlers(app.sessions, DONE))
     return table
-
-
-def check_program(candidate):
-    # -> (NACK code or 0, detail or soft mask, worst 24 h volume, worst 1 h)
-    rates = [candidate.basal_nl_day] if candidate.basal_nl_day else []
-    if candidate.mode == programmod.MODE_FLEX:
-        rates += list(candidate.flex_rate_nl_day[: candidate.flex_count])
-    for rate in rates:
-        result, limit = limits.check_rate(rate)
-        if result:
-            return _REFUSAL[result], limit, 0, 0
-    if candidate.pb_dose_nl:
-        result, limit = limits.check_patient_bolus(
-            candidate.pb_dose_nl, candidate.pb_lockout_s, candidate.pb_max_per_day
-        )
-        if result:
-            return _REFUSAL[result], limit, 0, 0
-    worst_day = candidate.max_window_nl(
-        limits.WINDOW_24H_S // 60
-    ) + candidate.pb_dose_nl * patient_boluses_in(candidate, limits.WINDOW_24H_S)
-    worst_hour = candidate.max_window_nl(
-        limits.WINDOW_1H_S // 60
-    ) + candidate.pb_dose_nl * patient_boluses_in(candidate, limits.WINDOW_1H_S)
-    result, detail = limits.check_program(
-        candidate.drug_id,
-        candidate.conc_ug_ml,
-        worst_day,
-        worst_hour,
-        candidate.pb_dose_nl,
-        candidate.override_soft,
-    )
-    if result:
-        return _REFUSAL[result], detail, 0, 0
-    return 0, detail, worst_day, worst_hour
-
-
-def patient_boluses_in(candidate, window_s):
-    # The most patient boluses that can land in a window of window_s: the
-    # lockout spaces them, and no 24 h holds more than the daily maximum.
-    if not candidate.pb_dose_nl:
-        return 0
-    by_lockout = window_s // candidate.pb_lockout_s + 1
-    days = (window_s + therapymod.DAY_S - 1) // therapymod.DAY_S
-    by_day = candidate.pb_max_per_day * days
-    return by_lockout if by_lockout < by_day else by_day
-
-
-def bolus_refusal(app, volume, duration_s, override):
-    # Checks shared by every bolus: delivery on, no bolus running, the drug's
-    # bolus limits, and room in the governor's windows for it.
-    if not app.delivering():
-        alarm = app.alarms.stopping()
-        return (t.ALARM_ACTIVE, alarm) if alarm else (t.NOT_DELIVERING, 0)
-    if app.therapy.bolus_kind != therapymod.BOLUS_NONE:
-        return t.BOLUS_ACTIVE, 0
-    prog = app.therapy.program
-    result, detail = limits.check_program(prog.drug_id, prog.conc_ug_ml, 0, 0, volume, override)
-    if result:
-        return _REFUSAL[result], detail
-    now_s = app.clock.seconds()
-    in_1h, in_24h = app.governor.totals(now_s)
-    hourly_part = volume if duration_s <= 3600 else volume * 3600 // duration_s + 1
-    stroke = app.drive.nominal_stroke_nl()
-    rate_hour = prog.max_rate_nl_day() // 24 + stroke
-    if in_1h + hourly_part + rate_hour > app.governor.limit_1h_nl:
-        return t.HARD_LIMIT, limits.LIMIT_HOURLY_HARD
-    if in_24h + volume + prog.max_window_nl(1440) > app.governor.limit_24h_nl:
-        return t.HARD_LIMIT, limits.LIMIT_DAILY_HARD
-    return 0, 0
 
 
 def refill_date(app):
@@ -407,6 +424,15 @@ def status_values(app):
     now_s = app.clock.seconds()
     rate = therapy.rate_nl_day if app.delivering() else 0
     in_1h, in_24h = app.governor.totals(now_s)
+    path = app.path
+    tip_drug, tip_conc = path.tip()
+    old = path.old_volume_nl()
+    if not old:
+        new_at_tip = 0
+    elif therapy.rate_nl_day > 0 and app.delivering():
+        new_at_tip = old * 86_400 // therapy.rate_nl_day
+    else:
+        new_at_tip = NEVER
     return (
         app.clock.time_ms(),
         app.uptime_ms(),
@@ -430,4 +456,7 @@ def status_values(app):
         app.pressure_x10,
         app.battery_mv,
         app.eos_days,
+        tip_drug,
+        tip_conc,
+        new_at_tip,
     )

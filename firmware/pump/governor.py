@@ -3,6 +3,13 @@
 # window that include basal and boluses alike, and tells the caller to
 # fail-stop the pump as soon as either window holds more than its limit.
 #
+# Unit: DOSE in ng of the drug that left the catheter tip (the app turns the
+# encoder's volume into tip dose through the drug path, pump/path.py). The
+# history is the patient's, so a change of concentration neither resets it
+# nor, by itself, trips it: the limits are the drug's hard doses, the same
+# whatever the concentration. (Names below still say _nl where the layout is
+# unit-free; every value is ng.)
+#
 # Windows. Deliveries go into fixed buckets keyed by device time:
 #   1 h:  one-minute buckets; the window is the current (partial) minute plus
 #         the 60 previous full minutes: 61 buckets, spanning 60-61 minutes;
@@ -22,8 +29,9 @@
 # its clock from the journal). If it ever goes backwards, deliveries are
 # added to the newest bucket and nothing expires: still conservative.
 #
-# Integers: every bucket is capped at BUCKET_MAX_NL (2**23 nL, 8.4 mL, many
-# times what the mechanism can move in a quarter hour), so each window sum
+# Integers: every bucket is capped at BUCKET_MAX_NL (2**23 ng, 8.4 mg: above
+# what the mechanism moves in a quarter hour of the strongest drug, 250 uL x
+# 30 mg/mL = 7.5 mg, and above every hourly hard limit), so each window sum
 # stays below 97 * 2**23 < 2**30 and record() never makes a big integer on
 # the RP2040. A capped bucket alone exceeds any allowed hourly limit, so
 # capping can only make the guard trip, never hide a delivery.
@@ -52,7 +60,7 @@ DAILY = 2
 # current minute i32, current quarter i32, then the 61 minute buckets and the
 # 97 quarter buckets as i32, oldest slot first in ring order (slot index =
 # absolute bucket number modulo the ring size).
-PACK_VERSION = 1
+PACK_VERSION = 2  # 2: buckets hold ng of dose at the tip (1: nL)
 _HDR_FMT = "<BBBBii"
 _HDR_SIZE = 12
 PACKED_SIZE = _HDR_SIZE + 4 * (N_1H + N_24H)
@@ -131,10 +139,10 @@ class Governor:
     def __init__(self, limit_1h_nl, limit_24h_nl):
         self._hour = _Window(N_1H, MINUTE_S)
         self._day = _Window(N_24H, QUARTER_S)
-        self._buf = bytearray(PACKED_SIZE)
         self.limit_1h_nl = 0
         self.limit_24h_nl = 0
         self.exceeded = WITHIN  # first window that tripped since clear_exceeded()
+        self.grain_ng = 0  # one stroke's dose: how unevenly a spread bolus may land
         self.set_limits(limit_1h_nl, limit_24h_nl)
 
     def set_limits(self, limit_1h_nl, limit_24h_nl):
@@ -205,9 +213,11 @@ class Governor:
         return PACKED_SIZE
 
     def pack(self):
-        # The bucket state as bytes, for the journal (which adds its own CRC).
-        self.pack_into(self._buf, 0)
-        return bytes(self._buf)
+        # The bucket state as bytes (the app's snapshot uses pack_into, in
+        # place: no copy of the 644 bytes stays on the heap).
+        buf = bytearray(PACKED_SIZE)
+        self.pack_into(buf, 0)
+        return bytes(buf)
 
     def unpack(self, data):
         # Restores what pack() wrote. Returns False and changes nothing when

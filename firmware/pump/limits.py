@@ -10,8 +10,8 @@
 # reported as a bit mask for the event log (GIP: "hard -> reject, soft -> warn
 # + confirm; log library version", clinical.md section 5). The independent
 # dose governor (pump/governor.py) then enforces the hard hourly and daily
-# limits on what the encoder says moved; governor_limits() gives it its
-# limits as volumes.
+# limits on the dose that left the catheter tip (what the encoder says moved,
+# through the drug path model); governor_limits() gives it its limits in ng.
 #
 # Nothing here is on a hot path: checks run at programming time, so the big
 # integers that volume x concentration can produce (24,000,000 nL x 30,000
@@ -295,19 +295,39 @@ def check_program(drug_id, conc_ug_ml, max_daily_nl, max_hourly_nl, max_bolus_nl
     return (ALLOWED, mask)
 
 
+def check_bolus_dose(drug_id, dose, override_soft):
+    # A single bolus of `dose` ng at the tip against the drug's bolus limits:
+    # (ALLOWED, 0), (REFUSED_HARD, LIMIT_BOLUS_HARD) or (NEEDS_OVERRIDE,
+    # LIMIT_BOLUS_SOFT) as check_program.
+    row = drug(drug_id)
+    if row is None:
+        return (REFUSED_HARD, LIMIT_UNKNOWN_DRUG)
+    if drug_id == DRUG_NONE:
+        return (ALLOWED, LIMIT_NONE)
+    if dose > row[D_BOLUS_HARD]:
+        return (REFUSED_HARD, LIMIT_BOLUS_HARD)
+    if dose > row[D_BOLUS_SOFT] and not override_soft:
+        return (NEEDS_OVERRIDE, LIMIT_BOLUS_SOFT)
+    return (ALLOWED, LIMIT_NONE)
+
+
 def governor_limits(drug_id, conc_ug_ml):
-    # (limit_1h_nl, limit_24h_nl) for the dose governor: the drug's hard
-    # hourly and hard daily doses as volumes at conc_ug_ml (rounded down),
-    # each capped at what the mechanism can move in the governor's window.
-    # Saline / no drug: the mechanical maxima. An unknown drug or a
-    # concentration outside the drug's range gives (0, 0): a governor with
-    # zero limits stops the pump on its first stroke (fail-safe; such a
+    # (limit_1h_ng, limit_24h_ng) for the dose governor: the drug's hard
+    # hourly and daily doses, whatever the concentration (the governor counts
+    # dose at the tip, pump/governor.py). Saline / no drug: no dose limit
+    # (None: the caller uses the governor's largest limits). An unknown drug
+    # or a concentration outside the drug's range gives (0, 0): a governor
+    # with zero limits stops the pump on its first dose (fail-safe; such a
     # program is refused by check_program anyway).
     row = drug(drug_id)
     if row is None or conc_ug_ml < row[D_CONC_MIN] or conc_ug_ml > row[D_CONC_MAX]:
         return (0, 0)
     if drug_id == DRUG_NONE:
-        return (MAX_1H_NL, MAX_24H_NL)
-    l1 = volume_nl(row[D_HOUR_HARD], conc_ug_ml)
-    l24 = volume_nl(row[D_DAILY_HARD], conc_ug_ml)
-    return (l1 if l1 < MAX_1H_NL else MAX_1H_NL, l24 if l24 < MAX_24H_NL else MAX_24H_NL)
+        return None
+    return (row[D_HOUR_HARD], row[D_DAILY_HARD])
+
+
+def max_conc(drug_id):
+    # The strongest concentration of a drug the library allows (0: unknown).
+    row = drug(drug_id)
+    return row[D_CONC_MAX] if row is not None else 0

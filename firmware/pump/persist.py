@@ -30,17 +30,21 @@
 
 import struct
 
+from pump import governor as governormod
 from pump import logcodes
+from pump import path as pathmod
 from pump import program as programmod
+from pump import reservoir as reservoirmod
 
-SNAPSHOT_VERSION = 2  # 2: the battery monitor's ERI date follows the ring
+# 2: the battery monitor's ERI date follows the ring; 3: the drug path and
+# the index of the active program's PROGRAM_ACTIVE entry; governor in ng
+SNAPSHOT_VERSION = 3
 
 # Delta kinds and their payload formats.
 D_STROKE_BEGIN = 1  # kind B, time_s I
 D_STROKE_END = 2  # kind B, moved H, volume nL I, time_s I
-D_BOLUS_START = 3  # bolus id H, bolus kind B, target nL I (replayed, no longer written)
-D_BOLUS_END = 4  # bolus id H, delivered nL I (replayed, no longer written)
-D_PATIENT_BOLUS = 5  # time_s I (replayed, no longer written)
+# 3, 4, 5: bolus start, bolus end and patient-bolus records of snapshot
+# version 2 and before (no longer written; their snapshots are refused)
 D_RUNNING = 6  # running B
 D_ALARMS = 7  # active alarm mask I
 # bolus id H, bolus kind B, target nL I, index of its BOLUS_START entry I,
@@ -51,18 +55,16 @@ D_BOLUS_CLOSE = 9
 
 _STROKE_BEGIN = "<BI"
 _STROKE_END = "<BHII"
-_BOLUS_START = "<HBI"
-_BOLUS_END = "<HI"
 _BOLUS_BEGIN = "<HBIII"
 _BOLUS_CLOSE = "<HIBI"
 NO_GRANT = 0xFFFFFFFF
-_TIME = "<I"
 _FLAG = "<B"
 _MASK = "<I"
 
 # Snapshot layout after the program bytes and the packed reservoir and
 # governor: therapy scalars, then the patient-bolus ring.
-_THERAPY = "<BBiIIIIHBHIIIH"
+_THERAPY = "<BBiIIIIHBHIIIHIH"
+_HEAD_SIZE = struct.calcsize(_THERAPY)
 
 
 class Recovered:
@@ -76,12 +78,14 @@ class Recovered:
         # a bolus end journalled whose log entry never landed: (code, id, nL)
         self.unlogged_end = None
         self.dropped_bolus_id = -1  # journalled, never logged: never started
+        # the active program's PROGRAM_ACTIVE entry is not in the log
+        self.unlogged_program = False
 
 
 class Persist:
     """Packs and replays the app's state into and out of the journal."""
 
-    def __init__(self, journal, therapy, reservoir, governor, drive, battery):
+    def __init__(self, journal, therapy, reservoir, governor, drive, battery, path):
         self.battery = battery  # its ERI date survives resets
         self.journal = journal
         self.therapy = therapy
@@ -91,6 +95,11 @@ class Persist:
         self.alarms_mask = 0
         self.boot_count = 0
         self.next_bolus_id = 1
+        self.path = path  # the drug path (pump/path.py)
+        # the index the active program's PROGRAM_ACTIVE entry got (or gets)
+        # and its soft-override mask (-1: none, a stopped pump from new)
+        self.program_index = 0xFFFFFFFF
+        self.program_mask = 0
         self._delta = bytearray(32)
         # preallocated views of _delta, one per record size (no allocation
         # before and after each stroke)
@@ -109,6 +118,7 @@ class Persist:
         self._bolus_open = False  # begun and not closed
         self._begin_index = -1  # its BOLUS_START entry (-1: known logged)
         self._begin_grant = False  # the begin record also granted it
+        self._overwritten = 0  # the patient-bolus ring slot that grant took
         self._close_index = -1  # the last close record's entry (-1: none)
         self._close_code = 0
         self._close_id = 0
@@ -156,9 +166,14 @@ class Persist:
 
     # --- snapshot -----
     def snapshot(self):
+        # Packed in place into the journal's own snapshot buffer: a snapshot
+        # of about 1.2 KB never needs a second copy on the heap.
         t = self.therapy
-        head = struct.pack(
+        area = self.journal.snapshot_area()
+        struct.pack_into(
             _THERAPY,
+            area,
+            0,
             SNAPSHOT_VERSION,
             1 if t.running else 0,
             t.clock_offset_s,
@@ -173,20 +188,24 @@ class Persist:
             t.bolus_delivered_nl,
             self.alarms_mask,
             self.boot_count,
+            self.program_index,
+            self.program_mask,
         )
-        ring = struct.pack("<%dI" % len(t.pb_times), *t.pb_times)
-        self.journal.snapshot(
-            head
-            + t.program.raw
-            + self.reservoir.pack()
-            + self.governor.pack()
-            + ring
-            + self.battery.pack()
-        )
+        o = _HEAD_SIZE
+        area[o : o + programmod.SIZE] = t.program.raw
+        o += programmod.SIZE
+        o += self.reservoir.pack_into(area, o)
+        o += self.governor.pack_into(area, o)
+        o += self.path.pack_into(area, o)
+        for when in t.pb_times:
+            struct.pack_into("<I", area, o, when)
+            o += 4
+        o += self.battery.pack_into(area, o)
+        self.journal.snapshot(area[:o])
 
     def _restore(self, data):
         t = self.therapy
-        head = struct.calcsize(_THERAPY)
+        head = _HEAD_SIZE
         values = struct.unpack_from(_THERAPY, data, 0)
         if values[0] != SNAPSHOT_VERSION:
             return False
@@ -205,16 +224,22 @@ class Persist:
             bolus_delivered,
             self.alarms_mask,
             self.boot_count,
+            self.program_index,
+            self.program_mask,
         ) = values
         offset = head
         t.program = programmod.Program.from_bytes(data[offset : offset + programmod.SIZE])
         offset += programmod.SIZE
-        size = len(self.reservoir.pack())
+        size = reservoirmod.PACKED_SIZE
         if not self.reservoir.unpack(data[offset : offset + size]):
             return False
         offset += size
-        size = len(self.governor.pack())
+        size = governormod.PACKED_SIZE
         if not self.governor.unpack(data[offset : offset + size]):
+            return False
+        offset += size
+        size = pathmod.PACKED_SIZE
+        if not self.path.unpack(data[offset : offset + size]):
             return False
         offset += size
         ring = struct.unpack_from("<%dI" % len(t.pb_times), data, offset)
@@ -266,7 +291,10 @@ class Persist:
                 # and no stroke ran. It never started, nor did its grant.
                 found.dropped_bolus_id = t.bolus_id
                 if self._begin_grant:
+                    # undo the grant, and the ring slot it overwrote (a full
+                    # ring would count the dropped grant's time as the oldest)
                     t.pb_count -= 1
+                    t.pb_times[t.pb_count % len(t.pb_times)] = self._overwritten
             else:
                 found.interrupted_bolus_id = t.bolus_id
                 found.interrupted_bolus_nl = t.bolus_delivered_nl
@@ -275,6 +303,10 @@ class Persist:
             self._close_index, self._close_code, self._close_id
         ):
             found.unlogged_end = (self._close_code, self._close_id, self._close_nl)
+        if self.program_index != 0xFFFFFFFF and not self._logged(
+            self.program_index, logcodes.PROGRAM_ACTIVE, t.program.crc
+        ):
+            found.unlogged_program = True
         return found
 
     def _logged(self, index, code, a):
@@ -286,7 +318,7 @@ class Persist:
         if not entries:
             return False
         entry = entries[0]
-        return entry[0] == index and entry[2] == code and entry[3] == a
+        return entry[0] == index and entry[2] == code and (entry[3] - a) & 0xFFFFFFFF == 0
 
     def _on_snapshot(self, snapshot):
         if snapshot is not None and not self._restore(snapshot):
@@ -311,6 +343,7 @@ class Persist:
             self._begin_index = index
             self._begin_grant = grant != NO_GRANT
             if self._begin_grant:
+                self._overwritten = t.pb_times[t.pb_count % len(t.pb_times)]
                 t.record_patient_bolus(grant)
         elif kind == D_BOLUS_CLOSE:
             bolus_id, delivered, code, index = struct.unpack(_BOLUS_CLOSE, payload)
@@ -320,14 +353,6 @@ class Persist:
             self._close_code = code
             self._close_id = bolus_id
             self._close_nl = delivered
-        elif kind == D_BOLUS_START:
-            self._begin(*struct.unpack(_BOLUS_START, payload))
-        elif kind == D_BOLUS_END:
-            t.bolus_kind = 0
-            self._bolus_open = False
-            self._close_index = -1
-        elif kind == D_PATIENT_BOLUS:
-            t.record_patient_bolus(struct.unpack(_TIME, payload)[0])
         elif kind == D_RUNNING:
             t.running = bool(struct.unpack(_FLAG, payload)[0])
         elif kind == D_ALARMS:
@@ -347,7 +372,8 @@ class Persist:
     def _apply(self, kind, volume_nl, now_s):
         self.therapy.stroke_done(kind, volume_nl)
         self.reservoir.consume(volume_nl)
-        self.governor.record(now_s, volume_nl)
+        self.governor.record(now_s, self.path.push(volume_nl))
+        self.path.tip_changed = False
 
 
 def _nothing(_program):

@@ -74,7 +74,6 @@ class Reservoir:
         self.delivered_nl = 0  # encoder volume consumed since the last fill
         self.overrun_nl = 0  # consumed while the account was already at 0
         self.state = self._state()
-        self._buf = bytearray(PACKED_SIZE)
 
     def _state(self):
         v = self.volume_nl
@@ -205,8 +204,9 @@ class Reservoir:
         return PACKED_SIZE
 
     def pack(self):
-        self.pack_into(self._buf, 0)
-        return bytes(self._buf)
+        buf = bytearray(PACKED_SIZE)
+        self.pack_into(buf, 0)
+        return bytes(buf)
 
     def unpack(self, data):
         # Restores what pack() wrote. Returns False and changes nothing when

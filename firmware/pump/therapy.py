@@ -10,7 +10,7 @@
 # between strokes (the app confirms it only when no stroke is running); a
 # flex step switches at its start minute; a bolus starts between strokes.
 
-from pump.program import MINUTES_PER_DAY, stopped_program
+from pump.program import MAX_RATE_NL_DAY, MINUTES_PER_DAY, stopped_program
 from pump.ticks import ticks_add, ticks_diff
 
 DAY_MS = 86_400_000
@@ -54,6 +54,7 @@ class Therapy:
     def __init__(self, stroke_nl):
         self.stroke_nl = stroke_nl  # nominal volume of one stroke
         self.program = stopped_program()
+        self.path = None  # the drug path (pump/path.py), set by the app
         self.running = False  # START/STOP; also false after a fail-stop
         self.clock_offset_s = 0  # device seconds -> local time (0: Monday 00:00)
         # earlier offsets still binding after a clock change, and the device
@@ -133,7 +134,23 @@ class Therapy:
                 held = self.program.rate_at((local // 60) % MINUTES_PER_DAY, (local // DAY_S) % 7)
                 if rate < 0 or held < rate:
                     rate = held
-        return rate
+        return self.at_tip(rate)
+
+    def at_tip(self, rate):
+        # The bridge (SPEC 22.3): while another concentration of the
+        # program's drug is leaving the tip, the volume rate that gives the
+        # program's dose rate with it (rounded down, at most the mechanism's
+        # maximum). Saline or an empty catheter at the tip, or another drug:
+        # the programmed volume rate. Replan time only (big ints on rp2).
+        path = self.path
+        program = self.program
+        if path is None or rate <= 0 or program.conc_ug_ml <= 0:
+            return rate
+        drug, conc = path.tip()
+        if drug != program.drug_id or conc <= 0 or conc == program.conc_ug_ml:
+            return rate
+        rate = rate * program.conc_ug_ml // conc
+        return rate if rate < MAX_RATE_NL_DAY else MAX_RATE_NL_DAY
 
     def replan(self, now_ticks, now_s):
         # Called when the rate may have changed (program, flex step, start).
@@ -208,6 +225,17 @@ class Therapy:
         self.delivered_nl += volume_nl
         if kind == KIND_BASAL:
             self.basal_delivered_nl += volume_nl
+            # Lost steps (issue 14): the encoder says a part of the stroke
+            # did not move; the next basal stroke comes that much of an
+            # interval sooner, so the rate is kept. A stroke that moved
+            # nothing is a stall (StrokeCheck retries, then stops); the
+            # governor still bounds every window, and LOST_STEPS still says
+            # the head is wearing.
+            short = self.stroke_nl - volume_nl
+            if 0 < short < self.stroke_nl and self._basal_armed:
+                self.basal_next = ticks_add(
+                    self.basal_next, -(self._interval_ms * short // self.stroke_nl)
+                )
             return False
         self.bolus_total_nl += volume_nl
         self.bolus_delivered_nl += volume_nl

@@ -47,6 +47,9 @@ _CATHETER_NL_PER_CM = const(2_600)
 _DEFAULT_CATHETER_CM = const(60)
 _CATHETER_NL_MIN = const(2_600)  # 1 cm
 _CATHETER_NL_MAX = const(520_000)  # 200 cm
+# Between the head and the catheter connector (the pump's internal volume,
+# assumed 20 uL as the firmware's model; the rig's truth of the drug path).
+_INTERNAL_NL = const(20_000)
 # Flow resistance by Poiseuille, R = 8 mu L / (pi r^4), for a bore of
 # 0.53 mm ID (ASSUMED: 2.6 uL/cm would be 0.575 mm; the smaller bore gives
 # 1.39x the resistance) and water near 37 C (viscosity 0.7 mPa s).
@@ -69,10 +72,11 @@ _COMPLIANCE_X10_MAX = const(1_000)
 _NOISE_X10 = const(5)  # standard deviation 0.5 mmHg (assumed)
 _NOISE_X10_MAX = const(1_000)
 # Range of the sensor (assumed): readings saturate here (int16 on the wire).
-_SENSOR_MIN_X10 = const(-1_000)
+_SENSOR_MIN_X10 = const(-4_000)  # an absolute sensor reads down to 360 mmHg
 _SENSOR_MAX_X10 = const(30_000)
 _CSF_X10_MIN = const(-500)
 _CSF_X10_MAX = const(1_500)
+# LINE's ranges (trapped air, ambient) are checked in rig/line.py check_line().
 # A disconnected catheter: the outlet opens to the pocket through about 1 %
 # of the catheter's resistance.
 _DISCONNECT_CONDUCTANCE = const(100)
@@ -145,6 +149,10 @@ class Plant:
         # ground truth
         self.pumped_nl = 0  # volume that left the reservoir through the head
         self.tip_nl = 0  # volume that left the catheter tip: the patient's dose
+        self.tip_pg = 0  # drug dose that left the tip, pg (nL x ug/mL)
+        self.reservoir_conc = 0  # ug/mL of what FILL put in the reservoir
+        self._path = []  # the drug path, oldest first (see _path_in)
+        self._path_known = False
         self.pocket_nl = 0  # volume lost through a leak or disconnection
         self.reservoir_lost_nl = 0  # drained by RESERVOIR_EMPTY
         self.released_nl = 0  # stored volume at the last relief of an occlusion
@@ -184,6 +192,19 @@ class Plant:
         self._weight = 1.0  # reference pressure = weight x CSF
         self._frozen = False  # full occlusion: the reference stays as it was
         self._ref_frozen = 0  # 0.001 mmHg
+        # the line as real catheters make it (rig/line.py; LINE message):
+        # trapped air (nL at 1 atm, dissolving with a time constant), the
+        # column's inertance (a second-order line), where an occlusion sits,
+        # and the ambient pressure the sealed (absolute) sensor also reads
+        self.air_nl = 0
+        self.air_dissolve_ms = 0  # 0: the bubble stays
+        self._air_t0 = 0
+        self.inertance_on = 0
+        self.occlusion_site = 0  # 0 at the tip (whole line upstream), 1 at the pump outlet
+        self.ambient_x10 = 0  # ambient - 760 mmHg, 0.1 mmHg (weather, cabin)
+        self._line = None  # rig/line.py, imported by the first LINE (heap)
+        self._line2 = None
+        self._l = 0.0  # mmHg ms^2/nL; 0: first-order line
         self._derive(0)
 
     # --- configuration (rig PLANT, FILL) ----------------------------------------
@@ -207,6 +228,7 @@ class Plant:
         self.catheter_empty_nl = (
             catheter_empty_nl if catheter_empty_nl < catheter_nl else catheter_nl
         )
+        self._reshape_path()
         self.reservoir_nl = reservoir_nl
         self._e = self._e * self.compliance_x10 / compliance_x10
         self.compliance_x10 = compliance_x10
@@ -215,6 +237,41 @@ class Plant:
         if csf_x10 != -32768:
             self.csf.base_x10 = csf_x10
         self._derive(now)
+
+    def configure_line(
+        self, material, modulus_kpa, air_nl, air_dissolve_ms, inertance_on, site, now=0
+    ):
+        # The line as real catheters make it (rig message LINE; rig/line.py):
+        # material 0 keeps compliance_x10 (PLANT), otherwise the catheter
+        # wall (Lame, modulus_kpa 0: the material's nominal) plus the pump
+        # outlet. Trapped air (nL at 1 atm) adds V/P; it dissolves with
+        # air_dissolve_ms (0: it stays). Checked by the caller (check_line()).
+        self.update(now)
+        linemod = self.line_module()
+        if material:
+            cm = self.catheter_nl // _CATHETER_NL_PER_CM
+            c = linemod.wall_compliance(material, cm, modulus_kpa) + linemod.PUMP_COMPLIANCE
+            self.compliance_x10 = int(c * 10 + 0.5)
+        self.air_nl = air_nl
+        self.air_dissolve_ms = air_dissolve_ms
+        self._air_t0 = now
+        self.inertance_on = inertance_on
+        self.occlusion_site = site
+        self._derive(now)
+
+    def line_module(self):
+        # rig/line.py, imported at the first LINE (it stays off the heap of
+        # a board that never uses it).
+        if self._line is None:
+            from rig import line as linemod
+
+            self._line = linemod
+            self._line2 = linemod.SecondOrder()
+        return self._line
+
+    def compliance_now(self):
+        # nL/mmHg at the sensor now (wall, pump outlet and air).
+        return self._c
 
     def pl_per_step(self):
         # 25 000 x (1e6 + ppm) / 1e6 done in two steps to stay in small ints.
@@ -263,6 +320,8 @@ class Plant:
             return steps
         self.reservoir_nl -= volume
         self.pumped_nl += volume
+        if self.air_nl:
+            self._derive(now)  # the bubble's compliance at today's size and pressure
         duration = (steps * STROKE_MS + STROKE_STEPS - 1) // STROKE_STEPS
         end = now + duration
         left = 0.0
@@ -306,6 +365,10 @@ class Plant:
         # Closed-form evolution of E from _t to t: with inflow up to _q_end,
         # then without. (Written to allocate few floats: each is a heap
         # object in MicroPython.)
+        linemod = self._line
+        if self._l and linemod is not None:
+            linemod.settle2(self, t)
+            return
         while self._t < t:
             start = self._t
             end = t
@@ -357,18 +420,94 @@ class Plant:
 
     def _push_catheter(self, volume):
         # Drug first fills what is empty of the catheter; the rest leaves
-        # the tip (an incompressible column: what goes in comes out).
+        # the tip (an incompressible column: what goes in comes out), and
+        # the drug that leaves is the oldest in the path (the dose truth).
+        self._path_in(volume)
         if volume > 0 and self.catheter_empty_nl:
             filled = volume if volume < self.catheter_empty_nl else self.catheter_empty_nl
             self.catheter_empty_nl -= filled
             volume -= filled
         self.tip_nl += volume
+        self._path_out(volume)
+
+    # --- the drug path (truth of the dose at the tip) ------------------------------
+    # The pump's internal volume and the filled part of the catheter, as a
+    # list of [concentration ug/mL, nL], oldest (at the tip) first. Dose is
+    # counted in pg (nL x ug/mL) and reported in whole ng.
+    def _path_volume(self):
+        return _INTERNAL_NL + self.catheter_nl - self.catheter_empty_nl
+
+    def fill(self, reservoir_nl, conc_ug_ml):
+        # The rig's FILL: the reservoir emptied and filled with drug of
+        # conc_ug_ml. Returns what was left. The first fill also primes the
+        # path (an implanted, primed system holds the drug it was given).
+        withdrawn = self.reservoir_nl
+        self.reservoir_nl = reservoir_nl
+        self.reservoir_conc = conc_ug_ml
+        if not self._path_known:
+            self._path_known = True
+            self._path = [[conc_ug_ml, self._path_volume()]]
+        return withdrawn
+
+    def _path_in(self, volume):
+        if volume <= 0:
+            return
+        path = self._path
+        if path and path[-1][0] == self.reservoir_conc:
+            path[-1][1] += volume
+        else:
+            path.append([self.reservoir_conc, volume])
+
+    def _path_out(self, volume):
+        path = self._path
+        while volume > 0 and path:
+            seg = path[0]
+            take = seg[1] if seg[1] < volume else volume
+            self.tip_pg += take * seg[0]
+            seg[1] -= take
+            volume -= take
+            if not seg[1]:
+                path.pop(0)
+        # (a path emptier than its volume: never filled; nothing is counted)
+
+    def _reshape_path(self):
+        # After a new catheter configuration: the newest drug stays, up to
+        # the volume the path now holds (a longer path repeats the oldest).
+        want = self._path_volume()
+        kept = []  # type: list[list[int]]
+        total = 0
+        for seg in reversed(self._path):
+            take = seg[1] if seg[1] < want - total else want - total
+            if take <= 0:
+                break
+            kept.insert(0, [seg[0], take])
+            total += take
+        if kept and total < want:
+            kept[0][1] += want - total
+        self._path = kept
+
+    def tip_ng(self):
+        return self.tip_pg // 1000
+
+    def tip_conc(self):
+        # The concentration now at the tip (0: saline, air, unknown).
+        if self.catheter_empty_nl or not self._path:
+            return 0
+        return self._path[0][0]
 
     def _derive(self, t):
         # The line's constants from the configuration and the active faults.
         # Called after _settle(t): E is kept; the reference may change.
         reference = self.reference_x1000(t)
         self._c = self.compliance_x10 / 10
+        linemod = self._line  # None until a LINE: the lumped line alone
+        if linemod is not None:
+            if self._active[FAULT_OCCLUSION] and self.occlusion_site:
+                self._c = linemod.PUMP_COMPLIANCE  # the catheter is cut off
+            if self.air_nl:
+                self._c += linemod.air_compliance(
+                    linemod.air_now(self, t), linemod.absolute_mmhg(self, t)
+                )
         g_nominal = 1 / (self.resistance() * 1000)  # nL/(mmHg ms)
         g_tip = g_nominal
         g_leak = 0.0
@@ -390,11 +529,24 @@ class Plant:
             self._share = g_tip / g_total
             self._weight = self._share
             self._frozen = False
+            line2 = self._line2
+            if self.inertance_on and g_tip and linemod is not None and line2 is not None:
+                if not self._l:
+                    line2.f = self._e * g_tip  # the flow a resistive line had
+                self._l = linemod.inertance(self.catheter_nl / _CATHETER_NL_PER_CM)
+                line2.set(self._c, 1 / g_tip, self._l, g_leak)
+            elif self._l and line2 is not None:
+                self._l = 0.0
+                line2.f = 0.0
         else:
             # Nothing drains: the line keeps the pressure it had, and no
             # longer sees CSF pressure.
             self._tau = 0.0
             self._share = 0.0
+            line2 = self._line2
+            if self._l and line2 is not None:
+                self._l = 0.0
+                line2.f = 0.0  # the column stops
             if not self._frozen:
                 self._frozen = True
                 self._ref_frozen = reference
@@ -464,6 +616,12 @@ class Plant:
             value += noise_x1000(self._noise_key, t, self.noise_x10)
         if self._active[FAULT_SENSOR_OFFSET]:
             value += self._param[FAULT_SENSOR_OFFSET] * 100
+        # a sealed sensor reads absolute pressure less its 760 mmHg
+        # calibration: the weather and a cabin move every reading alike
+        value += self.ambient_x10 * 100
+        csf = self.csf
+        if csf.weather_fn is not None:
+            value += csf.weather_fn(csf, t)
         return _clamp(value // 100)
 
     # --- battery ------------------------------------------------------------------------

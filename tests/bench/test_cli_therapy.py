@@ -25,7 +25,7 @@ from bench.client import (
     program_crc,
 )
 from bench.errors import PumpRefused
-from bench.programfile import load_program
+from bench.programfile import DRUGS, load_program
 from bench.sim import VirtualBoard
 from protocol import schema
 
@@ -82,7 +82,7 @@ def morphine(tmp_path: Path, rate: str, extra: str = "") -> Path:
     return write(
         tmp_path,
         f"morphine-{rate.split()[0]}.toml",
-        f'drug = "morphine"\nconcentration = "25 mg/mL"\nmode = "continuous"\n'
+        f'drug = "morphine"\nconcentration = "10 mg/mL"\nmode = "continuous"\n'
         f'rate = "{rate}"\n{extra}',
     )
 
@@ -181,7 +181,8 @@ def test_ctrl_c_at_the_question_cancels(bench: Bench, monkeypatch: pytest.Monkey
 
 
 def test_yes_answer_confirms(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
-    bench.running()
+    bench.rig.fill(20_000_000, 1_000)
+    bench.ok("refill", "--withdrawn", "0mL", "--added", "20mL")  # a new pump
     monkeypatch.setattr("builtins.input", lambda _prompt: "y")
     out = bench.ok("program", str(BACLOFEN))
     assert f"confirmed: program CRC {crc_of(BACLOFEN)} is active; state RUNNING" in out
@@ -251,11 +252,40 @@ def test_a_wrong_readback_is_a_failure_and_cancels(
         assert f"0x{pump.get_program()['crc']:08x}" == crc_of(MORPHINE)
 
 
-def test_every_shipped_program_is_accepted_by_the_firmware(bench: Bench) -> None:
+@pytest.mark.parametrize("path", sorted(PROGRAMS.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_program_is_accepted_by_the_firmware(bench: Bench, path: Path) -> None:
+    fields = load_program(path)
+    drug = {v: k for k, v in DRUGS.items()}[fields["drug_id"]]
+    concentration = f"{fields['conc_ug_ml']}ug/mL"
     bench.ok("refill", "--withdrawn", "0mL", "--added", "20mL")
-    for path in sorted(PROGRAMS.glob("*.toml")):
-        out = bench.ok("program", str(path), "--yes")
-        assert f"confirmed: program CRC {crc_of(path)} is active; state RUNNING" in out, path
+    bench.ok("refill", "--withdrawn", "20mL", "--added", "20mL")
+    out = bench.ok("program", str(path), "--yes")
+    assert f"confirmed: program CRC {crc_of(path)} is active; state RUNNING" in out, path
+    # the same drug again is a plain refill; another needs its program with it
+    bench.ok(
+        "refill",
+        "--withdrawn",
+        "20mL",
+        "--added",
+        "20mL",
+        "--drug",
+        drug,
+        "--concentration",
+        concentration,
+    )
+    other = "none" if drug != "none" else "morphine"
+    code, _out, err = bench.run(
+        "refill",
+        "--withdrawn",
+        "20mL",
+        "--added",
+        "20mL",
+        "--drug",
+        other,
+        "--concentration",
+        "0ug/mL" if other == "none" else "10mg/mL",
+    )
+    assert code == 1 and "DRUG_MISMATCH" in err
 
 
 # --- boluses ------------------------------------------------------------------------------
@@ -306,7 +336,7 @@ def test_priming_bolus_fills_the_catheter(bench: Bench, tmp_path: Path) -> None:
         (["bolus", "--volume", "0.1"], "'0.1' is not a volume"),
         (["bolus", "--dose", "1mL"], "unknown unit 'mL'"),
         (["bolus", "--kind", "priming", "--volume", "1mL"], "give no --volume or --dose"),
-        (["bolus", "--kind", "bridge", "--catheter-cm", "60"], "needs --catheter-cm and --nl"),
+        (["bolus", "--kind", "bridge", "--catheter-cm", "60"], "--nl-per-cm go together"),
         (["bolus", "--volume", "1mL", "--nl-per-cm", "9"], "go with --kind priming or bridge"),
         (["bolus", "--volume", "1mL", "--duration", "5m"], "(minutes are min)"),
         (["bolus", "--volume", "5000mL"], "'5000mL' is too large: at most 4294967295 nL"),
@@ -425,8 +455,10 @@ def test_status_reports_a_pending_program_and_the_windows(bench: Bench) -> None:
         f"CRC {crc_of(MORPHINE)}, pending: a program waits for CONFIRM"
     )
     # 0.5 mL/day for an hour, in whole 200 nL strokes
-    assert value(status, "1 h window") == "0.0208 mL (208 ug)"
-    assert value(status, "24 h window") == "0.0208 mL (208 ug)"
+    # the governor's windows hold dose at the tip
+    assert value(status, "1 h window") == "208 ug"
+    assert value(status, "24 h window") == "208 ug"
+    assert value(status, "at the tip") == "morphine 10 mg/mL"
     assert value(status, "delivered") == "0.0208 mL (208 ug) in all"
 
 
@@ -483,3 +515,34 @@ def test_rig_client_typed_methods(bench: Bench) -> None:
 def test_program_rejects_incomplete_fields(bench: Bench) -> None:
     with bench.pump() as pump, pytest.raises(ValueError, match="missing"):
         pump.program({"drug_id": 1})
+
+
+# --- dose at the tip (SPEC 22) -----------------------------------------------------------
+
+
+def test_refill_with_a_new_concentration_and_its_program(bench: Bench, tmp_path: Path) -> None:
+    bench.running()  # morphine 10 mg/mL
+    stronger = write(
+        tmp_path,
+        "morphine-25.toml",
+        'drug = "morphine"\nconcentration = "25 mg/mL"\nmode = "continuous"\nrate = "5 mg/day"\n',
+    )
+    args = ["refill", "--withdrawn", "19mL", "--added", "20mL", "--drug", "morphine"]
+    code, _out, err = bench.run(*args, "--concentration", "25mg/mL")
+    assert code == 1 and "DRUG_MISMATCH" in err
+    with bench.pump() as pump:
+        crc = pump.program(load_program(stronger))["crc"]
+    bench.rig.fill(20_000_000, 25_000)
+    bench.ok(*args, "--concentration", "25mg/mL", "--with-program")
+    status = bench.ok("status")
+    assert value(status, "program") == f"CRC 0x{crc:08x}, no program pending"
+    assert value(status, "at the tip").startswith("morphine 10 mg/mL; the reservoir's drug")
+
+
+def test_catheter_records_the_drug_path(bench: Bench) -> None:
+    bench.running()
+    out = bench.ok("catheter", "--length", "80", "--nl-per-cm", "2600", "--new")
+    assert "drug path:   0.228 mL (pump internal volume + catheter)" in out
+    assert "at the tip:  saline or an empty catheter" in out
+    out = bench.ok("bolus", "--kind", "priming")
+    assert out.endswith("priming bolus 1 started: 0.208 mL\n")  # the empty 80 cm

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tokenize
 from pathlib import Path
 
-ALLOWED_IMPORTS = {"struct", "array", "binascii", "pump", "protocol", "micropython"}
+ALLOWED_IMPORTS = {"struct", "array", "binascii", "pump", "protocol", "micropython", "sys"}
 
 
 def assert_integer_only(path: Path) -> None:

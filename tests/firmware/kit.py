@@ -60,10 +60,22 @@ def plant(rig: RigClient, **fields: Any) -> None:
     rig.request("PLANT", base)
 
 
-def refill(pump: PumpClient, rig: RigClient, volume_nl: int) -> dict[str, Any]:
-    """Fills the real reservoir and tells the pump (withdrawn = what was left)."""
-    withdrawn = rig.request("FILL", {"reservoir_nl": volume_nl})["withdrawn_nl"]
-    return pump.request("REFILL", {"withdrawn_nl": withdrawn, "added_nl": volume_nl})
+def refill(
+    pump: PumpClient,
+    rig: RigClient,
+    volume_nl: int,
+    drug_id: int | None = None,
+    conc_ug_ml: int | None = None,
+    program_crc: int = 0,
+) -> dict[str, Any]:
+    """Fills the real reservoir and tells the pump (withdrawn = what was left).
+
+    The drug is the active program's unless given; the rig's reservoir gets
+    the same concentration (its dose truth)."""
+    fields = pump.refill_fields(0, volume_nl, drug_id, conc_ug_ml, program_crc)
+    withdrawn = rig.fill(volume_nl, fields["conc_ug_ml"])
+    fields["withdrawn_nl"] = withdrawn
+    return pump.request("REFILL", fields)
 
 
 def activate(pump: PumpClient, fields: dict[str, Any]) -> int:
@@ -76,7 +88,7 @@ def activate(pump: PumpClient, fields: dict[str, Any]) -> int:
 def start_therapy(
     pump: PumpClient, rig: RigClient, fields: dict[str, Any], reservoir_nl: int = 20_000_000
 ) -> int:
-    refill(pump, rig, reservoir_nl)
+    refill(pump, rig, reservoir_nl, fields["drug_id"], fields["conc_ug_ml"])
     return activate(pump, fields)
 
 

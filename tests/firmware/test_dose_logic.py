@@ -1,6 +1,6 @@
 """Dose logic under the real MicroPython interpreter: the drug library and
 program limits (pump/limits.py), the dose governor (pump/governor.py) and the
-reservoir accounting (pump/reservoir.py).
+reservoir accounting (pump/reservoir.py) and the drug path (pump/path.py).
 
 Each check script asserts under MicroPython at the board's heap size and
 prints one JSON line; the hot paths (Governor.record, Reservoir.consume) are
@@ -15,7 +15,7 @@ from bench.paths import FIRMWARE_DIR
 from tests.firmware import upy
 from tests.firmware.integer_only import assert_integer_only
 
-HEAP = "128k"  # the check scripts also import the host schema to compare
+HEAP = "256k"  # the check scripts also import the host schema (its canonical text) to compare
 
 
 def run_upy(script: str) -> dict:
@@ -30,11 +30,15 @@ def test_dose_governor_windows_persistence_and_no_allocation() -> None:
     assert run_upy("check_governor.py") == {"ok": True}
 
 
+def test_drug_path_fifo_dose_at_the_tip_and_no_allocation() -> None:
+    assert run_upy("check_path.py") == {"ok": True}
+
+
 def test_reservoir_accounting_refill_and_no_allocation() -> None:
     assert run_upy("check_reservoir.py") == {"ok": True}
 
 
-@pytest.mark.parametrize("module", ["limits", "governor", "reservoir"])
+@pytest.mark.parametrize("module", ["limits", "governor", "reservoir", "path", "dosecheck"])
 def test_module_has_no_floats_and_no_cpython_imports(module: str) -> None:
     assert_integer_only(FIRMWARE_DIR / "pump" / f"{module}.py")
 

@@ -299,7 +299,7 @@ def test_reservoir_empty_turns_the_motor_for_nothing(pump: PumpClient, rig: RigC
     assert after["pumped_nl"] == before["pumped_nl"]
     assert after["steps"] > before["steps"]  # the motor turns
     clear(rig, "RESERVOIR_EMPTY")
-    assert rig.request("FILL", {"reservoir_nl": 1_000_000})["withdrawn_nl"] == 0
+    assert rig.request("FILL", {"reservoir_nl": 1_000_000, "conc_ug_ml": 0})["withdrawn_nl"] == 0
 
 
 def test_runaway_takes_its_param_from_the_new_request(pump: PumpClient, rig: RigClient) -> None:
@@ -406,6 +406,46 @@ def test_inject_fault_refuses_unknown_faults_and_bad_params(
     with pytest.raises(PumpRefused):
         rig.request("CLEAR_FAULT", {"fault": 14})
     rig.request("CLEAR_FAULT", {"fault": 0})  # every fault
+
+
+# --- LINE: the line as real catheters make it (rig/line.py; tests/firmware/test_line.py) ---
+def test_line_makes_a_90_cm_silicone_catheter_with_air_swallow_the_stroke(
+    pump: PumpClient, rig: RigClient
+) -> None:
+    stroke = running(pump, rig, catheter_nl=234_000, noise_x10=0)
+    rig.line(material=1, inertance=1, air_nl=10_000)
+    at = stroke + 2 * STROKE_PERIOD_MS
+    advance_to(rig, at - 5)
+    samples = record(rig, 1, 400)
+    base = samples[4][2]
+    rises = [s[2] - base for s in samples[5:]]
+    # C = 30.9 (wall) + 2.5 (outlet) + 13 (air) nL/mmHg: tau = R C = 113 ms,
+    # a peak near Q R (1 - exp(-20/113)) = 3.9 mmHg (nominal line: 14.9) and
+    # still a third of it 100 ms later (the CSF pulsations move +-1 mmHg)
+    assert 25 <= max(rises) <= 55, max(rises)
+    assert 8 <= rises[120] <= 30, rises[120]
+    # 3.3 tau after the stroke about 4 % of it is still stored in the line
+    assert STROKE_NL - 12 <= samples[-1][1] - samples[4][1] <= STROKE_NL - 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "detail"),
+    [
+        ({"material": 4}, 0),
+        ({"material": 1, "modulus_kpa": 100}, 1),
+        ({"air_nl": 200_001}, 2),
+        ({"inertance": 2}, 4),
+        ({"occlusion_site": 2}, 5),
+        ({"ambient_x10": -4001}, 6),
+        ({"daily_life": 2}, 7),
+    ],
+)
+def test_line_refuses_values_out_of_range(
+    rig: RigClient, fields: dict[str, int], detail: int
+) -> None:
+    with pytest.raises(PumpRefused) as refused:
+        rig.line(**fields)
+    assert (refused.value.code, refused.value.detail) == (schema.BAD_VALUE, detail)
 
 
 def test_plant_physics_under_micropython(tmp_path: Path) -> None:

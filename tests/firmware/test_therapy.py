@@ -26,6 +26,7 @@ from tests.firmware.kit import (
     log_entries,
     plant,
     program,
+    refill,
     start_therapy,
     truth,
 )
@@ -47,6 +48,24 @@ def test_continuous_delivers_its_rate_over_days(pump: PumpClient, rig: RigClient
     assert_within_one_stroke(real["tip_nl"], 3_000_000)
     assert_within_one_stroke(status["delivered_nl"], real["pumped_nl"])
     assert_within_one_stroke(status["reservoir_nl"], 20_000_000 - real["pumped_nl"])
+
+
+@pytest.mark.parametrize("lost_pct", [15, 50])
+def test_lost_steps_are_made_up_by_earlier_basal_strokes(
+    pump: PumpClient, rig: RigClient, lost_pct: int
+) -> None:
+    # issue 14: the head loses 15-50 % of its steps; the encoder sees it and
+    # the next strokes come sooner, so the patient still gets the rate
+    start_therapy(pump, rig, program(basal_nl_day=1_000_000))
+    rig.advance(HOUR_MS)
+    before = truth(rig)["tip_nl"]
+    rig.request("INJECT_FAULT", {"fault": 5, "param": lost_pct, "onset_ms": 0})
+    rig.advance(DAY_MS)
+    real = truth(rig)
+    assert abs(real["tip_nl"] - before - 1_000_000) <= 2 * STROKE_NL, real["tip_nl"] - before
+    status = pump.status()
+    assert alarm_active(status, "LOST_STEPS")  # the head is wearing: said, not stopped
+    assert status["state_name"] == "RUNNING"
 
 
 def test_minimum_rate_mode_keeps_the_catheter_open(pump: PumpClient, rig: RigClient) -> None:
@@ -231,12 +250,12 @@ def test_refill_reconciliation_flags_a_discrepancy(pump: PumpClient, rig: RigCli
     start_therapy(pump, rig, program(basal_nl_day=1_000_000))
     rig.advance(DAY_MS)
     expected = pump.status()["reservoir_nl"]
-    close = pump.request("REFILL", {"withdrawn_nl": expected - 100_000, "added_nl": 20_000_000})
+    close = pump.refill(expected - 100_000, 20_000_000)
     assert close["expected_nl"] == expected and not close["flagged"]
     assert close["discrepancy_nl"] == -100_000
     rig.advance(DAY_MS)
     expected = pump.status()["reservoir_nl"]
-    far = pump.request("REFILL", {"withdrawn_nl": expected - 3_000_000, "added_nl": 20_000_000})
+    far = pump.refill(expected - 3_000_000, 20_000_000)
     assert far["flagged"] and far["discrepancy_nl"] == -3_000_000
     assert alarm_active(pump.status(), "REFILL_DISCREPANCY")
     refills = [(a, b) for _t, code, a, b in log_entries(pump) if code == LOG["REFILL"]]
@@ -326,10 +345,14 @@ def test_bolus_events_report_start_and_finish(pump: PumpClient, rig: RigClient) 
     assert finished.fields["action"] == 2 and finished.fields["volume_nl"] == 2_000
 
 
-def test_bridge_bolus_pushes_the_catheter_and_pump_volume(pump: PumpClient, rig: RigClient) -> None:
-    # After a drug change the catheter (here 40 cm) and the pump's internal
-    # volume still hold the old drug: the bridge bolus pushes both.
+def test_bridge_bolus_pushes_the_old_drug_out_of_the_path(pump: PumpClient, rig: RigClient) -> None:
+    # After a refill with a new concentration the catheter (here 40 cm) and
+    # the pump's internal volume still hold the old drug: the bridge bolus
+    # pushes exactly that volume, worked out by the pump (SPEC 22.3).
     start_therapy(pump, rig, program(basal_nl_day=500_000, conc_ug_ml=1_000))
+    new = program(basal_nl_day=250_000, conc_ug_ml=2_000)
+    crc = pump.request("PROGRAM", new)["crc"]
+    refill(pump, rig, 20_000_000, new["drug_id"], 2_000, crc)
     reply = pump.request(
         "BOLUS",
         {
@@ -343,12 +366,13 @@ def test_bridge_bolus_pushes_the_catheter_and_pump_volume(pump: PumpClient, rig:
         },
     )
     assert reply["volume_nl"] == 400 * 2_600 // 10 + 20_000
-    before = truth(rig)["pumped_nl"]
+    assert pump.status()["new_drug_at_tip_s"] > 0
     rig.advance(2 * HOUR_MS)
-    basal = 500_000 * 2 // 24
-    # two streams of strokes (bolus and basal), each within one stroke
-    pumped = truth(rig)["pumped_nl"] - before
-    assert abs(pumped - (reply["volume_nl"] + basal)) <= 2 * STROKE_NL
+    status = pump.status()
+    assert (status["tip_conc_ug_ml"], status["new_drug_at_tip_s"]) == (2_000, 0)
+    with pytest.raises(PumpRefused) as refused:  # nothing old is left to bridge
+        pump.bolus(BRIDGE)
+    assert refused.value.code == schema.BAD_VALUE
 
 
 def test_a_miscalibrated_head_shows_at_refill(pump: PumpClient, rig: RigClient) -> None:
@@ -361,7 +385,7 @@ def test_a_miscalibrated_head_shows_at_refill(pump: PumpClient, rig: RigClient) 
     status = pump.status()
     real = truth(rig)
     assert abs(real["pumped_nl"] - status["delivered_nl"] * 12 // 10) <= 2 * STROKE_NL
-    withdrawn = rig.request("FILL", {"reservoir_nl": 20_000_000})["withdrawn_nl"]
-    reconciled = pump.request("REFILL", {"withdrawn_nl": withdrawn, "added_nl": 20_000_000})
+    withdrawn = rig.fill(20_000_000)
+    reconciled = pump.refill(withdrawn, 20_000_000)
     assert reconciled["flagged"] == 1  # 2 mL over-infused in 10 days
     assert abs(reconciled["discrepancy_nl"] + 2_000_000) <= 2 * STROKE_NL

@@ -36,6 +36,7 @@ from bench.robustness import (
     bolus_story,
     program_crc_of,
     program_fields,
+    refill_request,
 )
 from bench.sim import BoardOptions, VirtualBoard
 from protocol import codec, schema
@@ -244,6 +245,86 @@ def test_a_cut_in_confirm_never_runs_the_old_program_with_the_new_running_state(
         )
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(CONTINUOUS, FASTER), (CONTINUOUS, STOPPED), (STOPPED, CONTINUOUS)],
+    ids=["rate change", "to stopped", "from stopped"],
+)
+def test_after_a_cut_anywhere_in_confirm_the_log_names_the_active_program(
+    board: tuple[VirtualBoard, PumpClient, RigClient], old: dict[str, Any], new: dict[str, Any]
+) -> None:
+    # Issue 12: a cut between the snapshot that makes the program active and
+    # its PROGRAM_ACTIVE entry left a program running that the log never
+    # named. The boot finishes the entry (SPEC 22, section 15).
+    _vb, pump, _rig = board
+    for record in confirm_sweep(board, old, new):
+        crc = record["program"]["crc"]
+        if crc != record["new"]:
+            continue
+        where = f"cut after {record['n']} bytes"
+        named = [e for e in record["log"] if e["code"] == LOG["PROGRAM_ACTIVE"] and e["a"] == crc]
+        assert len(named) >= 1, f"{where}: program {crc:#x} runs, no PROGRAM_ACTIVE entry"
+    assert any(e["code"] == LOG["PROGRAM_ACTIVE"] for e in pump.log())
+
+
+def refill_with_program_sweep(
+    board: tuple[VirtualBoard, PumpClient, RigClient],
+) -> list[dict[str, Any]]:
+    """Cuts a REFILL that commits a program for a new concentration (SPEC 22.2)."""
+    _vb, pump, rig = board
+    weak = program_fields(conc_ug_ml=1_000, basal_nl_day=1_000_000)
+    strong = program_fields(conc_ug_ml=2_000, basal_nl_day=500_000)
+    size = 0
+    records = []
+    for n in [None, *range(0, 4000, 37)]:
+        if n is not None and n > size + 6:
+            break
+        # back to the weak drug and program
+        if pump.status()["program_crc"] != program_crc_of(weak):
+            crc = pump.program(weak)["crc"]
+            pump.refill(0, 30_000_000, weak["drug_id"], 1_000, crc)
+        pump.clear_alarm(ALARM["UNEXPECTED_RESET"])
+        rig.advance(30_000)
+        crc = pump.program(strong)["crc"]
+        fields = refill_request(0, 20_000_000, strong["drug_id"], 2_000)
+        fields["program_crc"] = crc
+        if n is None:
+            size = journal_bytes_of(rig, lambda f=fields: pump.request("REFILL", f))
+            continue
+        start = log_total(pump)
+        _cut, reply = cut_during(pump, rig, n, "REFILL", fields)
+        status = pump.status()
+        records.append(
+            {
+                "n": n,
+                "acked": reply is not None,
+                "crc": status["program_crc"],
+                "account": status["reservoir_nl"],
+                "log": new_entries(pump, start),
+                "strong": crc,
+            }
+        )
+    return records
+
+
+def test_a_cut_in_a_refill_with_its_program_commits_both_or_neither(
+    board: tuple[VirtualBoard, PumpClient, RigClient],
+) -> None:
+    records = refill_with_program_sweep(board)
+    assert len(records) > 10
+    for record in records:
+        where = f"cut after {record['n']} bytes"
+        new_program = record["crc"] == record["strong"]
+        assert new_program == (record["account"] == 20_000_000), where
+        if record["acked"]:
+            assert new_program, where
+        if new_program:
+            assert any(
+                e["code"] == LOG["PROGRAM_ACTIVE"] and e["a"] == record["strong"]
+                for e in record["log"]
+            ), where
+
+
 def test_a_cut_in_confirm_never_logs_a_program_that_is_not_active(
     board: tuple[VirtualBoard, PumpClient, RigClient],
 ) -> None:
@@ -266,7 +347,9 @@ def refill_sweep(board: tuple[VirtualBoard, PumpClient, RigClient]) -> list[dict
         old = pump.status()["reservoir_nl"]
         added = 20_000_000 if old > 25_000_000 else 30_000_000
         start = log_total(pump)
-        cut, reply = cut_during(pump, rig, n, "REFILL", {"withdrawn_nl": old, "added_nl": added})
+        cut, reply = cut_during(
+            pump, rig, n, "REFILL", refill_request(old, added, drug_id=0, conc_ug_ml=0)
+        )
         pump.clear_alarm(ALARM["UNEXPECTED_RESET"])
         account = pump.status()["reservoir_nl"]
         log = new_entries(pump, start)

@@ -218,22 +218,30 @@ for row in L.DRUGS:
         assert r == (REFUSED_HARD, L.LIMIT_DAILY_HARD), (did, c, r)
 
 # --- governor limits -------------------------------------------------------------
-# ziconotide 25 ug/mL: 2.8 ug/h -> 112 uL, 19.2 ug/day -> 768 uL
-assert governor_limits(DRUG_ZICONOTIDE, 25) == (112_000, 768_000)
-# morphine 25 mg/mL: 3.6 mg/h -> 144 uL, 25 mg/day -> 1 mL
-assert governor_limits(DRUG_MORPHINE, 25_000) == (144_000, 1_000_000)
-# baclofen 50 ug/mL: 210 ug/h would be 4.2 mL/h, capped at the mechanism's
-# 61-minute maximum; 1,200 ug/day = 24 mL/day
-assert governor_limits(DRUG_BACLOFEN, 50) == (L.MAX_1H_NL, 24_000_000)
-assert governor_limits(DRUG_NONE, 0) == (L.MAX_1H_NL, L.MAX_24H_NL)
+# In dose at the tip (ng), the drug's hard hourly and daily doses whatever the
+# concentration: a concentration change never changes them.
+assert governor_limits(DRUG_ZICONOTIDE, 25) == (2_800, 19_200)
+assert governor_limits(DRUG_ZICONOTIDE, 100) == (2_800, 19_200)
+assert governor_limits(DRUG_MORPHINE, 25_000) == (3_600_000, 25_000_000)
+assert governor_limits(DRUG_BACLOFEN, 50) == governor_limits(DRUG_BACLOFEN, 2_000)
+assert governor_limits(DRUG_BACLOFEN, 500) == (210_000, 1_200_000)
+assert governor_limits(DRUG_NONE, 0) is None  # saline: no dose limit
 assert governor_limits(99, 25) == (0, 0)  # unknown drug: stop at once
 assert governor_limits(DRUG_MORPHINE, 30_000) == (0, 0)  # outside range
 for row in L.DRUGS:
+    if row[L.D_ID] == DRUG_NONE:
+        continue
     for c in (row[L.D_CONC_MIN], row[L.D_CONC_MAX]):
-        l1, l24 = governor_limits(row[L.D_ID], c)
-        assert 0 < l1 <= L.MAX_1H_NL and 0 < l24 <= L.MAX_24H_NL, (row, l1, l24)
-        if row[L.D_ID] != DRUG_NONE:
-            assert dose_ng(l1, c) <= row[L.D_HOUR_HARD]
-            assert dose_ng(l24, c) <= row[L.D_DAILY_HARD]
+        assert governor_limits(row[L.D_ID], c) == (row[L.D_HOUR_HARD], row[L.D_DAILY_HARD])
+        # every limit fits the governor's small-int windows
+        assert row[L.D_HOUR_HARD] < (1 << 23) and row[L.D_DAILY_HARD] < (1 << 30)
+
+# --- bolus dose ---------------------------------------------------------------------
+assert L.check_bolus_dose(DRUG_BACLOFEN, 150_000, False) == (L.NEEDS_OVERRIDE, L.LIMIT_BOLUS_SOFT)
+assert L.check_bolus_dose(DRUG_BACLOFEN, 150_000, True) == (ALLOWED, 0)
+assert L.check_bolus_dose(DRUG_BACLOFEN, 150_001, True) == (REFUSED_HARD, L.LIMIT_BOLUS_HARD)
+assert L.check_bolus_dose(DRUG_BACLOFEN, 100_000, False) == (ALLOWED, 0)
+assert L.check_bolus_dose(DRUG_NONE, 10**9, False) == (ALLOWED, 0)
+assert L.check_bolus_dose(99, 1, True) == (REFUSED_HARD, L.LIMIT_UNKNOWN_DRUG)
 
 print(json.dumps({"ok": True, "drugs": len(L.DRUGS)}))
