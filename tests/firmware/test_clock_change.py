@@ -18,7 +18,7 @@ import pytest
 
 from bench.client import PumpClient, RigClient
 from bench.errors import PumpRefused
-from tests.firmware.kit import HOUR_MS, STROKE_NL, flex, start_therapy
+from tests.firmware.kit import BACLOFEN, HOUR_MS, STROKE_NL, flex, start_therapy
 
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S
@@ -32,7 +32,9 @@ WINDOW_SLACK_NL = 2 * STROKE_NL  # whole strokes against a nL worst case
 
 
 def therapy() -> dict:
-    return flex(STEPS, LOW, drug_id=0, conc_ug_ml=0)
+    # baclofen at 1000 ug/mL: the governor's windows are dose at the tip
+    # (ng), here 1 ng per nL, against the volumes the program was checked for
+    return flex(STEPS, LOW, drug_id=BACLOFEN, conc_ug_ml=1_000)
 
 
 def worst_windows(pump: PumpClient, fields: dict) -> tuple[int, int]:
@@ -63,8 +65,8 @@ def test_a_clock_change_never_exceeds_the_checked_worst_case(
         rig.advance(HOUR_MS)
         status = pump.status()
         assert status["alarms"] == 0, status["alarm_names"]
-        peak_1h = max(peak_1h, status["window_1h_nl"])
-        peak_24h = max(peak_24h, status["window_24h_nl"])
+        peak_1h = max(peak_1h, status["window_1h_ng"])  # ng = nL at 1000 ug/mL
+        peak_24h = max(peak_24h, status["window_24h_ng"])
     assert peak_24h <= worst_24h + WINDOW_SLACK_NL, (peak_24h, worst_24h)
     assert peak_1h <= worst_1h + WINDOW_SLACK_NL, (peak_1h, worst_1h)
     # and the schedule did not starve either: the day after the hold ends
