@@ -16,6 +16,8 @@ Figures, all against the real firmware on virtual boards (bench.sim):
 - 90 days of a flex schedule at 1 mL/day with a daily patient bolus: wall
   time, pump accounting against rig truth, and the peak live heap sampled by
   the virtual board (rig HEAP);
+- delivered against expected at 24 mL/day while the pump port is flooded with
+  keyless PING frames, on a free-running board (60 x real time);
 - dose at the tip across a baclofen concentration change at 600 ug/day, 500
   to 2000 and 2000 to 500 ug/mL: the most in any 1 h and 24 h over the 48 h
   after it and the longest gap without drug (rig truth, 1-minute samples);
@@ -39,9 +41,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.client import PumpClient, RigClient
+from bench.client import PumpClient, RigClient, alarm_names
 from bench.image import compile_all, ensure_compiled
 from bench.programfile import load_program
+from bench.robustness import program_fields
 from bench.sim import BoardOptions, VirtualBoard, micropython_command
 from protocol import codec, schema
 
@@ -410,6 +413,65 @@ def occlusion_race(seed: int = 1, compliance_x10: int = 50) -> list[Row]:
     return rows
 
 
+# --- (h) delivery under a keyless flood of the pump port ------------------------
+FLOOD_SPEED = 60
+FLOOD_RATE_NL_DAY = 24_000_000
+FLOOD_DEVICE_MS = 10 * 60_000
+
+
+def flood_delivery(speed: int = FLOOD_SPEED, span_ms: int = FLOOD_DEVICE_MS) -> list[Row]:
+    """A free-running board (``speed`` x wall time) at 24 mL/day while a
+    shell loop writes keyless PING frames to its pump port as fast as the
+    firmware drains them: delivered against the programme over the flood
+    (the pump's own STATUS before and after), frames served, resets, alarms."""
+    frames = b"".join(codec.encode("PING", 40_000 + i, {"token": i}) for i in range(256))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        VirtualBoard(BoardOptions(speed=speed)) as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        blob = Path(tmp) / "flood.bin"
+        blob.write_bytes(frames * 16)
+        rig.fill(RESERVOIR_NL)
+        pump.refill(0, RESERVOIR_NL)
+        no_drug = program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=FLOOD_RATE_NL_DAY)
+        pump.confirm(pump.program(no_drug)["crc"])
+        rig.advance(60_000, timeout_s=30)
+        served = pump.request("LINK_STATS")["frames_ok"]
+        writer = subprocess.Popen(
+            ["sh", "-c", f'while :; do cat "{blob}"; done > "{board.pump_port}"'],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            # each STATUS says what was delivered at the instant it was
+            # answered (queued behind the flood, it may take a while)
+            before = pump.request("STATUS", timeout_s=15)
+            rig.advance(span_ms, timeout_s=30 + 3 * span_ms / 1000 / speed)
+            after = pump.request("STATUS", timeout_s=15)
+        finally:
+            os.killpg(writer.pid, 15)
+            writer.wait(5)
+        served = pump.request("LINK_STATS")["frames_ok"] - served
+        _check_alive(board)
+    elapsed = after["device_time_ms"] - before["device_time_ms"]
+    due = FLOOD_RATE_NL_DAY * elapsed // DAY_MS
+    delivered = after["delivered_nl"] - before["delivered_nl"]
+    resets = after["boot_count"] - before["boot_count"]
+    alarms = ", ".join(alarm_names(after["alarms"])) or "none"
+    return [
+        Row(
+            f"pump-port flood, {FLOOD_RATE_NL_DAY / 1e6:g} mL/day, {speed}x real time",
+            f"{delivered:,} / {due:,}",
+            "nL delivered/expected",
+            f"{elapsed / 60_000:.1f} min of device time, {served:,} frames served, "
+            f"{resets} resets, alarms: {alarms}",
+        )
+    ]
+
+
 # --- (g) false alarms over long nominal runs --------------------------------------
 SOAK_SEEDS = (21, 22)
 SOAK_DAYS = 90
@@ -488,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += therapy_soak(args.days)
     rows += occlusion_race()
     rows += false_alarms(SOAK_SEEDS, args.days)
+    rows += flood_delivery()
     rows += concentration_change(500, 2_000)
     rows += concentration_change(2_000, 500)
     rows += log_history()

@@ -660,7 +660,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.key_file:
         keysmod.use_key_file(args.key_file)
     target: Target = (
-        SimTarget(heap=args.heap, say=_note)
+        SimTarget(heap=args.heap, say=_note, speed=args.speed)
         if args.target == SIM
         else PortTarget(args.target, args.rig)
     )
@@ -823,6 +823,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip scenarios planning more device time, e.g. 3h (a physical rig runs in real time)",
     )
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    run.add_argument(
+        "--speed",
+        type=_speed,
+        default=0,
+        help="with --target sim: 0 lockstep (default); N: free-running boards at N x wall time",
+    )
     run.add_argument(
         "--key-file",
         type=Path,

@@ -150,6 +150,8 @@ def explain_refusal(code: int, detail: int) -> str:
         return f"{detail} patient boluses a day at most"
     if code == schema.RESERVOIR:
         return RESERVOIR_REASONS.get(detail, f"reason {detail}")
+    if code == schema.DURATION:
+        return f"{detail} min at most"
     return ""
 
 

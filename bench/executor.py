@@ -179,6 +179,8 @@ class Executor:
         self.line = ProgrammedLine()
         self.origin: Snapshot | None = None
         self.last_status: dict[str, Any] | None = None  # STATUS before the power went
+        self.expected_boots: set[int] = set()  # id() of the BOOT events a step waited for
+        self.first_event = 0  # events before this index came before the scenario began
         self._handlers: dict[type[Step], Callable[[Any], str]] = {
             HelloStep: self._hello,
             RigHelloStep: self._rig_hello,
@@ -242,6 +244,8 @@ class Executor:
             if self.scenario.trace_ms is not None:
                 self._start_trace(self.scenario.trace_ms)
         self.origin = self._snapshot()
+        self._drain()
+        self.first_event = len(self.events)
         self.marks["start"] = self.origin
         self.record.device_time_start_ms = self.origin.t_ms
         self._sample()
@@ -289,7 +293,11 @@ class Executor:
         self.record.settle(outcome, f"{prefix}{_where(step)}: {reason}")
 
     def finish(self) -> None:
-        """Device time at the end and the last sample; losing the link here is an ERROR."""
+        """Device time at the end and the last sample; losing the link here is an ERROR.
+
+        Then the bench-wide check: a reset no step asked for, or an alarm the
+        scenario does not name, fails the scenario whatever its steps said.
+        """
         try:
             self._refresh_now()
             self.record.device_time_end_ms = self.now_ms
@@ -298,6 +306,29 @@ class Executor:
         except (BenchError, PumpRefused) as exc:
             if self.record.outcome is Outcome.PASS:
                 self.record.settle(Outcome.ERROR, f"at the end: {exc}")
+        self._drain()
+        surprises = self.unexpected()
+        if surprises:
+            self.log("unexpected: " + "; ".join(surprises))
+            self.record.settle(Outcome.FAIL, "unexpected: " + "; ".join(surprises))
+
+    def unexpected(self) -> list[str]:
+        """Resets no step caused and alarms the scenario does not expect, in order."""
+        allowed = self.scenario.expected_alarms
+        found: list[str] = []
+        for frame in self.events[self.first_event :]:
+            fields = frame.fields
+            if frame.name == "BOOT" and id(frame) not in self.expected_boots:
+                cause = RESET_CAUSE_NAMES.get(fields["reset_cause"], str(fields["reset_cause"]))
+                found.append(f"reset (BOOT {cause}) at {fields['device_time_ms']} ms")
+            elif (
+                frame.name == "ALARM"
+                and _alarm_action(fields) == ACTION_RAISED
+                and fields["alarm"] not in allowed
+            ):
+                name = vocab.alarm_name(fields["alarm"])
+                found.append(f"alarm {name} raised at {fields['device_time_ms']} ms")
+        return found
 
     # --- plumbing ---------------------------------------------------------------------
     def _need_rig(self) -> RigClient:
@@ -502,7 +533,9 @@ class Executor:
         self._drain()
         mark = len(self.events)
         trigger()
-        boot = self._wait_event("BOOT", mark, BOOT_TIMEOUT_S).fields
+        boot_frame = self._wait_event("BOOT", mark, BOOT_TIMEOUT_S)
+        self.expected_boots.add(id(boot_frame))
+        boot = boot_frame.fields
         self.powered = True
         self.now_ms = boot["device_time_ms"]
         got = RESET_CAUSE_NAMES.get(boot["reset_cause"], f"code {boot['reset_cause']}")
@@ -961,17 +994,23 @@ class Executor:
         scale = step.scale or flow.auto_scale(rate, min(step.windows_ms), step.strokes_per_window)
         sample_ms = step.sample_ms * scale
         samples = step.period_ms // step.sample_ms
+        rig = self._need_rig()
         truth = self._truth()
         assert truth is not None
         volumes = [int(truth["tip_nl"])]
+        times = [rig.advance(0)]
         for _ in range(samples):
             self._advance_by(sample_ms, sample=False)
             truth = self._truth()
             assert truth is not None
             volumes.append(int(truth["tip_nl"]))
+            # when the truth was read: in lockstep the end of the ADVANCE;
+            # in real time (a rig, a free-running board) a little later
+            times.append(rig.advance(0))
             if len(volumes) % 8 == 0:
                 self._sample()
         self._sample()
+        volumes = flow.on_grid(times, volumes, sample_ms)
         analysis = flow.analyse(
             volumes,
             sample_ms=sample_ms,

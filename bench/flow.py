@@ -151,3 +151,31 @@ def analyse(
         startup_error_pct=startup_error,
         volume_nl=volume,
     )
+
+
+def on_grid(times_ms: list[int], volumes: list[int], sample_ms: int) -> list[int]:
+    """Volumes read at ``times_ms`` -> volumes every ``sample_ms`` from the first time.
+
+    In lockstep the samples already sit on the grid and come back unchanged;
+    in real time each sample lands a little late (the bench reads after the
+    ADVANCE returns), and the volume at each grid instant is interpolated
+    between the two readings around it (at most one stroke off).
+    """
+    start = times_ms[0]
+    if all(t == start + i * sample_ms for i, t in enumerate(times_ms)):
+        return list(volumes)
+    grid: list[int] = []
+    j = 0
+    for i in range(len(volumes)):
+        at = start + i * sample_ms
+        while j + 1 < len(times_ms) - 1 and times_ms[j + 1] < at:
+            j += 1
+        t0, t1 = times_ms[j], times_ms[j + 1]
+        v0, v1 = volumes[j], volumes[j + 1]
+        if at >= t1:
+            grid.append(v1)
+        elif t1 == t0:
+            grid.append(v0)
+        else:
+            grid.append(round(v0 + (v1 - v0) * (at - t0) / (t1 - t0)))
+    return grid

@@ -11,8 +11,11 @@ artifact as well as from disk.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from html import escape
+from pathlib import Path
+from urllib.parse import quote
 
 from bench.report import (
     Outcome,
@@ -41,15 +44,19 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; 
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em;
   border-bottom: 1px solid #ccc; } h3 { font-size: 1.1em; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: .6em 0; font-size: .92em; }
+.wide { overflow-x: auto; max-width: 100%; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: left; vertical-align: top; }
 th { background: #f4f6f7; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { color: #fff; border-radius: 3px; padding: .05em .45em; font-weight: 600;
          font-size: .85em; white-space: nowrap; }
 .scenario { border-top: 3px solid #eee; margin-top: 2em; }
 .problem { color: #922b21; } .note { color: #7f6000; }
-img { max-width: 100%; border: 1px solid #eee; margin: .4em 0; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; margin: .4em 0; }
+@media (max-width: 600px) { body { margin: .5em auto; padding: 0 .5em; }
+  table { font-size: .8em; } th, td { padding: .2em .35em; } }
 pre { background: #f8f9f9; padding: .6em; overflow-x: auto; font-size: .82em; }
 table.info th, table.info td { border: none; padding: .1em 1em .1em 0; background: none; }
+table.info td { overflow-wrap: anywhere; }
 .nowrap, td.num, td.id { white-space: nowrap; }
 .banner { font-size: 1.05em; padding: .5em .8em; border-radius: 4px; color: #fff; }
 """
@@ -66,7 +73,7 @@ def _outcome(outcome: Outcome) -> str:
 def _dl(items: list[tuple[str, str]]) -> str:
     """Label and value pairs (values are HTML already)."""
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in items)
-    return f'<table class="info">{rows}</table>'
+    return _wide(f'<table class="info">{rows}</table>')
 
 
 def _requirements(requirements: list[str]) -> str:
@@ -116,7 +123,12 @@ def _summary(run: RunRecord) -> str:
         "<tr><th>scenario</th><th>title</th><th>outcome</th><th>requirements</th>"
         "<th>measured ok</th><th>device time</th><th>wall s</th><th>first problem</th></tr>"
     )
-    return f"<table>{head}{''.join(rows)}</table>"
+    return _wide(f"<table>{head}{''.join(rows)}</table>")
+
+
+def _wide(table: str) -> str:
+    """A table that scrolls inside its box on a narrow screen instead of the page."""
+    return f'<div class="wide">{table}</div>'
 
 
 def requirement_status(records: list[ScenarioRecord]) -> Outcome:
@@ -158,7 +170,7 @@ def _traceability(run: RunRecord) -> str:
         else ""
     )
     head = "<tr><th>requirement</th><th>status</th><th>scenarios</th></tr>"
-    return f"<table>{head}{''.join(rows)}</table>{tail}"
+    return _wide(f"<table>{head}{''.join(rows)}</table>") + tail
 
 
 def _measurements(s: ScenarioRecord) -> str:
@@ -184,7 +196,7 @@ def _measurements(s: ScenarioRecord) -> str:
         "<tr><th>measurement</th><th>from</th><th>value</th><th>min</th><th>max</th>"
         "<th>unit</th><th>outcome</th><th>line</th></tr>"
     )
-    return f"<table>{head}{''.join(rows)}</table>"
+    return _wide(f"<table>{head}{''.join(rows)}</table>")
 
 
 def _flows(s: ScenarioRecord) -> str:
@@ -200,16 +212,27 @@ def _flows(s: ScenarioRecord) -> str:
             f"<p>IEC 60601-2-24 at {f.rate_nl_day / 1e6:g} mL/day, time scale x{f.scale} "
             f"(Δt {f.sample_ms / 1000:g} s): mean error A {f.mean_error_pct:+.3f} %, "
             f"start-up period error {f.startup_error_pct:+.3f} %</p>"
-            "<table><tr><th>window (standard min)</th><th>window (device min)</th>"
-            f"<th>Ep(max) %</th><th>Ep(min) %</th></tr>{cells}</table>"
+            + _wide(
+                "<table><tr><th>window (standard min)</th><th>window (device min)</th>"
+                f"<th>Ep(max) %</th><th>Ep(min) %</th></tr>{cells}</table>"
+            )
         )
     return "".join(parts)
 
 
-def _scenario(s: ScenarioRecord) -> str:
+def _file_link(s: ScenarioRecord, directory: Path | None) -> str:
+    """The scenario file and line, linked relative to the report (it opens from disk)."""
+    text = escape(f"{s.file}:{s.line}" if s.line else s.file)
+    if directory is None or not s.file:
+        return text
+    target = os.path.relpath(Path(s.file).resolve(), directory.resolve())
+    return f'<a href="{escape(quote(target))}">{text}</a>'
+
+
+def _scenario(s: ScenarioRecord, directory: Path | None = None) -> str:
     items = [
         ("outcome", _outcome(s.outcome)),
-        ("file", escape(s.file)),
+        ("file", _file_link(s, directory)),
         ("requirements", escape(", ".join(s.requirements) or "none")),
         ("seed", escape("-" if s.seed is None else str(s.seed))),
         ("device time", escape(f"{format_span(s.device_time_ms)} ({format_ms(s.device_time_ms)})")),
@@ -244,14 +267,15 @@ def _scenario(s: ScenarioRecord) -> str:
     )
 
 
-def render(run: RunRecord) -> str:
-    """The whole page as text."""
+def render(run: RunRecord, directory: Path | None = None) -> str:
+    """The whole page as text; ``directory`` (where it is written) makes file links relative."""
     banner = (
         f'<div class="banner" style="background:{COLOURS[run.outcome]}">'
         f"{escape(str(run.outcome))}: {escape(counts_line(run))}</div>"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>pumpbench report: {escape(str(run.outcome))}</title>"
         f"<style>{_CSS}</style></head><body>"
         "<h1>pumpbench report</h1>"
@@ -259,6 +283,6 @@ def render(run: RunRecord) -> str:
         f"{banner}<h2>Run</h2>{_run_info(run)}"
         f"<h2>Scenarios</h2>{_summary(run)}"
         f"<h2>Requirements traceability</h2>{_traceability(run)}"
-        f"<h2>Details</h2>{''.join(_scenario(s) for s in run.scenarios)}"
+        f"<h2>Details</h2>{''.join(_scenario(s, directory) for s in run.scenarios)}"
         "</body></html>\n"
     )

@@ -63,7 +63,9 @@ def volume_axis(max_nl: float) -> tuple[float, str]:
 ALARM_PALETTE = ("#c0392b", "#d35400", "#8e44ad", "#b7950b", "#1abc9c", "#e84393")
 
 
-def _mark(ax: Axes, annotations: Sequence[Annotation], t0: int, divisor: float) -> None:
+def _mark(
+    ax: Axes, annotations: Sequence[Annotation], t0: int, divisor: float, labels: bool = True
+) -> None:
     """Vertical lines for alarms, faults and power events, each labelled once.
 
     Each alarm gets its own colour: solid dashes when raised, dots when cleared.
@@ -88,13 +90,111 @@ def _mark(ax: Axes, annotations: Sequence[Annotation], t0: int, divisor: float) 
             linestyle=STYLES.get(a.kind, "--"),
             linewidth=1.0,
             alpha=0.8,
-            label=None if label in seen else label,
+            label=None if label in seen or not labels else label,
         )
         seen.add(label)
 
 
+Series = tuple[list[float], list[float], dict[str, object]]
+MARKS_PER_LINE = 12  # markers along a line, so lines that coincide stay visible
+RESIDUAL_FROM_MS = 86_400_000  # runs of a day or more get the residual panel
+ZOOM_MAX_SHARE = 0.1  # events within a tenth of the axis get an inset around them
+UNIT_NL = {"nL": 1.0, "uL": 1_000.0, "mL": 1_000_000.0}
+
+
+def _draw(
+    ax: Axes, series: Sequence[Series], low: float | None = None, high: float | None = None
+) -> None:
+    """Plots each series (only the part in [low, high] when given).
+
+    A style's ``offset`` (0 or 1) shifts its markers by half a period, so two
+    lines that lie on each other show both kinds of marker.
+    """
+    for xs, ys, style in series:
+        if low is not None and high is not None:
+            kept = [(x, y) for x, y in zip(xs, ys, strict=True) if low <= x <= high]
+            xs, ys = [x for x, _y in kept], [y for _x, y in kept]
+        if not xs:
+            continue
+        kwargs = dict(style)
+        every = max(1, len(xs) // MARKS_PER_LINE)
+        start = int(kwargs.pop("offset", 0)) * (every // 2)  # type: ignore[call-overload]
+        ax.plot(xs, ys, markevery=(start, every), **kwargs)  # type: ignore[arg-type]
+
+
+def _style(**kwargs: object) -> dict[str, object]:
+    return dict(kwargs)
+
+
+def _zoom(
+    annotations: Sequence[Annotation], t0: int, divisor: float, span: float
+) -> tuple[float, float] | None:
+    """The window an inset should show: the largest bunch of events (two or more,
+    each within 2 % of the axis of the next) that fits in a tenth of the axis."""
+    xs = sorted((a.t_ms - t0) / divisor for a in annotations if a.kind != "bolus")
+    xs = [x for x in xs if 0 <= x <= span]
+    if len(xs) < 2 or span <= 0:
+        return None
+    bunches: list[list[float]] = [[xs[0]]]
+    for x in xs[1:]:
+        if x - bunches[-1][-1] <= 0.02 * span:
+            bunches[-1].append(x)
+        else:
+            bunches.append([x])
+    fits = [b for b in bunches if len(b) >= 2 and b[-1] - b[0] <= ZOOM_MAX_SHARE * span]
+    if not fits:
+        return None
+    bunch = max(fits, key=len)
+    low, high = bunch[0], bunch[-1]
+    pad = max((high - low) * 0.5, 0.005 * span)
+    return max(0.0, low - pad), min(span, high + pad)
+
+
+def _inset(
+    ax: Axes,
+    series: Sequence[Series],
+    window: tuple[float, float],
+    annotations: Sequence[Annotation],
+    t0: int,
+    divisor: float,
+) -> None:
+    """A zoomed copy of the axes around ``window``, placed away from it."""
+    low, high = window
+    left_half = (low + high) / 2 < sum(ax.get_xlim()) / 2
+    box = (0.58, 0.08, 0.38, 0.42) if left_half else (0.06, 0.5, 0.38, 0.42)
+    inset = ax.inset_axes(box)
+    _draw(
+        inset,
+        [(xs, ys, {k: v for k, v in st.items() if k != "label"}) for xs, ys, st in series],
+        low,
+        high,
+    )
+    inset.set_xlim(low, high)
+    _mark(inset, annotations, t0, divisor, labels=False)
+    inset.tick_params(labelsize=7)
+    inset.set_title("zoom on the events", fontsize=7)
+    inset.grid(True, alpha=0.3)
+    ax.indicate_inset_zoom(inset, edgecolor="#888888")
+
+
+def _tolerance_nl(record: ScenarioRecord) -> float | None:
+    """Half the width of the delivered-volume limits (a measure from tip_volume), in nL."""
+    for m in record.measurements:
+        if m.source.startswith("tip_volume") and m.min is not None and m.max is not None:
+            scale = UNIT_NL.get(m.unit)
+            if scale is not None:
+                return (float(m.max) - float(m.min)) / 2 * scale
+    return None
+
+
 def volume_plot(record: ScenarioRecord, path: Path) -> bool:
-    """Delivered volume vs device time; False when the scenario delivered nothing to show."""
+    """Delivered volume vs device time; False when the scenario delivered nothing to show.
+
+    Lines that coincide (the pump's count on rig truth) keep markers of their
+    own; events bunched at one end of a long run get a zoomed inset; runs of
+    a day or more get a residual panel (delivered minus programmed) with the
+    scenario's tolerance band, where "within 10 uL over 90 days" shows.
+    """
     samples = [s for s in record.samples if s.tip_nl is not None or s.pump_nl is not None]
     if len(samples) < 2:
         return False
@@ -118,44 +218,99 @@ def volume_plot(record: ScenarioRecord, path: Path) -> bool:
         return False
     tdiv, tlabel = time_axis(span)
     vdiv, vlabel = volume_axis(peak)
-    fig = Figure(figsize=SIZE, dpi=DPI)
-    ax = fig.subplots()
+
+    def xy(points: Sequence[tuple[int, float]]) -> tuple[list[float], list[float]]:
+        return [(t - t0) / tdiv for t, _v in points], [v / vdiv for _t, v in points]
+
+    series: list[Series] = []
     if programmed:
-        ax.plot(
-            [(t - t0) / tdiv for t, _v in programmed],
-            [v / vdiv for _t, v in programmed],
-            color="#999999",
-            linewidth=2.5,
-            label="programmed",
+        series.append((*xy(programmed), _style(color="#999999", linewidth=3.0, label="programmed")))
+    if tip:
+        series.append(
+            (
+                *xy(tip),
+                _style(
+                    color="#111111",
+                    linewidth=1.4,
+                    marker="o",
+                    markersize=4,
+                    label="delivered (rig truth, catheter tip)",
+                ),
+            )
         )
     if pump:
-        ax.plot(
-            [(t - t0) / tdiv for t, _v in pump],
-            [v / vdiv for _t, v in pump],
-            color="#2471a3",
-            linestyle="--",
-            linewidth=1.2,
-            label="pump-reported",
+        series.append(
+            (
+                *xy(pump),
+                _style(
+                    color="#2471a3",
+                    linestyle="--",
+                    linewidth=1.2,
+                    marker="x",
+                    markersize=6,
+                    offset=1,
+                    label="pump-reported",
+                ),
+            )
         )
-    if tip:
-        ax.plot(
-            [(t - t0) / tdiv for t, _v in tip],
-            [v / vdiv for _t, v in tip],
-            color="#111111",
-            linewidth=1.4,
-            label="delivered (rig truth, catheter tip)",
-        )
+    residual = span >= RESIDUAL_FROM_MS and bool(tip) and bool(programmed)
+    fig = Figure(figsize=(SIZE[0], SIZE[1] * (1.45 if residual else 1.0)), dpi=DPI)
+    if residual:
+        ax, low_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    else:
+        ax = fig.subplots()
+    _draw(ax, series)
     ax.set_xlim(0, span / tdiv)
     ax.set_ylim(bottom=0)
     _mark(ax, record.annotations, t0, tdiv)
-    ax.set_xlabel(tlabel)
+    window = _zoom(record.annotations, t0, tdiv, span / tdiv)
+    if window is not None:
+        _inset(ax, series, window, record.annotations, t0, tdiv)
     ax.set_ylabel(vlabel)
     ax.set_title(f"{record.id}: delivered volume", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if residual:
+        _residual(low_ax, record, tip, programmed, t0, tdiv)
+        low_ax.set_xlabel(tlabel)
+    else:
+        ax.set_xlabel(tlabel)
     fig.tight_layout()
     fig.savefig(path)
     return True
+
+
+def _residual(
+    ax: Axes,
+    record: ScenarioRecord,
+    tip: Sequence[tuple[int, float]],
+    programmed: Sequence[tuple[int, float]],
+    t0: int,
+    tdiv: float,
+) -> None:
+    """Delivered minus programmed (uL) at the samples both have, and the tolerance band."""
+    planned = dict(programmed)
+    points = [(t, v - planned[t]) for t, v in tip if t in planned]
+    ax.plot(
+        [(t - t0) / tdiv for t, _d in points],
+        [d / 1000 for _t, d in points],
+        color="#111111",
+        linewidth=1.2,
+        label="delivered - programmed",
+    )
+    band = _tolerance_nl(record)
+    if band is not None:
+        ax.axhspan(
+            -band / 1000,
+            band / 1000,
+            color="#27ae60",
+            alpha=0.15,
+            label=f"tolerance ±{band / 1000:g} uL",
+        )
+    ax.axhline(0, color="#999999", linewidth=0.8)
+    ax.set_ylabel("residual (uL)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
 def flow_plot(record: ScenarioRecord, result: FlowRecord, path: Path) -> None:

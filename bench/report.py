@@ -217,6 +217,7 @@ class ScenarioRecord:
     trace: TraceRecord | None = None
     plots: dict[str, str] = field(default_factory=dict)  # plot kind -> file, set by the writer
     notes: list[str] = field(default_factory=list)  # what a plot or a value is missing, and why
+    line: int = 0  # of the scenario in its file (0: unknown)
 
     @property
     def device_time_ms(self) -> int | None:
@@ -239,6 +240,7 @@ class ScenarioRecord:
             "id": self.id,
             "title": self.title,
             "file": self.file,
+            "line": self.line,
             "requirements": self.requirements,
             "seed": self.seed,
             "outcome": str(self.outcome),
@@ -519,5 +521,5 @@ def write_reports(run: RunRecord, directory: Path, *, plots: bool = True) -> Pat
     junit_tree(run).write(directory / JUNIT_XML, encoding="utf-8", xml_declaration=True)
     (directory / SUMMARY_TXT).write_text(summary_text(run), encoding="utf-8")
     page = directory / REPORT_HTML
-    page.write_text(htmlreport.render(run), encoding="utf-8")
+    page.write_text(htmlreport.render(run, directory), encoding="utf-8")
     return page

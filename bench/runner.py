@@ -97,9 +97,17 @@ class SimTarget(Target):
     sets_seed = True
     parallel = True
 
-    def __init__(self, heap: str = DEFAULT_HEAP, say: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        heap: str = DEFAULT_HEAP,
+        say: Callable[[str], None] | None = None,
+        speed: int = 0,
+    ) -> None:
         self.heap = heap
         self.say = say
+        self.speed = speed  # 0: lockstep; N: free-running at N x wall time
+        if speed:
+            self.label = f"sim x{speed}"
 
     def preflight(self) -> None:
         micropython_command()  # raises BenchError when the interpreter is missing
@@ -108,8 +116,16 @@ class SimTarget(Target):
 
     @contextmanager
     def session(self, seed: int) -> Iterator[Ports]:
-        with VirtualBoard(BoardOptions(heap=self.heap, seed=seed)) as board:
+        options = BoardOptions(heap=self.heap, seed=seed, speed=self.speed)
+        with VirtualBoard(options) as board:
             yield Ports(board.pump_port, board.rig_port, board)
+
+    def advance_timeout_s(self, duration_ms: int) -> float | None:
+        if not self.speed:
+            return None
+        # free-running: ADVANCE takes the wall time it stands for (more when
+        # the host cannot keep up and the virtual clock slips)
+        return 10.0 + 3 * duration_ms / 1000 / self.speed
 
 
 class PortTarget(Target):
@@ -151,6 +167,7 @@ def _new_record(scenario: Scenario, seed: int, target: Target) -> ScenarioRecord
         id=scenario.id,
         title=scenario.title,
         file=str(scenario.file),
+        line=scenario.line,
         requirements=list(scenario.requirements),
         seed=seed if target.sets_seed else None,
         xfail=scenario.xfail,

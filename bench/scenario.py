@@ -158,6 +158,29 @@ class Scenario:
     setup: tuple[Step, ...] = ()
     xfail: str | None = None
     trace_ms: int | None = None
+    allow_alarms: tuple[int, ...] = ()
+
+    @property
+    def expected_alarms(self) -> frozenset[int]:
+        """Alarms the scenario may see raised without failing (the bench-wide check).
+
+        Those it names in any step (expected, waited for, ignored, cleared),
+        those in ``allow_alarms``, and UNEXPECTED_RESET when it cuts the power or
+        resets the board (the firmware had no clean shutdown).
+        """
+        allowed = set(self.allow_alarms)
+        for step in walk((*self.setup, *self.steps, *self.teardown)):
+            if isinstance(step, ExpectAlarmStep) and step.alarm is not None:
+                allowed.add(step.alarm)
+            elif isinstance(step, ExpectStateStep) and step.alarms:
+                allowed.update(step.alarms)
+            elif isinstance(step, ExpectNoAlarmStep):
+                allowed.update(step.ignore)
+            elif isinstance(step, ClearAlarmStep):
+                allowed.add(step.alarm)
+            elif isinstance(step, PowerOffStep | PowerCutStep | PowerCycleStep | ResetStep):
+                allowed.add(vocab.ALARMS["UNEXPECTED_RESET"])
+        return frozenset(allowed)
 
     @property
     def measurements(self) -> list[MeasureStep]:
@@ -1039,6 +1062,7 @@ _TOP_OPTIONAL = (
     "trace",
     "setup",
     "teardown",
+    "allow_alarms",
 )
 
 
@@ -1075,6 +1099,11 @@ def _parse_top(top: Node, file: Path) -> Scenario:
                 raise item.fail(f"unknown need {need!r}; known: {listing(KNOWN_NEEDS)}")
             needs.add(need)
     ctx = _Context(base_dir=file.parent, xfail=xfail is not None)
+    allow_alarms = (
+        _names(values["allow_alarms"], vocab.ALARMS, "alarm", ctx)
+        if "allow_alarms" in values
+        else ()
+    )
     setup = _parse_steps(values["setup"], ctx) if "setup" in values else []
     after_setup = ctx.branch()
     steps = _parse_steps(values["steps"], ctx)
@@ -1099,6 +1128,7 @@ def _parse_top(top: Node, file: Path) -> Scenario:
         setup=tuple(setup),
         xfail=xfail,
         trace_ms=trace_ms,
+        allow_alarms=tuple(allow_alarms),
     )
 
 

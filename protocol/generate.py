@@ -329,6 +329,7 @@ def table_text() -> str:
         ("LABEL_OPEN", _bytes_literal(schema.LABEL_OPEN)),
         ("LABEL_PUMP", _bytes_literal(schema.LABEL_PUMP)),
         ("LABEL_SESSION", _bytes_literal(schema.LABEL_SESSION)),
+        ("BOLUS_MAX_DURATION_S", schema.BOLUS_MAX_DURATION_S),
     ]
     lines += [f"{name} = {value}" for name, value in constants]
     lines.append("\n# error codes (NACK)")

@@ -115,6 +115,7 @@ ERRORS = (
     # PROGRAM/CONFIRM for another drug than the reservoir holds (detail:
     # 1 refill, 2 program, 3 the pending program named by REFILL differs)
     (43, "DRUG_MISMATCH"),
+    (48, "DURATION"),  # a duration above its documented maximum (detail = the maximum, min)
     (61, "PROVISIONED"),  # PROVISION on a pump that already has a key store
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
@@ -151,7 +152,14 @@ SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
 DRUG_MISMATCH = 43
+DURATION = 48
 PROVISIONED = 61
+
+# Durations on the wire and their maxima (SPEC 12, 6.3). A bolus runs at most a
+# day: its strokes are timed on the wrapping millisecond ticks (period 2**30
+# ms, intervals unambiguous below 2**29 ms = 6.2 days), and its hourly share
+# is checked against the governor's windows. Above: NACK DURATION.
+BOLUS_MAX_DURATION_S = 24 * 3600
 
 # The payload of every NACK (flags REPLY|ERROR), whatever the message id.
 NACK_FIELDS = (

@@ -6,7 +6,7 @@
 # descriptions) stays on the host, where its heap costs nothing.
 
 PROTOCOL_VERSION = 1
-FINGERPRINT = 0x8E636580
+FINGERPRINT = 0xA22FE0B4
 HEADER_FORMAT = "<BBHBB"
 HEADER_SIZE = 6
 CRC_SIZE = 4
@@ -39,6 +39,7 @@ KEYSTORE_SIZE = 72
 LABEL_OPEN = b"pump-auth-open"
 LABEL_PUMP = b"pump-auth-pump"
 LABEL_SESSION = b"pump-auth-session"
+BOLUS_MAX_DURATION_S = 86400
 
 # error codes (NACK)
 BAD_CRC = 1
@@ -73,6 +74,7 @@ SESSION_EXPIRED = 40
 NO_CHALLENGE = 41
 NO_KEY = 42
 DRUG_MISMATCH = 43
+DURATION = 48
 PROVISIONED = 61
 
 # message ids; <NAME>_REQUEST / _REPLY / _EVENT: struct formats

@@ -44,6 +44,12 @@ HEAP_SAMPLE_PASSES = 200
 # time (an 8 s watchdog made an idle day cost 21,600 wake-ups). The logic
 # that feeds it is the same; only the period differs.
 WATCHDOG_MS = const(60_000)
+# Free-running: the most device time may run past a deadline before the
+# board's loop gets there (the clock slips when the host falls behind).
+MAX_LATE_MS = const(250)
+# Lockstep under a flood: a pass that served bytes while more keep coming
+# costs the time those bytes take on a 115,200-baud line (10 bits a byte).
+LINE_BYTES_PER_S = const(11_520)
 RESET_CAUSE_POWER_ON = const(0)
 RESET_CAUSE_WATCHDOG = const(2)
 # The firmware's calibration of the virtual head, pL per step: the plant's
@@ -65,6 +71,11 @@ class VirtualClock:
         self._now_ms = 0  # device time since power-on; a host int, no wrap
         self._grant_end_ms = 0  # lockstep: time may run up to here
         self._host_start = time.ticks_ms()
+        # free-running: device time given up because the host was late (the
+        # clock slips rather than leaping past a deadline), and the latest
+        # device time the clock may show before the board idles again
+        self._slip_ms = 0
+        self._limit_ms = -1
         # fault TIMER_FAST: the ms timer runs tick_factor times fast from
         # device time _tick_base_ms, where it read _tick_base
         self.tick_factor = 1
@@ -105,8 +116,31 @@ class VirtualClock:
     def _follow_host(self):
         if self.mode == FREE_RUNNING:
             host = time.ticks_diff(time.ticks_ms(), self._host_start)
-            if host * self.speed > self._now_ms:
-                self._now_ms = host * self.speed
+            t = host * self.speed - self._slip_ms
+            limit = self._limit_ms
+            if 0 <= limit < t:
+                self._slip_ms += t - limit
+                t = limit
+            if t > self._now_ms:
+                self._now_ms = t
+
+    def limit(self, wait_ms, hold_ms=-1):
+        # Free-running: the board is about to wait wait_ms for its next
+        # deadline. However late the host wakes it (a busy or preempted host
+        # process), device time shows at most MAX_LATE_MS past that
+        # deadline: the virtual clock then runs slower than --speed, as a
+        # slow board would, instead of leaping over deadlines and the
+        # watchdog (a Pico's loop is never that late).
+        # hold_ms >= 0: device time stops there until the next idle (the
+        # end of an ADVANCE grant, so that its reply is exact).
+        self._follow_host()
+        limit = self._now_ms + wait_ms + MAX_LATE_MS
+        if 0 <= hold_ms < limit:
+            limit = hold_ms if hold_ms > self._now_ms else self._now_ms
+        self._limit_ms = limit
+
+    def grant_end_ms(self):
+        return self._grant_end_ms
 
     # --- lockstep -------------------------------------------------------------
     def grant(self, duration_ms):
@@ -136,6 +170,7 @@ class FdPort:
         # firmware when nobody reads (the bytes are dropped and counted).
         self.stream = open(fd, "r+b")
         self.hung_up = False
+        self.got = 0  # bytes read since the board last idled
 
     def readinto(self, buf):
         try:
@@ -144,6 +179,8 @@ class FdPort:
             # EIO: nobody holds the slave side. Nothing to read.
             self.hung_up = True
             return 0
+        if count:
+            self.got += count
         return count or 0
 
     def write(self, data):
@@ -189,6 +226,13 @@ class SimPressure:
 
     def read_x10(self):
         return self._plant.sensor_x10(self._clock.time_ms())
+
+    def stroke_end_x10(self):
+        # The reading held at the instant the last move ended (a sample and
+        # hold started by the move's end), however late the loop asks: in
+        # free-running time the loop wakes a host millisecond (speed x device
+        # ms) late, and the line relaxes in 8 ms.
+        return self._plant.stroke_end_x10(self._clock.time_ms())
 
 
 class SimBattery:
@@ -369,8 +413,7 @@ class SimBoard:
         # Powered off: only the rig lives. Bytes on the pump port go nowhere.
         while True:
             self.service()
-            while self.pump_port.readinto(drain):
-                pass
+            self.pump_port.readinto(drain)  # one slice a pass, as the link reads
             if self.powered or self.orphaned:
                 # the application boots next: that is the power-on reset
                 self._off_unseen = False
@@ -394,14 +437,35 @@ class SimBoard:
             if until < wait_ms:
                 wait_ms = until if until > 0 else 0
         if clock.mode == FREE_RUNNING:
+            hold = -1
+            if self.rig is not None and self.rig.advancing():
+                # wake at the end of the rig's ADVANCE, and hold time there
+                # until it is answered
+                hold = clock.grant_end_ms()
+                left = clock.granted_ms()
+                if left < wait_ms:
+                    wait_ms = left
+            clock.limit(wait_ms, hold)
             self._wait_io(wait_ms // clock.speed if wait_ms else 0)
             return
+        # Bytes that arrived while this pass served none are served at this
+        # instant, before time moves. Bytes still coming after a pass that
+        # served some (a flood: the link serves a bounded slice per pass)
+        # do not hold time back: the clock moves on by the time those bytes
+        # took on the line (LINE_BYTES_PER_S), as a real one would.
+        got = self.pump_port.got + self.rig_port.got
+        self.pump_port.got = 0
+        self.rig_port.got = 0
         left = clock.granted_ms()
         if left == 0:
             self._wait_io(-1)
             return
         if self._wait_io(0):
-            return
+            if not got:
+                return
+            line_ms = (got * 1000 + LINE_BYTES_PER_S - 1) // LINE_BYTES_PER_S
+            if line_ms < wait_ms:
+                wait_ms = line_ms
         clock.jump(wait_ms if wait_ms < left else left)
 
     def next_event_ms(self):

@@ -260,6 +260,8 @@ class PumpApp:
             self.therapy.stroke_started(kind, now)
         self._retry_kind = -1
         self.safety.before_stroke()
+        if not self.delivering():
+            return  # the checks before the stroke stopped delivery
         self.persist.stroke_begin(kind, self.clock.seconds())  # before: it may move
         self._stroke_kind = kind
         self.drive.start_stroke(now)
@@ -267,8 +269,18 @@ class PumpApp:
 
     def _on_stroke_end(self, now):
         kind = self._stroke_kind
+        aborted = self.drive.aborted
         volume = self.drive.finish_stroke()
         moved = self.drive.last_moved
+        if aborted:
+            # cut short by a fail-stop: what moved is counted, nothing judged
+            self.safety.stroke_aborted(now)
+            now_s = self.clock.seconds()
+            self.persist.stroke_end(kind, moved, volume, now_s)
+            if volume:
+                self._account(kind, volume, now_s)
+            self.schedule_stroke(now)
+            return
         action = self.safety.stroke_ended(moved, now)
         if action == alarmsmod.ENCODER_FAILURE:
             # the pressure shows the stroke happened; the encoder saw nothing:
@@ -364,6 +376,9 @@ class PumpApp:
         if self.therapy.bolus_kind != BOLUS_NONE:
             self.cancel_bolus()
         self.alarms.raise_alarm(alarm_id, lasting)
+        # the supervisor stops expecting strokes (a stroke cut short ends,
+        # and is counted, first: its end reschedules)
+        self.schedule_stroke(self.clock.ticks_ms())
 
     # --- boluses -----
     def start_bolus(self, kind, volume_nl, duration_ms):
@@ -546,6 +561,10 @@ class PumpApp:
         if not self._booting:
             self._announce_alarm(alarm_id, action)
             self._drive_annunciator()
+            if action == alarmsmod.ACTION_RAISED or action == alarmsmod.ACTION_CLEARED:
+                # delivery may have stopped or resumed: the stroke task and
+                # the supervisor's expectation follow the pump's state
+                self.schedule_stroke(self.clock.ticks_ms())
 
     def _announce_alarm(self, alarm_id, action):
         self.link.event(

@@ -18,7 +18,7 @@ from pump import auth, logcodes
 from pump import link as linkmod
 from pump import program as programmod
 from pump import therapy as therapymod
-from pump.version import FIRMWARE_VERSION
+from pump.version import FIRMWARE_VERSION, MICROPYTHON_VERSION
 
 DONE = linkmod.DONE
 
@@ -47,10 +47,6 @@ _PB_REFUSAL = {
     therapymod.PB_DAILY_MAX: t.DAILY_MAX,
     therapymod.PB_BUSY: t.BOLUS_ACTIVE,
 }
-
-
-# The interpreter this firmware runs on (HELLO): the image identifies itself.
-MICROPYTHON_VERSION = ("%d.%d.%d" % sys.implementation.version[:3]).encode()
 
 
 def release_library():
@@ -189,6 +185,10 @@ def handlers(app):
             return DONE
         if volume <= 0:
             link.nack(t.BAD_VALUE, 1)
+            return DONE
+        if duration_s > t.BOLUS_MAX_DURATION_S:
+            # its strokes are timed on wrapping ms ticks: a day at most
+            link.nack(t.DURATION, t.BOLUS_MAX_DURATION_S // 60)
             return DONE
         code, detail = dc.bolus_refusal(app, volume, duration_s, override)
         if code:
@@ -336,7 +336,10 @@ def handlers(app):
         if offset >= WEEK_S:  # local time repeats weekly: a week covers every offset
             link.nack(t.BAD_VALUE, 0)
             return DONE
-        app.therapy.clock_offset_s = offset
+        if not app.therapy.set_clock(offset, app.clock.seconds()):
+            # three changes within a day are still bounding the schedule
+            link.nack(t.BUSY, 0)
+            return DONE
         app.snapshot()  # durable before the entry that claims it
         app.log(logcodes.CLOCK_SET, offset, 0)
         app.replan()

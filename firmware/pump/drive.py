@@ -32,6 +32,9 @@ class Drive:
         self._remainder_pl = 0
         self.last_moved = 0  # encoder steps of the last finished stroke
         self.strokes = 0
+        # the stroke in progress was cut short by abort(): its end still
+        # counts what the encoder saw, but it is no evidence of a fault
+        self.aborted = False
 
     def nominal_stroke_nl(self):
         return STROKE_STEPS * self.pl_per_step // 1000
@@ -40,6 +43,7 @@ class Drive:
         self._encoder_at_start = self.encoder.count()
         self.stroke_started_ms = now_ticks
         self.in_stroke = True
+        self.aborted = False
         self.motor.start(STROKE_STEPS)
 
     def finish_stroke(self):
@@ -63,6 +67,11 @@ class Drive:
         return whole_nl
 
     def abort(self):
-        # Fail-stop: motor off first, whatever else happens next.
+        # Fail-stop: motor off first, whatever else happens next. A stroke
+        # in progress stays open until finish_stroke(): the steps it made
+        # before the stop moved drug and are counted, and the encoder
+        # between strokes starts after them (else an aborted stroke's steps
+        # would look like a runaway).
         self.motor.stop()
-        self.in_stroke = False
+        if self.in_stroke:
+            self.aborted = True

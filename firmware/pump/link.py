@@ -22,6 +22,14 @@ _SLOT_EMPTY = 0
 _SLOT_PENDING = 1
 _SLOT_DONE = 2
 
+# Link work per main-loop pass: at most RX_BUDGET bytes are read, and no
+# further read starts once FRAME_BUDGET frames were handled. A flood on a
+# port then costs each pass a bounded slice of time; the scheduler (strokes,
+# monitors, the watchdog feed) runs between slices. `more` says the budget
+# ran out: the port may hold more, the loop must not sleep on it.
+RX_BUDGET = 128
+FRAME_BUDGET = 4
+
 # Cached replies kept per link. The bench has one request in flight per port,
 # so a handful covers reordered retransmissions with room to spare.
 REPLY_CACHE_SLOTS = 4
@@ -77,22 +85,29 @@ class Link:
         self._current = None  # the cache slot of the request being handled
         self._event_seq = 0
         self.counters = [0] * N_COUNTERS
+        self.more = False
 
     # --- receive -------------------------------------------------------
     def service(self):
-        # Reads whatever the port has and handles every completed frame.
-        # Returns the number of bytes read (0 when the port was idle).
+        # Reads what the port has, within the pass's budget, and handles
+        # every completed frame. Returns the number of bytes read (0 when
+        # the port was idle).
         total = 0
+        frames = 0
         rx = self._rx
-        while True:
+        while total < RX_BUDGET and frames < FRAME_BUDGET:
             count = self._port.readinto(rx)
             if not count:
+                self.more = False
                 return total
             total += count
             for i in range(count):
                 result = self._reader.feed(rx[i])
                 if result != NOTHING:
+                    frames += 1
                     self._frame_done(result)
+        self.more = True
+        return total
 
     def _frame_done(self, result):
         reader = self._reader

@@ -85,10 +85,14 @@ class Safety:
         reading = self._read()
         self._before = reading
         self._check_idle_encoder()
+        # The battery is sampled before every stroke too (the motor is idle:
+        # no load dip), so that at high rates end of service stops delivery
+        # within a few strokes, not minutes later at the monitor's pace.
+        self._sample_battery()
 
     def stroke_ended(self, moved, now):
         # Returns the StrokeCheck action (OK, RETRY, SHORT or an alarm id).
-        self._peak = self._read()
+        self._peak = self._read(True)
         # The pressure witnesses a stroke the encoder missed only while the
         # sensor is plausible and the line answers strokes normally; else a
         # zero count is ENCODER_FAILURE (counted, stopped), never a retry.
@@ -103,6 +107,11 @@ class Safety:
         elif action > 0:
             self._edge("stroke", action)
         return action
+
+    def stroke_aborted(self, now):
+        # A stroke cut short by a fail-stop: its steps are not idle motion.
+        self._encoder_idle = self.encoder.count()
+        self.supervisor.checkin(self._watch_stroke, now)
 
     def set_stroke_period(self, period_ms, now):
         # 0 while nothing is scheduled; the supervisor then stops watching.
@@ -129,14 +138,19 @@ class Safety:
             self._edge("disconnect", self.leak.on_level(reading))
         if not app.drive.in_stroke:
             self._check_idle_encoder()
+        now_s = self._sample_battery()
+        if now_s - self._last_self_test_s >= SELF_TEST_S:
+            self._last_self_test_s = now_s
+            self.self_test()
+
+    def _sample_battery(self):
+        app = self.app
         mv = self.battery_sensor.read_mv()
         app.battery_mv = mv
         now_s = app.clock.seconds()
         self._edge("battery", self.battery.on_sample(mv, now_s))
         app.eos_days = self.battery.eos_days_left(now_s)
-        if now_s - self._last_self_test_s >= SELF_TEST_S:
-            self._last_self_test_s = now_s
-            self.self_test()
+        return now_s
 
     def self_test(self):
         app = self.app
@@ -162,8 +176,10 @@ class Safety:
         self._edge("idle", self.strokes.on_idle(delta))
 
     # --- sensor -----
-    def _read(self):
-        reading = self.pressure.read_x10()
+    def _read(self, stroke_end=False):
+        # stroke_end: the reading the HAL held when the move ended, so the
+        # stroke response never depends on how late the loop got there.
+        reading = self.pressure.stroke_end_x10() if stroke_end else self.pressure.read_x10()
         self.app.pressure_x10 = reading
         self._edge("sensor", self.sensor.on_sample(reading))
         return reading

@@ -29,6 +29,14 @@ BOLUS_NAMES = ("NONE", "CLINICIAN", "PRIMING", "BRIDGE", "PATIENT")
 # Fastest bolus: a 200 nL stroke every 250 ms = 2.9 mL/h. A bolus never
 # runs the motor continuously; each stroke is bounded and checked.
 MIN_BOLUS_INTERVAL_MS = 250
+# A clock change (SET_CLOCK) and the flex schedule (SPEC 11.5): for this
+# long after an offset stops being current, the basal rate is the lowest the
+# schedule gives under it and under the current offset, so that no window up
+# to the governor's longest (24 h 15 min) holds more than the checked worst
+# case of either clock. Up to HELD_OFFSETS earlier offsets are held; a change
+# when all are still held is refused.
+CLOCK_HOLD_S = 24 * 3600 + 900
+HELD_OFFSETS = 3
 # Patient boluses remembered for the daily maximum (the schema allows at
 # most 48 a day; the ring holds one day's worth at that maximum).
 PB_HISTORY = 48
@@ -49,6 +57,10 @@ class Therapy:
         self.path = None  # the drug path (pump/path.py), set by the app
         self.running = False  # START/STOP; also false after a fail-stop
         self.clock_offset_s = 0  # device seconds -> local time (0: Monday 00:00)
+        # earlier offsets still binding after a clock change, and the device
+        # second each one stops binding (0: the slot is free)
+        self.held_offset_s = [0] * HELD_OFFSETS
+        self.held_until_s = [0] * HELD_OFFSETS
         # basal: Bresenham over the stroke interval, all small integers
         self.rate_nl_day = 0
         self._interval_ms = 0
@@ -78,19 +90,59 @@ class Therapy:
     def weekday(self, now_s):
         return ((now_s + self.clock_offset_s) // DAY_S) % 7
 
-    def seconds_to_next_change(self, now_s):
-        # Device seconds until the flex rate may change (next step start or
-        # local midnight); a full day when the program has no steps.
-        minute = self.local_minute(now_s)
+    def set_clock(self, offset_s, now_s):
+        # A new local-time offset. The one it replaces stays binding for
+        # CLOCK_HOLD_S. False (nothing changed) when every slot still holds
+        # an offset: too many changes within a day.
+        if offset_s == self.clock_offset_s:
+            return True
+        free = -1
+        for i in range(HELD_OFFSETS):
+            if self.held_until_s[i] <= now_s:
+                free = i
+        if free < 0:
+            return False
+        self.held_offset_s[free] = self.clock_offset_s
+        self.held_until_s[free] = now_s + CLOCK_HOLD_S
+        self.clock_offset_s = offset_s
+        return True
+
+    def _seconds_to_change(self, offset_s, now_s):
+        local = now_s + offset_s
+        minute = (local // 60) % MINUTES_PER_DAY
         following = self.program.next_change_minute(minute)
-        second_of_minute = (now_s + self.clock_offset_s) % 60
-        return (following - minute) * 60 - second_of_minute
+        return (following - minute) * 60 - local % 60
+
+    def seconds_to_next_change(self, now_s):
+        # Device seconds until the flex rate may change (a step start or
+        # local midnight under any binding offset, or a hold ending); a full
+        # day when the program has no steps.
+        wait = self._seconds_to_change(self.clock_offset_s, now_s)
+        for i in range(HELD_OFFSETS):
+            left = self.held_until_s[i] - now_s
+            if left > 0:
+                if left < wait:
+                    wait = left
+                other = self._seconds_to_change(self.held_offset_s[i], now_s)
+                if other < wait:
+                    wait = other
+        return wait
 
     # --- basal -----
+    def _rate_with(self, offset_s, now_s):
+        local = now_s + offset_s
+        return self.program.rate_at((local // 60) % MINUTES_PER_DAY, (local // DAY_S) % 7)
+
     def basal_rate(self, now_s):
         if not self.running:
             return 0
-        return self.at_tip(self.program.rate_at(self.local_minute(now_s), self.weekday(now_s)))
+        rate = self._rate_with(self.clock_offset_s, now_s)
+        for i in range(HELD_OFFSETS):
+            if self.held_until_s[i] > now_s:
+                held = self._rate_with(self.held_offset_s[i], now_s)
+                if held < rate:
+                    rate = held
+        return self.at_tip(rate)
 
     def at_tip(self, rate):
         # The bridge (SPEC 22.3): while another concentration of the
@@ -133,6 +185,14 @@ class Therapy:
         self.basal_next = due if ticks_diff(due, now_ticks) > 0 else now_ticks
 
     def _after_basal_stroke(self, started_ticks):
+        # The cadence follows the schedule, not the loop: a stroke the loop
+        # started late (a busy pass, a slow host) does not push every later
+        # one back, which would under-deliver by the lateness at each
+        # stroke. A stroke later than a whole interval (delivery was held)
+        # restarts the cadence from now: missed strokes are never rushed.
+        late = ticks_diff(started_ticks, self.basal_next)
+        if 0 <= late < self._interval_ms:
+            started_ticks = self.basal_next
         self._last_basal = started_ticks
         step = self._interval_ms
         self._err += self._interval_rem

@@ -170,6 +170,12 @@ class Plant:
         self._onset = [0] * FAULT_COUNT
         self._next_onset = -1
         self._stuck_x10 = 0
+        # The sensor's sample-and-hold at the end of a move (the board's
+        # move-done interrupt starts a conversion): device time it is due
+        # (-1: none), and the reading it held.
+        self._latch_at = -1
+        self.latched_x10 = 0
+        self.latched = False
         # the line: excess pressure E at time _t, inflow _q until _q_end
         self._t = 0
         self._e = 0.0
@@ -236,6 +242,8 @@ class Plant:
         # counts them at once; their volume flows into the line over their
         # duration (STROKE_MS per STROKE_STEPS).
         self.update(now)
+        self.latched = False  # a new move: what was held is stale
+        self._latch_at = -1
         active = self._active
         if active[FAULT_STALL]:
             return 0
@@ -272,6 +280,7 @@ class Plant:
                 end = self._q_end
         self._q = (volume + left) / (end - now)
         self._q_end = end
+        self._latch_at = now + duration
         return steps
 
     # --- the line -------------------------------------------------------------------
@@ -283,11 +292,23 @@ class Plant:
             for f in range(1, FAULT_COUNT):
                 if self._pending[f] and (fault == 0 or self._onset[f] < self._onset[fault]):
                     fault = f
+            if 0 <= self._latch_at <= self._onset[fault]:
+                self._take_latch()
             self._settle(self._onset[fault])
             self._pending[fault] = _OFF
             self._activate(fault, self._pending_param[fault], self._onset[fault])
             self._find_next_onset()
+        if 0 <= self._latch_at <= now:
+            self._take_latch()
         self._settle(now)
+
+    def _take_latch(self):
+        # The reading at the instant the move ended, whenever it is asked for.
+        t = self._latch_at
+        self._latch_at = -1
+        self._settle(t)
+        self.latched_x10 = self._sensor_at(t)
+        self.latched = True
 
     def _settle(self, t):
         # Closed-form evolution of E from _t to t: with inflow up to _q_end,
@@ -495,9 +516,21 @@ class Plant:
         # What the sensor reports now (0.1 mmHg): it converts once a ms, so
         # every read within a ms returns the same value.
         self.update(now)
+        return self._sensor_at(now)
+
+    def _sensor_at(self, t):
         if self._active[FAULT_SENSOR_STUCK]:
             return self._stuck_x10
-        return self._read_x10(now)
+        return self._read_x10(t)
+
+    def stroke_end_x10(self, now):
+        # What the sensor held at the end of the last move, if that move has
+        # ended and nothing was held since; else the reading now.
+        self.update(now)
+        if self.latched:
+            self.latched = False
+            return self.latched_x10
+        return self._sensor_at(now)
 
     def _read_x10(self, t):
         value = self.reference_x1000(t) + 50

@@ -125,6 +125,10 @@ class VirtualRig:
         }
         self.link = linkmod.Link(board.rig_port, t.RIG_REQUESTS, handlers)
 
+    def advancing(self):
+        # An ADVANCE is waiting for its grant to run out.
+        return self._advance_token is not None
+
     def next_sample_ms(self):
         return self.trace.next_ms
 

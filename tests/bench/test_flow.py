@@ -126,3 +126,12 @@ def test_a_timed_bolus_is_spread_over_its_duration() -> None:
     line.bolus(0, 100_000, duration_ms=600_000)
     assert line.volume_at(180_000) == pytest.approx(30_000)
     assert line.volume_at(3_600_000) == pytest.approx(100_000)
+
+
+def test_samples_read_late_are_put_back_on_the_grid() -> None:
+    from bench.flow import on_grid
+
+    # on the grid already (lockstep): unchanged
+    assert on_grid([0, 10, 20], [0, 5, 9], 10) == [0, 5, 9]
+    # read late: a steady 1 nL/ms line, sampled at 0, 12, 23, 31
+    assert on_grid([0, 12, 23, 31], [0, 12, 23, 31], 10) == [0, 10, 20, 30]

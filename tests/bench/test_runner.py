@@ -219,3 +219,52 @@ def test_every_step_kind_runs_on_a_virtual_board(tmp_path: Path) -> None:
     kinds = {a.kind for a in record.annotations}
     assert {"bolus", "power_off", "boot", "fault", "fault_cleared", "mark", "alarm"} <= kinds
     assert len(record.samples) > 5
+
+
+# --- the bench-wide check: unexpected resets and alarms ------------------------------------
+
+ERI_UNNAMED = """seed: 3
+setup:
+  - refill: {volume: 20 mL}
+  - program: {drug: none, concentration: 0 ug/mL, mode: continuous, rate: 1 mL/day, confirm: true}
+steps:
+  - inject_fault: {fault: BATTERY, param: 2550}
+  - advance: {duration: 30min}
+  - expect_state: {state: RUNNING}
+"""
+
+
+def test_an_alarm_the_scenario_does_not_name_fails_it(tmp_path: Path) -> None:
+    # every step passes; the pump raised an alarm nobody expected
+    record = run_scenario(load_scenario(scenario(tmp_path, "eri", ERI_UNNAMED)), SimTarget())
+    assert record.outcome is Outcome.FAIL, record.problems
+    assert any("unexpected: alarm BATTERY_ERI raised at" in p for p in record.problems)
+
+
+def test_an_alarm_named_or_allowed_passes(tmp_path: Path) -> None:
+    named = ERI_UNNAMED + "  - expect_alarm: {alarm: BATTERY_ERI}\n"
+    allowed = "allow_alarms: [BATTERY_ERI]\n" + ERI_UNNAMED
+    for name, body in (("named", named), ("allowed", allowed)):
+        record = run_scenario(load_scenario(scenario(tmp_path, name, body)), SimTarget())
+        assert record.outcome is Outcome.PASS, record.problems
+
+
+def test_a_reset_no_step_asked_for_fails_the_scenario(tmp_path: Path) -> None:
+    from bench.executor import Executor
+    from bench.report import ScenarioRecord
+    from protocol import codec
+
+    loaded = load_scenario(scenario(tmp_path, "quiet", PASSES))
+    record = ScenarioRecord(
+        id="quiet", title="quiet", file="quiet.yaml", requirements=[], seed=None
+    )
+    executor = Executor(loaded, record, pump=None, rig=None)  # type: ignore[arg-type]
+    asked = codec.Frame(0x80, "BOOT", 2, 4, {"device_time_ms": 5, "reset_cause": 3})
+    watchdog = codec.Frame(0x80, "BOOT", 3, 4, {"device_time_ms": 9, "reset_cause": 2})
+    alarm = {"device_time_ms": 9, "alarm": vocab.ALARMS["WATCHDOG_RESET"], "action": 1}
+    executor.events = [asked, watchdog, codec.Frame(0x81, "ALARM", 4, 4, alarm)]
+    executor.expected_boots.add(id(asked))
+    assert executor.unexpected() == [
+        "reset (BOOT WATCHDOG) at 9 ms",
+        "alarm WATCHDOG_RESET raised at 9 ms",
+    ]

@@ -600,6 +600,12 @@ def test_firmware_version_constant_matches() -> None:
     assert os.path.exists(ROOT / "firmware" / "board_config.py")
 
 
+def test_one_version_string_names_the_bench_package_and_the_firmware() -> None:
+    from bench.report import bench_version
+
+    assert bench_version() == flash.firmware_version()
+
+
 def test_a_frozen_image_searches_its_own_modules_before_the_filesystem() -> None:
     # MicroPython's default path on a Pico; stale .mpy files from an earlier
     # make flash live in "" and must not shadow the frozen pump.

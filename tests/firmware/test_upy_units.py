@@ -23,3 +23,8 @@ def test_hmac_and_session_rules_match_rfc4231_and_the_host() -> None:
 
 def test_scheduler_and_wrapping_ticks() -> None:
     assert upy.run("check_scheduler.py") == {"ok": True}
+
+
+def test_link_work_per_pass_is_bounded_under_a_flood() -> None:
+    result = upy.run("check_link_budget.py")
+    assert 0 < result["bytes"] <= 128 and result["frames"] > 0
