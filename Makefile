@@ -18,7 +18,7 @@ UF2 ?=
 FIRMWARE_BOARD ?= RPI_PICO
 MICROPYTHON_SRC ?=
 
-.PHONY: firmware venv run test sim bench lint typecheck mpy vectors pytest flash clean help
+.PHONY: firmware venv run test sim bench lint typecheck mpy vectors pytest flash pico clean help
 
 help:
 	@echo "make run        run the standard scenario suite on a virtual board, write $(REPORT)"
@@ -26,6 +26,7 @@ help:
 	@echo "make sim        start a virtual board for a person (prints its ports)"
 	@echo "make bench      benchmarks that print figures"
 	@echo "make flash PORT=/dev/ttyACM0 KEYS=FILE   compile, copy to a Pico, provision keys, check"
+	@echo "make pico       install the emulated Pico (npm ci in pico/; needs Node.js)"
 	@echo "make firmware MICROPYTHON_SRC=PATH   the pump frozen into its own UF2 (build/firmware/)"
 	@echo "make venv       create or update .venv (what every target does first)"
 	@echo "make lint | typecheck | mpy | vectors | clean"
@@ -48,8 +49,17 @@ run: $(STAMP)
 
 test: lint mpy typecheck pytest
 
-pytest: $(STAMP)
+pytest: $(STAMP) pico
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The emulated Pico (pico/README.md): rp2040js exactly as pico/package-lock.json
+# pins it. Without Node.js this says so and the emulated-Pico tests skip.
+PICO_STAMP := pico/node_modules/.installed
+pico: $(PICO_STAMP)
+$(PICO_STAMP): pico/package.json pico/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd pico && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "make pico: npm not found (Debian: apt-get install nodejs npm): the emulated-Pico tests will skip"; fi
 
 sim: $(STAMP)
 	$(BIN)/pumpbench sim

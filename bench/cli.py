@@ -254,6 +254,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     """Starts a virtual board for a person and keeps it until Ctrl-C or SIGTERM."""
     with tempfile.TemporaryDirectory(prefix="pumpbench-sim-") as scratch:
         keys, key_file = _sim_keys(args.key_file, Path(scratch))
+        if args.board == "pico":
+            from bench import pico
+
+            return pico.run_sim(args, keys, key_file)
         return _run_sim(args, keys, key_file)
 
 
@@ -554,7 +558,7 @@ _CRC_CODES = {"PROGRAM_PENDING", "PROGRAM_ACTIVE", "PROGRAM_ABANDONED"}
 
 def cmd_log(args: argparse.Namespace) -> int:
     with _pump_url(args) as url, _pump(args, url) as pump:
-        entries = pump.log(args.start, args.count)
+        entries = pump.log(args.start, args.count, access=args.access)
     rows = [
         (
             str(e["index"]),
@@ -565,7 +569,8 @@ def cmd_log(args: argparse.Namespace) -> int:
         )
         for e in entries
     ]
-    print(f"{url}: {len(entries)} log entries")
+    which = "access-log" if args.access else "log"
+    print(f"{url}: {len(entries)} {which} entries")
     for line in _table(("index", "device time", "event", "a", "b"), rows):
         print(line)
     return EXIT_OK
@@ -754,6 +759,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="provision these keys (made if FILE does not exist; default: fresh, temporary)",
     )
+    sim.add_argument(
+        "--board",
+        choices=["virtual", "pico"],
+        default="virtual",
+        help="virtual: the unix-port board (default); pico: the emulated Pico, stock "
+        "MicroPython on rp2040js (pico/README.md)",
+    )
+    sim.add_argument(
+        "--pico-mode",
+        choices=["realtime", "fast"],
+        default="realtime",
+        help="--board pico: emulated time kept to wall time (default; mpremote, a person) "
+        "or idle time skipped",
+    )
+    sim.add_argument(
+        "--pico-flash",
+        type=Path,
+        metavar="FILE",
+        help="--board pico: the board's flash array, kept in FILE across runs",
+    )
+    sim.add_argument(
+        "--stock",
+        action="store_true",
+        help="--board pico: stock MicroPython with an empty filesystem (for make flash)",
+    )
     _add_firmware_option(sim)
     sim.set_defaults(func=cmd_sim)
 
@@ -905,6 +935,11 @@ def _add_therapy_commands(commands: Any) -> None:
     log = commands.add_parser("log", help="the pump's event log")
     log.add_argument("--start", type=_count, default=0, metavar="N", help="first index")
     log.add_argument("--count", type=_count, metavar="N", help="entries (default: all)")
+    log.add_argument(
+        "--access",
+        action="store_true",
+        help="the access log (sessions, refusals and their tallies) instead of the therapy history",
+    )
     _add_board_choice(log)
     log.set_defaults(func=cmd_log)
 

@@ -4,7 +4,9 @@ Every call has a deadline. A request that gets no reply in time is sent
 again *unchanged* (same sequence number), so the device answers it from its
 reply cache instead of executing it twice; link-level NACKs (BAD_CRC, ...)
 are retransmitted the same way. A NACK that refuses the request itself is
-raised as :class:`PumpRefused` and never retried.
+raised as :class:`PumpRefused` and never retried. A therapy-changing request
+carries a request id, the same in every copy and every session, and the pump
+runs it at most once whatever happens to its reply cache (SPEC section 23).
 
 Units are the wire's, in integers: volumes nL, rates nL/day, concentrations
 ug/mL, doses ng, times s (ms where the field says so). Converting from and
@@ -21,6 +23,8 @@ import time
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import construct
 
 from bench import keys as keysmod
 from bench.errors import BenchError, PumpRefused
@@ -46,6 +50,20 @@ POWER_ON = 1
 POWER_CUT_AFTER_BYTES = 2
 POWER_CUT_IN_MS = 3
 FAULT_RUNAWAY = 1  # param: extra steps per commanded step
+
+# Read-only requests whose reply the bench takes as proof: sent in the
+# session when the client has a key, so that the reply is signed (SPEC 21.6).
+SIGNED_READS = ("GET_PROGRAM", "OUTCOME")
+
+
+class UntrustedReply(BenchError):
+    """An answer to a signed request that the pump did not sign (SPEC 21.6)."""
+
+
+# OUTCOME states (SPEC section 23)
+OUTCOME_NEW = 0
+OUTCOME_IN_DOUBT = 1
+OUTCOME_DONE = 2
 
 # STATUS and REFILL report "never" as all ones in an unsigned field (-1 in a
 # signed one): a refill date when nothing is consumed, a time to empty at 0.
@@ -88,6 +106,19 @@ PLANT_NOMINAL = {
     "resistance_pct": 100,
     "noise_x10": 5,
     "csf_x10": 74,
+}
+
+# LINE (docs/plant.md section 1): the historic lumped line, no air, no
+# inertance, occlusions at the tip, sea level, a quiet patient.
+LINE_NOMINAL = {
+    "material": 0,
+    "modulus_kpa": 0,
+    "air_nl": 0,
+    "air_dissolve_s": 0,
+    "inertance": 0,
+    "occlusion_site": 0,
+    "ambient_x10": 0,
+    "daily_life": 0,
 }
 
 
@@ -219,8 +250,10 @@ class Client:
         timeout_s: float | None = None,
         seq: int | None = None,
         signer: codec.Signer | None = None,
+        verify: Callable[[codec.Frame], None] | None = None,
     ) -> dict[str, Any]:
-        """Sends one request and returns the reply fields (``signer``: authenticated)."""
+        """Sends one request and returns the reply fields (``signer``: authenticated;
+        ``verify`` raises on a reply it does not trust, SPEC 21.6)."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         seq = self.next_seq() if seq is None else seq
         wire = codec.encode(name, seq, fields, signer=signer)
@@ -229,7 +262,6 @@ class Client:
         try:
             for attempt in range(tries):
                 if attempt:
-                    self._before_resending(name, attempt)
                     self.retransmissions += 1
                 self.transport.send(wire)
                 frame = self.transport.wait_reply(seq, timeout)
@@ -240,6 +272,8 @@ class Client:
                     # perhaps): resend it unchanged.
                     self.transport.expect(seq)
                     continue
+                if verify is not None:
+                    verify(frame)
                 if frame.name != name:
                     raise BenchError(
                         f"{self.url}: reply to {name} (seq {seq}) came back as {frame.name}"
@@ -252,9 +286,6 @@ class Client:
         raise BenchError(
             f"{self.url}: no reply to {name} (seq {seq}) within {timeout:g} s, {tries} tries"
         )
-
-    def _before_resending(self, name: str, attempt: int) -> None:
-        """Before retransmission ``attempt``: raises rather than resend what could run twice."""
 
     def wait_event(
         self,
@@ -337,7 +368,8 @@ class PumpClient(Client):
         self.role = role
         self.session: auth.Session | None = None
         self.sessions_opened = 0
-        self._session_boot = -1  # the pump's boot count when the session opened
+        self.last_request_id = b""  # of the last therapy-changing request
+        self.untrusted_replies = 0  # unsigned or badly signed answers refused
 
     def request(
         self,
@@ -347,47 +379,173 @@ class PumpClient(Client):
         timeout_s: float | None = None,
         seq: int | None = None,
         signer: codec.Signer | None = None,
+        verify: Callable[[codec.Frame], None] | None = None,
     ) -> dict[str, Any]:
+        if verify is not None:  # the caller checks the reply itself
+            return super().request(
+                name, fields, timeout_s=timeout_s, seq=seq, signer=signer, verify=verify
+            )
         needed = schema.required_role(name)
+        if signer is None and self.role and name in SIGNED_READS:
+            # a read the bench takes as proof: in the session, signed both ways
+            return self._in_session(name, fields, timeout_s, seq, None)
         if signer is not None or needed == schema.ROLE_READ_ONLY or not self.role:
             return super().request(name, fields, timeout_s=timeout_s, seq=seq, signer=signer)
-        session = self.session or self.open_session()
-        sent = self.retransmissions
+        if name in schema.ONCE_EXCEPT:
+            return self._in_session(name, fields, timeout_s, seq, None)
+        return self.request_once(name, fields, auth.new_request_id(), timeout_s=timeout_s)
+
+    def request_once(
+        self,
+        name: str,
+        fields: dict[str, Any] | None,
+        request_id: bytes,
+        *,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """A therapy-changing request under ``request_id`` (SPEC section 23): it runs once.
+
+        Every copy carries the same id, in whatever session: the pump runs the
+        first and answers the others with its journalled reply. When no reply
+        came at all, the pump is asked for the outcome of the id before
+        anything else; the request goes out again only if it never ran.
+        """
+        self.last_request_id = request_id
         try:
-            return super().request(name, fields, timeout_s=timeout_s, seq=seq, signer=session.sign)
+            return self._in_session(name, fields, timeout_s, None, request_id)
         except PumpRefused as refused:
-            lost = refused.code in (schema.AUTH_REQUIRED, schema.SESSION_EXPIRED)
-            if not lost or seq is not None:
+            if refused.code == schema.IN_DOUBT:
+                raise self._in_doubt(name) from None
+            raise
+        except UntrustedReply:
+            # Not the pump's word (SPEC 21.6): ask it, signed, what it did.
+            pass
+        except BenchError as lost:
+            if "no reply" not in str(lost):
                 raise
-            if self.retransmissions != sent:
-                self._check_not_rebooted(name)
-        # The pump no longer has the session (it idled out, or the pump
-        # rebooted) and nothing ran: a new session, and the request once more.
-        self.session = None
-        session = self.open_session()
-        return super().request(name, fields, timeout_s=timeout_s, signer=session.sign)
+        # No reply to any copy, or none to trust: did one of them run?
+        state, reply = self.outcome(self.role, request_id)
+        if state == OUTCOME_DONE and reply is not None:
+            return self._replayed(name, reply)
+        if state == OUTCOME_IN_DOUBT:
+            raise self._in_doubt(name)
+        # It never ran: the same request, under the same id, once more.
+        return self._in_session(name, fields, timeout_s, None, request_id)
 
-    def _before_resending(self, name: str, attempt: int) -> None:
-        # SPEC 7: the reply cache is lost at every boot, so after a reboot a
-        # copy of a change would not be answered from it. Before the same
-        # bytes go out again, the boot count must still be the session's.
-        # Once per request: every STATUS takes one of the pump's 4 cache
-        # slots, and the first copy's slot must survive. A reboot after this
-        # look also ends the session, and the pump refuses the copy (above).
-        if attempt == 1 and schema.required_role(name) and self._session_boot >= 0:
-            self._check_not_rebooted(name)
+    def _in_session(
+        self,
+        name: str,
+        fields: dict[str, Any] | None,
+        timeout_s: float | None,
+        seq: int | None,
+        request_id: bytes | None,
+    ) -> dict[str, Any]:
+        # Signed in our session (opened on first need); once more in a new
+        # one if the pump lost it (idled out, rebooted). A therapy request is
+        # safe to send again under its id; AUTH_CLOSE changes nothing.
+        for attempt in range(2):
+            session = self.session or self.open_session()
+            try:
+                return self._signed(name, fields, timeout_s, seq, session, request_id)
+            except PumpRefused as refused:
+                lost = refused.code in (schema.AUTH_REQUIRED, schema.SESSION_EXPIRED)
+                if not lost or seq is not None or attempt:
+                    raise
+            self.session = None
+        raise AssertionError("unreachable")
 
-    def _check_not_rebooted(self, name: str) -> None:
-        # A request sent more than once and refused for a lost session: an
-        # earlier copy may have run, unless the pump kept its reply cache,
-        # which answers every copy of an executed request. The cache lives
-        # until the next boot, so the boot count decides.
-        if self.request("STATUS")["boot_count"] != self._session_boot:
+    def _signed(
+        self,
+        name: str,
+        fields: dict[str, Any] | None,
+        timeout_s: float | None,
+        seq: int | None,
+        session: auth.Session,
+        request_id: bytes | None,
+    ) -> dict[str, Any]:
+        # One request signed in ``session``; its reply must be signed over it.
+        sent: list[bytes] = []
+
+        def sign(covered: bytes) -> bytes:
+            trailer = session.sign(covered, request_id)
+            sent.append(trailer[schema.REQUEST_ID_SIZE :])  # its counter and MAC
+            return trailer
+
+        def verify(frame: codec.Frame) -> None:
+            self._verify_reply(name, frame, session, sent[-1])
+
+        return super().request(
+            name, fields, timeout_s=timeout_s, seq=seq, signer=sign, verify=verify
+        )
+
+    def _verify_reply(
+        self, name: str, frame: codec.Frame, session: auth.Session, request_tag: bytes
+    ) -> None:
+        # SPEC 21.6: the reply to a signed request is signed over it; the
+        # only unsigned answers taken are "no session" (the request is sent
+        # again under its id in a new one, which is harmless whoever said it).
+        if frame.is_signed:
+            assert frame.covered is not None and frame.mac is not None
+            expected = auth.reply_mac(session.key, frame.covered, request_tag)
+            if not hmac.compare_digest(expected, frame.mac):
+                self.untrusted_replies += 1
+                raise UntrustedReply(
+                    f"{self.url}: the reply to {name} has a wrong MAC: forged or meant for "
+                    "another request; refused"
+                )
+            return
+        if frame.is_nack and frame.fields["code"] in (
+            schema.AUTH_REQUIRED,
+            schema.SESSION_EXPIRED,
+        ):
+            return
+        self.untrusted_replies += 1
+        raise UntrustedReply(
+            f"{self.url}: the reply to {name} is not signed (a device in the link may have "
+            "made it); refused"
+        )
+
+    def _in_doubt(self, name: str) -> BenchError:
+        return BenchError(
+            f"{self.url}: {name} was interrupted by a pump reset before its outcome was "
+            "journalled (IN_DOUBT): it may have taken effect; read the state back (status, "
+            "log) and decide; do not send it again blindly"
+        )
+
+    def _replayed(self, name: str, reply: codec.Frame) -> dict[str, Any]:
+        if reply.name != name:
+            raise BenchError(f"{self.url}: the outcome of this {name} is a {reply.name} reply")
+        if reply.is_nack:
+            raise Refusal(self.url, name, reply.fields["code"], reply.fields["detail"])
+        return reply.fields
+
+    def outcome(self, role: int, request_id: bytes) -> tuple[int, codec.Frame | None]:
+        """OUTCOME: what the pump did with ``request_id`` of a ``role`` session.
+
+        -> (OUTCOME_NEW, None): it never ran; (OUTCOME_IN_DOUBT, None): a reset
+        came while it ran; (OUTCOME_DONE, reply): the reply it was given,
+        decoded as a frame (an ACK or a NACK).
+        """
+        got = self.request("OUTCOME", {"role": role, "request_id": request_id})  # signed
+        if got["state"] != OUTCOME_DONE:
+            return got["state"], None
+        msg = codec.MESSAGE_IDS.get(got["msg_id"])
+        if msg is None:
+            raise BenchError(f"{self.url}: OUTCOME names message {got['msg_id']:#x}")
+        payload = got["reply"][: got["size"]]
+        layout = codec.payload_struct(msg, got["flags"])
+        try:
+            values = layout.parse(payload)
+        except construct.ConstructError as exc:
             raise BenchError(
-                f"{self.url}: the pump rebooted while {name} was in flight: it may have "
-                "run before the reboot; read the state back (status, log) before sending "
-                "it again"
-            )
+                f"{self.url}: OUTCOME reply of {msg.name} unreadable ({exc})"
+            ) from None
+        fields = {
+            k: list(v) if isinstance(v, list) else v
+            for k, v in values.items()
+            if not k.startswith("_")
+        }
+        return OUTCOME_DONE, codec.Frame(msg.msg_id, msg.name, 0, got["flags"], fields)
 
     def open_session(self, role: int | None = None) -> auth.Session:
         """Challenge, proof, the pump's proof: a session of ``role`` (default: ours)."""
@@ -414,7 +572,6 @@ class PumpClient(Client):
             )
         self.session = auth.Session(role, auth.session_key(key, role, pump_nonce, client_nonce))
         self.sessions_opened += 1
-        self._session_boot = self.request("STATUS")["boot_count"]
         return self.session
 
     def provision(self, keys: keysmod.DeviceKeys) -> bool:
@@ -486,14 +643,17 @@ class PumpClient(Client):
             raise ValueError(f"PROGRAM fields: missing {missing}, unknown {unknown}")
         return self.request("PROGRAM", dict(fields))
 
-    def get_program(self, pending: bool = False) -> dict[str, Any]:
+    def get_program(self, pending: bool = False, *, signed: bool = True) -> dict[str, Any]:
         """The active program (or the pending one): ``crc`` plus every PROGRAM field.
 
         Reading the pending program back is how the bench proves the pump
         holds exactly what was sent before anyone confirms it. Without a
         pending program the pump refuses with NO_PENDING.
         """
-        return self.request("GET_PROGRAM", {"which": 1 if pending else 0})
+        fields = {"which": 1 if pending else 0}
+        if not signed:  # a plain read: its reply proves nothing (SPEC 21.6)
+            return Client.request(self, "GET_PROGRAM", fields)
+        return self.request("GET_PROGRAM", fields)
 
     def confirm(self, crc: int) -> int:
         """Makes the pending program active if ``crc`` is its CRC; returns the CRC.
@@ -620,10 +780,15 @@ class PumpClient(Client):
 
     # --- log, alarms, clock ---------------------------------------------------------
 
-    def log(self, start: int = 0, count: int | None = None) -> list[dict[str, Any]]:
+    def log(
+        self, start: int = 0, count: int | None = None, *, access: bool = False
+    ) -> list[dict[str, Any]]:
         """Event-log entries from index ``start``, ``count`` of them (None: to the end).
 
-        Pages through GET_LOG (LOG_PAGE entries a reply). Each entry has
+        ``access``: the access log instead of the therapy history: sessions
+        and refusals (schema ACCESS_LOG_CODES), whose PB_REFUSED and
+        AUTH_REFUSED entries carry the refusals ever in ``b`` (SPEC 15).
+        Pages through GET_LOG or GET_ACCESS_LOG (LOG_PAGE entries a reply). Each entry has
         ``index``, ``time_s`` (device seconds), ``code``, ``name``
         (schema LOG_CODES) and the arguments ``a`` and ``b`` as the schema
         describes them (a CRC arrives as a signed 32-bit ``a``: mask it).
@@ -632,7 +797,9 @@ class PumpClient(Client):
         index = start
         while count is None or len(entries) < count:
             want = LOG_PAGE if count is None else min(LOG_PAGE, count - len(entries))
-            page = self.request("GET_LOG", {"start": index, "count": want})
+            page = self.request(
+                "GET_ACCESS_LOG" if access else "GET_LOG", {"start": index, "count": want}
+            )
             got = page["count"]
             for i in range(got):
                 entries.append(
@@ -732,6 +899,18 @@ class RigClient(Client):
         if unknown:
             raise ValueError(f"no PLANT field {', '.join(sorted(unknown))}")
         self.request("PLANT", {**PLANT_NOMINAL, **fields})
+
+    def line(self, **fields: int) -> None:
+        """Sets the line (rig LINE, docs/plant.md section 1): material (1
+        silicone, 2 polyurethane, 3 braided; 0 keeps PLANT's compliance),
+        modulus_kpa, air_nl, air_dissolve_s, inertance, occlusion_site,
+        ambient_x10 and daily_life; the others as LINE_NOMINAL. Send PLANT
+        first: a material's compliance follows the catheter's length.
+        """
+        unknown = set(fields) - set(LINE_NOMINAL)
+        if unknown:
+            raise ValueError(f"no LINE field {', '.join(sorted(unknown))}")
+        self.request("LINE", {**LINE_NOMINAL, **fields})
 
     def inject_fault(self, fault: int | str, param: int = 0, onset_ms: int = 0) -> None:
         """Injects a plant fault (schema FAULTS, by id or name) ``onset_ms`` from now."""

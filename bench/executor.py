@@ -118,6 +118,7 @@ class Snapshot:
     truth: dict[str, Any] | None
     status: dict[str, Any] | None
     log_total: int | None
+    access_total: int | None = None  # the access log's (SPEC 15)
 
 
 def _where(step: Step) -> str:
@@ -416,10 +417,11 @@ class Executor:
         truth = self._truth()
         t_ms = self._refresh_now() if self.rig is not None or self.powered else self.now_ms
         status = self.pump.status() if self.powered else None
-        log_total = None
+        log_total = access_total = None
         if status is not None:
             log_total = self.pump.request("GET_LOG", {"start": 0, "count": 0})["total"]
-        return Snapshot(t_ms, truth, status, log_total)
+            access_total = self.pump.request("GET_ACCESS_LOG", {"start": 0, "count": 0})["total"]
+        return Snapshot(t_ms, truth, status, log_total, access_total)
 
     def _sample(self) -> None:
         """One point of the delivered-volume plot (truth, STATUS, the prescription)."""
@@ -872,11 +874,14 @@ class Executor:
     def _expect_log(self, step: ExpectLogStep) -> str:
         pump = self._need_pump()
         mark = self.marks[step.since] if step.since else None
-        start = mark.log_total if mark is not None and mark.log_total is not None else 0
-        entries = pump.log(start)
-        if mark is not None and mark.log_total is None:  # marked while off: go by time
+        # sessions and refusals are in the access log (SPEC 15)
+        access = schema.log_name(step.event) in schema.ACCESS_LOG_CODES
+        total = None if mark is None else mark.access_total if access else mark.log_total
+        entries = pump.log(total or 0, access=access)
+        if mark is not None and total is None:  # marked while off: go by time
             entries = [e for e in entries if e["time_s"] * 1000 >= mark.t_ms - 999]
-        found = [e for e in entries if e["code"] == step.event]
+        # (a PB_REFUSED or AUTH_REFUSED with a = 0 carries a tally, not a refusal)
+        found = [e for e in entries if e["code"] == step.event and (e["a"] or not access)]
         self.replies["expect_log"] = {"count": len(found)}
         where = f" since {step.since}" if step.since else ""
         if step.count is not None and len(found) != step.count:

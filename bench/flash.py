@@ -183,7 +183,7 @@ class Flasher:
         # The key store goes through a private temporary file, never build/.
         with tempfile.TemporaryDirectory(prefix="pump-keys-") as private:
             store = Path(private, schema.KEYSTORE_FILE)
-            store.write_bytes(keystore)
+            keysmod.write_private(store, keystore)
             result = self._mpremote(
                 "exec",
                 clean + MAKE_STATE_DIR,

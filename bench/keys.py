@@ -131,6 +131,18 @@ def write(path: Path, keys: DeviceKeys, comment: str = "") -> None:
         f.write(keys.text(comment))
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Writes ``data`` to a file readable by its owner only (0600), whoever made it
+    first: a key store in a caller-chosen directory is never left world-readable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(data)
+    finally:
+        os.close(fd)
+
+
 def parse(text: str, source: str) -> DeviceKeys:
     found: dict[str, bytes] = {}
     for number, line in enumerate(text.splitlines(), 1):

@@ -2,8 +2,9 @@
 
 Installed with the package, it gives any pytest run in this environment:
 
-- ``--pump-target sim|URL`` (default ``sim``: a fresh virtual board for
-  every test), ``--pump-rig URL`` (the rig port of a board given by URL) and
+- ``--pump-target sim|pico|URL`` (default ``sim``: a fresh virtual board for
+  every test; ``pico``: a fresh emulated Pico, bench/pico.py),
+  ``--pump-rig URL`` (the rig port of a board given by URL) and
   ``--pump-firmware DIR`` (the firmware tree virtual boards run; default
   ``$PUMPBENCH_FIRMWARE``, else the checkout's or the installed package's).
   The plugin loads in every pytest run of the environment, beside other
@@ -46,6 +47,7 @@ from bench.scenario import NEED_HARDWARE, Scenario, ScenarioError, load_scenario
 from protocol import schema
 
 SIM = "sim"
+PICO = "pico"  # an emulated Pico per test (bench/pico.py)
 DEFAULT_PATTERNS = ["scenario_*.yaml", "*.scenario.yaml"]
 HARDWARE_REASON = (
     "needs a physical board: run with --pump-target /dev/ttyACM0 (or rfc2217://host:port); "
@@ -68,6 +70,10 @@ class _State:
         if self._target is None:
             if self.target_option == SIM:
                 target: Target = SimTarget()
+            elif self.target_option == PICO:
+                from bench.pico import pico_target
+
+                target = pico_target()
             else:
                 target = PortTarget(self.target_option, self.rig_option)
             target.preflight()
@@ -75,7 +81,7 @@ class _State:
         return self._target
 
     def physical(self) -> bool:
-        if self.target_option == SIM:
+        if self.target_option in (SIM, PICO):
             return False
         return NEED_HARDWARE in self.target().provides
 
@@ -101,7 +107,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="pump_target",
         default=SIM,
         metavar="sim|URL",
-        help="sim (default): a fresh virtual board per test; or the pump port URL of a board",
+        help="sim (default): a fresh virtual board per test; pico: a fresh emulated Pico "
+        "per test; or the pump port URL of a board",
     )
     group.addoption(
         "--pump-rig",

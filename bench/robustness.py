@@ -155,6 +155,7 @@ class SessionView:
     role: int
     accepted: int = 0
     issued: int = 0
+    ids: int = 0  # request ids issued (each trailer gets a new one)
 
     def sign(self, covered: bytes) -> bytes:
         """A fresh trailer: a counter above every one accepted so far."""
@@ -166,8 +167,12 @@ class SessionView:
         return self.trailer(covered, rng.randint(0, self.accepted))
 
     def trailer(self, covered: bytes, counter: int) -> bytes:
-        mac = auth.frame_mac(self.key, covered, counter)
-        return struct.pack(schema.AUTH_TRAILER_FORMAT, counter, mac)
+        # a request id never used before (SPEC section 23): the fuzzer's
+        # copies of a frame are byte copies, never new frames with an old id
+        self.ids += 1
+        request_id = struct.pack("<Q", 0xF0220000_00000000 | self.ids)
+        mac = auth.frame_mac(self.key, covered + request_id, counter)
+        return struct.pack(schema.AUTH_TRAILER_FORMAT, request_id, counter, mac)
 
 
 class ReceiverModel:
@@ -188,6 +193,8 @@ class ReceiverModel:
         self.sizes = request_sizes(port)
         self._partial = bytearray()
         self.cache: deque[tuple[int, int, Expected]] = deque(maxlen=self.CACHE_SLOTS)
+        # therapy requests that ran, by request id (the pump's outcome journal)
+        self.outcomes: dict[bytes, Expected] = {}
 
     def feed(self, data: bytes) -> list[Expected]:
         out: list[Expected] = []
@@ -241,6 +248,11 @@ class ReceiverModel:
         for cached_seq, cached_crc, original in self.cache:
             if (cached_seq, cached_crc) == (seq, crc):
                 return Expected("duplicates", msg_id=msg_id, seq=seq, duplicate_of=original)
+        request_id = self._once_id(msg_id, body[:end], signed)
+        if request_id in self.outcomes:
+            # SPEC 23: a copy of a therapy request that ran gets its reply again
+            original = self.outcomes[request_id]
+            return Expected("duplicates", msg_id=msg_id, seq=seq, duplicate_of=original)
         if self.port == schema.PORT_PUMP:
             refusal = self._session_rules(msg_id, body[:end], signed, remember)
             if refusal is not None:
@@ -252,7 +264,23 @@ class ReceiverModel:
         )
         if remember:
             self.cache.append((seq, crc, expected))
+            if request_id is not None:
+                self.outcomes[request_id] = expected
         return expected
+
+    def _once_id(self, msg_id: int, covered: bytes, signed: int) -> bytes | None:
+        """The request id of a well-signed therapy request in the session (SPEC 23)."""
+        name = message_name(msg_id)
+        session = self.session
+        if not signed or session is None or self.port != schema.PORT_PUMP:
+            return None
+        if not schema.required_role(name) or name in schema.ONCE_EXCEPT:
+            return None
+        trailer = len(covered) - schema.AUTH_TRAILER_SIZE
+        request_id, counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, covered, trailer)
+        if auth.frame_mac(session.key, covered[: trailer + 8], counter) != mac:
+            return None
+        return request_id
 
     def _session_rules(
         self, msg_id: int, covered: bytes, signed: int, remember: bool
@@ -265,8 +293,8 @@ class ReceiverModel:
         if session is None:
             return schema.AUTH_REQUIRED, needed
         trailer = len(covered) - schema.AUTH_TRAILER_SIZE
-        counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, covered, trailer)
-        if auth.frame_mac(session.key, covered[:trailer], counter) != mac:
+        _id, counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, covered, trailer)
+        if auth.frame_mac(session.key, covered[: trailer + 8], counter) != mac:
             return schema.BAD_MAC, 0
         if counter <= session.accepted:
             return schema.REPLAY, session.accepted & 0xFFFF

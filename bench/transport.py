@@ -15,6 +15,7 @@ import time
 
 import serial
 
+import bench.transports  # noqa: F401  (registers fault:// with pyserial: usable from the CLI)
 from bench.errors import BenchError
 from protocol import codec
 
@@ -104,6 +105,10 @@ class Transport:
             return
         if frame.is_event:
             self.events.put(frame)
+            return
+        if not frame.is_reply:
+            # a request (our own, echoed by the link?) is never an answer
+            self.unsolicited_replies += 1
             return
         with self._lock:
             if frame.seq in self._waiting:

@@ -35,6 +35,8 @@ def _options(argv):
 
 
 def run_virtual_board(argv):
+    import gc
+
     import micropython
     from hal import sim
     from hal.simfs import PowerCut
@@ -62,6 +64,10 @@ def run_virtual_board(argv):
             board.wait_for_power(drain)
             cause = RESET_CAUSE_POWER_ON
             continue
+        # The last boot's application is garbage now: collect it before the
+        # new one allocates, so that what lasts is not laid out between the
+        # holes it leaves (a long sweep of reboots fragmented the heap).
+        gc.collect()
         try:
             cause = PumpApp(board, cause).run()
         except PowerCut:

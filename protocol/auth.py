@@ -10,9 +10,11 @@ the client's nonce.
 - the session key: signs every frame of the session. Fresh nonces make a
   fresh key, so a frame recorded in one session is worthless in the next.
 
-Every authenticated request ends with a trailer: a counter, strictly
-increasing within the session, and the first 16 bytes of
-HMAC(session key, header | payload | counter) (RFC 4868 truncation). The
+Every authenticated request ends with a trailer: the client's request id
+(8 bytes, SPEC section 23), a counter, strictly increasing within the
+session, and the first 16 bytes of
+HMAC(session key, header | payload | request id | counter) (RFC 4868
+truncation). The
 firmware builds the same functions on ``hashlib.sha256`` (firmware/pump/
 auth.py); golden values in protocol/vectors.json hold the two together.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import struct
 
 from protocol import schema
@@ -51,8 +54,22 @@ def session_key(key: bytes, role: int, pump_nonce: bytes, client_nonce: bytes) -
 
 
 def frame_mac(key: bytes, covered: bytes, counter: int) -> bytes:
-    """The MAC of an authenticated request: ``covered`` is its header and payload."""
+    """The MAC of an authenticated request: ``covered`` is its header, payload and request id."""
     return hmac_sha256(key, covered, struct.pack("<I", counter))[: schema.MAC_SIZE]
+
+
+def reply_mac(key: bytes, covered: bytes, request_tag: bytes) -> bytes:
+    """The MAC of a signed reply (SPEC 21.6): ``covered`` is its header and payload,
+    ``request_tag`` the counter and MAC of the request it answers."""
+    return hmac_sha256(key, covered, request_tag)[: schema.REPLY_MAC_SIZE]
+
+
+def new_request_id() -> bytes:
+    """A fresh request id: 64 random bits (never all zeros, which means "none")."""
+    while True:
+        request_id = secrets.token_bytes(schema.REQUEST_ID_SIZE)
+        if any(request_id):
+            return request_id
 
 
 class Session:
@@ -68,11 +85,13 @@ class Session:
         """The session key (not a role key): a test harness signs its own frames with it."""
         return self._key
 
-    def sign(self, covered: bytes) -> bytes:
-        """The trailer (counter, MAC) of the request whose header and payload are ``covered``."""
+    def sign(self, covered: bytes, request_id: bytes | None = None) -> bytes:
+        """The trailer (request id, counter, MAC) of the request whose header and
+        payload are ``covered``; ``request_id`` None: a fresh one."""
         if self.counter >= COUNTER_MAX:
             raise OverflowError("session counter exhausted: open a new session")
+        if request_id is None:
+            request_id = new_request_id()
         self.counter += 1
-        return struct.pack(
-            schema.AUTH_TRAILER_FORMAT, self.counter, frame_mac(self._key, covered, self.counter)
-        )
+        mac = frame_mac(self._key, covered + request_id, self.counter)
+        return struct.pack(schema.AUTH_TRAILER_FORMAT, request_id, self.counter, mac)

@@ -67,7 +67,8 @@ BODY = c.Struct(
 NACK = _payload_struct(schema.NACK_FIELDS)
 
 # A signer makes the trailer of an authenticated request from the bytes it
-# covers (header and payload): counter and MAC (protocol/auth.py Session.sign).
+# covers (header and payload): request id, counter and MAC (protocol/auth.py
+# Session.sign).
 Signer = Callable[[bytes], bytes]
 
 
@@ -122,9 +123,16 @@ class Frame:
     seq: int
     flags: int
     fields: dict[str, Any] = field(default_factory=dict)
-    # An authenticated request's trailer: its counter and MAC
+    # An authenticated request's trailer: its counter, MAC and request id;
+    # a signed reply's MAC (SPEC 21.6), with the bytes it covers
     counter: int | None = None
     mac: bytes | None = None
+    request_id: bytes | None = None
+    covered: bytes | None = None
+
+    @property
+    def is_signed(self) -> bool:
+        return bool(self.flags & schema.FLAG_AUTH and self.flags & schema.FLAG_REPLY)
 
     @property
     def is_reply(self) -> bool:
@@ -233,13 +241,21 @@ def decode(encoded: bytes) -> Frame:
     if header.version != schema.PROTOCOL_VERSION:
         raise CodecError(schema.BAD_VERSION, f"version {header.version}", seq)
     payload = header.payload
-    counter = mac = None
+    counter = mac = request_id = None
     if header.flags & schema.FLAG_AUTH and not header.flags & schema.FLAG_REPLY:
         if len(payload) < schema.AUTH_TRAILER_SIZE:
             raise CodecError(schema.BAD_PAYLOAD, f"{len(payload)} bytes: no auth trailer", seq)
         cut = len(payload) - schema.AUTH_TRAILER_SIZE
-        counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, payload, cut)
+        request_id, counter, mac = struct.unpack_from(schema.AUTH_TRAILER_FORMAT, payload, cut)
         payload = payload[:cut]
+    covered = None
+    if header.flags & schema.FLAG_AUTH and header.flags & schema.FLAG_REPLY:
+        if len(payload) < schema.REPLY_MAC_SIZE:
+            raise CodecError(schema.BAD_PAYLOAD, f"{len(payload)} bytes: no reply MAC", seq)
+        cut = len(payload) - schema.REPLY_MAC_SIZE
+        mac = bytes(payload[cut:])
+        payload = payload[:cut]
+        covered = bytes(body[: schema.HEADER_SIZE + cut])
     msg = MESSAGE_IDS.get(header.msg_id)
     if msg is not None:
         name = msg.name
@@ -259,7 +275,9 @@ def decode(encoded: bytes) -> Frame:
         for k, v in values.items()
         if not k.startswith("_")
     }
-    return Frame(header.msg_id, name, header.seq, header.flags, fields, counter, mac)
+    return Frame(
+        header.msg_id, name, header.seq, header.flags, fields, counter, mac, request_id, covered
+    )
 
 
 def split_stream(buffer: bytearray) -> list[bytes]:

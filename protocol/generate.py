@@ -231,7 +231,10 @@ def auth_vectors() -> dict[str, Any]:
     client_nonce = bytes(range(0xB0, 0xC0))
     key = auth.session_key(clinician, role, pump_nonce, client_nonce)
     session = auth.Session(role, key, counter=6)
-    signed = codec.encode("CONFIRM", 20, {"crc": 0x22B8A50F}, signer=session.sign)
+    request_id = bytes(range(0xC0, 0xC8))
+    signed = codec.encode(
+        "CONFIRM", 20, {"crc": 0x22B8A50F}, signer=lambda c: session.sign(c, request_id)
+    )
     body = struct.pack("<4s32s32s", schema.KEYSTORE_MAGIC, patient, clinician)
     keystore = body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
     return {
@@ -250,6 +253,7 @@ def auth_vectors() -> dict[str, Any]:
             "seq": 20,
             "fields": {"crc": 0x22B8A50F},
             "counter": 7,
+            "request_id": request_id.hex(),
         },
     }
 
@@ -319,10 +323,13 @@ def table_text() -> str:
         ("MAC_SIZE", schema.MAC_SIZE),
         ("AUTH_TRAILER_FORMAT", json.dumps(schema.AUTH_TRAILER_FORMAT)),
         ("AUTH_TRAILER_SIZE", schema.AUTH_TRAILER_SIZE),
+        ("REQUEST_ID_SIZE", schema.REQUEST_ID_SIZE),
+        ("REPLY_MAC_SIZE", schema.REPLY_MAC_SIZE),
+        ("OUTCOMES_KEPT", schema.OUTCOMES_KEPT),
+        ("OUTCOME_REPLY_SIZE", schema.OUTCOME_REPLY_SIZE),
         ("SESSION_IDLE_S", schema.SESSION_IDLE_S),
         ("SESSION_MAX_S", schema.SESSION_MAX_S),
         ("CHALLENGE_S", schema.CHALLENGE_S),
-        ("AUTH_LOG_MS", schema.AUTH_LOG_MS),
         ("KEYSTORE_FILE", json.dumps(schema.KEYSTORE_FILE)),
         ("KEYSTORE_MAGIC", _bytes_literal(schema.KEYSTORE_MAGIC)),
         ("KEYSTORE_SIZE", schema.KEYSTORE_SIZE),
@@ -362,6 +369,8 @@ def table_text() -> str:
     for name, role in schema.MESSAGE_ROLES:
         lines.append(f"    {name}: {role},")
     lines.append("}")
+    lines.append("# requests with a role that need no request id (SPEC section 23)")
+    lines.append("ONCE_EXCEPT = (" + "".join(f"{name}," for name in schema.ONCE_EXCEPT) + ")")
     lines.append("ALL_IDS = (")
     lines += [f"    0x{m[0]:02X}," for m in schema.MESSAGES]
     lines.append(")")

@@ -35,7 +35,8 @@ FLAG_REPLY = 0x01  # an answer to a request, echoing its seq
 FLAG_ERROR = 0x02  # with FLAG_REPLY: a NACK, payload is NACK_FIELDS
 FLAG_EVENT = 0x04  # unsolicited, seq from the sender's own event counter
 # An authenticated request (pump port): the payload ends with AUTH_TRAILER,
-# a session counter and a MAC over the frame (SPEC section 21).
+# the client's request id, a session counter and a MAC over the frame (SPEC
+# section 21).
 FLAG_AUTH = 0x08
 
 # --- authenticated sessions (protocol/SPEC.md section 21) ---------------------
@@ -53,8 +54,21 @@ KEY_SIZE = 32  # HMAC-SHA256 key per role, provisioned at flash time
 NONCE_SIZE = 16
 PROOF_SIZE = 32  # a full HMAC-SHA256 in the session handshake
 MAC_SIZE = 16  # per-frame MAC: HMAC-SHA256 truncated to 128 bits (RFC 4868)
-AUTH_TRAILER_FORMAT = "<I16s"  # counter (strictly increasing per session), MAC
-AUTH_TRAILER_SIZE = 4 + MAC_SIZE
+# request id (8 bytes chosen by the client, unique per key; all zeros: none),
+# counter (strictly increasing per session), MAC over header | payload |
+# request id | counter. A therapy-changing request (ONCE_ROLE) runs at most
+# once per request id, whatever the session or seq (SPEC section 23).
+REQUEST_ID_SIZE = 8
+AUTH_TRAILER_FORMAT = "<8sI16s"
+AUTH_TRAILER_SIZE = REQUEST_ID_SIZE + 4 + MAC_SIZE
+# A reply to a request whose MAC the pump checked ends with a MAC too (SPEC
+# section 21.6): HMAC-SHA256(session key, header | payload | the request's
+# counter and MAC) truncated to 96 bits, so that the longest reply (GET_LOG)
+# still fits MAX_PAYLOAD. Such a reply carries FLAG_AUTH.
+REPLY_MAC_SIZE = 12
+# Outcomes the pump keeps per role (the newest ones; SPEC section 23).
+OUTCOMES_KEPT = 16
+OUTCOME_REPLY_SIZE = 20  # the longest reply payload an outcome holds
 SESSION_IDLE_S = 600  # a session unused this long (device time) expires
 SESSION_MAX_S = 8 * 3600  # and none lasts longer than this
 CHALLENGE_S = 60  # a challenge not answered within this is void
@@ -116,6 +130,12 @@ ERRORS = (
     # 1 refill, 2 program, 3 the pending program named by REFILL differs)
     (43, "DRUG_MISMATCH"),
     (48, "DURATION"),  # a duration above its documented maximum (detail = the maximum, min)
+    # Exactly once (SPEC section 23): a reset came while the request with
+    # this id ran, before its outcome was journalled: it may have taken
+    # effect. Read the state back (STATUS, GET_LOG); never send it again.
+    (53, "IN_DOUBT"),
+    (54, "ID_REUSED"),  # the request id was used for another request (detail = its msg id)
+    (55, "NO_REQUEST_ID"),  # a therapy-changing request without a request id
     (61, "PROVISIONED"),  # PROVISION on a pump that already has a key store
 )
 LINK_ERROR_LIMIT = 16  # codes below this are link errors, safe to retransmit
@@ -153,6 +173,9 @@ NO_CHALLENGE = 41
 NO_KEY = 42
 DRUG_MISMATCH = 43
 DURATION = 48
+IN_DOUBT = 53
+ID_REUSED = 54
+NO_REQUEST_ID = 55
 PROVISIONED = 61
 
 # Durations on the wire and their maxima (SPEC 12, 6.3). A bolus runs at most a
@@ -212,6 +235,9 @@ ALARMS = (
     (15, "BATTERY_ERI", 1),
     (16, "BATTERY_EOS", 3),
     (17, "WATCHDOG_RESET", 2),
+    (24, "SENSING_LIMITED", 1),  # the line is too compliant/noisy for some sensing
+    (25, "TIP_MIGRATION", 2),  # the catheter tip no longer sees CSF
+    (26, "SLOW_LEAK", 2),  # a leak below the per-stroke limit, over hours
 )
 
 # --- alarm priorities (IEC 60601-1-8) and what an ALARM event reports ---
@@ -259,7 +285,8 @@ LOG_CODES = (
     (7, "BOLUS_START"),  # a = bolus id | kind << 16, b = target nL
     (8, "BOLUS_DONE"),  # a = bolus id, b = delivered nL
     (9, "BOLUS_CANCELLED"),  # a = bolus id, b = delivered nL
-    (10, "PB_REFUSED"),  # a = reason, b = detail
+    # access log: a = NACK code | detail << 8, b = patient-bolus refusals ever
+    (10, "PB_REFUSED"),
     (11, "REFILL"),  # a = added nL, b = discrepancy nL (signed)
     (12, "ALARM_RAISED"),  # a = alarm id, b = priority
     (13, "ALARM_CLEARED"),  # a = alarm id
@@ -274,16 +301,22 @@ LOG_CODES = (
     (22, "OCCLUSION_STROKE"),  # a = residual pressure 0.1 mmHg, b = stroke response
     (23, "SESSION_OPENED"),  # a = role
     (24, "SESSION_CLOSED"),  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
-    # Refused by the session rules: the first at once, then at most one entry
-    # per AUTH_LOG_MS (a flood must not age the therapy history out of the
-    # log): a = NACK code | msg id << 8 of the latest, b = refusals it counts
+    # access log: refused by the session rules (SPEC 21.4, 23): a = NACK
+    # code | msg id << 8, b = session-rule refusals ever
     (25, "AUTH_REFUSED"),
     (26, "REFILL_DRUG"),  # after REFILL: a = drug id, b = concentration ug/mL
     (27, "TIP_DRUG"),  # the drug path: a = drug id, b = concentration now at the tip
     (28, "CATHETER"),  # a = path nL (pump + catheter), b = 1 new (empty) catheter
+    # The line's stroke response as measured (pump/monitors/response.py),
+    # 0.1 mmHg: a = nominal rise, b = its standard deviation
+    (42, "LINE_LEARNED"),
     (46, "KEYS_PROVISIONED"),  # a = roles given keys (bit 1 patient, bit 2 clinician)
 )
-AUTH_LOG_MS = 3_600_000
+# These go to the access log (GET_ACCESS_LOG), a ring of its own, never to
+# the therapy history (GET_LOG): no peer can push therapy out of the log.
+# A PB_REFUSED or AUTH_REFUSED entry with a = 0 starts an access-log file and
+# carries its tally over (SPEC section 15).
+ACCESS_LOG_CODES = ("SESSION_OPENED", "SESSION_CLOSED", "PB_REFUSED", "AUTH_REFUSED")
 
 # --- reset causes reported by the BOOT event -------------------------------
 RESET_CAUSES = (
@@ -473,6 +506,35 @@ MESSAGES = (
         ("max_s", "I", "s"),
     )),
     (0x15, "AUTH_CLOSE", PORT_PUMP, (), ()),
+    # The access log (SPEC section 15): as GET_LOG, from its own ring.
+    (0x21, "GET_ACCESS_LOG", PORT_PUMP, (
+        ("start", "I", ""),
+        ("count", "B", ""),
+    ), (
+        ("first", "I", ""),
+        ("count", "B", ""),
+        ("total", "I", ""),
+        ("index", "12I", ""),
+        ("time_s", "12I", "s"),
+        ("code", "12H", ""),
+        ("a", "12I", ""),
+        ("b", "12i", ""),
+    )),
+    # The outcome of a therapy-changing request by its request id (SPEC
+    # section 23); read-only. state 0: never seen (it did not run), 1: in
+    # doubt (a reset came while it ran), 2: done: msg_id, flags and the
+    # first size bytes of reply are the reply it was given (an ACK, or a
+    # NACK with FLAG_ERROR).
+    (0x20, "OUTCOME", PORT_PUMP, (
+        ("role", "B", ""),  # the role of the session that sent it
+        ("request_id", "8s", "bytes"),
+    ), (
+        ("state", "B", ""),
+        ("msg_id", "B", ""),
+        ("flags", "B", ""),
+        ("size", "B", "B"),
+        ("reply", "20s", "bytes"),
+    )),
     # The drug path (SPEC 22): the catheter fitted, for the pump's model of the
     # volume between reservoir and tip. empty 1: a new (empty) catheter.
     (0x16, "CATHETER", PORT_PUMP, (
@@ -570,6 +632,19 @@ MESSAGES = (
         ("peak_alloc", "I", "B"),  # highest live heap seen at a sample
         ("samples", "I", "count"),
     )),
+    # The line as real catheters make it (docs/plant.md section 1; issue 14):
+    # material 0 keeps PLANT's compliance_x10, 1 silicone, 2 polyurethane,
+    # 3 braided (the wall's compliance from its geometry, plus the pump outlet)
+    (0x55, "LINE", PORT_RIG, (
+        ("material", "B", ""),
+        ("modulus_kpa", "I", "kPa"),  # 0: the material's nominal
+        ("air_nl", "I", "nL"),  # trapped air, its volume at 1 atm
+        ("air_dissolve_s", "I", "s"),  # time constant of the bubble; 0: it stays
+        ("inertance", "B", ""),  # 1: the column's inertance (a second-order line)
+        ("occlusion_site", "B", ""),  # 0 at the tip, 1 at the pump outlet
+        ("ambient_x10", "h", "0.1 mmHg"),  # ambient - 760 mmHg, read by the sealed sensor
+        ("daily_life", "B", ""),  # 1: upright 25 mmHg, transients, cough bursts, strains, weather
+    ), ()),
     (0x48, "FILL", PORT_RIG, (
         ("reservoir_nl", "I", "nL"),  # empty the real reservoir, then fill it to this
         ("conc_ug_ml", "I", "ug/mL"),  # with drug of this concentration (0: saline)
@@ -621,14 +696,18 @@ MESSAGE_ROLES = (
     ("ACK_ALARM", ROLE_CLINICIAN),
     ("SET_CLOCK", ROLE_CLINICIAN),
 )
+# Every request above but AUTH_CLOSE changes therapy: it needs a request id
+# and runs at most once per id (SPEC section 23).
+ONCE_EXCEPT = ("AUTH_CLOSE",)
 
 # Largest ADVANCE the rig accepts in one request: one year of device time.
 MAX_ADVANCE_MS = 366 * 24 * 3600 * 1000
 
 
 def _canonical():
-    # A stable text rendering of every table above; its CRC-32 is the
-    # fingerprint. Both interpreters produce the same text.
+    # A stable text rendering of every table above, in parts; the CRC-32 of
+    # the parts joined by ";" is the fingerprint. Both interpreters produce
+    # the same text.
     parts = ["v%d;h%s;p%d" % (PROTOCOL_VERSION, HEADER_FORMAT, MAX_PAYLOAD)]
     for code, name in ERRORS:
         parts.append("e%d=%s" % (code, name))
@@ -653,9 +732,12 @@ def _canonical():
     for name, role in MESSAGE_ROLES:
         parts.append("n%s=%d" % (name, role))
     parts.append(
-        "k%d/%d/%d/%d/%s/%d/%d/%d/%d/%s;%s;%s;%s"
+        "k%d/%d/%d/%d/%d/%d/%d/%s/%d/%d/%d/%s/%s;%s;%s;%s;%s"
         % (
             FLAG_AUTH,
+            REQUEST_ID_SIZE * 100 + REPLY_MAC_SIZE,
+            OUTCOMES_KEPT,
+            OUTCOME_REPLY_SIZE,
             KEY_SIZE,
             NONCE_SIZE,
             MAC_SIZE,
@@ -663,11 +745,12 @@ def _canonical():
             SESSION_IDLE_S,
             SESSION_MAX_S,
             CHALLENGE_S,
-            AUTH_LOG_MS,
+            ",".join(ACCESS_LOG_CODES),
             KEYSTORE_FILE + KEYSTORE_MAGIC.decode(),
             LABEL_OPEN.decode(),
             LABEL_PUMP.decode(),
             LABEL_SESSION.decode(),
+            ",".join(ONCE_EXCEPT),
         )
     )
     for msg_id, name, port, request, reply in MESSAGES:
@@ -681,11 +764,19 @@ def _canonical():
             for fname, fmt, unit in reply:
                 text += "%s/%s/%s," % (fname, fmt, unit)
         parts.append(text)
-    return ";".join(parts)
+    return parts
 
 
 def compute_fingerprint():
-    return binascii.crc32(_canonical().encode()) & 0xFFFFFFFF
+    # CRC-32 of the parts joined by ";", computed part by part: no one
+    # string of the whole (several KB) is needed, so a MicroPython check
+    # script with a small heap can import this module.
+    crc = 0
+    for i, part in enumerate(_canonical()):
+        if i:
+            crc = binascii.crc32(b";", crc)
+        crc = binascii.crc32(part.encode(), crc)
+    return crc & 0xFFFFFFFF
 
 
 # The firmware does not import this module: it uses protocol/table.py, a

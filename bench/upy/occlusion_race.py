@@ -10,7 +10,8 @@
 import json
 import sys
 
-from pump.monitors.occlusion import OcclusionMonitor, ThresholdDetector
+from pump.monitors.occlusion import OcclusionMonitor
+from pump.monitors.threshold import ThresholdDetector
 from rig.plant import FAULT_OCCLUSION, Plant
 
 STROKE_STEPS = 8

@@ -9,6 +9,9 @@
 #   -> reservoir, governor, therapy totals -> next stroke scheduled.
 # The governor counts what the encoder says moved, never what was asked.
 
+import gc
+import struct
+
 from protocol import table as t
 from pump import alarms as alarmsmod
 from pump import auth as authmod
@@ -21,6 +24,7 @@ from pump.governor import LIMIT_1H_MAX_NL, LIMIT_24H_MAX_NL, Governor
 from pump.journal import Journal
 from pump.monitors.battery import BatteryMonitor
 from pump.monitors.stroke import RETRY, RETRY_DELAY_MS
+from pump.once import Outcomes
 from pump.path import DrugPath
 from pump.persist import Persist
 from pump.safety import Safety
@@ -78,6 +82,10 @@ class PumpApp:
         self.path = DrugPath()
         self.therapy.path = self.path
         self.journal = Journal(board.fs)
+        # refusals ever (patient boluses, session rules): the access log's
+        # PB_REFUSED and AUTH_REFUSED entries carry them (SPEC section 15)
+        self.tallies = [0, 0]
+        self._restore_tallies()
         self.battery = BatteryMonitor()
         self.persist = Persist(
             self.journal,
@@ -91,7 +99,12 @@ class PumpApp:
         self.alarms = alarmsmod.Alarms(self._on_alarm_change)
         # Who may change therapy (SPEC section 21); the key store is
         # provisioned at flash time beside the journal.
-        self.sessions = authmod.Sessions(self.clock, self.log, board.fs.read(t.KEYSTORE_FILE))
+        # Therapy-changing requests run at most once per request id (SPEC
+        # section 23): their outcomes are journalled beside the state.
+        self.outcomes = Outcomes(board.fs, self.journal.read_buffer())
+        self.sessions = authmod.Sessions(
+            self.clock, self.log, board.fs.read(t.KEYSTORE_FILE), self.outcomes
+        )
         self.link = linkmod.Link(
             board.pump_port, t.PUMP_REQUESTS, commands.handlers(self), self.sessions
         )
@@ -192,6 +205,9 @@ class PumpApp:
         board = self.board
         clock = self.clock
         scheduler = self.scheduler
+        # Boot's temporaries (recovery, the key store, the logs' scans) go
+        # now, in one collection, before the loop allocates anything lasting.
+        gc.collect()
         self.link.event(
             _BOOT_ID, _BOOT_FMT, (self._boot_time_ms, self.reset_cause, self.persist.boot_count)
         )
@@ -228,7 +244,38 @@ class PumpApp:
         return self.clock.time_ms() - self._boot_time_ms
 
     def log(self, code, a, b):
-        self.journal.log_event(self.clock.seconds(), code, a, b)
+        # Therapy history to the event log; sessions and refusals to the
+        # access log (SPEC section 15), with the refusal tallies in b.
+        now_s = self.clock.seconds()
+        if code not in logcodes.ACCESS:
+            self.journal.log_event(now_s, code, a, b)
+            return
+        tallies = self.tallies
+        if self.journal.access.full():
+            # The access file about to go may hold the newest tallies: the
+            # new file starts with them (a = 0), so a reset never loses one.
+            self.journal.log_access(now_s, logcodes.PB_REFUSED, 0, tallies[0])
+            self.journal.log_access(now_s, logcodes.AUTH_REFUSED, 0, tallies[1])
+        if code == logcodes.PB_REFUSED:
+            tallies[0] += 1
+            b = tallies[0]
+        elif code == logcodes.AUTH_REFUSED:
+            tallies[1] += 1
+            b = tallies[1]
+        self.journal.log_access(now_s, code, a, b)
+
+    def _restore_tallies(self):
+        # The newest PB_REFUSED and AUTH_REFUSED entries carry the tallies.
+        tallies = self.tallies
+
+        def visit(buf, k):
+            code = buf[k + 8] | buf[k + 9] << 8
+            if code == logcodes.PB_REFUSED:
+                tallies[0] = struct.unpack_from("<i", buf, k + 14)[0]
+            elif code == logcodes.AUTH_REFUSED:
+                tallies[1] = struct.unpack_from("<i", buf, k + 14)[0]
+
+        self.journal.access.scan(visit)
 
     # --- strokes -----
     def schedule_stroke(self, now):
@@ -535,6 +582,8 @@ class PumpApp:
         # before the REFILL entry (commands.py); the alarm changes since are
         # journalled as they happen.
         self._check_reservoir_alarms()
+        # a refill may leave air in the line: the monitors measure it anew
+        self.safety.line_changed()
         # the refill is the clinician's answer to an empty reservoir
         self.alarms.clear(alarmsmod.EMPTY_RESERVOIR)
         self.replan()

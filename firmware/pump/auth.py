@@ -7,10 +7,10 @@
 # (KEYSTORE_FILE); the key never leaves this module: no request reads it.
 #
 # Every refusal changes nothing (the request is not executed, the session
-# keeps its counter) and is logged (AUTH_REFUSED): the first at once, then
-# counted and logged at most once per AUTH_LOG_MS, so that a hostile peer
-# cannot age the therapy history out of the log (24 entries a day at most);
-# the count is flushed by the next refusal or request after the hour.
+# keeps its counter) and is logged (AUTH_REFUSED) in the access log, with
+# the tally of refusals ever (pump/app.py log()): the access log is a ring
+# of its own, so a hostile peer cannot age the therapy history out of the
+# event log, and the tally survives a reset.
 #
 # Not the hot path: sessions and MACs run once per request, never per
 # stroke, so hashing allocates freely.
@@ -21,7 +21,7 @@ import struct
 from binascii import crc32
 
 from protocol import table as t
-from pump import logcodes
+from pump import logcodes, once
 
 _BLOCK = 64  # SHA-256 block size
 _COUNTER_AT = t.HEADER_SIZE  # + payload size: where the trailer starts
@@ -34,6 +34,10 @@ REPLACED = 3
 
 # SELF_TEST_FAILED a: the key store is unreadable
 SELF_TEST_KEYS = 3
+
+# admit(): the request ran before; answer it with its journalled reply
+ANSWERED = -1
+_NO_ID = bytes(t.REQUEST_ID_SIZE)
 
 
 class Hmac:
@@ -92,8 +96,17 @@ class Sessions:
     One session at a time: the pump has one link, one peer at the end of it.
     """
 
-    def __init__(self, clock, log, keystore_blob):
+    def __init__(self, clock, log, keystore_blob, outcomes=None):
         self._clock = clock
+        # exactly once (pump/once.py): None, or the journalled outcomes
+        self.outcomes = outcomes
+        self._once = False  # the request admitted last needs begin_once()
+        self._once_id = b""
+        self._once_crc = 0
+        # the reply to the request admitted last is signed (SPEC 21.6) with
+        # this session key over its request's counter and MAC (None: unsigned)
+        self._reply_key = None
+        self._reply_tag = b""
         self._log = log
         status, keys = read_keystore(keystore_blob)
         # The application logs it once booted (SELF_TEST_FAILED): a pump
@@ -108,9 +121,6 @@ class Sessions:
         self._challenge = None  # the pump nonce of the live challenge
         self._challenge_role = 0
         self._challenge_ms = 0
-        self._refusals = 0  # since the last AUTH_REFUSED entry
-        self._last_refusal = 0  # its code | msg id << 8
-        self._refusal_logged_ms = -t.AUTH_LOG_MS
         self.detail = 0  # of the last refusal (the NACK detail)
 
     def has_key(self, role):
@@ -132,9 +142,11 @@ class Sessions:
 
     # --- the guard: every request passes here after framing checks --------
     def admit(self, msg_id, reader, authenticated):
-        # -> 0 to run the request, or the NACK code (detail in self.detail).
-        if self._refusals:
-            self._log_refusals(self._last_refusal)
+        # -> 0 to run the request, ANSWERED when it ran before (its reply is
+        # in self.outcomes: send that), or the NACK code (detail in
+        # self.detail).
+        self._once = False
+        self._reply_key = None
         needed = t.REQUIRED_ROLE.get(msg_id, t.ROLE_READ_ONLY)
         if not authenticated:
             if needed == t.ROLE_READ_ONLY:
@@ -147,32 +159,69 @@ class Sessions:
             return self.refuse(msg_id, t.SESSION_EXPIRED, 0)
         trailer = _COUNTER_AT + reader.payload_size - t.AUTH_TRAILER_SIZE
         body = reader.body_view
-        mac = self._mac.digest(body[: trailer + 4])
-        if not _equal(mac[: t.MAC_SIZE], body[trailer + 4 : trailer + t.AUTH_TRAILER_SIZE]):
+        mac_at = trailer + t.REQUEST_ID_SIZE + 4
+        mac = self._mac.digest(body[:mac_at])
+        if not _equal(mac[: t.MAC_SIZE], body[mac_at : mac_at + t.MAC_SIZE]):
             return self.refuse(msg_id, t.BAD_MAC, 0)
-        counter = struct.unpack_from("<I", body, trailer)[0]
+        # from here on, whatever the answer, it is signed (SPEC 21.6)
+        self._reply_key = self._mac
+        self._reply_tag = bytes(body[mac_at - 4 : mac_at + t.MAC_SIZE])
+        counter = struct.unpack_from("<I", body, trailer + t.REQUEST_ID_SIZE)[0]
+        outcomes = self.outcomes
+        if outcomes is not None and needed and msg_id not in t.ONCE_EXCEPT:
+            # Exactly once (SPEC section 23), before the counter: a copy of
+            # a request that ran is answered, whatever its session or seq.
+            request_id = bytes(body[trailer : trailer + t.REQUEST_ID_SIZE])
+            if request_id == _NO_ID:
+                return self.refuse(msg_id, t.NO_REQUEST_ID, 0)
+            crc = once.request_crc(msg_id, body[_COUNTER_AT:trailer])
+            state = outcomes.find(self.role, request_id)
+            if state != once.NEW:
+                if outcomes.msg_id != msg_id or outcomes.request_crc != crc:
+                    return self.refuse(msg_id, t.ID_REUSED, outcomes.msg_id)
+                if state == once.IN_DOUBT:
+                    return self.refuse(msg_id, t.IN_DOUBT, 0)
+                if counter > self.counter:
+                    self.counter = counter
+                self._used_ms = now
+                return ANSWERED
+            self._once = True
+            self._once_id = request_id
+            self._once_crc = crc
         if counter <= self.counter:
             return self.refuse(msg_id, t.REPLAY, self.counter & 0xFFFF)
         if needed > self.role:
+            self._once = False
             return self.refuse(msg_id, t.WRONG_ROLE, needed)
         self.counter = counter
         self._used_ms = now
         return 0
 
-    def refuse(self, msg_id, code, detail):
-        # Counts and logs the refusal (rate-limited); returns its code.
-        self.detail = detail
-        self._refusals += 1
-        self._last_refusal = code | msg_id << 8
-        self._log_refusals(self._last_refusal)
-        return code
+    def signing(self):
+        # True if the reply to the request admitted last is to be signed.
+        return self._reply_key is not None
 
-    def _log_refusals(self, what):
-        now = self._clock.time_ms()
-        if now - self._refusal_logged_ms >= t.AUTH_LOG_MS:
-            self._log(logcodes.AUTH_REFUSED, what, self._refusals)
-            self._refusals = 0
-            self._refusal_logged_ms = now
+    def reply_mac(self, covered):
+        # The MAC of a reply (header | payload) to the request admitted last.
+        key = self._reply_key
+        assert key is not None  # signing() said so
+        return key.digest(covered, self._reply_tag)[: t.REPLY_MAC_SIZE]
+
+    def begin_once(self, msg_id):
+        # The request admitted last is about to run: journals its intent if
+        # it is a therapy-changing one. -> True if its reply must be
+        # journalled (outcomes.done) before it is sent.
+        if not self._once:
+            return False
+        self._once = False
+        self.outcomes.begin(self.role, self._once_id, msg_id, self._once_crc)
+        return True
+
+    def refuse(self, msg_id, code, detail):
+        # Logs the refusal (the access log counts it); returns its code.
+        self.detail = detail
+        self._log(logcodes.AUTH_REFUSED, code | msg_id << 8, 0)
+        return code
 
     def _expired(self, now):
         if now - self._used_ms > t.SESSION_IDLE_S * 1000:

@@ -14,7 +14,7 @@ import sys
 
 from protocol import table as t
 from pump import alarms as alarmsmod
-from pump import auth, logcodes
+from pump import auth, logcodes, once
 from pump import link as linkmod
 from pump import program as programmod
 from pump import therapy as therapymod
@@ -216,7 +216,7 @@ def handlers(app):
         if not code:
             code, detail = drug_library().bolus_refusal(app, volume, 0, 1)
         if code:
-            app.log(logcodes.PB_REFUSED, code, detail)
+            app.log(logcodes.PB_REFUSED, code | detail << 8, 0)
             link.nack(code, detail)
             return DONE
         app.therapy.record_patient_bolus(now_s)
@@ -277,11 +277,31 @@ def handlers(app):
         link.ack(t.REFILL_REPLY, (expected, discrepancy, 1 if flagged else 0, refill_date(app)))
         return DONE
 
+    def outcome(link, payload):
+        # The outcome of a request id (SPEC section 23), read-only.
+        role, request_id = struct.unpack_from(t.OUTCOME_REQUEST, payload, 0)
+        if role not in (t.ROLE_PATIENT, t.ROLE_CLINICIAN):
+            link.nack(t.BAD_VALUE, 0)
+            return DONE
+        kept = app.outcomes
+        state = kept.find(role, request_id)
+        if state == once.NEW:
+            link.ack(t.OUTCOME_REPLY, (state, 0, 0, 0, b""))
+        else:
+            link.ack(t.OUTCOME_REPLY, (state, kept.msg_id, kept.flags, kept.size, kept.reply))
+        return DONE
+
     def get_log(link, payload):
+        return log_page(link, payload, app.journal.events, app.journal.event_count())
+
+    def get_access_log(link, payload):
+        return log_page(link, payload, app.journal.access_events, app.journal.access.next_index())
+
+    def log_page(link, payload, read, total):
         start, count = struct.unpack_from("<IB", payload, 0)
         if count > LOG_PAGE:
             count = LOG_PAGE
-        entries = app.journal.events(start, count)
+        entries = read(start, count)
         indexes = [0] * LOG_PAGE
         times = [0] * LOG_PAGE
         codes = [0] * LOG_PAGE
@@ -293,12 +313,7 @@ def handlers(app):
             a_values[i] &= 0xFFFFFFFF  # stored as i32 in the journal
         link.ack(
             t.GET_LOG_REPLY,
-            [first, len(entries), app.journal.event_count()]
-            + indexes
-            + times
-            + codes
-            + a_values
-            + b_values,
+            [first, len(entries), total] + indexes + times + codes + a_values + b_values,
         )
         return DONE
 
@@ -379,6 +394,8 @@ def handlers(app):
         t.REFILL: refill,
         t.CATHETER: catheter,
         t.GET_LOG: get_log,
+        t.GET_ACCESS_LOG: get_access_log,
+        t.OUTCOME: outcome,
         t.CLEAR_ALARM: clear_alarm,
         t.SET_CLOCK: set_clock,
         t.ACK_ALARM: ack_alarm,

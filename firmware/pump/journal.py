@@ -80,12 +80,18 @@ import struct
 
 MAX_SNAPSHOT = 1536  # bytes of snapshot payload (persist.py needs about 1.1 KB)
 MAX_DELTA = 32  # bytes of delta payload
-EVENTS_PER_FILE = 256  # records per event file (two files are kept)
+# Records per event file (two files are kept, so at least this many): the
+# therapy history. 2048 hold over 240 days of a busy patient (4 patient
+# boluses a day, 2 entries each, a refill a month; SPEC section 15): the
+# noisy entries (sessions, refusals) go to the access log instead.
+EVENTS_PER_FILE = 2048
+ACCESS_PER_FILE = 256  # records per access-log file
 LOG_SNAPSHOT_BYTES = 2048  # wants_snapshot() once the log is this long
 
 SLOT_FILES = ("state.a", "state.b")
 LOG_FILES = ("log.a", "log.b")
 EVENT_FILES = ("events.0", "events.1")
+ACCESS_FILES = ("access.0", "access.1")
 
 _CRC = "<I"
 _CRC_SIZE = 4
@@ -116,14 +122,6 @@ class JournalError(Exception):
     """A write was attempted before recover(), or after a failed write."""
 
 
-def _event_at(view, pos):
-    # -> (index, time_s, code, a, b) of the record slot at pos, or None
-    end = pos + _EVENT_BODY_SIZE
-    if binascii.crc32(view[pos:end]) != struct.unpack_from(_CRC, view, end)[0]:
-        return None
-    return struct.unpack_from(_EVENT_BODY, view, pos)
-
-
 class Journal:
     def __init__(self, fs, events_per_file=EVENTS_PER_FILE):
         self._fs = fs
@@ -143,17 +141,13 @@ class Journal:
         # Read buffer for scanning the delta log and the event files.
         self._chunk = bytearray(_CHUNK)
         self._chunk_events = memoryview(self._chunk)[: (_CHUNK // EVENT_SIZE) * EVENT_SIZE]
-        # Event log: per file the first and last valid index (-1: none) and
-        # the record slots used (damaged and padded slots included).
-        self._per_file = events_per_file
-        self._ebuf = bytearray(EVENT_SIZE)
-        self._ebody = memoryview(self._ebuf)[:_EVENT_BODY_SIZE]
-        self._ev_first = [-1, -1]
-        self._ev_last = [-1, -1]
-        self._ev_slots = [0, 0]
-        self._ev_cur = 0
-        self._ev_ok = False
-        self._load_events()
+        # The event log (the therapy history), and the access log: session
+        # opens and closes, refusals (SPEC section 15), in a ring of its own
+        # so that no peer can push the therapy history out of the event log.
+        chunk = self._chunk_events
+        self._events = Ring(fs, EVENT_FILES, _EVENT_BODY_SIZE, events_per_file, chunk)
+        self._events._load()  # a torn tail is padded now, before any write
+        self.access = Ring(fs, ACCESS_FILES, _EVENT_BODY_SIZE, ACCESS_PER_FILE, chunk)
 
     # --- state: snapshots and deltas -------------------------------------------
     def recover(self, on_delta=None, on_snapshot=None):
@@ -369,107 +363,186 @@ class Journal:
     # --- event log ---------------------------------------------------------------
     def log_event(self, time_s, code, a, b):
         """Appends an event (u32 device seconds, u16 code, two i32); -> its index."""
-        if not self._ev_ok:
-            self._load_events()  # a write failed: find out what landed
-        index = self.event_count()
-        cur = self._ev_cur
-        if self._ev_slots[cur] >= self._per_file:
-            # Rotate: the older file is replaced, its events age out.
-            cur = 1 - cur
-            self._ev_cur = cur
-            self._ev_first[cur] = -1
-            self._ev_last[cur] = -1
-            self._ev_slots[cur] = 0
-        struct.pack_into(_EVENT_BODY, self._ebuf, 0, index, time_s, code, a, b)
-        struct.pack_into(_CRC, self._ebuf, _EVENT_BODY_SIZE, binascii.crc32(self._ebody))
-        self._ev_ok = False
-        if self._ev_slots[cur] == 0:
-            # A new file (or one holding only garbage): replace its content.
-            self._fs.write(EVENT_FILES[cur], self._ebuf)
-        else:
-            self._fs.append(EVENT_FILES[cur], self._ebuf)
-        self._ev_ok = True
-        if self._ev_first[cur] < 0:
-            self._ev_first[cur] = index
-        self._ev_last[cur] = index
-        self._ev_slots[cur] += 1
-        return index
+        ring = self._events
+        struct.pack_into(_EVENT_BODY, ring.buf, 0, 0, time_s, code, a, b)
+        return ring.append()
 
     def event_count(self):
         """The index the next event gets (= events ever logged, if none was torn)."""
-        if not self._ev_ok:
-            self._load_events()
-        last = self._ev_last[self._ev_cur]
-        return last + 1 if last >= 0 else 0
+        return self._events.next_index()
 
     def oldest_event(self):
         """Index of the oldest event still kept (event_count() if none)."""
-        if not self._ev_ok:
-            self._load_events()
-        for f in (1 - self._ev_cur, self._ev_cur):
-            if self._ev_first[f] >= 0:
-                return self._ev_first[f]
-        return self.event_count()
+        return self._events.oldest()
 
     def events(self, start, count):
         """Up to count (index, time_s, code, a, b), oldest first, from index start."""
-        if not self._ev_ok:
-            self._load_events()
-        out: list = []
-        new = self._ev_cur
-        old = 1 - new
-        if self._ev_first[old] >= 0 and start < self._ev_first[new]:
-            self._scan_events(old, start, count, self._ev_first[new], out)
-        if self._ev_first[new] >= 0:
-            self._scan_events(new, start, count, -1, out)
-        return out
+        return _page(self._events, start, count)
 
-    def _scan_events(self, f, start, count, limit, out):
-        # Reads event file f chunk by chunk. Valid records (CRC) with an index
-        # above the previous one count; with out, those in [start, limit)
-        # are appended to it, up to count in all. -> (first index, last
-        # index, whole record slots, bytes of a torn slot at the end).
-        buf = self._chunk_events
-        first = -1
-        last = -1
-        pos = 0
-        while True:
-            n = self._fs.read_into(EVENT_FILES[f], pos, buf)
-            k = 0
-            while k + EVENT_SIZE <= n:
-                rec = _event_at(buf, k)
-                k += EVENT_SIZE
-                if rec is None or rec[0] <= last:
-                    continue
-                last = rec[0]
-                if first < 0:
-                    first = last
-                if out is not None:
-                    if len(out) >= count or (limit >= 0 and last >= limit):
-                        return first, last, 0, 0
-                    if last >= start:
-                        out.append(rec)
-            pos += k
-            if n < len(buf):
-                return first, last, pos // EVENT_SIZE, n - k
+    def read_buffer(self):
+        """The journal's read buffer, for a Ring outside it (pump/once.py)."""
+        return self._chunk
 
-    def _load_events(self):
-        # Scans both files. A torn tail is padded to a whole slot, so that
-        # later appends stay aligned (the padded slot fails its CRC).
-        for f in (0, 1):
-            first, last, slots, torn = self._scan_events(f, 0, 0, -1, None)
-            if first < 0:
-                slots = 0  # nothing valid: the next write replaces the file
-            elif torn:
-                self._fs.append(EVENT_FILES[f], bytes(EVENT_SIZE - torn))
-                slots += 1
-            self._ev_first[f] = first
-            self._ev_last[f] = last
-            self._ev_slots[f] = slots
-        # The current file is the one with the newest record.
-        self._ev_cur = 1 if self._ev_last[1] > self._ev_last[0] else 0
-        self._ev_ok = True
+    def log_access(self, time_s, code, a, b):
+        """Appends an access-log record (the event layout); -> its index."""
+        ring = self.access
+        struct.pack_into(_EVENT_BODY, ring.buf, 0, 0, time_s, code, a, b)
+        return ring.append()
+
+    def access_events(self, start, count):
+        """The same from the access log."""
+        return _page(self.access, start, count)
+
+
+def _page(ring, start, count):
+    out: list = []
+
+    def visit(buf, k):
+        out.append(struct.unpack_from(_EVENT_BODY, buf, k))
+        return len(out) >= count
+
+    if count:
+        ring.scan(visit, start)
+    return out
 
 
 def _ignore(_kind, _data):
     pass
+
+
+class Ring:
+    """Fixed-size records in two rotating files (the event log, the access log,
+    the outcomes of therapy requests: pump/once.py). Each record starts with
+    its index (u32) and ends with a CRC-32 of what precedes; the current file
+    takes appends, a full one is rotated by replacing the older file, so the
+    newest per_file to 2 * per_file records are kept. The caller packs a
+    record into buf (after the index) and calls append(). Power-loss safety:
+    see log_event() in the header."""
+
+    def __init__(self, fs, files, size, per_file, chunk):
+        self._fs = fs
+        self._files = files
+        self._size = size  # body bytes, the index included
+        self._per = per_file
+        self.buf = bytearray(size + 4)
+        self._body = memoryview(self.buf)[:size]  # what the CRC covers (no allocation)
+        self._chunk = chunk  # a read buffer, shared (a multiple of the record)
+        self._first = [-1, -1]  # per file: first and last valid index (-1: none)
+        self._last = [-1, -1]
+        self._slots = [0, 0]  # record slots used, damaged ones included
+        self._cur = 0
+        self._ok = False  # loaded, and no write failed since
+
+    def append(self):
+        # -> the index the record got
+        if not self._ok:
+            self._load()  # a write failed: find out what landed
+        index = self.next_index()
+        cur = self._cur
+        if self._slots[cur] >= self._per:
+            # Rotate: the older file is replaced, its records age out.
+            cur = 1 - cur
+            self._cur = cur
+            self._first[cur] = -1
+            self._last[cur] = -1
+            self._slots[cur] = 0
+        buf = self.buf
+        struct.pack_into("<I", buf, 0, index)
+        struct.pack_into("<I", buf, self._size, binascii.crc32(self._body))
+        self._ok = False  # until the write returns
+        if self._slots[cur] == 0:
+            # A new file (or one holding only garbage): replace its content.
+            self._fs.write(self._files[cur], buf)
+        else:
+            self._fs.append(self._files[cur], buf)
+        self._ok = True
+        if self._first[cur] < 0:
+            self._first[cur] = index
+        self._last[cur] = index
+        self._slots[cur] += 1
+        return index
+
+    def full(self):
+        # True when the next append starts a new file (the older one goes)
+        if not self._ok:
+            self._load()
+        return self._slots[self._cur] >= self._per
+
+    def oldest(self):
+        # the oldest index still kept (next_index() if none)
+        if not self._ok:
+            self._load()
+        for f in (1 - self._cur, self._cur):
+            if self._first[f] >= 0:
+                return self._first[f]
+        return self.next_index()
+
+    def next_index(self):
+        # the index the next record gets (= records ever, if none was torn)
+        if not self._ok:
+            self._load()
+        last = self._last[self._cur]
+        return last + 1 if last >= 0 else 0
+
+    def scan(self, visit, start=0):
+        # visit(view, pos) for every valid record from index start, oldest
+        # first, until it returns True.
+        if not self._ok:
+            self._load()
+        new = self._cur
+        old = 1 - new
+        if (self._first[old] >= 0 and start < self._first[new]) or self._first[new] < 0:
+            if self._scan(old, visit, start, self._first[new]):
+                return
+        self._scan(new, visit, start, -1)
+
+    def _scan(self, f, visit, start, limit):
+        # Reads file f chunk by chunk; valid records (CRC) with an index
+        # above the previous one count. With visit: those in [start, limit)
+        # (limit -1: no end) are visited; -> True if visit stopped it. A
+        # record of index i is never before slot i - first (a torn slot
+        # takes a slot, never an index), so the read starts there.
+        buf = self._chunk
+        size = self._size
+        rec = size + 4
+        last = -1
+        first = -1
+        pos = 0
+        if visit is not None and start > self._first[f] >= 0:
+            pos = (start - self._first[f]) * rec
+        while True:
+            n = self._fs.read_into(self._files[f], pos, buf)
+            k = 0
+            while k + rec <= n:
+                if binascii.crc32(buf[k : k + size]) == struct.unpack_from("<I", buf, k + size)[0]:
+                    index = struct.unpack_from("<I", buf, k)[0]
+                    if index > last:
+                        last = index
+                        if first < 0:
+                            first = index
+                        if visit is not None and index >= start:
+                            if 0 <= limit <= index or visit(buf, k):
+                                return True
+                k += rec
+            pos += k
+            if n < len(buf):
+                if visit is None:
+                    return first, last, pos // rec, n - k
+                return False
+
+    def _load(self):
+        # Scans both files. A torn tail is padded to a whole slot, so that
+        # later appends stay aligned (the padded slot fails its CRC).
+        for f in (0, 1):
+            first, last, slots, torn = self._scan(f, None, 0, -1)
+            if first < 0:
+                slots = 0  # nothing valid: the next record replaces the file
+            elif torn:
+                self._fs.append(self._files[f], bytes(self._size + 4 - torn))
+                slots += 1
+            self._first[f] = first
+            self._last[f] = last
+            self._slots[f] = slots
+        # The current file is the one with the newest record.
+        self._cur = 1 if self._last[1] > self._last[0] else 0
+        self._ok = True

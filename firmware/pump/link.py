@@ -55,6 +55,8 @@ class _CachedReply:
         self.flags = 0
         self.size = 0
         self.payload = bytearray(t.MAX_PAYLOAD)
+        self.once = False  # its reply is journalled before it is sent (pump/once.py)
+        self.signed = False  # its reply ends with a reply MAC (SPEC 21.6)
 
 
 class Link:
@@ -84,6 +86,7 @@ class Link:
         self._next_slot = 0
         self._current = None  # the cache slot of the request being handled
         self._event_seq = 0
+        self._nack = bytearray(3)  # a signed refusal's payload
         self.counters = [0] * N_COUNTERS
         self.more = False
 
@@ -158,9 +161,21 @@ class Link:
             return None  # still pending: its one reply is yet to come
         payload = reader.payload
         if self._guard is not None:
-            refusal = self._guard.admit(msg_id, reader, authenticated)
+            guard = self._guard
+            refusal = guard.admit(msg_id, reader, authenticated)
+            if refusal < 0:
+                # It ran before (exactly once, SPEC section 23): its reply again.
+                counters[DUPLICATES] += 1
+                kept = guard.outcomes
+                self._send_signed(msg_id, seq, kept.flags, kept.reply, kept.size)
+                return None
             if refusal:
-                return self._reject(msg_id, seq, refusal, self._guard.detail)
+                if guard.signing():  # refused after its MAC was checked: signed
+                    counters[REJECTED] += 1
+                    struct.pack_into(_NACK_FMT, self._nack, 0, refusal, guard.detail)
+                    flags = t.FLAG_REPLY | t.FLAG_ERROR
+                    return self._send_signed(msg_id, seq, flags, self._nack, 3)
+                return self._reject(msg_id, seq, refusal, guard.detail)
             if authenticated:
                 payload = payload[: size - t.AUTH_TRAILER_SIZE]
         slot = self._free_slot()
@@ -173,6 +188,8 @@ class Link:
         slot.seq = seq
         slot.request_crc = reader.crc
         slot.msg_id = msg_id
+        slot.once = self._guard is not None and self._guard.begin_once(msg_id)
+        slot.signed = self._guard is not None and self._guard.signing()
         self._current = slot
         outcome = self._handlers[msg_id](self, payload)
         self._current = None
@@ -230,6 +247,9 @@ class Link:
             slot.payload[i] = payload[i]
         slot.size = size
         slot.state = _SLOT_DONE
+        self._journal_reply(slot)
+        if self._sign(slot):
+            return self._send(slot.msg_id, slot.seq, slot.flags, slot.payload, slot.size)
         self._send(slot.msg_id, slot.seq, flags, slot.payload, size)
 
     def _finish(self, slot, flags, fmt, values):
@@ -243,7 +263,51 @@ class Link:
             slot.payload[i] = body[t.HEADER_SIZE + i]
         slot.size = size
         slot.state = _SLOT_DONE
+        self._journal_reply(slot)
+        if self._sign(slot):
+            frame = self._writer.frame_raw(
+                slot.msg_id, slot.seq, slot.flags, slot.payload, slot.size
+            )
         self._write(frame)
+
+    def _sign(self, slot):
+        # A reply to a request whose MAC was checked ends with its own MAC
+        # (SPEC 21.6); the cache keeps it signed, so a retransmission gets
+        # the same bytes. -> True if signed.
+        if not slot.signed:
+            return False
+        slot.signed = False
+        slot.flags |= t.FLAG_AUTH
+        size = slot.size
+        header = struct.pack(
+            t.HEADER_FORMAT,
+            t.PROTOCOL_VERSION,
+            slot.msg_id,
+            slot.seq,
+            slot.flags,
+            size + t.REPLY_MAC_SIZE,
+        )
+        mac = self._guard.reply_mac(header + bytes(slot.payload[:size]))
+        slot.payload[size : size + t.REPLY_MAC_SIZE] = mac
+        slot.size = size + t.REPLY_MAC_SIZE
+        return True
+
+    def _send_signed(self, msg_id, seq, flags, payload, size):
+        # A reply outside the cache (an outcome again, a signed refusal).
+        flags |= t.FLAG_AUTH
+        header = struct.pack(
+            t.HEADER_FORMAT, t.PROTOCOL_VERSION, msg_id, seq, flags, size + t.REPLY_MAC_SIZE
+        )
+        body = bytes(payload[:size])
+        signed = body + self._guard.reply_mac(header + body)
+        self._write(self._writer.frame_raw(msg_id, seq, flags, signed, len(signed)))
+
+    def _journal_reply(self, slot):
+        # The reply of a therapy-changing request is journalled before it is
+        # sent: a reply the client may have seen is never forgotten.
+        if slot.once:
+            slot.once = False
+            self._guard.outcomes.done(slot.flags, slot.payload, slot.size)
 
     # --- events ------------------------------------------------------------
     def event(self, msg_id, fmt, values):

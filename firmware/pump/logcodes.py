@@ -10,7 +10,7 @@ STOP = 6
 BOLUS_START = 7  # a = bolus id | kind << 16, b = target nL
 BOLUS_DONE = 8  # a = bolus id, b = delivered nL
 BOLUS_CANCELLED = 9  # a = bolus id, b = delivered nL
-PB_REFUSED = 10  # a = NACK code, b = detail
+PB_REFUSED = 10  # access log: a = NACK code | detail << 8, b = patient-bolus refusals ever
 REFILL = 11  # a = added nL, b = discrepancy nL (signed)
 ALARM_RAISED = 12  # a = alarm id, b = priority
 ALARM_CLEARED = 13  # a = alarm id
@@ -25,8 +25,14 @@ SELF_TEST_FAILED = 21  # a = what (1 program, 2 journal, 3 key store), b = detai
 OCCLUSION_STROKE = 22  # a = residual pressure 0.1 mmHg, b = stroke response
 SESSION_OPENED = 23  # a = role
 SESSION_CLOSED = 24  # a = role, b = 0 closed, 1 idle, 2 too old, 3 replaced
-AUTH_REFUSED = 25  # a = NACK code | msg id << 8 of the latest, b = refusals it counts
+AUTH_REFUSED = 25  # access log: a = NACK code | msg id << 8, b = session-rule refusals ever
 REFILL_DRUG = 26  # after REFILL: a = drug id, b = concentration ug/mL
 TIP_DRUG = 27  # the drug path: a = drug id, b = concentration now at the tip
 CATHETER = 28  # a = path nL (pump + catheter), b = 1 new (empty) catheter
+LINE_LEARNED = 42  # a = nominal rise, b = its sd (0.1 mmHg)
 KEYS_PROVISIONED = 46  # a = roles given keys (bit 1 patient, bit 2 clinician)
+
+# Codes that go to the access log (GET_ACCESS_LOG), not the therapy history
+# (protocol/schema.py ACCESS_LOG_CODES). A PB_REFUSED or AUTH_REFUSED entry
+# with a = 0 starts an access file: it carries the tally (b) over.
+ACCESS = (SESSION_OPENED, SESSION_CLOSED, PB_REFUSED, AUTH_REFUSED)

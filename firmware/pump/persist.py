@@ -118,6 +118,7 @@ class Persist:
         self._bolus_open = False  # begun and not closed
         self._begin_index = -1  # its BOLUS_START entry (-1: known logged)
         self._begin_grant = False  # the begin record also granted it
+        self._overwritten = 0  # the patient-bolus ring slot that grant took
         self._close_index = -1  # the last close record's entry (-1: none)
         self._close_code = 0
         self._close_id = 0
@@ -290,7 +291,10 @@ class Persist:
                 # and no stroke ran. It never started, nor did its grant.
                 found.dropped_bolus_id = t.bolus_id
                 if self._begin_grant:
+                    # undo the grant, and the ring slot it overwrote (a full
+                    # ring would count the dropped grant's time as the oldest)
                     t.pb_count -= 1
+                    t.pb_times[t.pb_count % len(t.pb_times)] = self._overwritten
             else:
                 found.interrupted_bolus_id = t.bolus_id
                 found.interrupted_bolus_nl = t.bolus_delivered_nl
@@ -339,6 +343,7 @@ class Persist:
             self._begin_index = index
             self._begin_grant = grant != NO_GRANT
             if self._begin_grant:
+                self._overwritten = t.pb_times[t.pb_count % len(t.pb_times)]
                 t.record_patient_bolus(grant)
         elif kind == D_BOLUS_CLOSE:
             bolus_id, delivered, code, index = struct.unpack(_BOLUS_CLOSE, payload)

@@ -30,6 +30,9 @@ from pump.ticks import ticks_diff
 # Shorter than the gap between bolus strokes (250 - 20 ms).
 AFTER_MS = 200
 MONITOR_MS = 60_000
+# The first stroke after boot has no interval: taken as long (a run of held
+# strokes then counts by strokes alone).
+_FIRST_INTERVAL_MS = 60_000
 # The supervisor runs twice per watchdog period of the board (an RP2040
 # watchdog is at most 8.3 s: a feed every 4 s; the virtual board's watchdog is
 # slower so that lockstep time can jump, hal/sim.py says why).
@@ -64,6 +67,9 @@ class Safety:
         self._watch_stroke = self.supervisor.register("stroke", 0)
         self._before = 0
         self._peak = 0
+        self._stroke_at = 0  # ticks of the last stroke's start
+        self._interval = 0  # ms between the last two strokes (0: first)
+        self._learned = -1  # the learner's figures last logged (version)
         self._encoder_idle = 0
         self._last_self_test_s = 0
         self.after_pending = False
@@ -84,11 +90,21 @@ class Safety:
     def before_stroke(self):
         reading = self._read()
         self._before = reading
+        now = self.app.clock.ticks_ms()
+        self._interval = ticks_diff(now, self._stroke_at) if self._stroke_at else 0
+        self._stroke_at = now or 1
         self._check_idle_encoder()
         # The battery is sampled before every stroke too (the motor is idle:
         # no load dip), so that at high rates end of service stops delivery
         # within a few strokes, not minutes later at the monitor's pace.
         self._sample_battery()
+
+    def line_changed(self):
+        # A refill (air), a new catheter, a boot: the stroke response is
+        # measured anew and every line threshold derived again from it.
+        self.occlusion.reset()
+        self.leak.reset()
+        self._learned = -1
 
     def stroke_ended(self, moved, now):
         # Returns the StrokeCheck action (OK, RETRY, SHORT or an alarm id).
@@ -122,8 +138,16 @@ class Safety:
         self.after_pending = False
         if self.sensor.alarm:
             return  # a blind sensor says nothing about the line
-        self._edge("occlusion", self.occlusion.on_stroke(self._before, self._peak, after))
-        self._edge("leak", self.leak.on_stroke(self._before, self._peak, after))
+        interval = self._interval if self._interval > 0 else _FIRST_INTERVAL_MS
+        occlusion = self.occlusion
+        self._edge("occlusion", occlusion.on_stroke(self._before, self._peak, after, interval))
+        self._edge("leak", self.leak.on_stroke(self._before, self._peak, after, interval))
+        learner = self.learner
+        if learner.learned() and learner.version != self._learned:
+            self._learned = learner.version
+            self.app.log(logcodes.LINE_LEARNED, learner.nominal_x10, learner.rise_sd_x10)
+            limited = self.leak.limited() or occlusion.limited()
+            self._edge("limited", alarmsmod.SENSING_LIMITED if limited else 0)
         app = self.app
         app.schedule_stroke(app.clock.ticks_ms())  # a stroke waiting for this sample
 
@@ -135,7 +159,7 @@ class Safety:
         reading = self._read()
         if not self.sensor.alarm:
             self._edge("level", self.occlusion.on_level(reading))
-            self._edge("disconnect", self.leak.on_level(reading))
+            self._edge("disconnect", self.leak.on_level(reading, app.delivering()))
         if not app.drive.in_stroke:
             self._check_idle_encoder()
         now_s = self._sample_battery()
@@ -219,7 +243,7 @@ class Safety:
             self.strokes.restart()
             self._seen["stroke"] = 0
             self._seen["idle"] = 0
-        elif alarm_id == alarmsmod.LEAK:
+        elif alarm_id == alarmsmod.LEAK or alarm_id == alarmsmod.SLOW_LEAK:
             self.leak.restart()
             self._seen["leak"] = 0
             self._seen["disconnect"] = 0

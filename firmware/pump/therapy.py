@@ -233,6 +233,17 @@ class Therapy:
         self.delivered_nl += volume_nl
         if kind == KIND_BASAL:
             self.basal_delivered_nl += volume_nl
+            # Lost steps (issue 14): the encoder says a part of the stroke
+            # did not move; the next basal stroke comes that much of an
+            # interval sooner, so the rate is kept. A stroke that moved
+            # nothing is a stall (StrokeCheck retries, then stops); the
+            # governor still bounds every window, and LOST_STEPS still says
+            # the head is wearing.
+            short = self.stroke_nl - volume_nl
+            if 0 < short < self.stroke_nl and self._basal_armed:
+                self.basal_next = ticks_add(
+                    self.basal_next, -(self._interval_ms * short // self.stroke_nl)
+                )
             return False
         self.bolus_total_nl += volume_nl
         self.bolus_delivered_nl += volume_nl

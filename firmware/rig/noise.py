@@ -23,6 +23,8 @@ _STREAM_DRIFT = const(2)
 _STREAM_POSTURE = const(3)
 _STREAM_COUGH = const(4)
 _STREAM_PHASE = const(5)
+_STREAM_STRAIN = const(6)
+_STREAM_WEATHER = const(7)
 
 HOUR_MS = const(3_600_000)
 DAY_MS = const(86_400_000)
@@ -53,6 +55,7 @@ _DRIFT_KNOT_MS = const(900_000)  # a knot every 15 min
 # Coughs, sneezes, straining: short spikes (DESIGN.md 9; issue 4).
 _COUGHS_PER_HOUR = const(3)
 COUGH_BUCKET_MS = const(600_000)  # at most one cough per 10 min bucket
+_COUGH_GAP_MS = const(300)  # between the coughs of a burst
 _COUGH_MIN_X1000 = const(20_000)
 _COUGH_MAX_X1000 = const(60_000)
 COUGH_MIN_MS = const(600)
@@ -132,6 +135,21 @@ class Csf:
         self._cough_start = 0  # ms into the bucket
         self._cough_ms = 0  # 0: no cough in this bucket
         self._cough_x1000 = 0
+        # daily life (off until daily_life())
+        self.posture_transient_x1000 = 0
+        self.cough_burst = 1  # coughs per burst, at most
+        self.cough_max_x1000 = _COUGH_MAX_X1000
+        self._cough_n = 1
+        self.strains_per_hour = 0
+        self.weather_amp_x1000 = 0
+        # rig/line.py's strain() and weather_x1000(), set by its daily_life()
+        # and weather(): the code stays off the heap of a quiet patient
+        self.strain_fn = None
+        self.weather_fn = None
+        self._strain_key = stream_key(seed, _STREAM_STRAIN)
+        self._weather_key = stream_key(seed, _STREAM_WEATHER)
+        self._strain_b = -1
+        self._strain = (0, 0, 0, 0)  # start ms into the bucket, rise, hold, peak
 
     def x1000(self, t):
         return self.slow_x1000(t) + self.fast_x1000(t)
@@ -141,6 +159,9 @@ class Csf:
 
     def fast_x1000(self, t):
         value = self.cough(t)
+        strain = self.strain_fn
+        if strain is not None and self.strains_per_hour:
+            value += strain(self, t)
         if self.cardiac_x1000:
             i = (t + self._cardiac_phase_ms) % CARDIAC_PERIOD_MS * _SINE_STEPS // CARDIAC_PERIOD_MS
             value += self.cardiac_x1000 * SINE[i] // _SINE_ONE
@@ -186,7 +207,16 @@ class Csf:
         level = self._posture_now * self.upright_x1000
         if into < _POSTURE_RAMP_MS and self._posture_now != self._posture_prev:
             before = self._posture_prev * self.upright_x1000
-            return before + (level - before) * into // _POSTURE_RAMP_MS
+            over = 0
+            if self.posture_transient_x1000:
+                # the overshoot: 80-120 % of the transient, a half sine
+                size = (
+                    self.posture_transient_x1000
+                    * (80 + hash_at(self._posture_key, ~b & 0xFFFFFFF) % 41)
+                    // 100
+                )
+                over = size * SINE[into * (_SINE_STEPS // 2) // _POSTURE_RAMP_MS] // _SINE_ONE
+            return before + (level - before) * into // _POSTURE_RAMP_MS + over
         return level
 
     # --- coughs ------------------------------------------------------------------------
@@ -210,8 +240,10 @@ class Csf:
         span = COUGH_MAX_MS - COUGH_MIN_MS
         duration = COUGH_MIN_MS + (g & 0xFFFF) * (span + 1) // 65536
         self._cough_ms = duration
-        self._cough_start = (g >> 16) * (COUGH_BUCKET_MS - duration) // 65536
-        peaks = _COUGH_MAX_X1000 - _COUGH_MIN_X1000 + 1
+        self._cough_n = 1 + (h >> 16) % self.cough_burst
+        room = COUGH_BUCKET_MS - self._cough_n * (duration + _COUGH_GAP_MS)
+        self._cough_start = (g >> 16) * room // 65536
+        peaks = self.cough_max_x1000 - _COUGH_MIN_X1000 + 1
         self._cough_x1000 = _COUGH_MIN_X1000 + mix32(g) % peaks
 
     def cough(self, t):
@@ -222,7 +254,15 @@ class Csf:
         if not self._cough_ms:
             return 0
         x = t - b * COUGH_BUCKET_MS - self._cough_start
-        if x <= 0 or x >= self._cough_ms:
+        if x <= 0:
+            return 0
+        if self._cough_n > 1:  # a burst: the same cough again after a gap
+            x = (
+                x % (self._cough_ms + _COUGH_GAP_MS)
+                if x < self._cough_n * (self._cough_ms + _COUGH_GAP_MS)
+                else x
+            )
+        if x >= self._cough_ms:
             return 0
         # half a sine: up and down within the cough
         return self._cough_x1000 * SINE[x * (_SINE_STEPS // 2) // self._cough_ms] // _SINE_ONE

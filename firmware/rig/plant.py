@@ -72,10 +72,11 @@ _COMPLIANCE_X10_MAX = const(1_000)
 _NOISE_X10 = const(5)  # standard deviation 0.5 mmHg (assumed)
 _NOISE_X10_MAX = const(1_000)
 # Range of the sensor (assumed): readings saturate here (int16 on the wire).
-_SENSOR_MIN_X10 = const(-1_000)
+_SENSOR_MIN_X10 = const(-4_000)  # an absolute sensor reads down to 360 mmHg
 _SENSOR_MAX_X10 = const(30_000)
 _CSF_X10_MIN = const(-500)
 _CSF_X10_MAX = const(1_500)
+# LINE's ranges (trapped air, ambient) are checked in rig/line.py check_line().
 # A disconnected catheter: the outlet opens to the pocket through about 1 %
 # of the catheter's resistance.
 _DISCONNECT_CONDUCTANCE = const(100)
@@ -191,6 +192,19 @@ class Plant:
         self._weight = 1.0  # reference pressure = weight x CSF
         self._frozen = False  # full occlusion: the reference stays as it was
         self._ref_frozen = 0  # 0.001 mmHg
+        # the line as real catheters make it (rig/line.py; LINE message):
+        # trapped air (nL at 1 atm, dissolving with a time constant), the
+        # column's inertance (a second-order line), where an occlusion sits,
+        # and the ambient pressure the sealed (absolute) sensor also reads
+        self.air_nl = 0
+        self.air_dissolve_ms = 0  # 0: the bubble stays
+        self._air_t0 = 0
+        self.inertance_on = 0
+        self.occlusion_site = 0  # 0 at the tip (whole line upstream), 1 at the pump outlet
+        self.ambient_x10 = 0  # ambient - 760 mmHg, 0.1 mmHg (weather, cabin)
+        self._line = None  # rig/line.py, imported by the first LINE (heap)
+        self._line2 = None
+        self._l = 0.0  # mmHg ms^2/nL; 0: first-order line
         self._derive(0)
 
     # --- configuration (rig PLANT, FILL) ----------------------------------------
@@ -223,6 +237,41 @@ class Plant:
         if csf_x10 != -32768:
             self.csf.base_x10 = csf_x10
         self._derive(now)
+
+    def configure_line(
+        self, material, modulus_kpa, air_nl, air_dissolve_ms, inertance_on, site, now=0
+    ):
+        # The line as real catheters make it (rig message LINE; rig/line.py):
+        # material 0 keeps compliance_x10 (PLANT), otherwise the catheter
+        # wall (Lame, modulus_kpa 0: the material's nominal) plus the pump
+        # outlet. Trapped air (nL at 1 atm) adds V/P; it dissolves with
+        # air_dissolve_ms (0: it stays). Checked by the caller (check_line()).
+        self.update(now)
+        linemod = self.line_module()
+        if material:
+            cm = self.catheter_nl // _CATHETER_NL_PER_CM
+            c = linemod.wall_compliance(material, cm, modulus_kpa) + linemod.PUMP_COMPLIANCE
+            self.compliance_x10 = int(c * 10 + 0.5)
+        self.air_nl = air_nl
+        self.air_dissolve_ms = air_dissolve_ms
+        self._air_t0 = now
+        self.inertance_on = inertance_on
+        self.occlusion_site = site
+        self._derive(now)
+
+    def line_module(self):
+        # rig/line.py, imported at the first LINE (it stays off the heap of
+        # a board that never uses it).
+        if self._line is None:
+            from rig import line as linemod
+
+            self._line = linemod
+            self._line2 = linemod.SecondOrder()
+        return self._line
+
+    def compliance_now(self):
+        # nL/mmHg at the sensor now (wall, pump outlet and air).
+        return self._c
 
     def pl_per_step(self):
         # 25 000 x (1e6 + ppm) / 1e6 done in two steps to stay in small ints.
@@ -271,6 +320,8 @@ class Plant:
             return steps
         self.reservoir_nl -= volume
         self.pumped_nl += volume
+        if self.air_nl:
+            self._derive(now)  # the bubble's compliance at today's size and pressure
         duration = (steps * STROKE_MS + STROKE_STEPS - 1) // STROKE_STEPS
         end = now + duration
         left = 0.0
@@ -314,6 +365,10 @@ class Plant:
         # Closed-form evolution of E from _t to t: with inflow up to _q_end,
         # then without. (Written to allocate few floats: each is a heap
         # object in MicroPython.)
+        linemod = self._line
+        if self._l and linemod is not None:
+            linemod.settle2(self, t)
+            return
         while self._t < t:
             start = self._t
             end = t
@@ -445,6 +500,14 @@ class Plant:
         # Called after _settle(t): E is kept; the reference may change.
         reference = self.reference_x1000(t)
         self._c = self.compliance_x10 / 10
+        linemod = self._line  # None until a LINE: the lumped line alone
+        if linemod is not None:
+            if self._active[FAULT_OCCLUSION] and self.occlusion_site:
+                self._c = linemod.PUMP_COMPLIANCE  # the catheter is cut off
+            if self.air_nl:
+                self._c += linemod.air_compliance(
+                    linemod.air_now(self, t), linemod.absolute_mmhg(self, t)
+                )
         g_nominal = 1 / (self.resistance() * 1000)  # nL/(mmHg ms)
         g_tip = g_nominal
         g_leak = 0.0
@@ -466,11 +529,24 @@ class Plant:
             self._share = g_tip / g_total
             self._weight = self._share
             self._frozen = False
+            line2 = self._line2
+            if self.inertance_on and g_tip and linemod is not None and line2 is not None:
+                if not self._l:
+                    line2.f = self._e * g_tip  # the flow a resistive line had
+                self._l = linemod.inertance(self.catheter_nl / _CATHETER_NL_PER_CM)
+                line2.set(self._c, 1 / g_tip, self._l, g_leak)
+            elif self._l and line2 is not None:
+                self._l = 0.0
+                line2.f = 0.0
         else:
             # Nothing drains: the line keeps the pressure it had, and no
             # longer sees CSF pressure.
             self._tau = 0.0
             self._share = 0.0
+            line2 = self._line2
+            if self._l and line2 is not None:
+                self._l = 0.0
+                line2.f = 0.0  # the column stops
             if not self._frozen:
                 self._frozen = True
                 self._ref_frozen = reference
@@ -540,6 +616,12 @@ class Plant:
             value += noise_x1000(self._noise_key, t, self.noise_x10)
         if self._active[FAULT_SENSOR_OFFSET]:
             value += self._param[FAULT_SENSOR_OFFSET] * 100
+        # a sealed sensor reads absolute pressure less its 760 mmHg
+        # calibration: the weather and a cabin move every reading alike
+        value += self.ambient_x10 * 100
+        csf = self.csf
+        if csf.weather_fn is not None:
+            value += csf.weather_fn(csf, t)
         return _clamp(value // 100)
 
     # --- battery ------------------------------------------------------------------------

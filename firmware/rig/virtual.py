@@ -23,6 +23,7 @@ _TRUTH_FMT = t.TRUTH_REPLY
 _POWER_REQUEST = t.POWER_REQUEST
 _POWER_FMT = t.POWER_REPLY
 _PLANT_REQUEST = t.PLANT_REQUEST
+_LINE_REQUEST = t.LINE_REQUEST
 _FAULT_REQUEST = t.INJECT_FAULT_REQUEST
 _FILL_FMT = t.FILL_REPLY
 
@@ -115,6 +116,7 @@ class VirtualRig:
             t.TRUTH: self._on_truth,
             t.POWER: self._on_power,
             t.PLANT: self._on_plant,
+            t.LINE: self._on_line,
             t.INJECT_FAULT: self._on_inject,
             t.CLEAR_FAULT: self._on_clear_fault,
             t.FILL: self._on_fill,
@@ -234,6 +236,27 @@ class VirtualRig:
             noise,
             csf,
         )
+        link.ack(None, ())
+        return linkmod.DONE
+
+    def _on_line(self, link, payload):
+        (material, modulus, air, dissolve_s, inertance, site, ambient, daily) = struct.unpack_from(
+            _LINE_REQUEST, payload, 0
+        )
+        from rig import line as linemod  # the first LINE loads the line's physics
+
+        bad = linemod.check_line(material, modulus, air, inertance, site, ambient)
+        if bad < 0 and daily > 1:
+            bad = 7
+        if bad >= 0:
+            link.nack(t.BAD_VALUE, bad)
+            return linkmod.DONE
+        plant = self.board.plant
+        now = self.clock.time_ms()
+        plant.ambient_x10 = ambient
+        plant.configure_line(material, modulus, air, dissolve_s * 1000, inertance, site, now)
+        if daily:
+            plant.line_module().daily_life(plant.csf)
         link.ack(None, ())
         return linkmod.DONE
 

@@ -129,3 +129,31 @@ def test_a_wrapping_url_finds_the_virtual_board_it_wraps() -> None:
         assert keys.find("fault:///dev/pts/79?drop=0.01") is None
     finally:
         keys.forget_virtual("/dev/pts/78")
+
+
+def test_a_virtual_boards_key_store_is_private_even_in_a_shared_directory(
+    tmp_path: Path,
+) -> None:
+    # Issue 15: keys.bin was written 0644 in a caller-chosen journal directory.
+    store = tmp_path / schema.KEYSTORE_FILE
+    store.write_bytes(keys.generate().keystore())
+    store.chmod(0o644)  # left readable by an earlier tool
+    from bench.sim import BoardOptions, VirtualBoard
+
+    with VirtualBoard(BoardOptions(journal_dir=str(tmp_path))):
+        assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with VirtualBoard(BoardOptions(journal_dir=str(fresh))):
+        assert stat.S_IMODE((fresh / schema.KEYSTORE_FILE).stat().st_mode) == 0o600
+
+
+def test_a_fault_url_works_from_the_cli(capsys: pytest.CaptureFixture) -> None:
+    # Issue 15: `--port fault://...` could not be opened (the handler was
+    # registered only where bench.transports was imported).
+    from bench.sim import BoardOptions, VirtualBoard
+
+    with VirtualBoard(BoardOptions()) as board:
+        url = f"fault://{board.pump_port}?drop=0&seed=1"
+        assert main(["status", "--port", url]) == 0, capsys.readouterr().err
+    assert "state" in capsys.readouterr().out.lower()

@@ -408,6 +408,46 @@ def test_inject_fault_refuses_unknown_faults_and_bad_params(
     rig.request("CLEAR_FAULT", {"fault": 0})  # every fault
 
 
+# --- LINE: the line as real catheters make it (rig/line.py; tests/firmware/test_line.py) ---
+def test_line_makes_a_90_cm_silicone_catheter_with_air_swallow_the_stroke(
+    pump: PumpClient, rig: RigClient
+) -> None:
+    stroke = running(pump, rig, catheter_nl=234_000, noise_x10=0)
+    rig.line(material=1, inertance=1, air_nl=10_000)
+    at = stroke + 2 * STROKE_PERIOD_MS
+    advance_to(rig, at - 5)
+    samples = record(rig, 1, 400)
+    base = samples[4][2]
+    rises = [s[2] - base for s in samples[5:]]
+    # C = 30.9 (wall) + 2.5 (outlet) + 13 (air) nL/mmHg: tau = R C = 113 ms,
+    # a peak near Q R (1 - exp(-20/113)) = 3.9 mmHg (nominal line: 14.9) and
+    # still a third of it 100 ms later (the CSF pulsations move +-1 mmHg)
+    assert 25 <= max(rises) <= 55, max(rises)
+    assert 8 <= rises[120] <= 30, rises[120]
+    # 3.3 tau after the stroke about 4 % of it is still stored in the line
+    assert STROKE_NL - 12 <= samples[-1][1] - samples[4][1] <= STROKE_NL - 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "detail"),
+    [
+        ({"material": 4}, 0),
+        ({"material": 1, "modulus_kpa": 100}, 1),
+        ({"air_nl": 200_001}, 2),
+        ({"inertance": 2}, 4),
+        ({"occlusion_site": 2}, 5),
+        ({"ambient_x10": -4001}, 6),
+        ({"daily_life": 2}, 7),
+    ],
+)
+def test_line_refuses_values_out_of_range(
+    rig: RigClient, fields: dict[str, int], detail: int
+) -> None:
+    with pytest.raises(PumpRefused) as refused:
+        rig.line(**fields)
+    assert (refused.value.code, refused.value.detail) == (schema.BAD_VALUE, detail)
+
+
 def test_plant_physics_under_micropython(tmp_path: Path) -> None:
     figures = upy.run("check_plant.py", str(tmp_path), heap="512k")
     assert figures["coughs_per_hour"] > 2

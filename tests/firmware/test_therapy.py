@@ -50,6 +50,24 @@ def test_continuous_delivers_its_rate_over_days(pump: PumpClient, rig: RigClient
     assert_within_one_stroke(status["reservoir_nl"], 20_000_000 - real["pumped_nl"])
 
 
+@pytest.mark.parametrize("lost_pct", [15, 50])
+def test_lost_steps_are_made_up_by_earlier_basal_strokes(
+    pump: PumpClient, rig: RigClient, lost_pct: int
+) -> None:
+    # issue 14: the head loses 15-50 % of its steps; the encoder sees it and
+    # the next strokes come sooner, so the patient still gets the rate
+    start_therapy(pump, rig, program(basal_nl_day=1_000_000))
+    rig.advance(HOUR_MS)
+    before = truth(rig)["tip_nl"]
+    rig.request("INJECT_FAULT", {"fault": 5, "param": lost_pct, "onset_ms": 0})
+    rig.advance(DAY_MS)
+    real = truth(rig)
+    assert abs(real["tip_nl"] - before - 1_000_000) <= 2 * STROKE_NL, real["tip_nl"] - before
+    status = pump.status()
+    assert alarm_active(status, "LOST_STEPS")  # the head is wearing: said, not stopped
+    assert status["state_name"] == "RUNNING"
+
+
 def test_minimum_rate_mode_keeps_the_catheter_open(pump: PumpClient, rig: RigClient) -> None:
     start_therapy(pump, rig, program(mode=MINIMUM_RATE, basal_nl_day=0))
     rig.advance(2 * DAY_MS)

@@ -98,8 +98,15 @@ def test_patient_bolus_lockout_and_daily_maximum(pump: PumpClient, rig: RigClien
     elapsed = rig.advance(HOUR_MS)  # device time since the therapy started
     basal = 200_000 * elapsed // DAY_MS
     assert abs(truth(rig)["pumped_nl"] - (4 * 40_000 + basal)) <= 2 * STROKE_NL
-    refusals = [a for _t, code, a, _b in log_entries(pump) if code == LOG["PB_REFUSED"]]
-    assert refusals == [schema.LOCKOUT, schema.DAILY_MAX]
+    # the refusals are in the access log (SPEC 15), a = code | detail << 8,
+    # b = patient-bolus refusals ever
+    refusals = [
+        (e["a"] & 0xFF, e["b"])
+        for e in pump.log(access=True)
+        if e["name"] == "PB_REFUSED" and e["a"]
+    ]
+    assert refusals == [(schema.LOCKOUT, 1), (schema.DAILY_MAX, 2)]
+    assert LOG["PB_REFUSED"] not in [code for _t, code, _a, _b in log_entries(pump)]
 
 
 def test_patient_bolus_refused_while_stopped(pump: PumpClient, rig: RigClient) -> None:

@@ -1,73 +1,168 @@
-# The nominal stroke response: how far the line pressure rises during one
-# stroke (peak - before, in 0.1 mmHg) on this patient's catheter, learned
-# over the first healthy strokes after reset() and then frozen. Used by the
-# occlusion monitor (a residual is judged against it) and the leak monitor
-# (a weak response is a fraction of it).
+# The line's stroke response, measured on this patient's catheter: how far
+# the pressure rises during a stroke (rise = peak - before, 0.1 mmHg), what is
+# left 200 ms later (residual = after - before), and how much both scatter
+# (their standard deviations: sensor noise, CSF pulsations, the line itself).
+# Learned over LEARN_STROKES healthy strokes after reset() (start of therapy,
+# refill, catheter change), then the occlusion and leak monitors derive every
+# threshold from these four figures (README.md, "How each threshold is
+# derived"), not from constants tuned to one line.
 #
-# Physics (plant figures): a stroke pushes V = 200 nL in 20 ms (Q = 10 nL/ms)
-# into a line of compliance C (2.5-10 nL/mmHg) draining through the catheter
-# resistance R (1.1-2.4e-3 mmHg s/nL for 40-90 cm), so the rise at the end of
-# the stroke is Q R (1 - exp(-20 ms / RC)): about 9 to 24 mmHg, fixed for a
-# given catheter. It is learned, not configured, because R and C differ from
-# patient to patient by more than the margins the detectors need.
+# Physics (docs/plant.md section 1): a stroke pushes 200 nL in 20 ms into a
+# line of compliance C draining through the catheter resistance R: the rise
+# is Q R (1 - exp(-20 ms / RC)) on a first-order line, 9-24 mmHg for C = 2.5
+# -10 nL/mmHg but only 3-6 mmHg on a 90 cm silicone catheter (C = 23-46) or
+# with tens of uL of air (1.3 nL/mmHg per uL); the column's inertance makes
+# the line ring (L/R = 17 ms). The learner does not need the model: it
+# measures what this line does.
 #
-# Why frozen after learning: a slowly growing fault (a granuloma narrowing
-# the tip, a slowly tearing catheter) would otherwise be learned as the new
-# normal. Call reset() after implant, priming and any catheter revision, on
-# a healthy line; set_nominal() restores a value kept across reboots.
+# After learning, adapt() keeps a long-window mean of the rise (the slow-leak
+# window) and lets the nominal follow it in one direction only: towards a
+# stiffer line (a larger rise whose residual is no larger than learned): air
+# dissolving after a refill. A leak (smaller rise) or a narrowing catheter
+# (larger residual) is never learned as the new normal.
 #
-# Integers only; offer() allocates nothing.
+# Integers only; offer() and adapt() allocate nothing on the unix port.
 
-DEFAULT_RISE_X10 = 160  # 16 mmHg: Q x R for a 60 cm catheter, used until learned
-LEARN_STROKES = 16  # healthy strokes averaged after reset()
-LEARN_SHIFT = 2  # EWMA weight 1/4 per stroke: the estimate's noise is 0.38 x one stroke's
-# Strokes that teach nothing: a rise below MIN_RISE_X10 (4 mmHg, under half
-# the smallest physical nominal rise of about 9 mmHg: a leak, or no stroke)
-# or a residual (after - before) of MAX_RESIDUAL_X10 or more (2.5 mmHg, 3.5
-# sigma of the residual noise: a restricted line, or a cough).
-MIN_RISE_X10 = 40
-MAX_RESIDUAL_X10 = 25
+from micropython import const
 
-_FRAC_BITS = 4  # the average is kept x16
+DEFAULT_RISE_X10 = const(160)  # 16 mmHg: Q x R for a 60 cm catheter, used until learned
+LEARN_STROKES = const(16)  # healthy strokes measured after reset()
+# A rise under 1 mmHg teaches nothing: no stroke, or a leak (the smallest
+# monitorable line, 50 nL/mmHg, rises about 3.5 mmHg).
+MIN_RISE_X10 = const(10)
+# Standard deviations are at least 0.3 mmHg: a quieter figure would make the
+# thresholds tighter than the sensor's conversion can back (0.1 mmHg steps).
+_MIN_SD_X10 = const(3)
+# Outliers while learning (after 4 strokes): further than 4 sd + 1 mmHg from
+# the mean so far (a cough, a strain): not measured.
+_OUTLIER_SD = const(4)
+OUTLIER_X10 = const(10)
+# adapt(): 1/256 of the way per stroke (hours to days at basal rates: air
+# dissolves over days).
+_ADAPT_SHIFT = const(8)
+_WINDOW_STROKES = const(256)  # the slow window's length: 1 << _ADAPT_SHIFT
+_REF_STEP_SD = const(4)
+_FRAC = const(12)  # the long-window mean is kept x4096 (the shift's rounding bias: 0.03 x 0.1 mmHg)
+
+
+def isqrt(n):
+    # Integer square root (floor) by Newton's method; n >= 0.
+    if n <= 0:
+        return 0
+    x = n
+    y = (x + 1) >> 1
+    while y < x:
+        x = y
+        y = (x + n // x) >> 1
+    return x
+
+
+def mean_sd(learner, k):
+    # k standard deviations of the long-window mean, 0.1 mmHg (rounded up):
+    # an EWMA of weight 1/256 has sd = sd / sqrt(511) = sd / 22.6.
+    return (k * learner.rise_sd_x10 + 21) // 22
+
+
+def _sd(s, s2, n):
+    # Sample standard deviation from the sums of x and x^2 over n values.
+    return isqrt((s2 - s * s // n) // (n - 1))
+
+
+def _far(x, s, s2, n):
+    # Whether x is an outlier: further than _OUTLIER_SD sd + OUTLIER_X10
+    # from the mean of the n values summed so far.
+    dev = x - s // n
+    if dev < 0:
+        dev = -dev
+    return dev > _OUTLIER_SD * _sd(s, s2, n) + OUTLIER_X10
 
 
 class RiseLearner:
-    def __init__(self, default_x10=DEFAULT_RISE_X10, strokes=LEARN_STROKES):
-        if default_x10 <= 0 or strokes <= 0:
-            raise ValueError("rise learner")
-        self._default = default_x10
-        self._strokes = strokes
-        self._avg = 0  # x16
-        self.count = 0  # healthy strokes averaged since reset()
-        self.nominal_x10 = default_x10
+    def __init__(self):
+        self.reset()
 
     def reset(self):
-        self._avg = 0
-        self.count = 0
-        self.nominal_x10 = self._default
+        self.count = 0  # healthy strokes measured since reset()
+        self._sr = 0  # sums of rise, rise^2, residual, residual^2
+        self._sr2 = 0
+        self._ss = 0
+        self._ss2 = 0
+        self.nominal_x10 = DEFAULT_RISE_X10
+        self.rise_sd_x10 = _MIN_SD_X10
+        self.res_x10 = 0
+        self.res_sd_x10 = _MIN_SD_X10
+        self._avg = DEFAULT_RISE_X10 << _FRAC
+        self.adapted = 0  # quiet strokes in the long-window mean since learning
+        self.ref_x10 = 0  # the slow window's reference (0: not yet)
+        self.version = 0  # + 1 each time the figures are set (learned, adapted, restored)
 
     def learned(self):
-        return self.count >= self._strokes
-
-    def set_nominal(self, nominal_x10):
-        # A learned value restored from the journal: learning is over.
-        if nominal_x10 < MIN_RISE_X10:
-            raise ValueError("nominal rise")
-        self._avg = nominal_x10 << _FRAC_BITS
-        self.count = self._strokes
-        self.nominal_x10 = nominal_x10
+        return self.count >= LEARN_STROKES
 
     def offer(self, rise_x10, residual_x10):
-        # One stroke's response; averaged while learning if it looks healthy.
-        if self.count >= self._strokes:
+        # One stroke's response; measured while learning if it looks healthy.
+        n = self.count
+        if n >= LEARN_STROKES:
             return
-        if rise_x10 < MIN_RISE_X10 or residual_x10 >= MAX_RESIDUAL_X10:
+        if rise_x10 < MIN_RISE_X10 or 2 * residual_x10 >= rise_x10 or 2 * residual_x10 <= -rise_x10:
+            return  # no response, a held stroke, or a disturbed one
+        if n >= 4 and (
+            _far(rise_x10, self._sr, self._sr2, n) or _far(residual_x10, self._ss, self._ss2, n)
+        ):
             return
-        if residual_x10 <= -MAX_RESIDUAL_X10:
+        self._sr += rise_x10
+        self._sr2 += rise_x10 * rise_x10
+        self._ss += residual_x10
+        self._ss2 += residual_x10 * residual_x10
+        n += 1
+        self.count = n
+        if n == LEARN_STROKES:
+            self._figures(n)
+
+    def _figures(self, n):
+        self.nominal_x10 = self._sr // n
+        self._avg = self.nominal_x10 << _FRAC
+        self.adapted = 0
+        self.ref_x10 = 0
+        sd = _sd(self._sr, self._sr2, n)
+        self.rise_sd_x10 = sd if sd > _MIN_SD_X10 else _MIN_SD_X10
+        self.res_x10 = self._ss // n
+        sd = _sd(self._ss, self._ss2, n)
+        self.res_sd_x10 = sd if sd > _MIN_SD_X10 else _MIN_SD_X10
+        self.version += 1
+
+    def adapt(self, rise_x10, residual_x10):
+        # A quiet stroke after learning (its residual where the line's is):
+        # the long-window mean of the rise (mean_x10: the slow-leak window,
+        # 1/2**_ADAPT_SHIFT per stroke) follows every such stroke; the nominal
+        # follows the mean only upwards (a stiffening line: air dissolving),
+        # never down (a leak) and never on strokes that hold (narrowing).
+        if self.count < LEARN_STROKES:
             return
-        if self.count == 0:
-            self._avg = rise_x10 << _FRAC_BITS
-        else:
-            self._avg += ((rise_x10 << _FRAC_BITS) - self._avg) >> LEARN_SHIFT
-        self.count += 1
-        self.nominal_x10 = self._avg >> _FRAC_BITS
+        dev = residual_x10 - self.res_x10
+        if dev < 0:
+            dev = -dev
+        if dev > _OUTLIER_SD * self.res_sd_x10 + OUTLIER_X10:
+            return  # disturbed (a cough, a strain) or holding
+        if rise_x10 > self.nominal_x10 + _OUTLIER_SD * self.rise_sd_x10 + OUTLIER_X10:
+            return  # a disturbance inside the stroke, not the line
+        self._avg += ((rise_x10 << _FRAC) - self._avg + (1 << (_ADAPT_SHIFT - 1))) >> _ADAPT_SHIFT
+        self.adapted += 1
+        mean = (self._avg + (1 << (_FRAC - 1))) >> _FRAC
+        # the slow window's reference: the mean once it has seen a window
+        # (sd / 22, not the 16-stroke nominal's sd / 4), then only upwards,
+        # and only by a real step (_REF_STEP_SD of the mean's sd)
+        if self.adapted == _WINDOW_STROKES:
+            # the mean, unless a leak began within the window: the 16-stroke
+            # nominal is off by sd / 4 at most 3 times
+            floor = self.nominal_x10 - (3 * self.rise_sd_x10 + 3) // 4
+            self.ref_x10 = mean if mean > floor else floor
+        elif self.adapted > _WINDOW_STROKES and mean > self.ref_x10 + mean_sd(self, _REF_STEP_SD):
+            self.ref_x10 = mean
+        if mean > self.nominal_x10 and residual_x10 <= self.res_x10 + 2 * self.res_sd_x10:
+            self.nominal_x10 = mean
+            self.version += 1
+
+    def mean_x10(self):
+        # The long-window mean rise (0.1 mmHg) since learning.
+        return (self._avg + (1 << (_FRAC - 1))) >> _FRAC

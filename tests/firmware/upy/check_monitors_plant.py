@@ -170,7 +170,7 @@ try:
 
     _lock = micropython.heap_lock
     _unlock = micropython.heap_unlock
-except ImportError:  # CPython
+except (ImportError, AttributeError):  # CPython (or a stand-in for const only)
 
     def _lock():
         pass

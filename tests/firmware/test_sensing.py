@@ -1,0 +1,234 @@
+"""Sensing that holds on real catheters (issue 14): every failure row of the
+issue's table, on the rig's plant (firmware/rig/) with the pump's monitors
+(firmware/pump/monitors/) wired as pump/safety.py wires them, in CPython
+(bench/sensing.py), with fixed seeds. The MicroPython side (no allocation,
+the same arithmetic) is checked by upy/check_monitors_*.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.sensing import RATES_MS, LineSpec, Rig, ids
+
+AL = ids()
+STOPS = (AL.OCCLUSION, AL.LEAK)
+BASAL = {k: v for k, v in RATES_MS.items() if k != "bolus"}
+# strokes per nominal run: hours at the fast rates, days at the slow ones
+NOMINAL_STROKES = {360_000: 600, 34_560: 1_500, 720: 6_000, 250: 6_000}
+
+
+def nominal(spec: LineSpec, interval: int, seed: int) -> Rig:
+    rig = Rig(spec, seed)
+    out = rig.run(interval, NOMINAL_STROKES[interval])
+    assert not set(out.raised) & {*STOPS, AL.PARTIAL_OCCLUSION, AL.SLOW_LEAK}, (
+        spec.label(),
+        interval,
+        out.raised,
+    )
+    return rig
+
+
+def threshold_strokes(spec: LineSpec, interval: int, seed: int, limit: int = 400) -> int:
+    # The plain 517 mmHg detector on the same plant, fed every sample.
+    rig = Rig(spec, seed)
+    rig.run(interval, 40)
+    rig.inject("OCCLUSION", 0)
+    plain = rig.m.threshold.ThresholdDetector()
+    for n in range(1, limit):
+        if plain.on_stroke(*rig.stroke(interval)):
+            return n
+    return limit
+
+
+# --- compliance 10x: 50 nL/mmHg ---------------------------------------------------------------
+@pytest.mark.parametrize(("rate", "interval"), RATES_MS.items())
+def test_a_50_nl_per_mmhg_line_never_stops_falsely_and_names_an_occlusion(
+    rate: str, interval: int
+) -> None:
+    spec = LineSpec("nominal", compliance_x10=500)
+    rig = nominal(spec, max(interval, 720), 11)
+    # SENSING_LIMITED: the held threshold is near the rise (and weak strokes need 5-8)
+    assert rig.occlusion.limited() or rig.leak.limited()
+    rig.inject("OCCLUSION", 0)
+    out = rig.run(interval, 30, stop_on=(AL.OCCLUSION,))
+    assert AL.OCCLUSION in out.first and AL.LEAK not in out.raised, (rate, out.first)
+
+
+# --- compliance 6x: 30 nL/mmHg --------------------------------------------------------------
+@pytest.mark.parametrize("name", ["nominal", "silicone-60", "silicone-90", "pu-60-air10"])
+@pytest.mark.parametrize(("rate", "interval"), RATES_MS.items())
+def test_full_occlusion_within_5_strokes_up_to_30_nl_per_mmhg_and_faster_than_517(
+    name: str, rate: str, interval: int
+) -> None:
+    spec = LineSpec(name, compliance_x10=300 if name == "nominal" else 0)
+    rig = Rig(spec, 21)
+    rig.run(max(interval, 720), 40)  # learned at a basal rate (a bolus never settles)
+    rig.inject("OCCLUSION", 0)
+    out = rig.run(interval, 40, stop_on=(AL.OCCLUSION,))
+    found = out.alarm(AL.OCCLUSION)
+    assert found and AL.LEAK not in out.raised, (name, rate, out.first)
+    # 5 strokes at basal rates; during a bolus, 2.5 s (a strain rises for 2 s)
+    assert found[0] <= (5 if rate != "bolus" else 11), (name, rate, found)
+    assert found[0] < threshold_strokes(spec, interval, 21), (name, rate, found)
+
+
+# --- air after a refill ---------------------------------------------------------------------
+@pytest.mark.parametrize("air_nl", [10_000, 30_000])
+@pytest.mark.parametrize(("rate", "interval"), RATES_MS.items())
+def test_air_after_a_refill_is_measured_not_stopped(air_nl: int, rate: str, interval: int) -> None:
+    rig = Rig(LineSpec("pu-60"), 31)
+    rig.run(max(interval, 720), 60)
+    learned = rig.learner.nominal_x10
+    # the refill leaves air in the line; the pump relearns the line
+    p = rig.plant
+    p.configure_line(2, 0, air_nl, 6 * 3_600_000, 1, 0, rig.t)
+    rig.relearn()
+    rig.run(max(interval, 720), 20)
+    assert rig.learner.nominal_x10 < learned * 2 // 3  # the air swallows the stroke
+    out = rig.run(interval, NOMINAL_STROKES[interval])  # and dissolves (6 h)
+    assert not set(out.raised) & {*STOPS, AL.PARTIAL_OCCLUSION}, (rate, out.raised)
+    # and a full occlusion on the air-filled line is still an occlusion
+    rig.inject("OCCLUSION", 0)
+    out = rig.run(interval, 40, stop_on=(AL.OCCLUSION,))
+    assert AL.OCCLUSION in out.first and AL.LEAK not in out.raised, (rate, out.first)
+
+
+def test_the_line_is_followed_as_the_air_dissolves() -> None:
+    rig = Rig(LineSpec("pu-60", air_nl=30_000, air_dissolve_s=3 * 3600), 33)
+    out = rig.run(720, 4 * 5_000)  # 4 hours at 24 mL/day
+    assert not out.raised, out.raised
+    first = rig.learner.nominal_x10
+    out = rig.run(720, 10 * 5_000)
+    assert not out.raised, out.raised
+    assert rig.learner.nominal_x10 > first * 3 // 2  # the stiffer line is followed
+
+
+# --- CSF ramps, coughs and strains are not occlusions ----------------------------------
+def ramps(rig: Rig, slope: int, ms: int, every: int, hold: int = 3_000) -> None:
+    # A ramp of `slope` mmHg/s for `ms`, holding, then back, every `every` ms,
+    # its start moved against the strokes so that strokes fall all along it.
+    def extra(t: int) -> int:
+        k, x = divmod(t, every)
+        x -= 1_000 + (k * 97) % 700
+        top = slope * ms
+        if x <= 0:
+            return 0
+        if x < ms:
+            return slope * x
+        if x < ms + hold:
+            return top
+        if x < ms + hold + 1_000:
+            return top * (ms + hold + 1_000 - x) // 1_000
+        return 0
+
+    rig.add_csf(extra)
+
+
+@pytest.mark.parametrize("compliance_x10", [25, 50, 100, 200])
+@pytest.mark.parametrize("slope", [40, 90, 120])
+def test_csf_ramps_during_strokes_never_stop_delivery(compliance_x10: int, slope: int) -> None:
+    # 1 mL/day (17.28 s) and a bolus: a ramp for 1.2 s every 20 s so that
+    # every phase of the ramp meets a stroke
+    for interval, strokes in ((17_280, 400), (250, 4_000), (720, 2_000)):
+        rig = Rig(LineSpec("nominal", compliance_x10=compliance_x10), 41 + slope)
+        rig.run(interval, 40)
+        ramps(rig, slope, 1_200, 20_000 + interval // 3)
+        out = rig.run(interval, strokes)
+        assert not set(out.raised) & set(STOPS), (compliance_x10, slope, interval, out.raised)
+
+
+@pytest.mark.parametrize("name", ["nominal", "pu-60", "silicone-60"])
+def test_valsalva_strains_during_a_bolus_never_stop_it(name: str) -> None:
+    # strains rising at 50-90 mmHg/s for 0.5-2 s, 33 of them, on lines
+    # inside the old documented range and on real ones
+    for compliance_x10 in (50, 100) if name == "nominal" else (0,):
+        rig = Rig(LineSpec(name, compliance_x10=compliance_x10), 51)
+        rig.run(720, 40)
+        for k in range(33):
+            slope = 50 + (k * 13) % 41
+            rise_ms = 500 + (k * 211) % 1_500
+
+            def extra(t: int, t0: int = rig.t, s: int = slope, r: int = rise_ms) -> int:
+                x = t - t0 - 300
+                if x <= 0:
+                    return 0
+                if x < r:
+                    return s * x
+                return s * r if x < r + 5_000 else 0
+
+            rig.plant.csf.fast_x1000 = Rig(LineSpec(name), 0).plant.csf.fast_x1000
+            rig.add_csf(extra)
+            out = rig.run(250, 40)  # a 10 s bolus
+            assert not set(out.raised) & set(STOPS), (name, compliance_x10, k, out.raised)
+            rig.run(17_280, 2)
+
+
+def test_cough_bursts_on_a_20_nl_per_mmhg_line_at_24_ml_per_day_are_not_leaks() -> None:
+    rig = Rig(LineSpec("nominal", compliance_x10=200), 61)
+    rig.plant.csf.coughs_per_hour = 60  # a cough burst every 10 min bucket
+    out = rig.run(720, 20_000)
+    assert not out.raised, out.raised
+
+
+def test_daily_life_on_random_lines_raises_nothing() -> None:
+    # 24 lines across the documented range (material, length, air, noise,
+    # CSF) at the four rates, daily-life CSF: no alarm of any kind
+    import random
+
+    rng = random.Random(71)
+    for case in range(24):
+        spec = LineSpec(
+            rng.choice(["nominal", "pu-60", "silicone-60", "silicone-90", "braided-40"]),
+            air_nl=rng.choice([0, 10_000, 30_000]),
+            noise_x10=rng.choice([3, 5, 8]),
+            csf_x10=rng.randint(40, 150),
+        )
+        interval = list(RATES_MS.values())[case % 4]
+        nominal(spec, interval, 7_100 + case)
+
+
+# --- sensor faults are named -------------------------------------------------------------------
+@pytest.mark.parametrize(("rate", "interval"), RATES_MS.items())
+def test_a_600_mmhg_sensor_offset_is_a_sensor_fault_never_an_occlusion(
+    rate: str, interval: int
+) -> None:
+    rig = Rig(LineSpec("silicone-60"), 81)
+    rig.run(max(interval, 720), 40)
+    rig.inject("SENSOR_OFFSET", 6_000)
+    out = rig.run(interval, max(5, 4 * 60_000 // interval))
+    assert AL.SENSOR_FAULT in out.raised, (rate, out.raised)
+    assert not set(out.raised) & {*STOPS, AL.PARTIAL_OCCLUSION}, (rate, out.raised)
+
+
+# --- leaks --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("rate", "interval"), BASAL.items())
+def test_a_30_percent_leak_on_a_stiff_line_is_found_by_the_slow_window(
+    rate: str, interval: int
+) -> None:
+    rig = Rig(LineSpec("braided-40"), 91)
+    rig.run(interval, 300)
+    rig.inject("LEAK", 30)
+    out = rig.run(interval, 600, stop_on=(AL.SLOW_LEAK, AL.LEAK))
+    assert out.alarm(AL.SLOW_LEAK) or out.alarm(AL.LEAK), (rate, out.first)
+
+
+@pytest.mark.parametrize("name", ["nominal", "silicone-90", "pu-60-air10"])
+def test_a_disconnection_while_stopped_is_found_in_5_minutes(name: str) -> None:
+    rig = Rig(LineSpec(name, daily_life=False), 101)
+    rig.run(34_560, 40)
+    rig.idle(10 * 60_000)
+    rig.inject("LEAK", 100)
+    out = rig.idle(6 * 60_000)
+    found = out.alarm(AL.LEAK)
+    assert found and found[1] <= 5 * 60_000, (name, out.first)
+
+
+def test_full_disconnection_while_running_is_found_in_strokes_on_every_line() -> None:
+    for k, name in enumerate(["nominal", "silicone-90", "pu-60-air10", "braided-40"]):
+        for interval in RATES_MS.values():
+            rig = Rig(LineSpec(name), 111 + k)
+            rig.run(max(interval, 720), 40)
+            rig.inject("LEAK", 100)
+            out = rig.run(interval, 12, stop_on=(AL.LEAK,))
+            assert out.alarm(AL.LEAK), (name, interval, out.first)

@@ -1,0 +1,284 @@
+"""The pump firmware on the emulated Pico: stock MicroPython v1.28.0 (RPI_PICO) on
+rp2040js (pico/README.md), over its USB CDC pty, as a real board is reached.
+
+What the host tests cannot show: the real rp2 modules (machine, rp2, PIO,
+ADC, WDT, littlefs, USB CDC), 32-bit small ints and the real heap. Each board
+boots once per module (about 10 s of wall time); the emulated clock runs in
+fast mode (idle time skipped), so figures are asserted in emulated time and
+pulse counts, never in wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import pico
+from bench.client import PumpClient
+from bench.paths import firmware_tree
+from protocol import schema
+from tests.firmware import kit
+
+MISSING = pico.missing()
+if MISSING and os.environ.get("PUMPBENCH_REQUIRE_PICO"):
+    # .ci/run: CI must run these, never skip them
+    raise RuntimeError(f"PUMPBENCH_REQUIRE_PICO is set but the emulated Pico lacks: {MISSING}")
+pytestmark = [
+    pytest.mark.skipif(MISSING is not None, reason=f"emulated Pico: {MISSING}"),
+    pytest.mark.timeout(300),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+UF2_VERSION = "1.28.0"
+
+
+def _config() -> dict[str, int]:
+    """Integer constants of firmware/board_config.py (const(...) or plain)."""
+    text = (ROOT / "firmware" / "board_config.py").read_text()
+    values = {}
+    for name, value in re.findall(r"^([A-Z_0-9]+) = (?:const\()?([\d_]+)\)?", text, re.M):
+        values[name] = int(value.replace("_", ""))
+    return values
+
+
+CFG = _config()
+
+
+def _wait(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"emulated Pico: {what} within {timeout_s:g} s of wall time")
+
+
+@pytest.fixture(scope="module")
+def board() -> Iterator[pico.PicoBoard]:
+    with pico.PicoBoard() as b:
+        pico.wait_hello(b)
+        yield b
+        assert b.alive, b.stderr_text()
+
+
+@pytest.fixture(scope="module")
+def stock() -> Iterator[pico.PicoBoard]:
+    with pico.PicoBoard(firmware=False) as b:
+        yield b
+
+
+@pytest.fixture
+def pump(board: pico.PicoBoard) -> Iterator[PumpClient]:
+    with PumpClient(board.pump_port, timeout_s=30.0) as client:
+        client.hello()
+        yield client
+
+
+def test_the_pump_firmware_boots_to_hello_on_the_stock_uf2(pump: PumpClient) -> None:
+    hello = pump.hello()
+    assert hello["board"] == "pico"
+    assert hello["firmware_version"] == firmware_tree().version()
+    assert hello["schema_fingerprint"] == schema.FINGERPRINT
+    # board_config.DEVICE_ID "": the flash chip's unique id, read over the SSI
+    assert hello["device_id"] == "5050494D50000001"
+
+
+def test_a_confirmed_program_strokes_at_the_pins(board: pico.PicoBoard, pump: PumpClient) -> None:
+    board.request("reset_pins")
+    pico.start_program(pump, kit.program(basal_nl_day=1_000_000))  # a stroke every 17.28 s
+
+    def two_strokes() -> dict | None:  # type: ignore[type-arg]
+        s = board.status()
+        n = s["step_rises_enabled"]
+        return s if n >= 16 and n % 8 == 0 else None
+
+    pins = _wait(two_strokes, 120.0, "no two whole strokes at the STEP pin")
+    steps = pins["step_rises_enabled"]
+    assert pins["step_rises"] == steps  # never a step with the driver disabled
+    assert pins["encoder_edges"] == steps  # the rig echoes each step on channel A
+    # The PIO program's period on the emulated clock: 2 * Y + 7 PIO cycles
+    delay = (CFG["STEP_PIO_HZ"] // CFG["STEP_RATE_HZ"] - 7) // 2
+    period_ns = (2 * delay + 7) * 1_000_000_000 // CFG["STEP_PIO_HZ"]
+    within = [p for p in pins["step_periods_ns"] if p < 2 * period_ns]
+    assert within and all(abs(p - period_ns) <= 1 for p in within), pins["step_periods_ns"]
+    delivered = pump.status()["delivered_nl"]
+    nl_per_step = CFG["PL_PER_STEP"] // 1000
+    # the pump's count lags the pins by at most the stroke in flight
+    assert abs(delivered - steps * nl_per_step) <= 8 * nl_per_step
+
+
+def test_the_pump_sees_the_pressure_the_rig_sets_on_the_adc(
+    board: pico.PicoBoard, pump: PumpClient
+) -> None:
+    # (after the strokes test: the pump samples pressure around its strokes,
+    # through its IIR filter, so it moves toward the new value stroke by stroke)
+    before = pump.status()["pressure_x10"]
+    expected = _pressure_x10(561)  # about 12 mmHg
+    board.set_adc(pico.ADC_PRESSURE, 561)
+    try:
+        seen = _wait(
+            lambda: (lambda p: p if p >= before + 10 else None)(pump.status()["pressure_x10"]),
+            60.0,
+            "the pump's pressure did not follow the ADC",
+        )
+        assert before < seen <= expected
+    finally:
+        board.set_adc(pico.ADC_PRESSURE, 503)
+
+
+def _pressure_x10(raw12: int) -> int:
+    """What hal/rp2.PressureSensor reports for a 12-bit ADC sample, by board_config."""
+    u16 = (raw12 << 4) | (raw12 >> 8)  # the rp2 port's read_u16() of a 12-bit sample
+    return (u16 - CFG["PRESSURE_OFFSET_RAW"]) * CFG["PRESSURE_GAIN"] >> 16
+
+
+SENSOR_SCRIPT = """
+import board_config
+from hal.rp2 import PressureSensor, BatteryMonitor
+print(PressureSensor(board_config).read_x10(), BatteryMonitor(board_config).read_mv())
+"""
+
+
+def test_pressure_and_battery_read_the_adc_through_the_calibration(
+    board: pico.PicoBoard,
+) -> None:
+    pico.maintenance(board)  # BOOTSEL within the window: the REPL is free
+    for pressure_raw, battery_raw in ((561, 1241), (1200, 1000), (410, 4095)):
+        board.set_adc(pico.ADC_PRESSURE, pressure_raw)
+        board.set_adc(pico.ADC_BATTERY, battery_raw)
+        out = pico.repl_exec(board.pump_port, SENSOR_SCRIPT).split()
+        u16 = (battery_raw << 4) | (battery_raw >> 8)
+        assert [int(v) for v in out] == [
+            _pressure_x10(pressure_raw),
+            u16 * CFG["BATTERY_MV_FULL_SCALE"] >> 16,
+        ]
+    board.set_adc(pico.ADC_PRESSURE, 503)
+    board.set_adc(pico.ADC_BATTERY, 1241)
+
+
+# The real heap of the RP2040 port is 245,888 bytes. With the pump's board and
+# app built (what main.py holds before the loop runs) at least this much must
+# stay free, for therapy, journal batches and fragmentation.
+PICO_HEAP_FREE_MIN = 64 * 1024
+
+
+def test_the_real_heap_of_the_32_bit_port_leaves_the_budget_free(board: pico.PicoBoard) -> None:
+    pico.maintenance(board)
+    heap = pico.measure_heap(board)
+    assert heap["steps"] == 8
+    assert heap["idle_free"] >= PICO_HEAP_FREE_MIN, heap
+    assert heap["stroke_free"] >= PICO_HEAP_FREE_MIN, heap
+
+
+def test_the_stock_uf2_is_the_expected_micropython(stock: pico.PicoBoard) -> None:
+    out = pico.repl_exec(stock.pump_port, "import os; print(os.uname())")
+    assert f"release='{UF2_VERSION}'" in out, out
+    assert "Raspberry Pi Pico with RP2040" in out, out
+
+
+WATCHDOG_SCRIPT = """
+import machine, time
+with open('/before.txt', 'w') as f:
+    f.write('kept')
+w = machine.WDT(timeout=300)
+for i in range(20):
+    time.sleep_ms(100)
+    w.feed()
+print('fed for 2 s')
+"""
+
+
+def test_the_watchdog_resets_an_unfed_board_and_not_a_fed_one(stock: pico.PicoBoard) -> None:
+    before = stock.status()["resets"]["watchdog"]
+    out = pico.repl_exec(stock.pump_port, WATCHDOG_SCRIPT)
+    assert "fed for 2 s" in out  # 2 s of feeding at 100 ms: no reset
+    # The script is over and nothing feeds the watchdog any more: it bites.
+    _wait(lambda: stock.status()["resets"]["watchdog"] > before, 60.0, "no watchdog reset")
+    out = pico.repl_exec(
+        stock.pump_port,
+        "import machine; print(machine.reset_cause() == machine.WDT_RESET, "
+        "open('/before.txt').read())",
+    )
+    assert out.split() == ["True", "kept"], out
+
+
+def test_a_power_cut_mid_stroke_on_real_littlefs_keeps_the_accounting_within_a_stroke() -> None:
+    with pico.PicoBoard() as b:
+        pico.wait_hello(b)
+        with PumpClient(b.pump_port, timeout_s=30.0) as pump:
+            pico.start_program(pump, kit.program(basal_nl_day=1_000_000))
+            done = _wait(
+                lambda: (lambda n: n if n >= 8 and n % 8 == 0 else 0)(
+                    b.status()["step_rises_enabled"]
+                ),
+                60.0,
+                "no first stroke",
+            )
+            # halfway through the next stroke (17 s of device time away), at the STEP pin
+            b.cut_at_step(done + 4)
+            _wait(lambda: not b.status()["powered"], 60.0, "no power cut")
+        moved = b.status()["step_rises_enabled"]
+        assert moved == done + 4
+        b.power(True)
+        pico.wait_hello(b)
+        with PumpClient(b.pump_port, timeout_s=30.0) as pump:
+            status = pump.status()
+        nl_per_step = CFG["PL_PER_STEP"] // 1000
+        actual = moved * nl_per_step  # the rig echoed every step on the encoder
+        # never under-counted, over-counted by at most the stroke in flight
+        assert actual <= status["delivered_nl"] <= actual + 8 * nl_per_step, status
+        assert status["boot_count"] == 2
+        files = b.files()
+        assert any(name.startswith("/journal/") for name in files), sorted(files)
+
+
+@pytest.mark.parametrize(
+    ("encoder", "alarm"),
+    [
+        ({"mode": "stall"}, "MOTOR_STALL"),  # the head does not turn: no edge at all
+        ({"mode": "echo", "extra_per_step": 1}, "RUNAWAY"),  # two edges per step
+    ],
+)
+def test_the_stroke_check_on_the_real_pio_encoder_raises_the_alarm(
+    encoder: dict, alarm: str
+) -> None:
+    with pico.PicoBoard() as b:
+        pico.wait_hello(b)
+        b.set_encoder(**encoder)
+        with PumpClient(b.pump_port, timeout_s=30.0) as pump:
+            pico.start_program(pump, kit.program(basal_nl_day=1_000_000))
+            _wait(lambda: kit.alarm_active(pump.status(), alarm), 90.0, f"no {alarm} alarm")
+            steps = b.status()["step_rises_enabled"]
+            # delivery stops at the first bad stroke: no further strokes follow
+            time.sleep(2.0)
+            assert b.status()["step_rises_enabled"] == steps
+
+
+ABORT_SCRIPT = """
+import time, board_config
+from hal.rp2 import StepperMotor
+m = StepperMotor(board_config)
+m.set_rate(100)
+m.start(20)
+time.sleep_ms(55)
+m.stop()
+print(m.last_steps, m.aborts)
+"""
+
+
+def test_a_move_cut_short_reads_back_what_the_pio_issued(board: pico.PicoBoard) -> None:
+    # What tests/firmware/fakes/rp2.py models: stop() freezes the state
+    # machine, exec()s a readback of X and counts at most one step over.
+    pico.maintenance(board)
+    board.request("reset_pins")
+    issued, aborts = (int(v) for v in pico.repl_exec(board.pump_port, ABORT_SCRIPT).split())
+    at_pins = board.status()["step_rises_enabled"]
+    assert aborts == 1
+    assert 0 < at_pins < 20
+    assert at_pins <= issued <= at_pins + 1
