@@ -168,7 +168,10 @@ class PumpApp:
         if found.unlogged_program:
             # the program was made active (journalled) before the cut, its
             # PROGRAM_ACTIVE entry did not land: the log must name it
-            self._log_program_active(self.therapy.program.crc, self.persist.program_mask)
+            persist = self.persist
+            persist.program_index = self.journal.event_count()
+            persist.snapshot()
+            self.log(logcodes.PROGRAM_ACTIVE, self.therapy.program.crc, persist.program_mask)
         if found.unlogged_end is not None:
             # a bolus ended (journalled) before the cut, its entry did not land
             code, bolus_id, delivered = found.unlogged_end
@@ -513,11 +516,6 @@ class PumpApp:
         self.link.event(_PROGRAM_ID, _PROGRAM_FMT, (self.clock.time_ms(), program.crc))
         self.replan()
         self._check_reservoir_alarms()
-
-    def _log_program_active(self, crc, mask):
-        self.persist.program_index = self.journal.event_count()
-        self.persist.snapshot()
-        self.log(logcodes.PROGRAM_ACTIVE, crc, mask)
 
     def _set_low_level(self, program):
         if program.low_reservoir_nl:
