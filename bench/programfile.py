@@ -302,7 +302,7 @@ TOP_KEYS = (
     "low_reservoir",
     "override_soft",
 )
-FLEX_KEYS = ("start", "rate", "days")
+FLEX_KEYS = ("start", "rate", "days", "overnight")
 PB_KEYS = ("dose", "lockout", "max_per_day")
 
 
@@ -444,6 +444,12 @@ def _flex(reader: _Reader, fields: dict[str, Any], steps: object, conc: int) -> 
             fields["flex_rate_nl_day"][i] = rate or 0
         if "days" in step:
             fields["flex_days"][i] = reader.value(f"{where}.days", step["days"], _days) or 0
+        if "overnight" in step:
+            # runs on past midnight until the next step (SPEC 11.3)
+            if not isinstance(step["overnight"], bool):
+                reader.problem(f"{where}.overnight", "expected true or false")
+            elif step["overnight"]:
+                fields["flex_days"][i] |= schema.FLEX_OVERNIGHT
     fields["flex_count"] = len(steps)
 
 
@@ -610,8 +616,10 @@ def describe(fields: Mapping[str, Any]) -> dict[str, Any]:
                 "start": format_time_of_day(fields["flex_start_min"][i]),
                 "rate": format_rate(fields["flex_rate_nl_day"][i]),
             }
-            if fields["flex_days"][i]:
+            if fields["flex_days"][i] & ~schema.FLEX_OVERNIGHT:
                 step["days"] = days_names(fields["flex_days"][i])
+            if fields["flex_days"][i] & schema.FLEX_OVERNIGHT:
+                step["overnight"] = True
             steps.append(step)
         readable["flex"] = steps
     if fields["pb_dose_nl"] or fields["pb_max_per_day"]:
@@ -687,10 +695,11 @@ def summary_rows(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
     if mode == MODE_FLEX:
         for i in range(fields["flex_count"]):
             mask = fields["flex_days"][i]
-            days = ",".join(days_names(mask)) if mask else "every day"
+            days = ",".join(days_names(mask)) if mask & ~schema.FLEX_OVERNIGHT else "every day"
             start = format_time_of_day(fields["flex_start_min"][i])
             rate = rate_text(fields["flex_rate_nl_day"][i], conc)
-            rows.append((f"flex step {i + 1}", f"{start} {days}: {rate}"))
+            night = ", on past midnight" if mask & schema.FLEX_OVERNIGHT else ""
+            rows.append((f"flex step {i + 1}", f"{start} {days}{night}: {rate}"))
     if fields["pb_dose_nl"]:
         rows += [
             ("patient bolus", volume_text(fields["pb_dose_nl"], conc)),

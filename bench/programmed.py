@@ -5,8 +5,8 @@ truth) against what the program asked for; the gap between them is what a
 person looks for (an occlusion flattens the real line, a runaway steepens
 it). This module integrates the prescription exactly as protocol/SPEC.md
 section 11 states it: continuous basal, the flex rule (latest step started
-today that applies to today, else the background rate, back to the
-background at local midnight), the minimum rate, plus every bolus the pump
+today that applies to today; before the first, yesterday's last step if
+it runs overnight, else the background rate), the minimum rate, plus every bolus the pump
 granted, counted at the moment it was granted.
 
 It follows the commands (confirm, start, stop, boluses, clock), not the
@@ -19,11 +19,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from protocol import schema
+
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 WEEK_DAYS = 7
 MINIMUM_RATE_NL_DAY = 48_000  # mode MINIMUM_RATE (SPEC 11.1)
 STOPPED, CONTINUOUS, FLEX, MINIMUM_RATE = 0, 1, 2, 3
+EVERY_DAY = 0x7F  # flex_days bits 0-6; bit 7 is schema.FLEX_OVERNIGHT
 
 
 def rate_at(fields: Mapping[str, Any], local_ms: int) -> int:
@@ -37,12 +40,22 @@ def rate_at(fields: Mapping[str, Any], local_ms: int) -> int:
         return 0
     minute = (local_ms // MINUTE_MS) % 1440
     weekday = (local_ms // DAY_MS) % WEEK_DAYS
-    rate = int(fields["basal_nl_day"])
+    step = _step_in_force(fields, minute, weekday)
+    if step < 0:  # before today's first step: yesterday's may run overnight
+        step = _step_in_force(fields, 1440, (weekday - 1) % WEEK_DAYS)
+        if step < 0 or not fields["flex_days"][step] & schema.FLEX_OVERNIGHT:
+            return int(fields["basal_nl_day"])
+    return int(fields["flex_rate_nl_day"][step])
+
+
+def _step_in_force(fields: Mapping[str, Any], minute: int, weekday: int) -> int:
+    """The latest flex step of that weekday started by that minute, or -1."""
+    found = -1
     for i in range(fields["flex_count"]):
-        days = fields["flex_days"][i]
+        days = fields["flex_days"][i] & EVERY_DAY
         if fields["flex_start_min"][i] <= minute and (days == 0 or days >> weekday & 1):
-            rate = int(fields["flex_rate_nl_day"][i])
-    return rate
+            found = i
+    return found
 
 
 def _next_boundary(fields: Mapping[str, Any], local_ms: int) -> int:

@@ -337,6 +337,7 @@ def table_text() -> str:
         ("LABEL_PUMP", _bytes_literal(schema.LABEL_PUMP)),
         ("LABEL_SESSION", _bytes_literal(schema.LABEL_SESSION)),
         ("BOLUS_MAX_DURATION_S", schema.BOLUS_MAX_DURATION_S),
+        ("FLEX_OVERNIGHT", schema.FLEX_OVERNIGHT),
     ]
     lines += [f"{name} = {value}" for name, value in constants]
     lines.append("\n# error codes (NACK)")

@@ -335,6 +335,11 @@ RESET_CAUSES = (
 # fields are the event payload and the reply fields are None.
 # The therapy program (PROGRAM request, GET_PROGRAM reply); firmware/pump/
 # program.py gives it meaning. Arrays ("24H") are one struct code repeated.
+# A flex step with this bit in its flex_days runs on past midnight into the
+# next day until that day's first step starts (22:00-02:00 is one step and
+# the step at 02:00 that ends it), instead of midnight returning to the
+# background rate (SPEC 11.3).
+FLEX_OVERNIGHT = 0x80
 # fmt: off
 PROGRAM_FIELDS = (
     ("drug_id", "B", ""),
@@ -344,7 +349,8 @@ PROGRAM_FIELDS = (
     ("flex_count", "B", ""),
     ("flex_start_min", "24H", "min"),  # minute of the local day, ascending
     ("flex_rate_nl_day", "24I", "nL/day"),
-    ("flex_days", "24B", ""),  # bit 0 Monday .. bit 6 Sunday; 0 = every day
+    # bit 0 Monday .. bit 6 Sunday (none: every day); bit 7 FLEX_OVERNIGHT
+    ("flex_days", "24B", ""),
     ("pb_dose_nl", "I", "nL"),  # 0: no patient bolus
     ("pb_lockout_s", "I", "s"),
     ("pb_max_per_day", "B", "count"),

@@ -43,6 +43,7 @@ LABEL_OPEN = b"pump-auth-open"
 LABEL_PUMP = b"pump-auth-pump"
 LABEL_SESSION = b"pump-auth-session"
 BOLUS_MAX_DURATION_S = 86400
+FLEX_OVERNIGHT = 128
 
 # error codes (NACK)
 BAD_CRC = 1

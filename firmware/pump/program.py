@@ -119,7 +119,7 @@ class Program:
                 previous = start
                 if not _rate_ok(self.flex_rate_nl_day[i]):
                     return _field_index("flex_rate_nl_day")
-                if self.flex_days[i] & ~EVERY_DAY:
+                if self.flex_days[i] & ~(EVERY_DAY | t.FLEX_OVERNIGHT):
                     return _field_index("flex_days")
         if self.pb_dose_nl and (self.pb_max_per_day == 0 or self.pb_lockout_s == 0):
             return _field_index("pb_max_per_day")
@@ -132,8 +132,9 @@ class Program:
     def rate_at(self, minute_of_day, weekday):
         # The basal rate (nL/day) in force at that minute of that weekday
         # (0 = Monday). Flex: the latest step that has started today and
-        # applies today; before it, the background basal rate. Midnight
-        # returns to the background rate unless a step starts at 00:00.
+        # applies today; before the first, the step in force at the end of
+        # yesterday if it runs overnight (FLEX_OVERNIGHT), else the
+        # background basal rate.
         mode = self.mode
         if mode == MODE_CONTINUOUS:
             return self.basal_nl_day
@@ -141,15 +142,23 @@ class Program:
             return MIN_RATE_NL_DAY
         if mode != MODE_FLEX:
             return 0
-        rate = self.basal_nl_day
+        step = self._step_in_force(minute_of_day, weekday)
+        if step < 0:
+            step = self._step_in_force(MINUTES_PER_DAY, (weekday + 6) % 7)
+            if step < 0 or not self.flex_days[step] & t.FLEX_OVERNIGHT:
+                return self.basal_nl_day
+        return self.flex_rate_nl_day[step]
+
+    def _step_in_force(self, minute_of_day, weekday):
+        # Index of the latest step of that weekday started by that minute, or -1.
         bit = 1 << weekday
+        found = -1
         for i in range(self.flex_count):
             if self.flex_start_min[i] > minute_of_day:
                 break
-            days = self.flex_days[i] or EVERY_DAY
-            if days & bit:
-                rate = self.flex_rate_nl_day[i]
-        return rate
+            if (self.flex_days[i] & EVERY_DAY or EVERY_DAY) & bit:
+                found = i
+        return found
 
     def next_change_minute(self, minute_of_day):
         # The next minute of the day (> minute_of_day) at which the flex rate

@@ -347,3 +347,21 @@ def test_program_crc_is_the_crc_of_the_packed_payload() -> None:
     wire = codec.MESSAGE_TYPES["PROGRAM"].request.build(fields)
     assert program_crc(fields) == zlib.crc32(wire)
     assert program_crc(pf.empty_fields()) == zlib.crc32(bytes(len(wire)))
+
+
+def test_an_overnight_flex_step_is_one_step_across_midnight() -> None:
+    text = (
+        'drug = "baclofen"\nconcentration = "2000 ug/mL"\nmode = "flex"\nrate = "400 ug/day"\n'
+        '[[flex]]\nstart = "02:00"\nrate = "400 ug/day"\n'
+        '[[flex]]\nstart = "22:00"\nrate = "800 ug/day"\novernight = true\n'
+        'days = ["fri", "sat"]\n'
+    )
+    fields = loads(text)
+    assert fields["flex_count"] == 2
+    assert fields["flex_days"][:2] == [0, schema.FLEX_OVERNIGHT | 0b0110000]
+    readable = pf.describe(fields)
+    assert readable["flex"][1]["overnight"] is True
+    assert readable["flex"][1]["days"] == ["fri", "sat"]
+    assert loads(pf.to_toml(readable)) == fields
+    with pytest.raises(ProgramFileError, match="overnight: expected true or false"):
+        loads(text.replace("overnight = true", 'overnight = "yes"'))
