@@ -29,7 +29,9 @@ Figures, all against the real firmware on virtual boards (bench.sim):
 - the emulated Pico (bench.pico, stock MicroPython on rp2040js): boot to HELLO
   in emulated and wall time, the real 32-bit free heap at idle and during a
   stroke (beside the 64-bit host's figure above), strokes per wall second in
-  fast mode. Skipped, with the reason, where Node or the UF2 is missing.
+  fast mode. Skipped, with the reason, where Node or the UF2 is missing;
+- the clock check: device time from a timer 1.1, 3 and 10 times fast
+  (TIMER_FAST) to CLOCK_FAULT at 0.048, 0.5, 4 and 24 mL/day.
 
 Usage: ``python -m bench.benchmarks [--requests N] [--boards N] [--days N]``.
 """
@@ -608,6 +610,52 @@ def flood_delivery(speed: int = FLOOD_SPEED, span_ms: int = FLOOD_DEVICE_MS) -> 
     ]
 
 
+# --- (i) the clock check: detection time of a fast timer ---------------------------
+CLOCK_RATES_NL_DAY = (0, 500_000, 4_000_000, 24_000_000)  # 0: the minimum-rate mode
+CLOCK_FACTORS = (1_100, 3_000, 10_000)  # TIMER_FAST, per mille
+CLOCK_SLICE_MS = 5_000
+
+
+def clock_detection() -> list[Row]:
+    """Device time from TIMER_FAST (x1.1, x3, x10) to CLOCK_FAULT at each
+    standard rate, on lockstep boards, in 5 s slices; and what else stopped
+    the pump first, if anything."""
+    rows = []
+    for rate in CLOCK_RATES_NL_DAY:
+        found = []
+        for factor in CLOCK_FACTORS:
+            with (
+                VirtualBoard(BoardOptions()) as board,
+                PumpClient(board.pump_port) as pump,
+                RigClient(board.rig_port) as rig,
+            ):
+                rig.fill(RESERVOIR_NL)
+                pump.refill(0, RESERVOIR_NL)
+                fields = program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=rate)
+                if rate == 0:
+                    fields["mode"] = 3
+                pump.confirm(pump.program(fields)["crc"])
+                rig.advance(7 * 60_000)
+                rig.inject_fault("TIMER_FAST", factor)
+                waited = 0
+                first = ""
+                while waited < 3_600_000:
+                    status = pump.status()
+                    names = alarm_names(status["alarms"])
+                    if not first and names:
+                        first = names[0]
+                    if "CLOCK_FAULT" in names:
+                        break
+                    rig.advance(CLOCK_SLICE_MS)
+                    waited += CLOCK_SLICE_MS
+                _check_alive(board)
+            other = f" ({first} first)" if first and first != "CLOCK_FAULT" else ""
+            found.append(f"x{factor / 1000:g} {waited / 60_000:.1f}{other}")
+        label = f"{rate / 1e6:g} mL/day" if rate else "0.048 mL/day (minimum)"
+        rows.append(Row(f"clock check at {label}", "; ".join(found), "min to CLOCK_FAULT"))
+    return rows
+
+
 # --- (g) false alarms over long nominal runs --------------------------------------
 SOAK_SEEDS = (21, 22)
 SOAK_DAYS = 90
@@ -827,6 +875,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += sensing_campaign(
         args.campaign_patients, args.campaign_days, args.campaign_lines, args.campaign_seed
     )
+    rows += clock_detection()
 
     print(
         f"pumpbench benchmarks (protocol v{schema.PROTOCOL_VERSION}, "

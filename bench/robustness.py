@@ -811,7 +811,12 @@ _RIG_REFUSALS = [
         "INJECT_FAULT",
         schema.BAD_VALUE,
         1,
-        lambda r: {"fault": 13, "param": r.choice([0, -1, 1001, 2**31 - 1]), "onset_ms": 0},
+        # TIMER_FAST: the factor in per mille, 1000 (x1) to 1000000 (x1000)
+        lambda r: {
+            "fault": 13,
+            "param": r.choice([0, -1, 999, 1_000_001, 2**31 - 1]),
+            "onset_ms": 0,
+        },
     ),
     _refuse("CLEAR_FAULT", schema.BAD_VALUE, 0, lambda r: {"fault": r.randint(14, 255)}),
     _refuse(
@@ -1577,11 +1582,22 @@ class PowerLossCampaign:
             self._violation(
                 f"{where}: after boot pending={status['pending']} bolus_kind={status['bolus_kind']}"
             )
-        resumed = [
-            e for e in after_boot if e["code"] in (LOG["BOLUS_START"], LOG["PROGRAM_ACTIVE"])
-        ]
+        resumed = [e for e in after_boot if e["code"] == LOG["BOLUS_START"]]
         if resumed:
             self._violation(f"{where}: started again after boot: {resumed}")
+        # A PROGRAM_ACTIVE after BOOT finishes an activation whose entry a cut
+        # lost (SPEC 22, section 15): only for the program now active, and
+        # only when its entry is not already there.
+        for entry in after_boot:
+            if entry["code"] != LOG["PROGRAM_ACTIVE"]:
+                continue
+            crc = entry["a"] & 0xFFFFFFFF
+            before = any(
+                e["code"] == LOG["PROGRAM_ACTIVE"] and e["a"] & 0xFFFFFFFF == crc
+                for e in before_boot
+            )
+            if crc != status["program_crc"] or before:
+                self._violation(f"{where}: program activation logged again after boot: {entry}")
         self._check_program(story, status, program, before_boot)
         self._check_refill(story, status, before_boot)
         self._check_boluses(story, after_boot)
@@ -1619,6 +1635,11 @@ class PowerLossCampaign:
             want = ", ".join(f"{c:#x}" for c in sorted(allowed))
             self._violation(f"{where}: active program {crc:#x}, want {want}")
         is_new = crc == story.new_crc and crc != story.old_crc
+        if is_new and not any(
+            e["code"] == LOG["PROGRAM_ACTIVE"] and e["a"] & 0xFFFFFFFF == crc
+            for e in self.log_entries
+        ):
+            self._violation(f"{where}: program {crc:#x} active, no PROGRAM_ACTIVE entry names it")
         if story.activity in ("programming", "confirm"):
             self.stats.outcomes[f"{story.activity}: {'new' if is_new else 'old'} program"] += 1
         logged_new = any(

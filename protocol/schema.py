@@ -235,6 +235,7 @@ ALARMS = (
     (15, "BATTERY_ERI", 1),
     (16, "BATTERY_EOS", 3),
     (17, "WATCHDOG_RESET", 2),
+    (20, "CLOCK_FAULT", 3),  # the ms timer and the RTC disagree (SPEC 14.8)
     (24, "SENSING_LIMITED", 1),  # the line is too compliant/noisy for some sensing
     (25, "TIP_MIGRATION", 2),  # the catheter tip no longer sees CSF
     (26, "SLOW_LEAK", 2),  # a leak below the per-stroke limit, over hours
@@ -267,10 +268,10 @@ FAULTS = (
     (10, "RESERVOIR_EMPTY"),  # the reservoir holds nothing; the motor still turns
     (11, "CORRUPT_JOURNAL"),  # param: byte offset flipped in the newest state slot
     (12, "CSF_PRESSURE"),  # param: CSF pressure, 0.1 mmHg (posture, coughing)
-    # A HAL fault, not the plant's: the firmware's millisecond timer runs param
-    # times fast (its RTC does not), so the scheduler asks for too many
-    # strokes (and times them short: the line monitors see weak strokes).
-    # Starts at once (onset_ms ignored).
+    # A HAL fault, not the plant's: the firmware's millisecond timer runs
+    # param / 1000 times fast (1100: x1.1; its RTC does not), so the
+    # scheduler asks for too many strokes (and times them short: the line
+    # monitors see weak strokes). Starts at once (onset_ms ignored).
     (13, "TIMER_FAST"),
 )
 

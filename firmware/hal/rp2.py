@@ -446,12 +446,11 @@ class PressureSensor:
     def to_x10(self, raw):
         return ((raw - self.offset_raw) * self.gain) >> 16
 
-    def stroke_end_x10(self):
-        # The reading for the end of a stroke. The app asks at the stroke's
-        # deadline, which the Pico's loop meets within a pass (the link's
-        # work per pass is bounded); not yet a conversion started by the
-        # move-done interrupt as on the virtual board.
-        return self.read_x10()
+    # The reading for the end of a stroke: the app asks at the stroke's
+    # deadline, which the Pico's loop meets within a pass (the link's work
+    # per pass is bounded); not yet a conversion started by the move-done
+    # interrupt as on the virtual board.
+    stroke_end_x10 = read_x10
 
 
 class BatteryMonitor:

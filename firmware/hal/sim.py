@@ -76,9 +76,9 @@ class VirtualClock:
         # device time the clock may show before the board idles again
         self._slip_ms = 0
         self._limit_ms = -1
-        # fault TIMER_FAST: the ms timer runs tick_factor times fast from
+        # fault TIMER_FAST: the ms timer runs tick_factor / 1000 times fast from
         # device time _tick_base_ms, where it read _tick_base
-        self.tick_factor = 1
+        self.tick_factor = 1000  # per mille: 1000 runs true
         self._tick_base_ms = 0
         self._tick_base = 0
 
@@ -90,10 +90,10 @@ class VirtualClock:
 
     def ticks_ms(self):
         self._follow_host()
-        if self.tick_factor == 1:
+        if self.tick_factor == 1000:
             return self._now_ms & TICKS_MAX
         return (
-            self._tick_base + (self._now_ms - self._tick_base_ms) * self.tick_factor
+            self._tick_base + (self._now_ms - self._tick_base_ms) * self.tick_factor // 1000
         ) & TICKS_MAX
 
     def set_tick_factor(self, factor):
@@ -105,7 +105,7 @@ class VirtualClock:
     def device_ms(self, ticks):
         # Device time that lets `ticks` of the (maybe fast) timer pass.
         factor = self.tick_factor
-        return ticks if factor == 1 else (ticks + factor - 1) // factor
+        return ticks if factor == 1000 else (ticks * 1000 + factor - 1) // factor
 
     def seconds(self):
         # Device seconds since power-on of the board (the RTC): counts on

@@ -45,11 +45,12 @@ SENSOR_FAULT = 14
 BATTERY_ERI = 15
 BATTERY_EOS = 16
 WATCHDOG_RESET = 17
+CLOCK_FAULT = 20
 SENSING_LIMITED = 24
 TIP_MIGRATION = 25
 SLOW_LEAK = 26
 
-COUNT = 26  # the highest id; known() says which ids exist
+COUNT = 26  # the highest id; known() says which ids exist (18-19, 21-23: other issues')
 
 # (id, priority, latching, stops delivery, clearable)
 TABLE = (
@@ -96,6 +97,9 @@ TABLE = (
     (BATTERY_EOS, HIGH, True, True, False),
     # The watchdog reset the pump: a task hung.
     (WATCHDOG_RESET, MEDIUM, True, False, True),
+    # The ms timer that times strokes disagrees with the independent clock:
+    # every rate may be off by that much. Stop (x3 fast is 3x the dose).
+    (CLOCK_FAULT, HIGH, True, True, True),
     # The line as measured is too compliant or noisy for some per-stroke
     # detection (a silicone catheter, air after a refill): the clinician
     # should know; delivery is fine and must not stop (issue 14). The

@@ -68,6 +68,9 @@ _MISMATCH_MAX = 0x3FFFFFFF
 
 class PumpApp:
     def __init__(self, board, reset_cause):
+        # A reset or power cut in the middle of a command may have left the
+        # drug library loaded: released before this boot builds anything
+        commands.release_library()
         self.board = board
         self.clock = board.clock
         self.reset_cause = reset_cause
@@ -142,7 +145,9 @@ class PumpApp:
     # --- boot and recovery -----
     def _boot(self):
         now_s = self.clock.seconds()
-        found = self.persist.recover(self._apply_program_limits)
+        # the governor's limits come back with its windows (the snapshot):
+        # a boot needs no drug library, only the program's reservoir level
+        found = self.persist.recover(self._set_low_level)
         if found is None:
             # Unreadable state: deliver nothing until a clinician reprograms.
             self.therapy.program = programmod.stopped_program()
@@ -163,7 +168,10 @@ class PumpApp:
         if found.unlogged_program:
             # the program was made active (journalled) before the cut, its
             # PROGRAM_ACTIVE entry did not land: the log must name it
-            self._log_program_active(self.therapy.program.crc, self.persist.program_mask)
+            persist = self.persist
+            persist.program_index = self.journal.event_count()
+            persist.snapshot()
+            self.log(logcodes.PROGRAM_ACTIVE, self.therapy.program.crc, persist.program_mask)
         if found.unlogged_end is not None:
             # a bolus ended (journalled) before the cut, its entry did not land
             code, bolus_id, delivered = found.unlogged_end
@@ -314,16 +322,8 @@ class PumpApp:
         aborted = self.drive.aborted
         volume = self.drive.finish_stroke()
         moved = self.drive.last_moved
-        if aborted:
-            # cut short by a fail-stop: what moved is counted, nothing judged
-            self.safety.stroke_aborted(now)
-            now_s = self.clock.seconds()
-            self.persist.stroke_end(kind, moved, volume, now_s)
-            if volume:
-                self._account(kind, volume, now_s)
-            self.schedule_stroke(now)
-            return
-        action = self.safety.stroke_ended(moved, now)
+        # cut short by a fail-stop: what moved is counted, nothing judged
+        action = self.safety.stroke_ended(moved, now, aborted)
         if action == alarmsmod.ENCODER_FAILURE:
             # the pressure shows the stroke happened; the encoder saw nothing:
             # count the nominal volume (never under-count the patient's dose)
@@ -332,6 +332,9 @@ class PumpApp:
         self.persist.stroke_end(kind, moved, volume, now_s)  # after: what moved
         if volume:
             self._account(kind, volume, now_s)
+        if aborted:
+            self.schedule_stroke(now)
+            return
         if action == RETRY:
             self._retries += 1
             self.log(logcodes.STALL_RETRY, self._retries, moved)
@@ -417,10 +420,9 @@ class PumpApp:
         self._retry_kind = -1
         if self.therapy.bolus_kind != BOLUS_NONE:
             self.cancel_bolus()
+        # the raise re-plans (_on_alarm_change): the supervisor stops
+        # expecting strokes (a stroke cut short ends, and is counted, first)
         self.alarms.raise_alarm(alarm_id, lasting)
-        # the supervisor stops expecting strokes (a stroke cut short ends,
-        # and is counted, first: its end reschedules)
-        self.schedule_stroke(self.clock.ticks_ms())
 
     # --- boluses -----
     def start_bolus(self, kind, volume_nl, duration_ms):
@@ -509,14 +511,16 @@ class PumpApp:
         self.replan()
         self._check_reservoir_alarms()
 
-    def _log_program_active(self, crc, mask):
-        self.persist.program_index = self.journal.event_count()
-        self.persist.snapshot()
-        self.log(logcodes.PROGRAM_ACTIVE, crc, mask)
+    def _set_low_level(self, program):
+        if program.low_reservoir_nl:
+            self.reservoir.set_low_threshold(program.low_reservoir_nl)
 
     def _apply_program_limits(self, program):
         governor = self.governor
-        limits = commands.drug_library().limits
+        # the drug library alone (not the bolus-time checks), at CONFIRM or
+        # REFILL; released by housekeeping (commands.release_library)
+        from pump import limits
+
         found = limits.governor_limits(program.drug_id, program.conc_ug_ml)
         # One stroke of margin: the governor counts whole strokes, so a
         # program exactly at a hard limit may end a window one stroke over.

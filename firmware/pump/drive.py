@@ -43,7 +43,6 @@ class Drive:
         self._encoder_at_start = self.encoder.count()
         self.stroke_started_ms = now_ticks
         self.in_stroke = True
-        self.aborted = False
         self.motor.start(STROKE_STEPS)
 
     def finish_stroke(self):
@@ -51,6 +50,7 @@ class Drive:
         # from the encoder (what actually moved, not what was asked).
         self.motor.stop()
         self.in_stroke = False
+        self.aborted = False
         moved = (self.encoder.count() - self._encoder_at_start) & TICKS_MAX
         self.last_moved = moved
         self.strokes += 1

@@ -60,9 +60,12 @@ DAILY = 2
 # current minute i32, current quarter i32, then the 61 minute buckets and the
 # 97 quarter buckets as i32, oldest slot first in ring order (slot index =
 # absolute bucket number modulo the ring size).
-PACK_VERSION = 2  # 2: buckets hold ng of dose at the tip (1: nL)
-_HDR_FMT = "<BBBBii"
-_HDR_SIZE = 12
+# 2: buckets hold ng of dose at the tip (1: nL); 3: the limits and the
+# stroke grain follow the bucket numbers (a boot restores them with the
+# windows, without the drug library)
+PACK_VERSION = 3
+_HDR_FMT = "<BBBBiiiii"
+_HDR_SIZE = 24
 PACKED_SIZE = _HDR_SIZE + 4 * (N_1H + N_24H)
 
 
@@ -207,6 +210,9 @@ class Governor:
             self.exceeded,
             self._hour.current,
             self._day.current,
+            self.limit_1h_nl,
+            self.limit_24h_nl,
+            self.grain_ng,
         )
         offset = self._hour.pack_into(buf, offset + _HDR_SIZE)
         self._day.pack_into(buf, offset)
@@ -222,13 +228,18 @@ class Governor:
     def unpack(self, data):
         # Restores what pack() wrote. Returns False and changes nothing when
         # the data is not a valid image (wrong size, version or ring sizes, a
-        # bucket outside 0..BUCKET_MAX_NL). The limits are not part of the
-        # image: they come from the active program. Call advance(now_s) or
+        # bucket outside 0..BUCKET_MAX_NL, limits out of range). The limits
+        # are the active program's, set when it was made active. Call advance(now_s) or
         # record() afterwards to roll the windows to the present.
         if len(data) != PACKED_SIZE:
             return False
-        version, n1, n24, exceeded, minute, quarter = struct.unpack_from(_HDR_FMT, data, 0)
+        header = struct.unpack_from(_HDR_FMT, data, 0)
+        version, n1, n24, exceeded, minute, quarter, limit_1h, limit_24h, grain = header
         if version != PACK_VERSION or n1 != N_1H or n24 != N_24H or exceeded > DAILY:
+            return False
+        if not 0 <= limit_1h <= LIMIT_1H_MAX_NL or not 0 <= limit_24h <= LIMIT_24H_MAX_NL:
+            return False
+        if grain < 0:
             return False
         if minute < 0 or quarter < 0:
             return False
@@ -241,4 +252,7 @@ class Governor:
         o = self._hour.unpack_from(data, _HDR_SIZE, minute)
         self._day.unpack_from(data, o, quarter)
         self.exceeded = exceeded
+        self.limit_1h_nl = limit_1h
+        self.limit_24h_nl = limit_24h
+        self.grain_ng = grain
         return True

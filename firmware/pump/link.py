@@ -25,8 +25,8 @@ _SLOT_DONE = 2
 # Link work per main-loop pass: at most RX_BUDGET bytes are read, and no
 # further read starts once FRAME_BUDGET frames were handled. A flood on a
 # port then costs each pass a bounded slice of time; the scheduler (strokes,
-# monitors, the watchdog feed) runs between slices. `more` says the budget
-# ran out: the port may hold more, the loop must not sleep on it.
+# monitors, the watchdog feed) runs between slices; the board's idle wakes
+# at once while the port holds more (its poll sees the bytes).
 RX_BUDGET = 128
 FRAME_BUDGET = 4
 
@@ -88,7 +88,6 @@ class Link:
         self._event_seq = 0
         self._nack = bytearray(3)  # a signed refusal's payload
         self.counters = [0] * N_COUNTERS
-        self.more = False
 
     # --- receive -------------------------------------------------------
     def service(self):
@@ -101,7 +100,6 @@ class Link:
         while total < RX_BUDGET and frames < FRAME_BUDGET:
             count = self._port.readinto(rx)
             if not count:
-                self.more = False
                 return total
             total += count
             for i in range(count):
@@ -109,7 +107,6 @@ class Link:
                 if result != NOTHING:
                     frames += 1
                     self._frame_done(result)
-        self.more = True
         return total
 
     def _frame_done(self, result):

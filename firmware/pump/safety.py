@@ -37,6 +37,10 @@ _FIRST_INTERVAL_MS = 60_000
 # watchdog is at most 8.3 s: a feed every 4 s; the virtual board's watchdog is
 # slower so that lockstep time can jump, hal/sim.py says why).
 SELF_TEST_S = selftest.PERIOD_S
+# The clock check (SPEC 14.8): 5-minute windows of the ms timer, 5 % apart
+# from the RTC is a fault (crystal and RTC agree within ppm).
+CLOCK_WINDOW_MS = 300_000
+CLOCK_TOLERANCE_PCT = 5
 
 # Findings that can no longer be re-tested once delivery has stopped: they
 # latch as events and are cleared by a clinician (CLEAR_ALARM).
@@ -63,6 +67,10 @@ class Safety:
         self.battery = app.battery  # kept by the app: persist journals its ERI date
         self.sensor = SensorCheck()
         self.supervisor = Supervisor()
+        # the clock check (SPEC 14.8): ticks and RTC seconds at the start
+        # of the current window
+        self._clock_ticks0 = 0
+        self._clock_s0 = 0
         self._watch_monitor = self.supervisor.register("monitor", MONITOR_MS)
         self._watch_stroke = self.supervisor.register("stroke", 0)
         self._before = 0
@@ -82,6 +90,8 @@ class Safety:
 
     def start(self, now):
         self.supervisor.start(now)
+        self._clock_ticks0 = now
+        self._clock_s0 = self.app.clock.seconds()
         self._encoder_idle = self.encoder.count()
         self._monitor_task.at(now)
         self._supervise_task.at(now)
@@ -106,8 +116,14 @@ class Safety:
         self.leak.reset()
         self._learned = -1
 
-    def stroke_ended(self, moved, now):
+    def stroke_ended(self, moved, now, aborted=False):
         # Returns the StrokeCheck action (OK, RETRY, SHORT or an alarm id).
+        # aborted: cut short by a fail-stop; its steps are not idle motion,
+        # and it is not judged.
+        if aborted:
+            self._encoder_idle = self.encoder.count()
+            self.supervisor.checkin(self._watch_stroke, now)
+            return strokemod.OK
         self._peak = self._read(True)
         # The pressure witnesses a stroke the encoder missed only while the
         # sensor is plausible and the line answers strokes normally; else a
@@ -123,11 +139,6 @@ class Safety:
         elif action > 0:
             self._edge("stroke", action)
         return action
-
-    def stroke_aborted(self, now):
-        # A stroke cut short by a fail-stop: its steps are not idle motion.
-        self._encoder_idle = self.encoder.count()
-        self.supervisor.checkin(self._watch_stroke, now)
 
     def set_stroke_period(self, period_ms, now):
         # 0 while nothing is scheduled; the supervisor then stops watching.
@@ -163,6 +174,17 @@ class Safety:
         if not app.drive.in_stroke:
             self._check_idle_encoder()
         now_s = self._sample_battery()
+        # The clock check (SPEC 14.8): the ms timer that times every stroke
+        # against the RTC over CLOCK_WINDOW_MS of ticks; more than
+        # CLOCK_TOLERANCE_PCT % + 1 s (the RTC's resolution) apart is
+        # CLOCK_FAULT, a true window ends the condition.
+        ticks = ticks_diff(now, self._clock_ticks0)
+        if ticks >= CLOCK_WINDOW_MS:
+            rtc_ms = (now_s - self._clock_s0) * 1000
+            self._clock_ticks0 = now
+            self._clock_s0 = now_s
+            bad = abs(ticks - rtc_ms) > rtc_ms * CLOCK_TOLERANCE_PCT // 100 + 1000
+            self._edge("clock", alarmsmod.CLOCK_FAULT if bad else 0)
         if now_s - self._last_self_test_s >= SELF_TEST_S:
             self._last_self_test_s = now_s
             self.self_test()

@@ -84,63 +84,55 @@ class Therapy:
         self.bolus_total_nl = 0
 
     # --- time of day -----
-    def local_minute(self, now_s):
-        return ((now_s + self.clock_offset_s) // 60) % MINUTES_PER_DAY
-
-    def weekday(self, now_s):
-        return ((now_s + self.clock_offset_s) // DAY_S) % 7
-
     def set_clock(self, offset_s, now_s):
         # A new local-time offset. The one it replaces stays binding for
         # CLOCK_HOLD_S. False (nothing changed) when every slot still holds
         # an offset: too many changes within a day.
         if offset_s == self.clock_offset_s:
             return True
-        free = -1
         for i in range(HELD_OFFSETS):
             if self.held_until_s[i] <= now_s:
-                free = i
-        if free < 0:
-            return False
-        self.held_offset_s[free] = self.clock_offset_s
-        self.held_until_s[free] = now_s + CLOCK_HOLD_S
-        self.clock_offset_s = offset_s
-        return True
+                self.held_offset_s[i] = self.clock_offset_s
+                self.held_until_s[i] = now_s + CLOCK_HOLD_S
+                self.clock_offset_s = offset_s
+                return True
+        return False
 
-    def _seconds_to_change(self, offset_s, now_s):
-        local = now_s + offset_s
-        minute = (local // 60) % MINUTES_PER_DAY
-        following = self.program.next_change_minute(minute)
-        return (following - minute) * 60 - local % 60
+    def _offset(self, i, now_s):
+        # Offset i (-1: the current one), or -1 if it no longer binds.
+        if i < 0:
+            return self.clock_offset_s
+        return self.held_offset_s[i] if self.held_until_s[i] > now_s else -1
 
     def seconds_to_next_change(self, now_s):
-        # Device seconds until the flex rate may change (a step start or
-        # local midnight under any binding offset, or a hold ending); a full
-        # day when the program has no steps.
-        wait = self._seconds_to_change(self.clock_offset_s, now_s)
-        for i in range(HELD_OFFSETS):
-            left = self.held_until_s[i] - now_s
-            if left > 0:
-                if left < wait:
-                    wait = left
-                other = self._seconds_to_change(self.held_offset_s[i], now_s)
-                if other < wait:
-                    wait = other
+        # Device seconds until the flex rate may change: a step start or
+        # local midnight under any binding offset, or a hold ending.
+        wait = DAY_S
+        for i in range(-1, HELD_OFFSETS):
+            offset = self._offset(i, now_s)
+            if offset < 0:
+                continue
+            if i >= 0 and self.held_until_s[i] - now_s < wait:
+                wait = self.held_until_s[i] - now_s
+            local = now_s + offset
+            minute = (local // 60) % MINUTES_PER_DAY
+            left = (self.program.next_change_minute(minute) - minute) * 60 - local % 60
+            if left < wait:
+                wait = left
         return wait
 
     # --- basal -----
-    def _rate_with(self, offset_s, now_s):
-        local = now_s + offset_s
-        return self.program.rate_at((local // 60) % MINUTES_PER_DAY, (local // DAY_S) % 7)
-
     def basal_rate(self, now_s):
+        # The schedule's rate now: the lowest under any binding offset.
         if not self.running:
             return 0
-        rate = self._rate_with(self.clock_offset_s, now_s)
-        for i in range(HELD_OFFSETS):
-            if self.held_until_s[i] > now_s:
-                held = self._rate_with(self.held_offset_s[i], now_s)
-                if held < rate:
+        rate = -1
+        for i in range(-1, HELD_OFFSETS):
+            offset = self._offset(i, now_s)
+            if offset >= 0:
+                local = now_s + offset
+                held = self.program.rate_at((local // 60) % MINUTES_PER_DAY, (local // DAY_S) % 7)
+                if rate < 0 or held < rate:
                     rate = held
         return self.at_tip(rate)
 

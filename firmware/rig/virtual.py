@@ -263,7 +263,7 @@ class VirtualRig:
     def _on_inject(self, link, payload):
         fault, param, onset_ms = struct.unpack_from(_FAULT_REQUEST, payload, 0)
         if fault == FAULT_TIMER_FAST:
-            if not 1 <= param <= 1000:
+            if not 1000 <= param <= 1_000_000:  # x1 to x1000, in per mille
                 link.nack(t.BAD_VALUE, 1)
                 return linkmod.DONE
             self.clock.set_tick_factor(param)
@@ -283,7 +283,7 @@ class VirtualRig:
     def _on_clear_fault(self, link, payload):
         fault = payload[0]
         if fault in (0, FAULT_TIMER_FAST):
-            self.clock.set_tick_factor(1)
+            self.clock.set_tick_factor(1000)
             if fault:
                 link.ack(None, ())
                 return linkmod.DONE

@@ -85,7 +85,9 @@ def test_the_image_is_rebuilt_when_a_source_changes_and_never_in_the_checkout(
     tree = _copy_of_the_firmware(tmp_path)
     first = image.ensure_compiled(tree)
     assert image.ensure_compiled(tree) == first  # nothing changed: the same image
-    (tree.firmware / "pump" / "version.py").write_text('FIRMWARE_VERSION = "9.9.9-dev"\n')
+    version = tree.firmware / "pump" / "version.py"
+    kept = [line for line in version.read_text().splitlines() if "FIRMWARE_VERSION" not in line]
+    version.write_text("\n".join([*kept, 'FIRMWARE_VERSION = "9.9.9-dev"']) + "\n")
     second = image.ensure_compiled(tree)
     assert second != first and second.parent == first.parent == empty_cache
     assert (second / "pump" / "version.mpy").read_bytes() != (
@@ -97,7 +99,9 @@ def test_the_image_is_rebuilt_when_a_source_changes_and_never_in_the_checkout(
 @pytest.mark.usefixtures("empty_cache")
 def test_a_board_runs_the_firmware_tree_it_is_pointed_at(tmp_path: Path) -> None:
     tree = _copy_of_the_firmware(tmp_path)
-    (tree.firmware / "pump" / "version.py").write_text('FIRMWARE_VERSION = "9.9.9-dev"\n')
+    version = tree.firmware / "pump" / "version.py"
+    kept = [line for line in version.read_text().splitlines() if "FIRMWARE_VERSION" not in line]
+    version.write_text("\n".join([*kept, 'FIRMWARE_VERSION = "9.9.9-dev"']) + "\n")
     cli = [sys.executable, "-m", "bench.cli", "hello", "--target", "sim"]
     env = dict(os.environ, PYTHONPATH=str(paths.ROOT))
     by_option = subprocess.run(

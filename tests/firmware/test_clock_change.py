@@ -22,17 +22,20 @@ from tests.firmware.kit import HOUR_MS, STROKE_NL, flex, start_therapy
 
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S
-# Baclofen-like flex without a drug: 0.4 mL/day from 08:00, 0.1 mL/day from
-# 20:00 (and before 08:00): the day's two halves differ fourfold.
+# Baclofen-like flex: 0.4 mL/day from 08:00, 0.1 mL/day from 20:00 (and
+# before 08:00): the day's two halves differ fourfold. Morphine 1 mg/mL (4
+# mg/day at most, far below its limits): the governor's windows (STATUS)
+# count dose at the tip, 1 ng per nL here (SPEC 22).
 HIGH, LOW = 400_000, 100_000
 STEPS = [(8 * 60, HIGH, 0), (20 * 60, LOW, 0)]
 BOUNDARIES_MIN = [0, 8 * 60, 20 * 60]
 SHIFTS_H = [-24, -12, -1, 1, 12, 24]
 WINDOW_SLACK_NL = 2 * STROKE_NL  # whole strokes against a nL worst case
+CONC = 1_000  # ug/mL: 1 nL holds 1 ng
 
 
 def therapy() -> dict:
-    return flex(STEPS, LOW, drug_id=0, conc_ug_ml=0)
+    return flex(STEPS, LOW, drug_id=1, conc_ug_ml=CONC)
 
 
 def worst_windows(pump: PumpClient, fields: dict) -> tuple[int, int]:
@@ -63,8 +66,8 @@ def test_a_clock_change_never_exceeds_the_checked_worst_case(
         rig.advance(HOUR_MS)
         status = pump.status()
         assert status["alarms"] == 0, status["alarm_names"]
-        peak_1h = max(peak_1h, status["window_1h_nl"])
-        peak_24h = max(peak_24h, status["window_24h_nl"])
+        peak_1h = max(peak_1h, status["window_1h_ng"] * 1_000 // CONC)
+        peak_24h = max(peak_24h, status["window_24h_ng"] * 1_000 // CONC)
     assert peak_24h <= worst_24h + WINDOW_SLACK_NL, (peak_24h, worst_24h)
     assert peak_1h <= worst_1h + WINDOW_SLACK_NL, (peak_1h, worst_1h)
     # and the schedule did not starve either: the day after the hold ends

@@ -1,7 +1,8 @@
 """Therapy is never starved by link traffic (issue 13, item 1).
 
 A keyless flood of PING frames on the pump port (or on the rig port of the
-virtual board) at full speed, for a minute of device time: the link serves a
+virtual board) at full speed, for 10 s (lockstep) or 5 min (free-running) of
+device time: the link serves a
 bounded slice per main-loop pass, so strokes and the watchdog feed keep their
 timing. Delivery stays within one stroke of the program, no reset, no alarm.
 
@@ -9,7 +10,7 @@ The flood is written at the speed the firmware reads it: a thread writes
 frames to the port's pty until the pty's buffer is full and the write
 blocks, so the firmware always has bytes waiting. In lockstep the virtual
 board then lets device time run at the pace of a 115,200-baud line (hal/sim.py
-LINE_BYTES_PER_S): a minute of device time is 690 KB of flood.
+LINE_BYTES_PER_S): 10 s of device time is 115 KB of flood.
 """
 
 from __future__ import annotations
@@ -58,19 +59,18 @@ def flood(port: str, tmp_path: Path) -> Iterator[None]:
         writer.wait(5)
 
 
-RATES = [1_000_000, 24_000_000]  # a stroke every 17 s; 1.4 strokes a second
-
-
 @pytest.mark.parametrize("port", ["pump", "rig"])
-@pytest.mark.parametrize("rate", RATES, ids=["1ml-day", "24ml-day"])
 def test_a_flood_does_not_starve_delivery(
-    board: VirtualBoard, pump: PumpClient, rig: RigClient, port: str, rate: int, tmp_path: Path
+    board: VirtualBoard, pump: PumpClient, rig: RigClient, port: str, tmp_path: Path
 ) -> None:
+    # 24 mL/day: 1.4 strokes a second; 10 s of device time under the flood
+    # (115 KB at the line's pace: seconds of wall time, more on a busy host)
+    rate = 24_000_000
     start_therapy(pump, rig, program(drug_id=0, conc_ug_ml=0, basal_nl_day=rate))
     rig.advance(10 * MINUTE_MS)
     boots = pump.status()["boot_count"]
     pumped = truth(rig)["pumped_nl"]
-    span = MINUTE_MS
+    span = 10_000
     client = pump if port == "pump" else rig
     served = client.request("LINK_STATS")["frames_ok"]
     with flood(board.pump_port if port == "pump" else board.rig_port, tmp_path):

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench import firmware, image
+from bench import firmware, image, pico
+from bench import keys as keysmod
+from bench.client import PumpClient
 from bench.errors import BenchError
 from bench.paths import firmware_tree
 from protocol import schema
@@ -93,3 +96,49 @@ def test_without_sources_make_firmware_says_what_is_missing_in_one_line(
     assert firmware.main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "MICROPYTHON_SRC" in err[0]
+
+
+# --- the frozen image on the emulated Pico (bench/pico.py) ----------------------------
+# The budget of issue 18: the frozen firmware's heap, with the board and the app
+# built and during a stroke's PIO move, under 64 KB of the RP2040 port's 245,888.
+FROZEN_HEAP_BUDGET = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def frozen_pico(frozen_uf2: Path) -> Iterator[tuple[pico.PicoBoard, keysmod.DeviceKeys]]:
+    lack = pico.missing()
+    if lack:
+        pytest.skip(f"emulated Pico: {lack}")
+    # An empty filesystem, as a board just flashed with this UF2 has: the
+    # keys come over the pump port (PROVISION), not from a file copied in.
+    with pico.PicoBoard(firmware=False, keys=None, uf2=frozen_uf2) as board:
+        keys = keysmod.generate()
+        yield board, keys
+        assert board.alive, board.stderr_text()
+
+
+def test_the_frozen_uf2_boots_into_the_pump_on_an_empty_filesystem(
+    frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
+) -> None:
+    board, keys = frozen_pico
+    hello = pico.wait_hello(board)
+    assert hello["firmware_version"] == firmware_tree().version()
+    assert hello["micropython_version"] == "1.28.0"
+    assert hello["board"] != "sim"
+    with PumpClient(board.pump_port, keys=keys, timeout_s=30.0) as pump:
+        pump.hello()
+        assert pump.provision(keys) is True
+        pump.open_session()
+        pump.close_session()
+
+
+def test_the_frozen_firmware_runs_in_64_kb_of_heap(
+    frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
+) -> None:
+    board, _keys = frozen_pico
+    pico.maintenance(board)
+    heap = pico.measure_heap(board)
+    assert heap["steps"] == 8
+    print(f"frozen image on the emulated Pico: {heap}")
+    assert heap["idle_alloc"] <= FROZEN_HEAP_BUDGET, heap
+    assert heap["stroke_alloc"] <= FROZEN_HEAP_BUDGET, heap

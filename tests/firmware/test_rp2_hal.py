@@ -404,17 +404,16 @@ def test_main_runs_the_pump_app_on_the_pico_and_answers_hello_over_usb() -> None
 
 
 # The firmware's live heap on the Pico configuration (its modules as .mpy and
-# what it allocates until its first idle), measured on the 64-bit host; the
-# virtual board runs at 288 KB (bench/sim.py DEFAULT_HEAP) to leave room for
-# what therapy allocates on top. 64-bit objects are about twice the
-# RP2040's, so a Pico needs well under this.
-# Raised from 192 KB to 204 KB for issue 15 (measured on the issue-15
-# branch: 195,008 B before it; the exactly-once outcome journal, pump/once.py,
-# OUTCOME and the request id, 201,568 B; the access log with journalled
-# tallies and the logs on one Ring, 203,264 B; signed replies 204,672 B;
-# merged with main (issue 13) 207,264 B; with issues 12 and 13, 208,352 B).
-# Most of it is module code. The lead should confirm this or trim.
-RP2_HEAP_BUDGET = 204 * 1024
+# what it allocates until its first idle), measured on the 64-bit host, where
+# objects are about 1.5 times the RP2040's. This is a regression guard that
+# runs everywhere; the budgets that bind are measured on the real 32-bit port
+# of the emulated Pico (bench/pico.py): with .mpy files at least 64 KB of the
+# 245,888 B heap stays free (tests/pico, 141,888 B used at the end of issue
+# 16), and the frozen image (make firmware) uses at most 64 KB
+# (tests/firmware/test_frozen_image.py, 52,192 B). Host figure at the same
+# point: 209,920 B (195,008 B before issues 12, 13, 15 added the drug path,
+# the clock check, the outcome journal and signed replies).
+RP2_HEAP_BUDGET = 216 * 1024
 
 
 def test_the_pico_configuration_fits_the_heap_budget() -> None:
