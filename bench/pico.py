@@ -504,8 +504,10 @@ def wait_hello(board: PicoBoard, timeout_s: float = 120.0) -> dict[str, Any]:
         try:
             with PumpClient(board.pump_port, timeout_s=1.0, retries=1) as client:
                 return client.hello()
-        except BenchError as exc:
-            last = str(exc)
+        except (BenchError, KeyError) as exc:
+            # KeyError: while the board boots, a late answer to an earlier
+            # attempt can meet this one; the next attempt starts clean
+            last = str(exc) or repr(exc)
         if not board.alive:
             break
     raise BenchError(
