@@ -30,6 +30,10 @@ Figures, all against the real firmware on virtual boards (bench.sim):
   in emulated and wall time, the real 32-bit free heap at idle and during a
   stroke (beside the 64-bit host's figure above), strokes per wall second in
   fast mode. Skipped, with the reason, where Node or the UF2 is missing;
+- the frozen firmware (make firmware): a clean build's time, firmware.bin and
+  the pump's frozen bytecode, and the heap the frozen image uses on the
+  emulated Pico beside the .mpy install (MICROPYTHON_SRC and the Arm
+  toolchain, else skipped);
 - the clock check: device time from a timer 1.1, 3 and 10 times fast
   (TIMER_FAST) to CLOCK_FAULT at 0.048, 0.5, 4 and 24 mL/day.
 
@@ -43,6 +47,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -760,6 +765,56 @@ def emulated_pico() -> list[Row]:
     return rows
 
 
+def frozen_firmware() -> list[Row]:
+    """make firmware: a clean build's time, the image's sizes, and the real heap of the
+    frozen image beside the .mpy install on the emulated Pico (board and app built)."""
+    from bench import firmware, pico
+
+    if shutil.which("arm-none-eabi-gcc") is None or not os.environ.get(firmware.ENV_SOURCES):
+        return [
+            Row("frozen firmware", "skipped", "", "needs the Arm toolchain and MICROPYTHON_SRC")
+        ]
+    with tempfile.TemporaryDirectory(prefix="firmware-") as scratch:
+        started = time.perf_counter()
+        firmware.build(out=Path(scratch))  # a clean build, as on a fresh clone
+        clean_s = time.perf_counter() - started
+    uf2 = firmware.build()  # the project's own build/firmware (reused by tests)
+    record = json.loads((uf2.parent / "manifest.json").read_text())
+    rows = [
+        Row("frozen: clean build", f"{clean_s:.0f}", "s", "MicroPython rp2 port + the pump"),
+        Row("frozen: firmware.bin", f"{record['firmware_bin']['size']:,}", "B", uf2.name),
+        Row(
+            "frozen: pump bytecode",
+            f"{record['frozen_bytecode_bytes']:,}",
+            "B",
+            f"{len(record['frozen_modules'])} modules in flash",
+        ),
+    ]
+    lack = pico.missing()
+    if lack:
+        return [*rows, Row("frozen: heap", "skipped", "", lack)]
+    for label, options in (
+        ("frozen image", {"firmware": False, "keys": None, "uf2": uf2}),
+        (".mpy on stock MicroPython", {}),
+    ):
+        with pico.PicoBoard(**options) as board:  # type: ignore[arg-type]
+            pico.wait_hello(board)
+            pico.maintenance(board)
+            heap = pico.measure_heap(board)
+        rows.append(
+            Row(
+                f"heap used, {label}",
+                f"{heap['stroke_alloc']:,}",
+                "B",
+                f"gc.mem_alloc() in a stroke, 32-bit, of 245,888 (free {heap['stroke_free']:,})",
+            )
+        )
+    rows.append(
+        Row("heap used, 64-bit host", "see above", "", "the virtual board's peak live heap (soak)")
+    )
+    return rows
+
+
 CAMPAIGN_PATIENTS = 10
 CAMPAIGN_DAYS = 9  # 90 for the issue's full figure (about 10 minutes)
 CAMPAIGN_LINES = 6
@@ -872,6 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += concentration_change(2_000, 500)
     rows += log_history()
     rows += emulated_pico()
+    rows += frozen_firmware()
     rows += sensing_campaign(
         args.campaign_patients, args.campaign_days, args.campaign_lines, args.campaign_seed
     )
