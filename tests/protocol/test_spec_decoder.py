@@ -178,7 +178,9 @@ def _same(spec_value: Any, codec_value: Any) -> bool:
     return bool(spec_value == codec_value)
 
 
-def _check(wire: bytes, name: str, seq: int, flags: int, fields: dict[str, Any]) -> None:
+def check_against_spec(
+    wire: bytes, name: str, seq: int, flags: int, fields: dict[str, Any]
+) -> None:
     got_name, got_seq, got_flags, got = spec_decode(wire)
     assert (got_name, got_seq, got_flags) == (name, seq, flags)
     assert set(got) == set(fields), f"{name}: SPEC fields {sorted(got)} vs {sorted(fields)}"
@@ -198,7 +200,7 @@ def test_the_spec_tables_cover_every_message_with_consistent_sizes() -> None:
 @pytest.mark.parametrize("vector", VECTORS["good"], ids=lambda v: v["name"])
 def test_every_golden_vector_decodes_from_the_spec_alone(vector: dict[str, Any]) -> None:
     wire = bytes.fromhex(vector["hex"])
-    _check(wire, vector["message"], vector["seq"], vector["flags"], vector["fields"])
+    check_against_spec(wire, vector["message"], vector["seq"], vector["flags"], vector["fields"])
 
 
 def test_the_signed_golden_frame_decodes_from_the_spec_alone() -> None:
@@ -244,6 +246,6 @@ def test_every_frame_of_a_session_decodes_from_the_spec_alone(pump: Any, rig: An
     pump.link_stats()
     assert len(seen) >= 15
     for chunk, frame in seen:
-        _check(chunk, frame.name, frame.seq, frame.flags, frame.fields)
+        check_against_spec(chunk, frame.name, frame.seq, frame.flags, frame.fields)
     assert any(frame.flags == 0x09 for _c, frame in seen)  # a signed ACK
     assert any(frame.flags == 0x0B for _c, frame in seen)  # a signed NACK
