@@ -340,6 +340,9 @@ def _our_schema() -> dict[str, int]:
     return {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": schema.FINGERPRINT}
 
 
+OPEN_ATTEMPTS = 3  # challenges asked for when one lapses before AUTH_OPEN arrives
+
+
 class PumpClient(Client):
     """The pump port: what a clinician programmer or the bench may ask the pump.
 
@@ -557,12 +560,22 @@ class PumpClient(Client):
                 f"--key-file or set {keysmod.ENV_FILE} (see README, 'Keys and roles')"
             )
         self.session = None
-        pump_nonce = self.request("AUTH_CHALLENGE", {"role": role})["pump_nonce"]
-        client_nonce = secrets.token_bytes(schema.NONCE_SIZE)
-        proof = auth.client_proof(key, role, pump_nonce, client_nonce)
-        reply = self.request(
-            "AUTH_OPEN", {"role": role, "client_nonce": client_nonce, "proof": proof}
-        )
+        # A challenge lives CHALLENGE_S of device time: on a free-running
+        # board at high speed, or behind a slow link, it can lapse before
+        # AUTH_OPEN arrives (NO_CHALLENGE). Nothing ran: ask for a new one,
+        # a few times, then give up with the pump's refusal.
+        for attempt in range(OPEN_ATTEMPTS):
+            pump_nonce = self.request("AUTH_CHALLENGE", {"role": role})["pump_nonce"]
+            client_nonce = secrets.token_bytes(schema.NONCE_SIZE)
+            proof = auth.client_proof(key, role, pump_nonce, client_nonce)
+            try:
+                reply = self.request(
+                    "AUTH_OPEN", {"role": role, "client_nonce": client_nonce, "proof": proof}
+                )
+                break
+            except PumpRefused as refused:
+                if refused.code != schema.NO_CHALLENGE or attempt == OPEN_ATTEMPTS - 1:
+                    raise
         if not hmac.compare_digest(
             reply["proof"], auth.pump_proof(key, role, pump_nonce, client_nonce)
         ):

@@ -111,7 +111,9 @@ def frozen_pico(frozen_uf2: Path) -> Iterator[tuple[pico.PicoBoard, keysmod.Devi
         pytest.skip(f"emulated Pico: {lack}")
     # An empty filesystem, as a board just flashed with this UF2 has: the
     # keys come over the pump port (PROVISION), not from a file copied in.
-    with pico.PicoBoard(firmware=False, keys=None, uf2=frozen_uf2) as board:
+    # Real time: maintenance() presses BOOTSEL inside the 2 s window after a
+    # reset, which fast mode (idle time skipped) can leap over.
+    with pico.PicoBoard(firmware=False, keys=None, uf2=frozen_uf2, mode="realtime") as board:
         keys = keysmod.generate()
         yield board, keys
         assert board.alive, board.stderr_text()
