@@ -105,6 +105,8 @@ class Persist:
         # before and after each stroke)
         self._views = [memoryview(self._delta)[:size] for size in range(16)]
         self._grant_s = NO_GRANT  # a patient-bolus grant waiting for its bolus
+        self._stroke_kind = -1  # the stroke in flight (its begin journalled), or -1
+        self._stroke_s = 0
         # recovery state
         self._found = Recovered()
         self._open_kind = -1
@@ -126,10 +128,13 @@ class Persist:
 
     # --- deltas (hot path: before and after every stroke) ------------------
     def stroke_begin(self, kind, now_s):
+        self._stroke_kind = kind
+        self._stroke_s = now_s
         struct.pack_into(_STROKE_BEGIN, self._delta, 0, kind, now_s)
         self._append(D_STROKE_BEGIN, 5)
 
     def stroke_end(self, kind, moved, volume_nl, now_s):
+        self._stroke_kind = -1
         struct.pack_into(_STROKE_END, self._delta, 0, kind, moved, volume_nl, now_s)
         self._append(D_STROKE_END, 11)
 
@@ -202,6 +207,12 @@ class Persist:
             o += 4
         o += self.battery.pack_into(area, o)
         self.journal.snapshot(area[:o])
+        if self._stroke_kind >= 0:
+            # A snapshot taken while a stroke moves (REFILL, CONFIRM, ...)
+            # starts a new delta log: the stroke's begin goes into it again,
+            # or a cut before its end would lose the stroke instead of
+            # counting it (never under-count).
+            self.stroke_begin(self._stroke_kind, self._stroke_s)
 
     def _restore(self, data):
         t = self.therapy

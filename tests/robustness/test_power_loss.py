@@ -579,3 +579,34 @@ def test_power_off_then_on_in_one_breath_reboots_the_pump(
     assert pump.status()["boot_count"] == 2, "power went off and on: the pump must boot again"
     boots = [(e["a"], e["b"]) for e in pump.log() if e["code"] == LOG["BOOT"]]
     assert boots == [(0, 0), (0, 1)], "one boot more, with the cause of a power-on"
+
+
+def test_a_snapshot_taken_while_a_stroke_moves_keeps_the_stroke_across_a_cut() -> None:
+    # A REFILL (or CONFIRM) journals a new snapshot, which starts a new delta
+    # log, while a patient-bolus stroke moves: a cut before the stroke's end
+    # must still count it (never under-count), as a cut without the snapshot
+    # does. Found by the safety-invariant machine: the pump counted 0 nL of
+    # 400 the plant pumped.
+    with (
+        VirtualBoard(BoardOptions()) as board,
+        PumpClient(board.pump_port) as pump,
+        RigClient(board.rig_port) as rig,
+    ):
+        rig.fill(30_000_000)
+        pump.refill(0, 30_000_000)
+        fields = program_fields(
+            basal_nl_day=742_268, pb_dose_nl=12_500, pb_lockout_s=3600, pb_max_per_day=1
+        )
+        pump.confirm(pump.program(fields)["crc"])
+        pump.patient_bolus()  # its first stroke starts at once
+        pump.refill(rig.fill(30_000_000), 30_000_000)  # a snapshot mid-stroke
+        rig.cut_in_ms(1)
+        rig.advance(2)
+        assert not rig.truth()["powered"]
+        pumped = rig.truth()["pumped_nl"]
+        assert pumped > 0
+        rig.power_on()
+        wait_for_pump(pump)
+        counted = pump.status()["delivered_nl"]
+    # the stroke in flight at the cut is counted whole: never less than moved
+    assert pumped <= counted <= pumped + STROKE_NL, (counted, pumped)
