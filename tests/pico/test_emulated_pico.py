@@ -263,10 +263,15 @@ def test_the_stroke_check_on_the_real_pio_encoder_raises_the_alarm(
                 90.0,
                 f"none of {alarms} raised",
             )
-            steps = b.status()["step_rises_enabled"]
+            first = b.status()
             # delivery stops at the first bad stroke: no further strokes follow
-            time.sleep(2.0)
-            assert b.status()["step_rises_enabled"] == steps
+            # in a minute of emulated time (3 stroke intervals at 1 mL/day)
+            _wait(
+                lambda: b.status()["now_ns"] >= first["now_ns"] + 60e9,
+                120.0,
+                "a minute of emulated time",
+            )
+            assert b.status()["step_rises_enabled"] == first["step_rises_enabled"]
 
 
 ABORT_SCRIPT = """

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from bench.client import PumpClient, RigClient
 from bench.errors import BenchError, PumpRefused
 from bench.robustness import ALARM, bolus_fields, program_fields
-from bench.sim import BoardOptions, VirtualBoard
+from bench.sim import VirtualBoard
 from protocol import auth, codec, schema
 from tests.robustness.test_power_loss import (
+    board,  # noqa: F401 (the fixture: a board with a filled reservoir, strict client)
     log_total,
     power_cycle,
     sweep,
@@ -32,21 +30,6 @@ from tests.robustness.test_power_loss import (
 )
 
 BOLUS = bolus_fields(volume_nl=400)
-
-
-@pytest.fixture
-def board() -> Iterator[tuple[VirtualBoard, PumpClient, RigClient]]:
-    with VirtualBoard(BoardOptions()) as vb:
-        pump = PumpClient(vb.pump_port, timeout_s=0.3, retries=0)
-        rig = RigClient(vb.rig_port)
-        try:
-            rig.fill(30_000_000)
-            pump.refill(0, 30_000_000)
-            yield vb, pump, rig
-        finally:
-            pump.close()
-            rig.close()
-        assert vb.alive, f"virtual board died:\n{vb.stderr_text()}"
 
 
 def send_and_cut(
@@ -76,7 +59,7 @@ def send_and_cut(
 
 
 def test_a_bolus_resent_after_a_cut_anywhere_in_it_runs_at_most_once(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    board: tuple[VirtualBoard, PumpClient, RigClient],  # noqa: F811 (the fixture)
 ) -> None:
     _vb, pump, rig = board
     pump.confirm(pump.program(program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=100_000))["crc"])
