@@ -515,6 +515,31 @@ def wait_hello(board: PicoBoard, timeout_s: float = 120.0) -> dict[str, Any]:
     )
 
 
+class CtrlCNoise:
+    """A thread writing one 0x03 (Ctrl-C) byte to a port every 5 ms while in the
+    ``with``: a host talking to a board while it boots. Between frames the
+    pump takes them as noise; they must never stop it at the REPL.
+    """
+
+    def __init__(self, port: str) -> None:
+        self._fd = os.open(port, os.O_WRONLY | os.O_NOCTTY)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            os.write(self._fd, b"\x03")
+
+    def __enter__(self) -> CtrlCNoise:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        os.close(self._fd)
+
+
 def maintenance(board: PicoBoard) -> None:
     """Resets the board, then holds BOOTSEL (as a person does within the maintenance
     window): the pump app does not start and the REPL is free. Held from the reset

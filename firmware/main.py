@@ -10,7 +10,16 @@
 #        [--device-id ID] [--seed S] [--speed F]
 # with MICROPYPATH pointing at firmware/ and the project root.
 
-import sys
+import micropython
+
+# The first statement, before any import that takes time: from here on 0x03 on
+# the pump port is data, never Ctrl-C. MicroPython runs main.py with Ctrl-C
+# armed, and USB CDC comes up just before it, so a host already talking to the
+# board (a bench retrying HELLO, a programmer) would otherwise stop the pump
+# at boot and leave it at the REPL: no therapy until someone resets it.
+micropython.kbd_intr(-1)
+
+import sys  # noqa: E402
 
 RESET_CAUSE_POWER_ON = 0
 _OPTIONS = ("--pump-fd", "--rig-fd", "--journal", "--device-id", "--seed", "--speed")
@@ -37,14 +46,11 @@ def _options(argv):
 def run_virtual_board(argv):
     import gc
 
-    import micropython
     from hal import sim
     from hal.simfs import PowerCut
     from pump.app import PumpApp
     from rig.virtual import VirtualRig
 
-    # 0x03 on a port is data, never Ctrl-C.
-    micropython.kbd_intr(-1)
     options = _options(argv)
     speed = int(options["--speed"])
     board = sim.SimBoard(
@@ -78,15 +84,12 @@ def run_virtual_board(argv):
             cause = RESET_CAUSE_POWER_ON
 
 
-def run_rp2_board(config=None, make_board=None, app_class=None, kbd_intr=None):
+def run_rp2_board(config=None, make_board=None, app_class=None):
     # The Pico: the board from board_config and the same PumpApp loop. A
     # part that fails to start raises hal.rp2.BoardFault out of here (the
     # driver is left disabled and the traceback reaches the REPL console):
     # the pump does not run, and nothing falls back to the simulator.
-    # The arguments replace board_config, Rp2Board, PumpApp and
-    # micropython.kbd_intr in host tests.
-    import micropython
-
+    # The arguments replace board_config, Rp2Board and PumpApp in host tests.
     # Room for a traceback raised inside a hard IRQ (PIO, encoder, timer);
     # the unix port of the host tests has no such buffer.
     emergency = getattr(micropython, "alloc_emergency_exception_buf", None)
@@ -97,15 +100,11 @@ def run_rp2_board(config=None, make_board=None, app_class=None, kbd_intr=None):
     if make_board is None:
         from hal.rp2 import Rp2Board as make_board
     board = make_board(config)  # the motor driver is disabled first thing
-    # The pump port is USB CDC: 0x03 is data, never Ctrl-C, from now on (a
-    # host talking to the pump must not stop it by accident).
-    set_kbd_intr = micropython.kbd_intr if kbd_intr is None else kbd_intr
-    set_kbd_intr(-1)
     # BOOTSEL pressed within the maintenance window after reset: the pump
-    # application does not start, Ctrl-C comes back and the REPL is free for
-    # mpremote (make flash). A person at the board, never a byte on a port.
+    # application does not start and the REPL is free for mpremote (make
+    # flash; MicroPython arms Ctrl-C again for whatever the REPL runs). A
+    # person at the board, never a byte on a port.
     if board.maintenance_requested(config.MAINTENANCE_WINDOW_MS):
-        set_kbd_intr(3)
         return board
     if app_class is None:
         from pump.app import PumpApp as app_class

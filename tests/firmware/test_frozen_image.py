@@ -123,7 +123,8 @@ def test_the_frozen_uf2_boots_into_the_pump_on_an_empty_filesystem(
     frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
 ) -> None:
     board, keys = frozen_pico
-    hello = pico.wait_hello(board)
+    with pico.CtrlCNoise(board.pump_port):  # a host talking while it boots
+        hello = pico.wait_hello(board)
     assert hello["firmware_version"] == firmware_tree().version()
     assert hello["micropython_version"] == "1.28.0"
     assert hello["board"] != "sim"

@@ -89,6 +89,18 @@ def test_the_pump_firmware_boots_to_hello_on_the_stock_uf2(pump: PumpClient) -> 
     assert hello["device_id"] == "5050494D50000001"
 
 
+def test_ctrl_c_bytes_on_the_port_while_the_pump_boots_do_not_stop_it(
+    board: pico.PicoBoard,
+) -> None:
+    # MicroPython arms Ctrl-C for main.py and USB comes up just before it: a
+    # 0x03 that arrived before main.py switched it off left the pump at the
+    # REPL (one CI run in a few, while wait_hello's frames met the boot).
+    with pico.CtrlCNoise(board.pump_port):
+        board.reset()
+        hello = pico.wait_hello(board, timeout_s=60.0)
+    assert hello["board"] == "pico"
+
+
 def test_a_confirmed_program_strokes_at_the_pins(board: pico.PicoBoard, pump: PumpClient) -> None:
     board.request("reset_pins")
     pico.start_program(pump, kit.program(basal_nl_day=1_000_000))  # a stroke every 17.28 s

@@ -68,7 +68,6 @@ def _hello(request):
             rp2kit.config(),
             make_board=make_board,
             app_class=App,
-            kbd_intr=lambda v: events.append(("kbd_intr", v)),
         )
     except Stop:
         pass
@@ -94,7 +93,6 @@ def _fault():
             rp2kit.config(),
             make_board=rp2kit.rebuild,
             app_class=lambda _board, _cause: events.append("app"),
-            kbd_intr=lambda v: events.append(("kbd_intr", v)),
         )
         raised = None
     except BoardFault as e:
@@ -116,7 +114,6 @@ def _maintenance():
         rp2kit.config(MAINTENANCE_WINDOW_MS=100),
         make_board=rp2kit.rebuild,
         app_class=lambda _board, _cause: events.append("app"),
-        kbd_intr=lambda v: events.append(("kbd_intr", v)),
     )
     return {"events": events}
 
