@@ -1061,10 +1061,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--target",
         default=SIM,
+        type=_url,
         metavar="sim|URL",
         help="sim (default): a fresh virtual board per scenario; or the pump port URL",
     )
-    run.add_argument("--rig", metavar="URL", help="the rig port URL (hardware targets only)")
+    run.add_argument(
+        "--rig", type=_url, metavar="URL", help="the rig port URL (hardware targets only)"
+    )
     _add_firmware_option(run)
     run.add_argument(
         "--report", default=DEFAULT_REPORT, metavar="DIR", help=f"default {DEFAULT_REPORT}"

@@ -99,6 +99,17 @@ for _parse, _name in (
     _parse.__name__ = _name  # argparse names the type in its messages
 
 
+def _port(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty port: give the rig port `pumpbench sim` printed (or its --link PATH-rig)"
+        )
+    return text
+
+
+_port.__name__ = "port"
+
+
 # A fault's param, by what it means (SPEC 16.3): how it is written and shown.
 _FAULT_PARAMS: dict[str, tuple[Callable[[str], int], str]] = {
     "RUNAWAY": (_count, "extra steps per commanded step"),
@@ -396,6 +407,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rig",
         required=True,
+        type=_port,
         metavar="PORT",
         help="the rig port `pumpbench sim` printed (any pyserial URL)",
     )

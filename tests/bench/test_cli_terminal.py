@@ -409,6 +409,8 @@ def test_no_refusal_says_detail_0() -> None:
         (["status", "--target", ""], "an empty port"),
         (["log", "--port", "/dev/x", "--start", "9" * 40], "too large"),
         (["rig", "truth", "--rig", "/dev/nonexistent"], "/dev/nonexistent"),
+        (["rig", "truth", "--rig", ""], "an empty port"),
+        (["run", "x.yaml", "--target", ""], "an empty port"),
     ],
 )
 def test_argument_errors_are_one_line(
@@ -421,6 +423,35 @@ def test_argument_errors_are_one_line(
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and message in err, err
+
+
+# Every command that talks to a pump, with the least it needs: a missing port is
+# one line, exit 2, for each of them.
+ONE_OF_EACH = [
+    ["status"],
+    ["hello"],
+    ["ping"],
+    ["program", str(MORPHINE), "--yes"],
+    ["bolus", "--volume", "0.1mL"],
+    ["patient-bolus"],
+    ["cancel-bolus"],
+    ["catheter", "--length", "60"],
+    ["refill", "--withdrawn", "1mL", "--added", "2mL"],
+    ["log"],
+    ["alarms"],
+    ["start"],
+    ["stop"],
+    ["clear-alarm", "REFILL_DISCREPANCY"],
+]
+
+
+@pytest.mark.parametrize("args", ONE_OF_EACH, ids=lambda args: args[0])
+def test_every_command_on_a_missing_port_is_one_line(
+    args: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    assert main([*args, "--port", "/dev/nonexistent-17"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/dev/nonexistent-17" in err, err
 
 
 def test_log_start_out_of_range(term: Terminal) -> None:
