@@ -77,11 +77,15 @@ STATE = {name: code for code, name in schema.STATES}
 PATIENT_KIND = 4  # STATUS bolus_kind / BOLUS_START kind of a patient bolus
 RESET_CAUSE_POWER_ON = 0
 
-# Requests the fuzzer may let through whole: they read, they never change
-# therapy, time or the plant.
+# Requests the fuzzer may let through whole: the queries (schema.QUERIES),
+# which read and never change therapy, time or the plant.
 SAFE_REQUESTS = {
-    schema.PORT_PUMP: {"HELLO", "PING", "STATUS", "LINK_STATS", "GET_PROGRAM", "GET_LOG"},
-    schema.PORT_RIG: {"RIG_HELLO", "PING", "LINK_STATS", "TRUTH", "TRACE", "ANNUNCIATION", "HEAP"},
+    port: {
+        name
+        for _id, name, where, _request, _reply in schema.MESSAGES
+        if name in schema.QUERIES and where in (port, schema.PORT_BOTH)
+    }
+    for port in (schema.PORT_PUMP, schema.PORT_RIG)
 }
 
 
