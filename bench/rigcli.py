@@ -71,6 +71,16 @@ def volume_nl(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _concentration(text: str) -> int:
+    try:
+        return pf.parse_concentration_ug_ml(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_concentration.__name__ = "concentration"
+
+
 def pressure_x10(text: str) -> int:
     """``15 mmHg``, ``-2.5 mmHg`` in the wire's 0.1 mmHg."""
     return _quantity(text, "0.1 mmHg", "pressure", "15 mmHg")
@@ -195,18 +205,19 @@ def cmd_advance(args: argparse.Namespace) -> int:
         args,
         data,
         [
-            ("advanced", pf.format_duration(args.duration // 1000) + _ms_rest(args.duration)),
+            ("advanced", duration_text(args.duration)),
             ("device time", f"{now} ms ({device_time(now)})"),
         ],
     )
     return 0
 
 
-def _ms_rest(ms: int) -> str:
-    rest = ms % 1000
+def duration_text(ms: int) -> str:
+    """``1 d 2 h``, ``1 s 250 ms``, ``250 ms``: whole units, exactly."""
+    seconds, rest = divmod(ms, 1000)
     if not rest:
-        return ""
-    return f" {rest} ms" if ms >= 1000 else ""
+        return pf.format_duration(seconds)
+    return (pf.format_duration(seconds) + " " if seconds else "") + f"{rest} ms"
 
 
 def cmd_truth(args: argparse.Namespace) -> int:
@@ -240,6 +251,23 @@ def cmd_fault(args: argparse.Namespace) -> int:
     shown = f", param {param}" + (f" ({meaning})" if meaning else "") if args.param else ""
     data = {"fault": name, "param": param, "onset_ms": args.onset}
     _show(args, data, [("fault", f"{name}{shown}, starting {when}")])
+    return 0
+
+
+def cmd_fill(args: argparse.Namespace) -> int:
+    with _rig(args) as rig:
+        withdrawn = rig.fill(args.volume, args.concentration)
+    drug = pf.format_concentration(args.concentration) if args.concentration else "saline"
+    data = {
+        "reservoir_nl": args.volume,
+        "conc_ug_ml": args.concentration,
+        "withdrawn_nl": withdrawn,
+    }
+    lines = [
+        ("withdrawn", f"{pf.format_volume(withdrawn)} (what was really in it)"),
+        ("filled", f"{pf.format_volume(args.volume)} of {drug}"),
+    ]
+    _show(args, data, lines)
     return 0
 
 
@@ -287,7 +315,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     with _rig(args) as rig:
         if args.period is not None:
             rig.request("TRACE_CONFIG", {"period_ms": args.period})
-            if args.period:
+            if args.json:
+                print(json.dumps({"period_ms": args.period}))
+            elif args.period:
                 print(f"trace: one sample every {args.period} ms of device time from now")
             else:
                 print("trace: stopped (the samples are kept)")
@@ -445,6 +475,20 @@ def add_parser(commands: Any) -> None:
     )
     _common(fault)
     fault.set_defaults(func=cmd_fault)
+
+    fill = actions.add_parser(
+        "fill", help="empty the real reservoir and fill it (the clinician's syringe)"
+    )
+    fill.add_argument("volume", type=volume_nl, metavar="VOL", help="e.g. 20mL")
+    fill.add_argument(
+        "--concentration",
+        type=_concentration,
+        default=0,
+        metavar="CONC",
+        help="its drug, e.g. 10mg/mL (default: saline); TRUTH counts the dose at the tip",
+    )
+    _common(fill)
+    fill.set_defaults(func=cmd_fill)
 
     clear = actions.add_parser("clear", help="clear one plant fault, or every one")
     clear.add_argument("fault", nargs="?", metavar="NAME", help="default: every fault")

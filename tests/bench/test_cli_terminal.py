@@ -78,7 +78,8 @@ class Terminal:
         return err
 
     def running(self) -> None:
-        self.rig("plant", "--reservoir", "20mL")  # the real reservoir
+        out = self.rig("fill", "20mL", "--concentration", "10mg/mL")  # the clinician's syringe
+        assert "filled:    20 mL of 10 mg/mL" in out
         self.ok("refill", "--withdrawn", "0mL", "--added", "20mL")
         self.ok("program", str(MORPHINE), "--yes")
 
@@ -123,6 +124,7 @@ def test_rig_commands_let_a_person_watch_therapy_run(term: Terminal) -> None:
         assert truth == rig.truth()
     delivered = truth["tip_nl"] - before["tip_nl"]
     assert 480_000 <= delivered <= 520_000  # 0.5 mL/day, in whole strokes
+    assert truth["tip_ng"] == truth["tip_nl"] * 10  # FILL's 10 mg/mL all the way
     text = term.rig("truth")
     assert f"at the tip:    {rigcli.microlitres(truth['tip_nl'])}" in text
     assert f"reservoir:     {truth['reservoir_nl'] / 1e6:g} mL really in it" in text
@@ -150,6 +152,7 @@ def test_rig_trace_power_and_plant(term: Terminal) -> None:
     assert lines[2].split()[0] == rigcli.device_time(times[5]).split()[0]
     assert len(lines) == 5
     assert "stopped" in term.rig("trace", "--period", "0ms")
+    assert term.json("rig", "trace", "--period", "0ms", port="rig") == {"period_ms": 0}
 
     assert term.json("rig", "power", "off", port="rig")["powered"] is False
     assert term.json("rig", "truth", port="rig")["powered"] == 0
@@ -214,6 +217,13 @@ def test_rig_pressures_are_exact(x10: int) -> None:
     text = f"{'-' if x10 < 0 else ''}{abs(x10) // 10}.{abs(x10) % 10} mmHg"
     assert rigcli.pressure_x10(text) == x10
     assert rigcli.mmhg(x10) == text
+
+
+def test_durations_out() -> None:
+    assert rigcli.duration_text(250) == "250 ms"
+    assert rigcli.duration_text(1_250) == "1 s 250 ms"
+    assert rigcli.duration_text(DAY_MS + 7_200_000) == "1 d 2 h"
+    assert rigcli.device_time(DAY_MS + 61_001) == "1d 00:01:01.001"
 
 
 def test_fault_params_in_their_units() -> None:
