@@ -276,6 +276,9 @@ def _session(args: argparse.Namespace, url: str, *, changes: bool = True) -> Ite
     pump = _pump(args, url, changes=changes)
     try:
         yield pump
+    except BaseException:
+        pump.retries = 0  # the command failed: one try at AUTH_CLOSE, not four timeouts
+        raise
     finally:
         try:
             pump.close_session()
