@@ -3,10 +3,13 @@
 Lockstep device time is a test convenience; a board on a bench runs in real
 time. These scenarios of `make run` run here on boards whose clock follows
 the host's at 600 x wall time (two hours of therapy in about 15 s), and must
-give the same outcomes as in lockstep: flow accuracy, occlusion, a motor
-stall, power loss during a bolus. The scenarios that need a day of device
-time (leak, patient bolus) would take minutes at any speed that stays real
-and are left to `pumpbench run --speed N` by hand.
+give the same outcomes as in lockstep: flow accuracy, occlusion, a leak, a
+motor stall, the patient bolus's lockout and daily maximum, power loss
+during a bolus. leak.yaml and patient-bolus-lockout-daily-max.yaml need a
+day of device time or more (minutes at any speed that stays real); their
+short forms (leak-first-hour: a large leak an hour into therapy;
+patient-bolus-short-lockout: a 10-minute lockout, 3 a day) check the same
+rules in under two hours and run in lockstep in `make run` too.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from bench.cli import main
 SUITE = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
 FREE_RUNNING = [
     "flow-accuracy-4ml-day",
+    "leak-first-hour",
     "motor-stall",
     "occlusion-intermediate-rate",
+    "patient-bolus-short-lockout",
     "power-loss-during-bolus",
 ]
 SPEED = 600
