@@ -176,7 +176,16 @@ class RoscClockCheck:
     def __init__(self, chip, clock, mem=None):
         self._clock = clock
         self._mem = mem if mem is not None else machine.mem32
-        self._fc = _FC0[chip]
+        # the register addresses, computed once: above 2**30 they are big
+        # integers on the board, and a sum would allocate at every sample
+        fc = _FC0[chip]
+        self._ref = fc + _FC_REF
+        self._min = fc + _FC_MIN
+        self._max = fc + _FC_MAX
+        self._interval = fc + _FC_INTERVAL
+        self._src = fc + _FC_SRC
+        self._status = fc + _FC_STATUS
+        self._result = fc + _FC_RESULT
         self.boot_khz = 0
         self.khz = 0  # the last good reading
         self.fails = 0
@@ -194,21 +203,21 @@ class RoscClockCheck:
 
     def _start(self):
         mem = self._mem
-        fc = self._fc
-        mem[fc + _FC_REF] = _XOSC_KHZ
-        mem[fc + _FC_INTERVAL] = _FC_INTERVAL_LOG2
-        mem[fc + _FC_MIN] = 0
-        mem[fc + _FC_MAX] = 0x1FFFFFF
-        mem[fc + _FC_SRC] = _FC_SRC_ROSC  # starts the count
+        mem[self._ref] = _XOSC_KHZ
+        mem[self._interval] = _FC_INTERVAL_LOG2
+        mem[self._min] = 0
+        mem[self._max] = 0x1FFFFFF
+        mem[self._src] = _FC_SRC_ROSC  # starts the count
 
     def _read(self):
         # kHz; -1 while counting, 0 for a failed or implausible count.
-        status = self._mem[self._fc + _FC_STATUS]
+        # (mem32 reads are signed on the board: 0xffffffff is -1)
+        status = self._mem[self._status]
         if not status & _FC_DONE:
             return -1
         if status & _FC_BAD:
             return 0
-        khz = (self._mem[self._fc + _FC_RESULT] >> 5) & 0x1FFFFFF
+        khz = (self._mem[self._result] >> 5) & 0x1FFFFFF
         return khz if ROSC_MIN_KHZ <= khz <= ROSC_MAX_KHZ else 0
 
     def poll(self, now):
