@@ -137,8 +137,9 @@ class Rp2Clock:
 # counter FC0 in the CLOCKS block counts a chosen source over 2**INTERVAL
 # us of clk_ref and reports kHz as if clk_ref ran at FC0_REF_KHZ: a crystal
 # k times fast makes the ROSC read k times slow. So every ROSC_SAMPLE_MS the
-# ROSC is counted (non-blocking: started now, read at the next sample) and
-# compared with its reading at boot; while they agree within
+# ROSC is counted (about 1 ms, waited for in idle() before it may sleep: a
+# lightsleep turns the ROSC off) and compared with its reading at boot;
+# while they agree within
 # ROSC_DEADBAND_PM the seconds follow the crystal exactly (the ROSC's own
 # drift never reaches the pump's time), beyond it they follow the ROSC:
 # seconds() then runs at the ROSC's true rate while ticks_ms does not, and
@@ -158,7 +159,8 @@ _FC_RESULT = const(28)
 _FC_SRC_ROSC = const(3)  # rosc_clksrc, on both chips
 _FC_DONE = const(0x10)
 _FC_BAD = const(0x10010000)  # DIED | FAIL
-_FC_INTERVAL_LOG2 = const(12)  # a 4 ms count: 1 kHz of ~6 500 kHz
+_FC_INTERVAL_LOG2 = const(10)  # a ~1 ms count: 1 kHz of ~6 500 kHz
+_FC_WAIT_US = const(5_000)  # a count not done by then has failed
 _XOSC_KHZ = const(12_000)  # clk_ref on the Pico and the Pico 2
 ROSC_MIN_KHZ = 100  # a ROSC reading outside this range is a failed sample
 ROSC_MAX_KHZ = 100_000
@@ -190,44 +192,40 @@ class RoscClockCheck:
         self.khz = 0  # the last good reading
         self.fails = 0
         self._at = clock.ticks_ms()
-        self._start()
-        for _ in range(20):  # at boot only: a 4 ms count
-            khz = self._read()
-            if khz >= 0:
-                break
-            time.sleep_ms(1)
+        khz = self._count()
         self.available = khz > 0
         if self.available:
             self.boot_khz = self.khz = khz
-            self._start()
 
-    def _start(self):
+    def _count(self):
+        # One count of the ROSC over ~1 ms of clk_ref, waited for here: a
+        # count left running could span a lightsleep, which stops the ROSC
+        # (MicroPython's lightsleep turns it off). -> kHz, or 0 for a failed,
+        # implausible or unfinished count. mem32 reads are signed on the
+        # board (0xffffffff is -1); nothing here allocates.
         mem = self._mem
         mem[self._ref] = _XOSC_KHZ
         mem[self._interval] = _FC_INTERVAL_LOG2
         mem[self._min] = 0
         mem[self._max] = 0x1FFFFFF
         mem[self._src] = _FC_SRC_ROSC  # starts the count
-
-    def _read(self):
-        # kHz; -1 while counting, 0 for a failed or implausible count.
-        # (mem32 reads are signed on the board: 0xffffffff is -1)
-        status = self._mem[self._status]
-        if not status & _FC_DONE:
-            return -1
+        started = time.ticks_us()
+        status = mem[self._status]
+        while not status & _FC_DONE:
+            if time.ticks_diff(time.ticks_us(), started) > _FC_WAIT_US:
+                return 0  # a counter that never finishes
+            status = mem[self._status]
         if status & _FC_BAD:
             return 0
-        khz = (self._mem[self._result] >> 5) & 0x1FFFFFF
+        khz = (mem[self._result] >> 5) & 0x1FFFFFF
         return khz if ROSC_MIN_KHZ <= khz <= ROSC_MAX_KHZ else 0
 
     def poll(self, now):
+        # From idle(), before it may sleep: one count a ROSC_SAMPLE_MS.
         if not self.available or ticks_diff(now, self._at) < ROSC_SAMPLE_MS:
             return
-        khz = self._read()
-        if khz < 0:
-            return  # still counting (a sleep stopped it): read it next time
         self._at = now
-        self._start()
+        khz = self._count()
         if khz == 0:
             self.fails += 1
             if self.fails >= ROSC_FAILS:
