@@ -139,9 +139,9 @@ class Rp2Clock:
 # k times fast makes the ROSC read k times slow. So every ROSC_SAMPLE_MS the
 # ROSC is counted (about 1 ms, waited for in idle() before it may sleep: a
 # lightsleep turns the ROSC off) and compared with its reading at boot;
-# while they agree within
-# ROSC_DEADBAND_PM the seconds follow the crystal exactly (the ROSC's own
-# drift never reaches the pump's time), beyond it they follow the ROSC:
+# while they agree within ROSC_DEADBAND_PM the seconds follow the crystal
+# exactly (the ROSC's own drift never reaches the pump's time), beyond it
+# they follow the ROSC:
 # seconds() then runs at the ROSC's true rate while ticks_ms does not, and
 # the monitor's check raises CLOCK_FAULT. A counter that fails
 # ROSC_FAILS samples in a row stops seconds() (rate 0): CLOCK_FAULT, stop.
@@ -881,10 +881,10 @@ class Rp2Board:
             if not 0 < cfg.WATCHDOG_MS <= max_wdt:
                 raise ValueError("WATCHDOG_MS must be 1-%d on the %s" % (max_wdt, cfg.CHIP))
             self.clock = Rp2Clock(ticks)
-            part = "clock check"
-            self.clock_check = RoscClockCheck(cfg.CHIP, self.clock, mem32)
             part = "motor driver"
             self.motor = StepperMotor(cfg)
+            part = "clock check"
+            self.clock_check = RoscClockCheck(cfg.CHIP, self.clock, mem32)
             part = "motor feedback (%s)" % cfg.ENCODER
             self.encoder = make_encoder(cfg, self.motor)
             part = "pressure sensor"
