@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.cli import main
 
 SUITE = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
@@ -29,6 +31,7 @@ FREE_RUNNING = [
     "power-loss-during-bolus",
 ]
 SPEED = 600
+pytestmark = pytest.mark.realtime
 
 
 def test_the_subset_passes_on_free_running_boards(tmp_path: Path) -> None:

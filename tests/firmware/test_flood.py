@@ -125,6 +125,7 @@ def test_a_flood_does_not_starve_delivery(
     assert status["state_name"] == "RUNNING"
 
 
+@pytest.mark.realtime
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("port", ["pump", "rig"])
 def test_a_flood_in_real_time_does_not_starve_delivery(port: str, tmp_path: Path) -> None:

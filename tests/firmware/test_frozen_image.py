@@ -23,7 +23,8 @@ from bench.paths import firmware_tree
 from protocol import schema
 
 # A full build takes about a minute on 2 quiet cores (three when they are busy).
-pytestmark = pytest.mark.timeout(900)
+# realtime: the board boots in real-time mode, and the builds use both cores.
+pytestmark = [pytest.mark.timeout(900), pytest.mark.realtime]
 
 
 def _missing() -> str:

@@ -220,6 +220,7 @@ def test_the_watchdog_resets_an_unfed_board_and_not_a_fed_one(stock: pico.PicoBo
     assert out.split() == ["True", "kept"], out
 
 
+@pytest.mark.realtime
 def test_a_power_cut_mid_stroke_on_real_littlefs_keeps_the_accounting_within_a_stroke() -> None:
     # Real time: the cut is armed between two strokes 17 s apart; fast mode
     # (idle time skipped) could run a whole stroke past it before it is armed.
