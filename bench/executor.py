@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bench import flow, quantities, vocab
+from bench import flow, units, vocab
 from bench.client import PumpClient, RigClient, program_crc
 from bench.errors import BenchError, PumpRefused
 from bench.programmed import ProgrammedLine
@@ -970,7 +970,7 @@ class Executor:
             wire = self._quantity(step.source_field)
             if step.since:
                 wire -= self._quantity(step.source_field, self.marks[step.since])
-        value = quantities.convert(wire, step.source_unit, step.unit)
+        value = units.convert(wire, step.source_unit, step.unit)
         if isinstance(value, float):
             value = round(value, 6)
         record = self.measurements[id(step)]
