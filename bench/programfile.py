@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from bench import units
 from bench.errors import BenchError
 from protocol import schema
+from protocol.table import MODE_CONTINUOUS, MODE_FLEX, MODE_MINIMUM_RATE, MODE_STOPPED
 
 # --- units ---------------------------------------------------------------------
 # One grammar for every unit (bench/units.py): case-insensitive names, micro
@@ -177,24 +178,13 @@ def format_time_of_day(minute: int) -> str:
 
 # --- the program model -----------------------------------------------------------
 
-# Drug ids of the pump's drug library; mirrors firmware/pump/limits.py DRUGS
-# (the bench never imports firmware code). "none" is saline: concentration 0.
-DRUGS = {
-    "none": 0,
-    "morphine": 1,
-    "hydromorphone": 2,
-    "ziconotide": 3,
-    "baclofen": 4,
-    "bupivacaine": 5,
-    "clonidine": 6,
-    "sufentanil": 7,
-}
+# Drug ids of the pump's drug library (protocol/schema.py DRUGS; its limits
+# are the firmware's). "none" is saline: concentration 0.
+DRUGS = {name: drug_id for drug_id, name in schema.DRUGS}
 DRUG_NAMES = {drug_id: name for name, drug_id in DRUGS.items()}
 
-# The PROGRAM mode field (schema PROGRAM_FIELDS: 0 stopped, 1 continuous,
-# 2 flex, 3 minimum rate), by index.
-MODES = ("stopped", "continuous", "flex", "minimum_rate")
-MODE_STOPPED, MODE_CONTINUOUS, MODE_FLEX, MODE_MINIMUM_RATE = range(4)
+# The PROGRAM mode field (protocol/schema.py MODES), by index, as a file writes it.
+MODES = tuple(name.lower() for _code, name in schema.MODES)
 
 # Day-mask bits of a flex step: bit 0 Monday .. bit 6 Sunday; 0 = every day.
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
