@@ -83,3 +83,14 @@ def test_the_check_finds_a_copy() -> None:
     pattern = re.compile(r"^\s*([A-Z_0-9]+)\s*(?::[^=\n]+)?=\s*(?:const\()?\s*(\d+)\b", re.M)
     found = [name for name, value in pattern.findall(text) if names.get(name) == int(value)]
     assert found == ["MODE_FLEX", "RESET_CAUSE_WATCHDOG", "LEAK"]
+
+
+def test_no_test_parses_firmware_source() -> None:
+    # Tests read the firmware's tables by running it (tests/firmware/upy.py),
+    # or from the schema: a parse of the source would let a copy hide.
+    parsers = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").rglob("*.py")
+        if re.search(r"^\s*(import ast\b|from ast import)", path.read_text(), re.M)
+    ]
+    assert not parsers, parsers
