@@ -64,6 +64,7 @@ from bench.programfile import load_program
 from bench.robustness import program_fields
 from bench.sim import BoardOptions, VirtualBoard, micropython_command
 from protocol import auth, codec, schema
+from protocol.table import DRUG_BACLOFEN
 
 STATUS_REQUESTS = 2000
 ADVANCE_BOARDS = 3
@@ -392,14 +393,13 @@ def therapy_soak(days: int) -> list[Row]:
 
 
 # --- (g) dose at the tip across a concentration change (issue 12) ----------------
-BACLOFEN = 4
 BACLOFEN_UG_DAY = 600
 
 
 def _baclofen(conc: int) -> dict[str, object]:
     fields: dict[str, object] = {}
     fields.update(
-        drug_id=BACLOFEN,
+        drug_id=DRUG_BACLOFEN,
         conc_ug_ml=conc,
         mode=1,
         basal_nl_day=BACLOFEN_UG_DAY * 1_000_000 // conc,
@@ -437,11 +437,11 @@ def concentration_change(old: int, new: int, hours: int = 48) -> list[Row]:
         RigClient(board.rig_port) as rig,
     ):
         rig.fill(10_000_000, old)
-        pump.refill(0, 10_000_000, BACLOFEN, old)
+        pump.refill(0, 10_000_000, DRUG_BACLOFEN, old)
         pump.confirm(pump.program(_baclofen(old))["crc"])
         rig.advance(DAY_MS)
         crc = pump.program(_baclofen(new))["crc"]
-        pump.refill(rig.fill(10_000_000, new), 10_000_000, BACLOFEN, new, crc)
+        pump.refill(rig.fill(10_000_000, new), 10_000_000, DRUG_BACLOFEN, new, crc)
         series = [(0, rig.truth()["tip_ng"])]
         for minute in range(1, hours * 60 + 1):
             rig.advance(60_000)

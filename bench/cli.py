@@ -23,12 +23,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from fractions import Fraction
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
-from bench import alarmview, flash, image, logview, rigcli
+from bench import alarmview, flash, image, logview, rigcli, units
 from bench import keys as keysmod
 from bench import programfile as pf
 from bench.client import (
@@ -51,7 +50,7 @@ from bench.report import (
     write_reports,
 )
 from bench.runner import PortTarget, SimTarget, Target, run_all
-from bench.scenario import MAX_SEED, ScenarioError, load_scenarios, parse_duration
+from bench.scenario import MAX_SEED, ScenarioError, load_scenarios
 from bench.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard
 from protocol import codec, schema
 
@@ -127,15 +126,10 @@ U16_MAX = 0xFFFF  # BOLUS catheter_mm and nl_per_cm
 
 
 def _catheter_mm(text: str) -> int:
-    """Centimetres ("60", "62.5") as the whole millimetres the BOLUS field holds."""
-    if not re.fullmatch(r"\d+(\.\d+)?", text):
-        raise ValueError(f"{text!r} is not a length in cm, e.g. 60 or 62.5")
-    tenths = Fraction(text) * 10
-    if tenths.denominator != 1:
-        raise ValueError(f"{text!r} cm is not a whole number of mm")
-    if tenths.numerator > U16_MAX:
-        raise ValueError(f"{text!r} cm is too long: at most {U16_MAX} mm")
-    return tenths.numerator
+    """A catheter length ("60cm", "625 mm"; a bare number is cm: "62.5") in whole mm."""
+    if re.fullmatch(r"\s*(\d+(\.\d*)?|\.\d+)\s*", text):
+        text = f"{text.strip()} cm"
+    return units.length_mm(text)
 
 
 U32_MAX = 0xFFFF_FFFF
@@ -158,10 +152,10 @@ def _nl_per_cm(text: str) -> int:
     return value
 
 
-_volume = _typed(pf.parse_volume_nl, "volume")
-_dose = _typed(pf.parse_dose_ng, "dose")
+_volume = _typed(units.volume_nl, "volume")
+_dose = _typed(units.dose_ng, "dose")
 _concentration = _typed(pf.parse_concentration_ug_ml, "concentration")
-_duration = _typed(pf.parse_duration_s, "duration")
+_duration = _typed(units.duration_s, "duration")
 _alarm = _typed(alarm_id, "alarm")
 _length = _typed(_catheter_mm, "length")
 
@@ -809,7 +803,7 @@ def _jobs(text: str) -> int:
 def _device_time(text: str) -> int:
     """A scenario-file duration (``3h``, ``1d 12h``) in ms."""
     try:
-        return parse_duration(text)
+        return units.duration_ms(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

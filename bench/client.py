@@ -30,25 +30,34 @@ from bench import keys as keysmod
 from bench.errors import BenchError, PumpRefused
 from bench.transport import Transport
 from protocol import auth, codec, schema
+from protocol.table import (
+    POWER_CUT_AFTER_BYTES,
+    POWER_CUT_IN_MS,
+    POWER_OFF,
+    POWER_ON,
+    REFILL_BAD_VOLUME,
+    REFILL_OVER_CAPACITY,
+)
 
 DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 3
 
 
 # The PROGRAM mode field and STATUS mode (schema PROGRAM_FIELDS comment).
-MODE_NAMES = ("STOPPED", "CONTINUOUS", "FLEX", "MINIMUM_RATE")
+MODE_NAMES = tuple(name for _code, name in schema.MODES)
 # BOLUS kind (schema: 1 clinician, 2 priming, 3 bridge); STATUS bolus_kind
 # also reports 0 (none) and 4 (patient), as firmware/pump/therapy.py does.
-BOLUS_KINDS = {"clinician": 1, "priming": 2, "bridge": 3}
-BOLUS_KIND_NAMES = ("NONE", "CLINICIAN", "PRIMING", "BRIDGE", "PATIENT")
+BOLUS_KINDS = {
+    name.lower(): code for code, name in schema.BOLUS_KINDS if name not in ("NONE", "PATIENT")
+}
+BOLUS_KIND_NAMES = tuple(name for _code, name in schema.BOLUS_KINDS)
 # RESERVOIR NACK details (firmware/pump/reservoir.py refill codes).
-RESERVOIR_REASONS = {1: "added volume above the reservoir's capacity", 2: "bad volume"}
+RESERVOIR_REASONS = {
+    REFILL_OVER_CAPACITY: "added volume above the reservoir's capacity",
+    REFILL_BAD_VOLUME: "bad volume",
+}
 
 # Rig POWER actions (schema POWER comment) and INJECT_FAULT faults.
-POWER_OFF = 0
-POWER_ON = 1
-POWER_CUT_AFTER_BYTES = 2
-POWER_CUT_IN_MS = 3
 FAULT_RUNAWAY = 1  # param: extra steps per commanded step
 
 # Read-only requests whose reply the bench takes as proof: sent in the

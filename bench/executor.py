@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bench import flow, quantities, vocab
+from bench import flow, units, vocab
 from bench.client import PumpClient, RigClient, program_crc
 from bench.errors import BenchError, PumpRefused
 from bench.programmed import ProgrammedLine
@@ -83,16 +83,16 @@ from bench.steps import (
     StopStep,
 )
 from protocol import codec, schema
+from protocol.table import RESET_CAUSE_POWER_ON, RESET_CAUSE_RIG_RESET
 
 # How long a rebooting pump may take to announce itself (wall time). A
 # virtual board boots in milliseconds; a Pico in well under a second.
 BOOT_TIMEOUT_S = 10.0
 
 RESET_CAUSE_NAMES: dict[int, str] = dict(schema.RESET_CAUSES)
-RESET_CAUSE_RIG = 1
-RESET_CAUSE_POWER_ON = 0
-ACTION_RAISED = 1  # ALARM event: raised (the older schema's `raised` field is 1 too)
-ACTION_CLEARED = 0
+_ALARM_ACTIONS = {name: code for code, name in schema.ALARM_ACTIONS}
+ACTION_RAISED = _ALARM_ACTIONS["RAISED"]  # ALARM event actions
+ACTION_CLEARED = _ALARM_ACTIONS["CLEARED"]
 TRACE_PAGE = 12
 
 T = TypeVar("T")
@@ -558,7 +558,7 @@ class Executor:
     def _reset(self, _step: ResetStep) -> str:
         rig = self._need_rig()
         before = self._need_pump().status()
-        return self._boot("reset", RESET_CAUSE_RIG, rig.reset, before)
+        return self._boot("reset", RESET_CAUSE_RIG_RESET, rig.reset, before)
 
     def _power_off(self, _step: PowerOffStep) -> str:
         rig = self._need_rig()
@@ -970,7 +970,7 @@ class Executor:
             wire = self._quantity(step.source_field)
             if step.since:
                 wire -= self._quantity(step.source_field, self.marks[step.since])
-        value = quantities.convert(wire, step.source_unit, step.unit)
+        value = units.convert(wire, step.source_unit, step.unit)
         if isinstance(value, float):
             value = round(value, 6)
         record = self.measurements[id(step)]

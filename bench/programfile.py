@@ -35,62 +35,19 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bench import units
 from bench.errors import BenchError
 from protocol import schema
+from protocol.table import MODE_CONTINUOUS, MODE_FLEX, MODE_MINIMUM_RATE, MODE_STOPPED
 
 # --- units ---------------------------------------------------------------------
-# Unit names are matched case-insensitively ("mL", "ml"); micro may be written
-# u, µ (micro sign) or μ (Greek mu), and mcg is the clinical spelling of ug.
-
-VOLUME_UNITS_NL = {"nl": 1, "ul": 1_000, "µl": 1_000, "μl": 1_000, "ml": 1_000_000}
-DOSE_UNITS_NG = {
-    "ng": 1,
-    "ug": 1_000,
-    "µg": 1_000,
-    "μg": 1_000,
-    "mcg": 1_000,
-    "mg": 1_000_000,
-}
-DURATION_UNITS_S = {"s": 1, "min": 60, "h": 3_600, "d": 86_400}
-# Rates are per day or per hour; the pump works in nL/day.
-RATE_PERIODS_PER_DAY = {"day": 1, "d": 1, "h": 24}
-
-_VOLUME_NAMES = "nL, uL or mL"
-_DOSE_NAMES = "ng, ug (mcg) or mg"
-_DURATION_NAMES = "s, min, h or d"
-
-_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
-_TERM = re.compile(_NUMBER + r"\s*([^\W\d_]+)\s*")
-_TIME_OF_DAY = re.compile(r"(\d{1,2}):(\d{2})")
-
-
-def _terms(text: object, units: Mapping[str, int], what: str, names: str) -> Fraction:
-    """The exact sum of ``number unit`` terms ("1.5 mL", "1h 30min") in base units."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"expected a {what} as text: a number with a unit ({names})")
-    total = Fraction(0)
-    pos = 0
-    stripped = text.strip()
-    while pos < len(stripped):
-        match = _TERM.match(stripped, pos)
-        if match is None:
-            raise ValueError(f"{text!r} is not a {what}: a number with a unit ({names})")
-        number, unit = match.groups()
-        if len(number) > MAX_DIGITS:  # no field holds it; and int() would refuse it obscurely
-            raise ValueError(
-                f"{number[:12]}... ({len(number)} digits) is not a {what}: far beyond any field"
-            )
-        factor = units.get(unit.lower())
-        if factor is None:
-            hint = " (minutes are min)" if unit == "m" else ""
-            raise ValueError(f"{text!r}: unknown unit {unit!r}{hint}; use {names}")
-        total += Fraction(number) * factor
-        pos = match.end()
-    return total
-
+# One grammar for every unit (bench/units.py): case-insensitive names, micro
+# as u, µ or μ, mcg for ug, terms added ("1h 30min"), exact fractions.
 
 U32_MAX = 0xFFFF_FFFF  # the widest PROGRAM and BOLUS field
-MAX_DIGITS = 30  # a number longer than this fits no field, in any unit
+MAX_DIGITS = units.MAX_DIGITS  # a number longer than this fits no field, in any unit
+_SECONDS = {"d": 86_400, "h": 3_600, "min": 60, "s": 1}  # for format_duration
+_TIME_OF_DAY = re.compile(r"(\d{1,2}):(\d{2})")
 
 
 def _whole(value: Fraction, text: str, base: str) -> int:
@@ -102,51 +59,21 @@ def _whole(value: Fraction, text: str, base: str) -> int:
     return value.numerator
 
 
-def parse_volume_nl(text: object) -> int:
-    """``"0.1 mL"``, ``"50uL"``, ``"200 nL"`` in whole nanolitres (exact)."""
-    return _whole(_terms(text, VOLUME_UNITS_NL, "volume", _VOLUME_NAMES), str(text), "nL")
-
-
-def parse_dose_ng(text: object) -> int:
-    """``"100 ug"``, ``"2.5 mg"``, ``"500 ng"`` in whole nanograms (exact)."""
-    return _whole(_terms(text, DOSE_UNITS_NG, "dose", _DOSE_NAMES), str(text), "ng")
-
-
-def parse_duration_s(text: object) -> int:
-    """``"30 min"``, ``"1h 30min"``, ``"2 d"`` in whole seconds (exact).
-
-    A unit is always required and ``m`` is refused (minutes or months?).
-    """
-    return _whole(_terms(text, DURATION_UNITS_S, "duration", _DURATION_NAMES), str(text), "s")
-
-
 def parse_amount(text: object) -> tuple[str, Fraction]:
     """A volume or a drug amount: ``("volume", nL)`` or ``("dose", ng)``, exact.
 
-    Decided by the first unit, so "0.05 mL" and "100 ug" both work where the
+    Decided by the unit, so "0.05 mL" and "100 ug" both work where the
     prescription may be written either way (a patient bolus, a rate).
     """
-    if isinstance(text, str):
-        match = _TERM.match(text.strip())
-        if match is not None and match.group(2).lower() in DOSE_UNITS_NG:
-            return "dose", _terms(text, DOSE_UNITS_NG, "dose", _DOSE_NAMES)
-    names = f"{_VOLUME_NAMES}, or a drug amount in {_DOSE_NAMES}"
-    return "volume", _terms(text, VOLUME_UNITS_NL, "volume or drug amount", names)
+    if units.dimension_of(text) == "dose":
+        return "dose", units.parse(text, "ng")
+    names = "nL, uL or mL, or a drug amount in ng, ug (mcg) or mg"
+    return "volume", units.parse(text, "nL", what="volume or drug amount", names=names)
 
 
 def parse_concentration_ug_ml(text: object) -> int:
     """``"25 mg/mL"``, ``"500 ug/mL"`` in whole ug/mL (the PROGRAM field's unit)."""
-    if not isinstance(text, str) or "/" not in text:
-        raise ValueError(
-            f"{text!r} is not a concentration: a drug amount per volume, e.g. '25 mg/mL'"
-        )
-    amount, _, per = text.partition("/")
-    per_nl = VOLUME_UNITS_NL.get(per.strip().lower())
-    if per_nl is None:
-        raise ValueError(f"{text!r}: per {per.strip()!r}? a concentration is per mL or per uL")
-    dose_ng = _terms(amount, DOSE_UNITS_NG, "drug amount", _DOSE_NAMES)
-    # X ng in V nL is X/V ng/nL, which is 1000 X/V ug/mL.
-    return _whole(dose_ng * 1000 / per_nl, text, "ug/mL")
+    return units.whole(text, "ug/mL")
 
 
 class NoConcentration(ValueError):
@@ -174,20 +101,10 @@ def parse_rate_nl_day(text: object, conc_ug_ml: int) -> int:
     A volume rate must be whole nL/day; a dose rate is converted with the
     concentration and rounded down to whole nL/day (:func:`dose_to_nl`).
     """
-    if not isinstance(text, str) or "/" not in text:
-        raise ValueError(
-            f"{text!r} is not a rate: a volume or drug amount per day or per h, "
-            "e.g. '0.5 mL/day' or '10 mg/day'"
-        )
-    amount, _, per = text.rpartition("/")
-    per_day = RATE_PERIODS_PER_DAY.get(per.strip().lower())
-    if per_day is None:
-        raise ValueError(f"{text!r}: per {per.strip()!r}? a rate is per day (or d) or per h")
-    kind, value = parse_amount(amount)
-    value *= per_day
-    if kind == "volume":
-        return _whole(value, text, "nL/day")
-    return dose_to_nl(value, conc_ug_ml)
+    if units.dimension_of(text) == "dose/time":
+        return dose_to_nl(units.parse(text, "ng/d"), conc_ug_ml)
+    names = "a volume or drug amount per day or per h, e.g. '0.5 mL/day' or '10 mg/day'"
+    return units.whole(text, "nL/d", what="rate", names=names)
 
 
 def parse_time_of_day(text: object) -> int:
@@ -249,7 +166,7 @@ def format_duration(seconds: int) -> str:
         return "0 s"
     parts = []
     for unit in ("d", "h", "min", "s"):
-        count, seconds = divmod(seconds, DURATION_UNITS_S[unit])
+        count, seconds = divmod(seconds, _SECONDS[unit])
         if count:
             parts.append(f"{count} {unit}")
     return " ".join(parts)
@@ -261,24 +178,13 @@ def format_time_of_day(minute: int) -> str:
 
 # --- the program model -----------------------------------------------------------
 
-# Drug ids of the pump's drug library; mirrors firmware/pump/limits.py DRUGS
-# (the bench never imports firmware code). "none" is saline: concentration 0.
-DRUGS = {
-    "none": 0,
-    "morphine": 1,
-    "hydromorphone": 2,
-    "ziconotide": 3,
-    "baclofen": 4,
-    "bupivacaine": 5,
-    "clonidine": 6,
-    "sufentanil": 7,
-}
+# Drug ids of the pump's drug library (protocol/schema.py DRUGS; its limits
+# are the firmware's). "none" is saline: concentration 0.
+DRUGS = {name: drug_id for drug_id, name in schema.DRUGS}
 DRUG_NAMES = {drug_id: name for name, drug_id in DRUGS.items()}
 
-# The PROGRAM mode field (schema PROGRAM_FIELDS: 0 stopped, 1 continuous,
-# 2 flex, 3 minimum rate), by index.
-MODES = ("stopped", "continuous", "flex", "minimum_rate")
-MODE_STOPPED, MODE_CONTINUOUS, MODE_FLEX, MODE_MINIMUM_RATE = range(4)
+# The PROGRAM mode field (protocol/schema.py MODES), by index, as a file writes it.
+MODES = tuple(name.lower() for _code, name in schema.MODES)
 
 # Day-mask bits of a flex step: bit 0 Monday .. bit 6 Sunday; 0 = every day.
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -470,7 +376,7 @@ def _patient_bolus(reader: _Reader, fields: dict[str, Any], table: object, conc:
         dose = reader.value("patient_bolus.dose", table["dose"], lambda r: _bolus_nl(r, conc))
         fields["pb_dose_nl"] = dose or 0
     if "lockout" in table:
-        lockout = _positive(parse_duration_s, "the lockout")
+        lockout = _positive(units.duration_s, "the lockout")
         fields["pb_lockout_s"] = (
             reader.value("patient_bolus.lockout", table["lockout"], lockout) or 0
         )
@@ -488,7 +394,7 @@ def _bolus_nl(raw: object, conc_ug_ml: int) -> int:
 
 
 def _low_reservoir(raw: object) -> int:
-    volume = parse_volume_nl(raw)
+    volume = units.volume_nl(raw)
     if not 0 < volume < RESERVOIR_CAPACITY_NL:
         raise ValueError(
             f"{raw!r} must be more than 0 and below the reservoir's "

@@ -24,6 +24,7 @@ from fractions import Fraction
 from typing import Any
 
 from bench import programfile as pf
+from bench import units
 from bench.client import (
     PLANT_NOMINAL,
     POWER_CUT_AFTER_BYTES,
@@ -33,7 +34,6 @@ from bench.client import (
     RigClient,
     fault_id,
 )
-from bench.quantities import parse_quantity
 from protocol import schema
 
 TRACE_RING = 512  # samples the rig keeps (SPEC 16.4)
@@ -48,12 +48,9 @@ def _quantity(text: str, target: str, what: str, example: str) -> int:
     if not stripped or stripped.lstrip("+-").replace(".", "", 1).isdigit():
         raise argparse.ArgumentTypeError(f"{text!r}: a {what} needs a unit, e.g. {example}")
     try:
-        value = parse_quantity(stripped, target)
+        return units.whole(stripped, target, what=what, low=-(1 << 63), high=(1 << 63) - 1)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if not isinstance(value, int):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {target}")
-    return value
 
 
 def duration_ms(text: str) -> int:
@@ -66,7 +63,7 @@ def duration_ms(text: str) -> int:
 
 def volume_nl(text: str) -> int:
     try:
-        return pf.parse_volume_nl(text)
+        return units.volume_nl(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -51,6 +51,7 @@ from bench.client import PLANT_NOMINAL, PumpClient, RigClient
 from bench.errors import BenchError, PumpRefused
 from bench.sim import BoardOptions, VirtualBoard
 from protocol import auth, codec, schema
+from protocol.table import BOLUS_PATIENT, RESET_CAUSE_POWER_ON
 
 STROKE_NL = 200  # the firmware's nominal stroke (8 steps x 25 nL)
 MINUTE_MS = 60_000
@@ -74,8 +75,7 @@ AUTH_LOG_CODES = frozenset(
 )
 ALARM = {name: code for code, name, _priority in schema.ALARMS}
 STATE = {name: code for code, name in schema.STATES}
-PATIENT_KIND = 4  # STATUS bolus_kind / BOLUS_START kind of a patient bolus
-RESET_CAUSE_POWER_ON = 0
+PATIENT_KIND = BOLUS_PATIENT  # STATUS bolus_kind / BOLUS_START kind of a patient bolus
 
 # Requests the fuzzer may let through whole: the queries (schema.QUERIES),
 # which read and never change therapy, time or the plant.

@@ -15,11 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from bench import programfile as pf
-from bench import quantities, vocab
+from bench import units, vocab
 from bench.client import BOLUS_KIND_NAMES, BOLUS_KINDS, MODE_NAMES
 from bench.errors import BenchError
 from bench.steps import (
@@ -81,42 +82,10 @@ __all__ = [
     "Step",
     "load_scenario",
     "load_scenarios",
-    "parse_duration",
     "parse_scenario",
 ]
 
-# --- durations ---------------------------------------------------------------
-
-DURATION_UNITS_MS = {"ms": 1, "s": 1_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-_TERM = re.compile(r"\s*(\d+)\s*([a-z]+)\s*")
-
 MAX_SEED = 0xFFFF_FFFF  # the rig reports its seed as a 32-bit field
-
-
-def parse_duration(text: str) -> int:
-    """``"30d"``, ``"1h 30min"``, ``"250ms"`` in milliseconds.
-
-    Integers only, and a unit is always required: ``30`` could be seconds or
-    milliseconds, and a dose scenario must not leave that to a guess. ``m`` is
-    refused on purpose (minutes? months?); minutes are ``min``.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("a duration is an integer with a unit: ms, s, min, h or d (e.g. 30d)")
-    total = 0
-    pos = 0
-    while pos < len(text):
-        match = _TERM.match(text, pos)
-        if match is None or match.end() == pos:
-            raise ValueError(
-                f"{text!r} is not a duration: integers with ms, s, min, h or d (e.g. 30d, 1h 30min)"
-            )
-        number, unit = match.groups()
-        if unit not in DURATION_UNITS_MS:
-            hint = " (minutes are min)" if unit == "m" else ""
-            raise ValueError(f"{text!r}: unknown unit {unit!r}{hint}; use ms, s, min, h or d")
-        total += int(number) * DURATION_UNITS_MS[unit]
-        pos = match.end()
-    return total
 
 
 # --- errors ------------------------------------------------------------------
@@ -285,7 +254,6 @@ _ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _REQUIREMENT = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _SOURCE = re.compile(r"([a-z_]+)\.([a-z0-9_]+)")
-_LENGTH = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(cm|mm)\s*")
 
 
 def _duration(node: Node) -> int:
@@ -293,7 +261,7 @@ def _duration(node: Node) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         raise node.fail(f"{value} has no unit: write e.g. {value}ms or {value}s")
     try:
-        return parse_duration(value)
+        return units.duration_ms(value)
     except ValueError as exc:
         raise node.fail(str(exc)) from None
 
@@ -543,17 +511,6 @@ def _parse_stop(node: Node, line: int, _ctx: _Context) -> Step:
     return StopStep(line, node.path)
 
 
-def _catheter_mm(text: object) -> int:
-    match = _LENGTH.fullmatch(str(text))
-    if match is None:
-        raise ValueError(f"{text!r} is not a catheter length: e.g. 60cm or 625mm")
-    number, unit = match.groups()
-    mm = float(number) * (10 if unit == "cm" else 1)
-    if mm != int(mm) or not 0 < mm <= 0xFFFF:
-        raise ValueError(f"{text!r}: whole millimetres, 1 to 65535")
-    return int(mm)
-
-
 def _parse_bolus(node: Node, line: int, _ctx: _Context) -> Step:
     values = node.mapping(
         optional=(
@@ -570,9 +527,9 @@ def _parse_bolus(node: Node, line: int, _ctx: _Context) -> Step:
     kind = values["kind"].string() if "kind" in values else "clinician"
     if kind not in BOLUS_KINDS:
         raise values["kind"].fail(f"{kind!r} is not a bolus kind: {listing(BOLUS_KINDS)}")
-    volume = values["volume"].parsed(pf.parse_volume_nl) if "volume" in values else 0
-    dose = values["dose"].parsed(pf.parse_dose_ng) if "dose" in values else 0
-    catheter = values["catheter"].parsed(_catheter_mm) if "catheter" in values else 0
+    volume = values["volume"].parsed(units.volume_nl) if "volume" in values else 0
+    dose = values["dose"].parsed(units.dose_ng) if "dose" in values else 0
+    catheter = values["catheter"].parsed(units.length_mm) if "catheter" in values else 0
     nl_per_cm = values["nl_per_cm"].integer(1, 0xFFFF) if "nl_per_cm" in values else 2_600
     if kind == "clinician":
         if ("volume" in values) == ("dose" in values):
@@ -591,7 +548,7 @@ def _parse_bolus(node: Node, line: int, _ctx: _Context) -> Step:
         kind=kind,
         volume_nl=volume,
         dose_ng=dose,
-        duration_s=values["duration"].parsed(pf.parse_duration_s) if "duration" in values else 0,
+        duration_s=values["duration"].parsed(units.duration_s) if "duration" in values else 0,
         catheter_mm=catheter,
         nl_per_cm=nl_per_cm if catheter else 0,
         override_soft=values["override_soft"].boolean() if "override_soft" in values else False,
@@ -632,10 +589,8 @@ def _parse_refill(node: Node, line: int, _ctx: _Context) -> Step:
         drug_id=drug_id,
         conc_ug_ml=conc,
         with_program=values["with_program"].boolean() if "with_program" in values else False,
-        volume_nl=values["volume"].parsed(pf.parse_volume_nl),
-        withdrawn_nl=values["withdrawn"].parsed(pf.parse_volume_nl)
-        if "withdrawn" in values
-        else None,
+        volume_nl=values["volume"].parsed(units.volume_nl),
+        withdrawn_nl=values["withdrawn"].parsed(units.volume_nl) if "withdrawn" in values else None,
         flagged=values["flagged"].boolean() if "flagged" in values else None,
     )
 
@@ -658,7 +613,7 @@ def _parse_set_clock(node: Node, line: int, _ctx: _Context) -> Step:
 
 def _parse_new_catheter(node: Node, line: int, _ctx: _Context) -> Step:
     values = node.mapping(required=("volume",))
-    volume = values["volume"].parsed(pf.parse_volume_nl)
+    volume = values["volume"].parsed(units.volume_nl)
     if not 2_600 <= volume <= 520_000:
         raise values["volume"].fail("a catheter holds 2.6 uL (1 cm) to 520 uL (200 cm)")
     return NewCatheterStep(line, node.path, volume_nl=volume)
@@ -855,6 +810,11 @@ def _tidy(value: int | float) -> int | float:
     return round(value, 9) if isinstance(value, float) else value
 
 
+def _number(value: Fraction) -> int | float:
+    """An exact value as the step holds it: an int, or a float when it has a fraction."""
+    return value.numerator if value.denominator == 1 else float(value)
+
+
 def _limit(node: Node, unit: str) -> int | float:
     value = node.scalar()
     if isinstance(value, bool):
@@ -862,7 +822,7 @@ def _limit(node: Node, unit: str) -> int | float:
     if isinstance(value, int | float):
         return value
     try:
-        return quantities.parse_quantity(str(value), unit)
+        return _number(units.parse(str(value), unit, bare=True, signed=True))
     except ValueError as exc:
         raise node.fail(str(exc)) from None
 
@@ -929,9 +889,9 @@ def _parse_measure(node: Node, line: int, ctx: _Context) -> Step:
     if source_field in WINDOW_QUANTITIES and not source and since is None:
         raise values["from"].fail(f"{source_field} is taken over the samples since a mark: since:")
     unit = values["unit"].string()
-    if not quantities.convertible(source_unit, unit):
-        known = quantities.unit(source_unit)
-        choices = quantities.known_units(known.dimension) if known else [source_unit]
+    if not units.convertible(source_unit, unit):
+        known = units.unit(source_unit)
+        choices = units.known_units(known.dimension) if known else [source_unit]
         raise values["unit"].fail(
             f"{source_field} is in {source_unit}, not convertible to {unit!r}; "
             f"use {listing(choices)}"
@@ -950,9 +910,10 @@ def _parse_measure(node: Node, line: int, ctx: _Context) -> Step:
         tol_text = str(tol_node.scalar()).strip()
         if tol_text.endswith("%"):
             try:
-                tolerance = abs(nominal) * float(tol_text[:-1]) / 100
-            except ValueError:
-                raise tol_node.fail(f"{tol_text!r} is not a percentage") from None
+                share = units.parse(tol_text, "%")
+            except ValueError as exc:
+                raise tol_node.fail(str(exc)) from None
+            tolerance = _number(share * abs(Fraction(nominal)) / 100)
         else:
             tolerance = _limit(tol_node, unit)
         if tolerance < 0:

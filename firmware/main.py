@@ -21,7 +21,8 @@ micropython.kbd_intr(-1)
 
 import sys  # noqa: E402
 
-RESET_CAUSE_POWER_ON = 0
+from protocol.table import RESET_CAUSE_POWER_ON  # noqa: E402
+
 _OPTIONS = ("--pump-fd", "--rig-fd", "--journal", "--device-id", "--seed", "--speed")
 
 

@@ -340,6 +340,10 @@ def table_text() -> str:
         ("FLEX_OVERNIGHT", schema.FLEX_OVERNIGHT),
     ]
     lines += [f"{name} = {value}" for name, value in constants]
+    lines.append("\n# names: states, reset causes, modes, bolus kinds, drugs, refills, power")
+    for prefix, table in schema.VOCABULARIES:
+        lines += [f"{prefix}{name.upper()} = {code}" for code, name in table]
+    lines += [f"ALARM_{name} = {code}" for code, name, _priority in schema.ALARMS]
     lines.append("\n# error codes (NACK)")
     lines += [f"{name} = {code}" for code, name in schema.ERRORS]
     lines.append("\n# message ids; <NAME>_REQUEST / _REPLY / _EVENT: struct formats")
@@ -389,10 +393,30 @@ def table_text() -> str:
 
 
 TABLE_PATH = Path(__file__).with_name("table.py")
+LOGCODES_PATH = Path(__file__).parents[1] / "firmware" / "pump" / "logcodes.py"
+LOGCODES_HEADER = """\
+# Event-log codes (GET_LOG): generated from protocol/schema.py LOG_CODES by
+# `make vectors` (protocol/generate.py); do not edit. The schema says what the
+# two arguments a and b of each code carry.
+"""
+
+
+def logcodes_text() -> str:
+    """The text of firmware/pump/logcodes.py: the schema's log codes by name."""
+    lines = [LOGCODES_HEADER]
+    lines += [f"{name} = {code}" for code, name in schema.LOG_CODES]
+    lines.append("")
+    lines.append("# Codes that go to the access log (GET_ACCESS_LOG), not the therapy history")
+    lines.append("# (schema ACCESS_LOG_CODES). A PB_REFUSED or AUTH_REFUSED entry with a = 0")
+    lines.append("# starts an access file: it carries the tally (b) over.")
+    lines.append(f"ACCESS = ({', '.join(schema.ACCESS_LOG_CODES)})")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     TABLE_PATH.write_text(table_text())
+    LOGCODES_PATH.write_text(logcodes_text())
+    print(f"wrote {LOGCODES_PATH}")
     print(f"wrote {TABLE_PATH} (schema fingerprint 0x{schema.FINGERPRINT:08X})")
     path = Path(__file__).with_name("vectors.json")
     doc: dict[str, Any] = {

@@ -327,6 +327,62 @@ RESET_CAUSES = (
     (3, "SOFT"),
 )
 
+# --- therapy and rig vocabulary (the firmware takes them from protocol/table.py
+# as MODE_*, BOLUS_*, DRUG_*, REFILL_*, POWER_*; the bench from here) ---------
+# The PROGRAM mode field and STATUS mode.
+MODES = (
+    (0, "STOPPED"),
+    (1, "CONTINUOUS"),
+    (2, "FLEX"),
+    (3, "MINIMUM_RATE"),
+)
+# BOLUS kind (1-3 may be requested) and STATUS bolus_kind (also 0 and 4).
+BOLUS_KINDS = (
+    (0, "NONE"),
+    (1, "CLINICIAN"),
+    (2, "PRIMING"),
+    (3, "BRIDGE"),
+    (4, "PATIENT"),
+)
+# The drug library's ids (PROGRAM drug_id, REFILL drug_id); its limits live in
+# firmware/pump/limits.py. "none" is saline: concentration 0.
+DRUGS = (
+    (0, "none"),
+    (1, "morphine"),
+    (2, "hydromorphone"),
+    (3, "ziconotide"),
+    (4, "baclofen"),
+    (5, "bupivacaine"),
+    (6, "clonidine"),
+    (7, "sufentanil"),
+)
+# The detail of a RESERVOIR NACK to REFILL (0: the refill was taken).
+REFILL_RESULTS = (
+    (0, "OK"),
+    (1, "OVER_CAPACITY"),  # added volume above the reservoir's capacity
+    (2, "BAD_VOLUME"),  # a negative volume, or withdrawn above capacity
+)
+# The rig's POWER action.
+POWER_ACTIONS = (
+    (0, "OFF"),
+    (1, "ON"),
+    (2, "CUT_AFTER_BYTES"),
+    (3, "CUT_IN_MS"),
+)
+# Every table of names above, with the prefix its names take in
+# protocol/table.py (a test checks that no name is defined twice). The alarm
+# ids go there too (ALARM_*); the log codes are generated into
+# firmware/pump/logcodes.py under their own names.
+VOCABULARIES = (
+    ("STATE_", STATES),
+    ("RESET_CAUSE_", RESET_CAUSES),
+    ("MODE_", MODES),
+    ("BOLUS_", BOLUS_KINDS),
+    ("DRUG_", DRUGS),
+    ("REFILL_", REFILL_RESULTS),
+    ("POWER_", POWER_ACTIONS),
+)
+
 # --- messages ----------------------------------------------------------------
 # (id, name, port, request fields, reply fields)
 # A field is (name, struct format, unit). Formats are little-endian, one field
@@ -739,10 +795,9 @@ def _canonical():
     parts = ["v%d;h%s;p%d" % (PROTOCOL_VERSION, HEADER_FORMAT, MAX_PAYLOAD)]
     for code, name in ERRORS:
         parts.append("e%d=%s" % (code, name))
-    for code, name in STATES:
-        parts.append("s%d=%s" % (code, name))
-    for code, name in RESET_CAUSES:
-        parts.append("r%d=%s" % (code, name))
+    for prefix, table in VOCABULARIES:
+        for code, name in table:
+            parts.append("%s%d=%s" % (prefix, code, name))
     for code, name, level in ALARMS:
         parts.append("a%d=%s/%d" % (code, name, level))
     for code, name in LIMITS:

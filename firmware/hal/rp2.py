@@ -40,13 +40,10 @@ from pump.ticks import TICKS_MAX, ticks_diff
 
 from hal import rp2pio
 from hal.rp2fs import LfsFs
+from protocol.table import RESET_CAUSE_POWER_ON, RESET_CAUSE_SOFT, RESET_CAUSE_WATCHDOG
 
 _MASK = const(0x3FFFFFFF)  # counters wrap at 2**30, like ticks
 
-# Reset causes reported by the BOOT event (protocol/schema.py RESET_CAUSES).
-RESET_CAUSE_POWER_ON = const(0)
-RESET_CAUSE_WATCHDOG = const(2)
-RESET_CAUSE_SOFT = const(3)
 
 # Longest watchdog timeout per chip (ms).
 WATCHDOG_MAX_MS = {"rp2040": 8388, "rp2350": 16777}

@@ -28,6 +28,7 @@ from pump.ticks import TICKS_MAX
 from rig.plant import Plant
 
 from hal.simfs import PowerCut, SimFs
+from protocol.table import RESET_CAUSE_POWER_ON, RESET_CAUSE_WATCHDOG
 
 BOARD_NAME = "sim"
 
@@ -50,8 +51,6 @@ MAX_LATE_MS = const(250)
 # Lockstep under a flood: a pass that served bytes while more keep coming
 # costs the time those bytes take on a 115,200-baud line (10 bits a byte).
 LINE_BYTES_PER_S = const(11_520)
-RESET_CAUSE_POWER_ON = const(0)
-RESET_CAUSE_WATCHDOG = const(2)
 # The firmware's calibration of the virtual head, pL per step: the plant's
 # nominal head (PLANT calibration_ppm is how far the real head is off it).
 PL_PER_STEP = const(25_000)

@@ -17,9 +17,35 @@
 # ACK_SILENCE_MS; if the alarm is still active then, it sounds again
 # (IEC 60601-1-8: an audio pause is never permanent; GIP: at most 2 min).
 #
-# Names and ids are the schema's (protocol/schema.py ALARMS); a host test
-# checks this table against it.
+# Names and ids are the schema's (protocol/schema.py ALARMS, generated into
+# protocol/table.py); a test checks the priorities below against it.
 
+# isort: off
+from protocol.table import (
+    ALARM_BATTERY_EOS as BATTERY_EOS,
+    ALARM_BATTERY_ERI as BATTERY_ERI,
+    ALARM_CLOCK_FAULT as CLOCK_FAULT,
+    ALARM_DOSE_LIMIT as DOSE_LIMIT,
+    ALARM_EMPTY_RESERVOIR as EMPTY_RESERVOIR,
+    ALARM_ENCODER_FAILURE as ENCODER_FAILURE,
+    ALARM_LEAK as LEAK,
+    ALARM_LOST_STEPS as LOST_STEPS,
+    ALARM_LOW_RESERVOIR as LOW_RESERVOIR,
+    ALARM_MEMORY as MEMORY,
+    ALARM_MOTOR_STALL as MOTOR_STALL,
+    ALARM_OCCLUSION as OCCLUSION,
+    ALARM_PARTIAL_OCCLUSION as PARTIAL_OCCLUSION,
+    ALARM_REFILL_DISCREPANCY as REFILL_DISCREPANCY,
+    ALARM_RUNAWAY as RUNAWAY,
+    ALARM_SENSING_LIMITED as SENSING_LIMITED,
+    ALARM_SENSOR_FAULT as SENSOR_FAULT,
+    ALARM_SLOW_LEAK as SLOW_LEAK,
+    ALARM_TIP_MIGRATION as TIP_MIGRATION,
+    ALARM_UNEXPECTED_RESET as UNEXPECTED_RESET,
+    ALARM_WATCHDOG_RESET as WATCHDOG_RESET,
+)
+
+# isort: on
 from pump.ticks import ticks_add, ticks_diff
 
 HIGH = 3
@@ -28,27 +54,6 @@ LOW = 1
 
 ACK_SILENCE_MS = 120_000
 
-LOW_RESERVOIR = 1
-EMPTY_RESERVOIR = 2
-DOSE_LIMIT = 3
-LOST_STEPS = 4
-REFILL_DISCREPANCY = 5
-MEMORY = 6
-UNEXPECTED_RESET = 7
-OCCLUSION = 8
-PARTIAL_OCCLUSION = 9
-LEAK = 10
-MOTOR_STALL = 11
-RUNAWAY = 12
-ENCODER_FAILURE = 13
-SENSOR_FAULT = 14
-BATTERY_ERI = 15
-BATTERY_EOS = 16
-WATCHDOG_RESET = 17
-CLOCK_FAULT = 20
-SENSING_LIMITED = 24
-TIP_MIGRATION = 25
-SLOW_LEAK = 26
 
 COUNT = 26  # the highest id; known() says which ids exist (18-19, 21-23: other issues')
 

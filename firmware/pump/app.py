@@ -13,6 +13,7 @@ import gc
 import struct
 
 from protocol import table as t
+from protocol.table import RESET_CAUSE_WATCHDOG, STATE_ALARM, STATE_IDLE, STATE_RUNNING
 from pump import alarms as alarmsmod
 from pump import auth as authmod
 from pump import commands, logcodes
@@ -41,11 +42,6 @@ _BOLUS_ID = t.BOLUS_EVENT
 _PROGRAM_FMT = t.PROGRAM_CHANGED_EVENT
 _PROGRAM_ID = t.PROGRAM_CHANGED
 
-RESET_CAUSE_WATCHDOG = 2  # protocol/schema.py RESET_CAUSES
-
-STATE_IDLE = 1
-STATE_RUNNING = 2
-STATE_ALARM = 3
 
 BOLUS_STARTED = 1
 BOLUS_FINISHED = 2
@@ -395,7 +391,7 @@ class PumpApp:
         # Only a program that delivers needs drug: a stopped pump with an
         # empty reservoir (new, or emptied for an MRI) raises nothing.
         reservoir = self.reservoir
-        if self.therapy.program.mode == programmod.MODE_STOPPED:
+        if self.therapy.program.mode == t.MODE_STOPPED:
             self.alarms.condition_gone(alarmsmod.EMPTY_RESERVOIR)
             self.alarms.condition_gone(alarmsmod.LOW_RESERVOIR)
             return
@@ -492,7 +488,7 @@ class PumpApp:
         # START or STOP: SPEC 15) once it is durable.
         therapy = self.therapy
         therapy.program = program
-        therapy.running = program.mode != programmod.MODE_STOPPED
+        therapy.running = program.mode != t.MODE_STOPPED
         if program.drug_id and not self.path.res_drug:
             commands.drug_library().path_adopt(self.path, program.drug_id, program.conc_ug_ml)
         self._apply_program_limits(program)
@@ -536,7 +532,7 @@ class PumpApp:
             self.reservoir.set_low_threshold(program.low_reservoir_nl)
 
     def _arm_flex(self, now, now_s):
-        if self.therapy.program.mode == programmod.MODE_FLEX and self.therapy.running:
+        if self.therapy.program.mode == t.MODE_FLEX and self.therapy.running:
             wait_s = self.therapy.seconds_to_next_change(now_s)
             self._flex_task.after(now, wait_s * 1000 if wait_s > 0 else 0)
         else:

@@ -146,7 +146,7 @@ def handlers(app):
         if alarm:
             link.nack(t.ALARM_ACTIVE, alarm)
             return DONE
-        if app.therapy.program.mode == programmod.MODE_STOPPED:
+        if app.therapy.program.mode == t.MODE_STOPPED:
             link.nack(t.NOT_DELIVERING, 0)
             return DONE
         app.set_running(True)
@@ -166,14 +166,14 @@ def handlers(app):
         )
         path = app.path
         dc = drug_library()
-        if kind == therapymod.BOLUS_CLINICIAN:
+        if kind == t.BOLUS_CLINICIAN:
             if volume == 0 and dose:
                 volume = dc.path_volume_for_dose_nl(path, dose)
-        elif kind == therapymod.BOLUS_PRIMING or kind == therapymod.BOLUS_BRIDGE:
+        elif kind == t.BOLUS_PRIMING or kind == t.BOLUS_BRIDGE:
             if catheter_mm and not dc.set_catheter(app, catheter_mm, nl_per_cm, kind == 2):
                 link.nack(t.BAD_VALUE, 4)
                 return DONE
-            if kind == therapymod.BOLUS_PRIMING:
+            if kind == t.BOLUS_PRIMING:
                 # the air/saline at the tip end, at most a catheter's worth
                 volume = dc.path_prime_volume_nl(path)
                 if volume > path.catheter_nl:
@@ -221,7 +221,7 @@ def handlers(app):
             return DONE
         app.therapy.record_patient_bolus(now_s)
         app.persist.patient_bolus(now_s)
-        bolus_id = app.start_bolus(therapymod.BOLUS_PATIENT, volume, 0)
+        bolus_id = app.start_bolus(t.BOLUS_PATIENT, volume, 0)
         link.ack(t.BOLUS_REPLY, (bolus_id, volume))
         return DONE
 
@@ -248,7 +248,7 @@ def handlers(app):
                 link.nack(t.DRUG_MISMATCH, 3)
                 return DONE
         elif (
-            prog.mode != programmod.MODE_STOPPED
+            prog.mode != t.MODE_STOPPED
             and prog.drug_id
             and (prog.drug_id != drug_id or prog.conc_ug_ml != conc)
         ):
@@ -407,7 +407,7 @@ def handlers(app):
 
 def refill_date(app):
     prog = app.therapy.program
-    if prog.mode == programmod.MODE_STOPPED:
+    if prog.mode == t.MODE_STOPPED:
         return NEVER
     return app.reservoir.refill_date_s(
         app.clock.seconds(),

@@ -161,7 +161,7 @@ def basal_units(prog, start_s, end_s):
     # Basal scheduled from local second start_s to end_s (seconds since
     # Monday 00:00; may pass the week), in nL/day x s (divide by 86,400
     # for nL): exact, for the governor's headroom rule. Bolus time only.
-    if prog.mode != programmod.MODE_FLEX:
+    if prog.mode != t.MODE_FLEX:
         return prog.rate_at(0, 0) * (end_s - start_s)
     total = 0
     at = start_s
@@ -183,7 +183,7 @@ def program_refusal(candidate, stroke_nl):
     # 24 h 15 min), patient boluses as the strokes they deliver: the same
     # rule as the headroom of a bolus (bolus_refusal), SPEC 22.4.
     rates = [candidate.basal_nl_day] if candidate.basal_nl_day else []
-    if candidate.mode == programmod.MODE_FLEX:
+    if candidate.mode == t.MODE_FLEX:
         rates += list(candidate.flex_rate_nl_day[: candidate.flex_count])
     for rate in rates:
         result, limit = limits.check_rate(rate)
@@ -231,7 +231,7 @@ def drug_matches(app, candidate):
     path = app.path
     return (
         not path.res_drug
-        or candidate.mode == programmod.MODE_STOPPED
+        or candidate.mode == t.MODE_STOPPED
         or (candidate.drug_id == path.res_drug and candidate.conc_ug_ml == path.res_conc)
     )
 
@@ -266,7 +266,7 @@ def bolus_refusal(app, volume, duration_s, override):
     if not app.delivering():
         alarm = app.alarms.stopping()
         return (t.ALARM_ACTIVE, alarm) if alarm else (t.NOT_DELIVERING, 0)
-    if app.therapy.bolus_kind != therapymod.BOLUS_NONE:
+    if app.therapy.bolus_kind != t.BOLUS_NONE:
         return t.BOLUS_ACTIVE, 0
     prog = app.therapy.program
     dose = path_dose_of_next_ng(app.path, delivered_nl(volume, app.drive.nominal_stroke_nl()))

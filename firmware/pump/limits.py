@@ -18,6 +18,17 @@
 # ug/mL is about 7.2e11, above the RP2040's 31-bit small ints) only cost a
 # short-lived allocation there. Every value stored in the table is below 2**30.
 
+from protocol.table import (
+    DRUG_BACLOFEN,
+    DRUG_BUPIVACAINE,
+    DRUG_CLONIDINE,
+    DRUG_HYDROMORPHONE,
+    DRUG_MORPHINE,
+    DRUG_NONE,
+    DRUG_SUFENTANIL,
+    DRUG_ZICONOTIDE,
+)
+
 # --- library -----------------------------------------------------------------
 LIBRARY_VERSION = 1  # reported with every program check that reaches the log
 
@@ -51,16 +62,6 @@ MAX_24H_NL = (RATE_MAX_NL_DAY * WINDOW_24H_S + 86_399) // 86_400
 PB_LOCKOUT_MIN_S = 600
 PB_LOCKOUT_MAX_S = 86_400
 PB_MAX_PER_DAY = 24
-
-# Drug ids.
-DRUG_NONE = 0  # saline / no drug: volume limits only
-DRUG_MORPHINE = 1
-DRUG_HYDROMORPHONE = 2
-DRUG_ZICONOTIDE = 3
-DRUG_BACLOFEN = 4
-DRUG_BUPIVACAINE = 5
-DRUG_CLONIDINE = 6
-DRUG_SUFENTANIL = 7
 
 # Row fields.
 D_ID = 0

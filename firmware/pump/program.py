@@ -11,12 +11,7 @@ import struct
 from binascii import crc32
 
 from protocol import table as t
-
-MODE_STOPPED = 0
-MODE_CONTINUOUS = 1
-MODE_FLEX = 2
-MODE_MINIMUM_RATE = 3
-MODE_NAMES = ("STOPPED", "CONTINUOUS", "FLEX", "MINIMUM_RATE")
+from protocol.table import MODE_CONTINUOUS, MODE_FLEX, MODE_MINIMUM_RATE, MODE_STOPPED
 
 FLEX_STEPS = 24
 EVERY_DAY = 0x7F  # day mask bit 0 = Monday .. bit 6 = Sunday

@@ -19,6 +19,8 @@
 
 import struct
 
+from protocol.table import REFILL_BAD_VOLUME, REFILL_OK, REFILL_OVER_CAPACITY
+
 # consume() / state
 OK = 0
 LOW = 1
@@ -42,10 +44,7 @@ COUNTER_MAX = (1 << 30) - 1  # counters saturate here instead of growing
 RECONCILE_MIN_NL = 500_000
 RECONCILE_PERMILLE = 145
 
-# refill() result codes
-REFILL_OK = 0
-REFILL_OVER_CAPACITY = 1  # added volume above capacity: nothing changed
-REFILL_BAD_VOLUME = 2  # negative volume, or withdrawn above capacity
+# refill() result codes: protocol/table.py REFILL_* (the RESERVOIR NACK detail)
 
 _DAY_S = 86_400
 

@@ -10,6 +10,7 @@
 # between strokes (the app confirms it only when no stroke is running); a
 # flex step switches at its start minute; a bolus starts between strokes.
 
+from protocol.table import BOLUS_NONE
 from pump.program import MAX_RATE_NL_DAY, MINUTES_PER_DAY, stopped_program
 from pump.ticks import ticks_add, ticks_diff
 
@@ -19,12 +20,6 @@ DAY_S = 86_400
 KIND_BASAL = 0
 KIND_BOLUS = 1
 
-BOLUS_NONE = 0
-BOLUS_CLINICIAN = 1
-BOLUS_PRIMING = 2
-BOLUS_BRIDGE = 3
-BOLUS_PATIENT = 4
-BOLUS_NAMES = ("NONE", "CLINICIAN", "PRIMING", "BRIDGE", "PATIENT")
 
 # Fastest bolus: a 200 nL stroke every 250 ms = 2.9 mL/h. A bolus never
 # runs the motor continuously; each stroke is bounded and checked.

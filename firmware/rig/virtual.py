@@ -13,6 +13,13 @@ from micropython import const
 from pump import link as linkmod
 
 from protocol import table as t
+from protocol.table import (
+    POWER_CUT_AFTER_BYTES,
+    POWER_CUT_IN_MS,
+    POWER_OFF,
+    POWER_ON,
+    RESET_CAUSE_RIG_RESET,
+)
 from rig import plant as plantmod
 
 _RIG_HELLO_FMT = t.RIG_HELLO_REPLY
@@ -27,13 +34,8 @@ _LINE_REQUEST = t.LINE_REQUEST
 _FAULT_REQUEST = t.INJECT_FAULT_REQUEST
 _FILL_FMT = t.FILL_REPLY
 
-POWER_OFF = 0
-POWER_ON = 1
-POWER_CUT_AFTER_BYTES = 2
-POWER_CUT_IN_MS = 3
 
 RIG_KIND = b"virtual"
-RESET_CAUSE_RIG = 1
 
 # TRACE: samples kept (a ring; older ones are overwritten) and per reply.
 _TRACE_RING = const(512)
@@ -177,7 +179,7 @@ class VirtualRig:
             link.nack(t.POWERED_OFF, 0)  # nothing runs to be reset
             return linkmod.DONE
         link.ack(None, ())
-        self.board.request_reset(RESET_CAUSE_RIG)
+        self.board.request_reset(RESET_CAUSE_RIG_RESET)
         return linkmod.DONE
 
     # --- the plant and power --------------------------------------------------------

@@ -17,8 +17,8 @@ from bench.scenario import (
     StatusStep,
     load_scenario,
     load_scenarios,
-    parse_duration,
 )
+from bench.units import duration_ms as parse_duration
 from protocol import schema
 
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
@@ -58,6 +58,8 @@ def write(tmp_path: Path, text: str, name: str = "scenario.yaml") -> Path:
         ("30d", 2_592_000_000),
         ("1h 30min", 5_400_000),
         ("1d12h", 129_600_000),
+        ("1.5h", 5_400_000),
+        ("1.5 H", 5_400_000),
         (" 2 s ", 2_000),
     ],
 )
@@ -69,9 +71,10 @@ def test_duration_parses(text: str, ms: int) -> None:
     ("text", "problem"),
     [
         ("30", "not a duration"),
-        ("", "integer with a unit"),
-        ("1.5h", "not a duration"),
-        ("-1s", "not a duration"),
+        ("", "a number with a unit"),
+        ("0.5ms", "not a whole number of ms"),
+        ("-1s", "no sign"),
+        ("5 uL", "is a volume, not a duration"),
         ("30 days", "unknown unit 'days'"),
         ("10m", "minutes are min"),
         ("h", "not a duration"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import flow, programmed, quantities
+from bench import flow, programmed, units
 from bench.programfile import load_program
 from tests.bench.test_scenario_steps import PROGRAMS
 
@@ -109,16 +109,16 @@ def test_programmed_line_follows_the_local_clock() -> None:
     ],
 )
 def test_quantities(text: str, unit: str, value: float) -> None:
-    assert quantities.parse_quantity(text, unit) == value
+    assert units.parse(text, unit, bare=True, signed=True) == value
 
 
 def test_conversions_stay_exact_where_they_can() -> None:
-    assert quantities.convert(3_600_000, "ms", "h") == 1
-    assert isinstance(quantities.convert(3_600_000, "ms", "h"), int)
-    assert quantities.convert(150, "nL", "uL") == 0.15
-    assert not quantities.convertible("nL", "ms")
+    assert units.convert(3_600_000, "ms", "h") == 1
+    assert isinstance(units.convert(3_600_000, "ms", "h"), int)
+    assert units.convert(150, "nL", "uL") == 0.15
+    assert not units.convertible("nL", "ms")
     with pytest.raises(ValueError, match="minutes are min"):
-        quantities.parse_quantity("10m", "s")
+        units.parse("10m", "s")
 
 
 def test_a_timed_bolus_is_spread_over_its_duration() -> None:

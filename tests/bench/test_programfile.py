@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import programfile as pf
+from bench import units
 from bench.client import program_crc
 from bench.programfile import ProgramFileError, load_program, loads
 from protocol import schema
@@ -71,7 +72,7 @@ def problems(text: str, file: str = "p.toml") -> list[str]:
     ],
 )
 def test_volumes_are_exact_nanolitres(text: str, nl: int) -> None:
-    assert pf.parse_volume_nl(text) == nl
+    assert units.volume_nl(text) == nl
 
 
 @pytest.mark.parametrize(
@@ -79,7 +80,7 @@ def test_volumes_are_exact_nanolitres(text: str, nl: int) -> None:
     [("100 ug", 100_000), ("100mcg", 100_000), ("2.5 mg", 2_500_000), ("7 ng", 7)],
 )
 def test_doses_are_exact_nanograms(text: str, ng: int) -> None:
-    assert pf.parse_dose_ng(text) == ng
+    assert units.dose_ng(text) == ng
 
 
 @pytest.mark.parametrize(
@@ -87,20 +88,20 @@ def test_doses_are_exact_nanograms(text: str, ng: int) -> None:
     [("30 min", 1800), ("1h 30min", 5400), ("1.5 h", 5400), ("2d", 172_800), ("45 s", 45)],
 )
 def test_durations_are_exact_seconds(text: str, seconds: int) -> None:
-    assert pf.parse_duration_s(text) == seconds
+    assert units.duration_s(text) == seconds
 
 
 @pytest.mark.parametrize(
     ("parse", "text", "message"),
     [
-        (pf.parse_volume_nl, "0.1", "is not a volume: a number with a unit (nL, uL or mL)"),
-        (pf.parse_volume_nl, "0.0000001 mL", "is not a whole number of nL"),
-        (pf.parse_volume_nl, "1 L", "unknown unit 'L'"),
-        (pf.parse_volume_nl, "100 ug", "unknown unit 'ug'"),
-        (pf.parse_dose_ng, "0.5 ng", "is not a whole number of ng"),
-        (pf.parse_duration_s, "5 m", "(minutes are min)"),
-        (pf.parse_duration_s, "0.5 s", "is not a whole number of s"),
-        (pf.parse_duration_s, "", "expected a duration as text"),
+        (units.volume_nl, "0.1", "is not a volume: a number with a unit (nL, uL or mL)"),
+        (units.volume_nl, "0.0000001 mL", "is not a whole number of nL"),
+        (units.volume_nl, "1 L", "unknown unit 'L'"),
+        (units.volume_nl, "100 ug", "is a drug amount, not a volume"),
+        (units.dose_ng, "0.5 ng", "is not a whole number of ng"),
+        (units.duration_s, "5 m", "(minutes are min)"),
+        (units.duration_s, "0.5 s", "is not a whole number of s"),
+        (units.duration_s, "", "expected a duration as text"),
     ],
 )
 def test_bad_quantities_say_why(parse: object, text: str, message: str) -> None:
@@ -211,7 +212,8 @@ lockout = 30
         "p.toml: drug: unknown drug 'morfine'; the pump's library has none, morphine, "
         "hydromorphone, ziconotide, baclofen, bupivacaine, clonidine, sufentanil",
         "p.toml: rate: 0.01 mL/day is outside what the pump runs: 0.048 mL/day to 24 mL/day",
-        "p.toml: flex[0].rate: '1 mL' is not a rate: a volume or drug amount per day or per h, "
+        "p.toml: flex[0].rate: '1 mL' is a volume, not a rate; use a volume or drug amount "
+        "per day or per h, "
         "e.g. '0.5 mL/day' or '10 mg/day'",
         "p.toml: flex[0].days: unknown day 'xyz'; use mon, tue, wed, thu, fri, sat, sun",
         "p.toml: flex[1].rate: missing",
@@ -220,8 +222,8 @@ lockout = 30
         "p.toml: patient_bolus.max_per_day: missing",
         "p.toml: patient_bolus.dose: '0.1' is not a volume or drug amount: a number with a "
         "unit (nL, uL or mL, or a drug amount in ng, ug (mcg) or mg)",
-        "p.toml: patient_bolus.lockout: expected a duration as text: a number with a unit "
-        "(s, min, h or d)",
+        "p.toml: patient_bolus.lockout: 30 is not a duration: a number with a unit "
+        "(ms, s, min, h or d)",
         "p.toml: override_soft: expected true or false, got 'yes'",
     ]
 
@@ -270,8 +272,8 @@ def test_flex_step_limits() -> None:
 def test_a_bad_concentration_is_one_problem_not_one_per_dose() -> None:
     text = MORPHINE.replace('"25 mg/mL"', '"25 mg"')
     assert problems(text) == [
-        "p.toml: concentration: '25 mg' is not a concentration: a drug amount per volume, "
-        "e.g. '25 mg/mL'"
+        "p.toml: concentration: '25 mg' is a drug amount, not a concentration; "
+        "use ng, ug or mg per nL, uL or mL"
     ]
     saline_dose = 'drug = "none"\nconcentration = "0 ug/mL"\nmode = "continuous"\nrate = "1 mg/day"'
     assert problems(saline_dose) == [

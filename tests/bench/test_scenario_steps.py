@@ -246,7 +246,7 @@ def test_repeat_nests_steps(tmp_path: Path) -> None:
         (
             "  - measure: {name: v, from: tip_volume, unit: uL, max: 2 h}\n",
             "7: steps[0].measure.max",
-            "'2 h' is in h, which does not convert to uL",
+            "'2 h' is a duration, not a volume; use nL, uL or mL",
         ),
         (
             "  - measure: {name: v, from: tip_volume, unit: uL, min: 1,"

@@ -14,12 +14,11 @@ from cobs import cobs
 from bench.client import PumpClient, RigClient
 from bench.errors import PumpRefused
 from protocol import codec, schema, table
-
-RESET_CAUSE_RIG = 1
+from protocol.table import RESET_CAUSE_RIG_RESET
 
 
 def after_reset(frame: codec.Frame) -> bool:
-    return bool(frame.fields["reset_cause"] == RESET_CAUSE_RIG)
+    return bool(frame.fields["reset_cause"] == RESET_CAUSE_RIG_RESET)
 
 
 REPLY_WAIT_S = 2.0

@@ -10,6 +10,7 @@ import pytest
 from bench.client import PumpClient, RigClient
 from bench.errors import PumpRefused
 from protocol import schema
+from protocol.table import POWER_CUT_AFTER_BYTES, POWER_CUT_IN_MS, POWER_OFF, POWER_ON
 from tests.firmware.kit import (
     DAY_MS,
     HOUR_MS,
@@ -23,7 +24,6 @@ from tests.firmware.kit import (
 )
 
 LOG = {name: code for code, name in schema.LOG_CODES}
-POWER_OFF, POWER_ON, CUT_AFTER_BYTES, CUT_IN_MS = 0, 1, 2, 3
 
 # morphine 25 mg/mL; hard limits: 25 mg/day, 3.6 mg in any hour (144 uL)
 MORPHINE_25 = {"conc_ug_ml": 25_000}
@@ -155,9 +155,9 @@ def test_power_cuts_during_strokes_and_journal_writes(
     start_therapy(pump, rig, program(drug_id=0, conc_ug_ml=0, basal_nl_day=24_000_000))
     for _ in range(4):
         if chance.random() < 0.5:
-            power_cycle(pump, rig, CUT_IN_MS, chance.randrange(1, 5_000))
+            power_cycle(pump, rig, POWER_CUT_IN_MS, chance.randrange(1, 5_000))
         else:
-            power_cycle(pump, rig, CUT_AFTER_BYTES, chance.randrange(1, 3_000))
+            power_cycle(pump, rig, POWER_CUT_AFTER_BYTES, chance.randrange(1, 3_000))
         rig.advance(chance.randrange(1, 60_000))
         status = pump.status()
         real = truth(rig)
@@ -177,7 +177,7 @@ def test_power_cut_during_a_bolus_never_delivers_it_twice(
     rig.advance(MINUTE_MS)
     before = truth(rig)["pumped_nl"]
     pump.request("PATIENT_BOLUS")  # 40 uL = 200 strokes, one every 250 ms
-    power_cycle(pump, rig, CUT_IN_MS, chance.randrange(1, 50_000))
+    power_cycle(pump, rig, POWER_CUT_IN_MS, chance.randrange(1, 50_000))
     rig.advance(HOUR_MS)
     real = truth(rig)["pumped_nl"] - before
     basal_bound = 200_000 * 3 * HOUR_MS // DAY_MS + STROKE_NL

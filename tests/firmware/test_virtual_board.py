@@ -8,12 +8,11 @@ from bench.client import PumpClient, RigClient
 from bench.errors import BenchError
 from bench.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard
 from protocol import codec, schema
-
-RESET_CAUSE_RIG = 1
+from protocol.table import RESET_CAUSE_RIG_RESET
 
 
 def after_reset(frame: codec.Frame) -> bool:
-    return bool(frame.fields["reset_cause"] == RESET_CAUSE_RIG)
+    return bool(frame.fields["reset_cause"] == RESET_CAUSE_RIG_RESET)
 
 
 DAY_MS = 86_400_000

@@ -1,21 +1,25 @@
 # Monitors: small hardware-free detectors the app feeds with samples and
 # device time (README.md in this directory). Each returns an alarm id from
-# the schema (protocol/schema.py ALARMS) or 0; the ids are repeated here as
-# plain ints so that a monitor imports nothing but itself (a host test checks
-# them against the schema).
+# the schema (protocol/schema.py ALARMS) or 0, by the names below (the ids
+# are protocol/table.py's, generated from the schema).
 
-LOST_STEPS = 4
-MEMORY = 6
-OCCLUSION = 8
-PARTIAL_OCCLUSION = 9
-LEAK = 10
-MOTOR_STALL = 11
-RUNAWAY = 12
-ENCODER_FAILURE = 13
-SENSOR_FAULT = 14
-BATTERY_ERI = 15
-BATTERY_EOS = 16
-CLOCK_FAULT = 20
-SENSING_LIMITED = 24
-TIP_MIGRATION = 25
-SLOW_LEAK = 26
+# The monitors import these names from here.
+# isort: off
+from protocol.table import (
+    ALARM_LOST_STEPS as LOST_STEPS,  # noqa: F401
+    ALARM_MEMORY as MEMORY,  # noqa: F401
+    ALARM_OCCLUSION as OCCLUSION,  # noqa: F401
+    ALARM_PARTIAL_OCCLUSION as PARTIAL_OCCLUSION,  # noqa: F401
+    ALARM_LEAK as LEAK,  # noqa: F401
+    ALARM_MOTOR_STALL as MOTOR_STALL,  # noqa: F401
+    ALARM_RUNAWAY as RUNAWAY,  # noqa: F401
+    ALARM_ENCODER_FAILURE as ENCODER_FAILURE,  # noqa: F401
+    ALARM_SENSOR_FAULT as SENSOR_FAULT,  # noqa: F401
+    ALARM_BATTERY_ERI as BATTERY_ERI,  # noqa: F401
+    ALARM_BATTERY_EOS as BATTERY_EOS,  # noqa: F401
+    ALARM_CLOCK_FAULT as CLOCK_FAULT,  # noqa: F401
+    ALARM_SENSING_LIMITED as SENSING_LIMITED,  # noqa: F401
+    ALARM_TIP_MIGRATION as TIP_MIGRATION,  # noqa: F401
+    ALARM_SLOW_LEAK as SLOW_LEAK,  # noqa: F401
+)
+# isort: on
