@@ -59,6 +59,7 @@ def modules() -> SimpleNamespace:
             threshold=importlib.import_module("pump.monitors.threshold"),
             leak=importlib.import_module("pump.monitors.leak"),
             sensor=importlib.import_module("pump.monitors.sensor"),
+            pulse=importlib.import_module("pump.monitors.pulse"),
         )
     finally:
         sys.path[:] = saved_path
@@ -113,7 +114,7 @@ class Outcome:
 class Rig:
     """A plant and the pump's line monitors, sampled as pump/safety.py does."""
 
-    def __init__(self, spec: LineSpec, seed: int) -> None:
+    def __init__(self, spec: LineSpec, seed: int, pulse: bool = False) -> None:
         m = modules()
         self.m = m
         self.spec = spec
@@ -148,6 +149,13 @@ class Rig:
         self.out = Outcome()
         self.t0 = self.t
         self.running = True
+        self.last_stroke = -(10**9)  # device time the last stroke began
+        # the pulsation bursts (pump/safety.py _on_pulse): off unless asked
+        # (a sample every 20 ms for 20 s an hour costs CPython time)
+        self.pulse_on = pulse
+        self.burst_at = -1  # the running burst began (-1: none)
+        self.pulse_next = self.t  # the next burst sample (or burst start)
+        self.pulse_last = -(10**9)
         self.make_monitors()
 
     def make_monitors(self) -> None:
@@ -156,6 +164,7 @@ class Rig:
         self.occlusion = m.occlusion.OcclusionMonitor(learner=self.learner)
         self.leak = m.leak.LeakMonitor(learner=self.learner)
         self.sensor = m.sensor.SensorCheck()
+        self.pulse = m.pulse.PulseMonitor()
         self.seen: dict[str, int] = {}
 
     # --- the pump's samples ----------------------------------------------------------
@@ -175,7 +184,14 @@ class Rig:
                 self.out.first[alarm] = (self.out.strokes, self.t - self.t0)
 
     def levels_until(self, t: int) -> None:
-        while self.next_level < t:
+        # The level once a minute and the pulsation bursts, in time order
+        # (the plant is never asked about an earlier time).
+        while True:
+            if self.pulse_on and self.pulse_next < t and self.pulse_next < self.next_level:
+                self.pulse_sample(self.pulse_next)
+                continue
+            if self.next_level >= t:
+                return
             self.t = self.next_level
             r = self.read(self.t)
             if not self.sensor.alarm:
@@ -183,9 +199,40 @@ class Rig:
                 self._edge("disconnect", self.leak.on_level(r, self.running))
             self.next_level += MINUTE_MS
 
+    def pulse_sample(self, s: int) -> None:
+        # One wake-up of pump/safety.py _on_pulse at device time s.
+        pm = self.m.pulse
+        pulse = self.pulse
+        if self.burst_at < 0:
+            self.burst_at = s
+            pulse.begin()
+        elif s - self.burst_at > pm.BURST_MAX_MS:
+            self.end_burst()
+            return
+        since = s - self.last_stroke
+        if since < pm.QUIET_MS:
+            self.pulse_next = s + max(pm.QUIET_MS - since, pm.SAMPLE_MS)
+            return
+        self.t = s
+        r = self.read(s)
+        if self.sensor.alarm:
+            pulse.begin()
+        elif pulse.on_sample(r, s - self.pulse_last < 2 * pm.SAMPLE_MS):
+            self._edge("pulse", pulse.end())
+            self.end_burst()
+            return
+        self.pulse_last = s
+        self.pulse_next = s + pm.SAMPLE_MS
+
+    def end_burst(self) -> None:
+        self.pulse_next = self.burst_at + self.m.pulse.PERIOD_MS
+        self.burst_at = -1
+        self.pulse.begin()
+
     def stroke(self, interval_ms: int, steps: int = 8) -> tuple[int, int, int]:
         self.levels_until(self.t + 1)
         t = self.t
+        self.last_stroke = t
         b = self.read(t)
         self.plant.move(steps, t)
         p = self.read(t + STROKE_MS)
@@ -254,7 +301,14 @@ FAULTS: tuple[tuple[str, str, int, tuple[str, ...], int], ...] = (
     ("leak 30 %", "LEAK", 30, ("LEAK", "SLOW_LEAK"), 1_200),
     ("sensor offset +600 mmHg", "SENSOR_OFFSET", 6_000, ("SENSOR_FAULT",), 300),
     ("sensor stuck", "SENSOR_STUCK", 0, ("SENSOR_FAULT",), 300),
+    ("tip migration (to 0 mmHg)", "TIP_MIGRATION", 0, ("TIP_MIGRATION",), 0),
+    ("tip migration (to 5 mmHg)", "TIP_MIGRATION", 50, ("TIP_MIGRATION",), 0),
 )
+# The pulsation monitor (pump/monitors/pulse.py) learns over its first 3
+# bursts (an hour apart) and needs 2 low bursts in a row: its faults run
+# with the bursts on, learn for this long and get this long to be found.
+PULSE_LEARN_MS = 4 * HOUR_MS
+PULSE_BUDGET_MS = 3 * HOUR_MS
 LINES = ("nominal", "pu-60", "silicone-60", "silicone-90", "pu-60-air10", "braided-40")
 # the basal rate of the false-alarm patients: 1 mL/day (17.28 s a stroke)
 PATIENT_INTERVAL_MS = 17_280
@@ -288,8 +342,11 @@ def fault_case(
 ) -> tuple[bool, bool, int, int]:
     """One fault on one line at one rate: (found, misnamed, ms, nL from onset)."""
     _, plant_fault, param, wanted, budget = fault
-    rig = Rig(spec, seed)
+    pulse = plant_fault == "TIP_MIGRATION"
+    rig = Rig(spec, seed, pulse=pulse)
     rig.run(max(interval, 720), 40)  # learned at a basal rate
+    if pulse:
+        rig.run(interval, PULSE_LEARN_MS // interval)
     if plant_fault == "OCCLUSION_PUMP":
         rig.plant.occlusion_site = 1
         plant_fault = "OCCLUSION"
@@ -297,7 +354,7 @@ def fault_case(
     want = tuple(getattr(rig.m.ids, name) for name in wanted)
     stops = (rig.m.ids.OCCLUSION, rig.m.ids.LEAK)
     # the stroke budget, and at least 10 minutes (the level is read once a minute)
-    strokes = max(budget, 600_000 // interval)
+    strokes = max(budget, (PULSE_BUDGET_MS if pulse else 600_000) // interval)
     out = rig.run(interval, strokes, stop_on=want + stops)
     hits = [out.first[a] for a in want if a in out.first]
     if not hits:
@@ -311,7 +368,8 @@ def campaign(
 ) -> tuple[list[FaultRow], dict[str, Any]]:
     """Every fault of FAULTS on ``lines_per_fault`` random lines at each of the
     four rates, and ``patients`` x ``days`` of nominal therapy at 1 mL/day with
-    daily-life CSF activity (every alarm raised there is a false one)."""
+    daily-life CSF activity (every alarm raised there is a false one; the
+    pulsation bursts run there)."""
     import random
 
     rng = random.Random(seed)
@@ -323,6 +381,8 @@ def campaign(
             for interval in RATES_MS.values():
                 if fault[1] == "LEAK" and fault[2] < 100 and interval == 250:
                     continue  # the slow window runs on settled strokes only
+                if fault[1] == "TIP_MIGRATION" and interval == 250:
+                    continue  # the bursts wait for a settled line
                 found, wrong, ms, nl = fault_case(spec, interval, fault, rng.randrange(1 << 30))
                 row.cases += 1
                 row.found += found
@@ -334,7 +394,7 @@ def campaign(
     false: dict[str, int] = {}
     strokes_per_day = DAY_MS // PATIENT_INTERVAL_MS
     for _ in range(patients):
-        rig = Rig(random_line(rng), rng.randrange(1 << 30))
+        rig = Rig(random_line(rng), rng.randrange(1 << 30), pulse=True)
         out = rig.run(PATIENT_INTERVAL_MS, strokes_per_day * days)
         for alarm, count in out.raised.items():
             name = _alarm_name(alarm)

@@ -6,7 +6,7 @@
 # descriptions) stays on the host, where its heap costs nothing.
 
 PROTOCOL_VERSION = 1
-FINGERPRINT = 0x06F5BAF6
+FINGERPRINT = 0xF56F724E
 HEADER_FORMAT = "<BBHBB"
 HEADER_SIZE = 6
 CRC_SIZE = 4

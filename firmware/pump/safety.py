@@ -6,6 +6,8 @@
 #   "before" just before a stroke, "peak" at its end, "after" AFTER_MS later
 #   -> the per-stroke response: occlusion (the volume stays in the line) and
 #      leak (no or a weak response);
+#   a burst of settled readings once an hour (pulse.py): the CSF pulsation
+#      seen through the catheter (tip migration);
 #   once a MONITOR_MS: the level (occlusion ceiling, disconnection, sensor
 #   plausibility), the battery, the encoder between strokes (runaway), and
 #   once an hour the self-test of the program and journal CRCs.
@@ -15,6 +17,7 @@
 from pump import alarms as alarmsmod
 from pump import logcodes
 from pump.drive import STROKE_STEPS
+from pump.monitors import pulse as pulsemod
 from pump.monitors import selftest
 from pump.monitors import stroke as strokemod
 from pump.monitors.leak import LeakMonitor
@@ -50,6 +53,7 @@ _EVENT_ALARMS = (
     alarmsmod.RUNAWAY,
     alarmsmod.ENCODER_FAILURE,
     alarmsmod.LOST_STEPS,
+    alarmsmod.TIP_MIGRATION,
 )
 
 
@@ -66,6 +70,9 @@ class Safety:
         self.strokes = strokemod.StrokeCheck()
         self.battery = app.battery  # kept by the app: persist journals its ERI date
         self.sensor = SensorCheck()
+        self.pulse = pulsemod.PulseMonitor()
+        self._burst_at = 0  # ticks: the burst began (0: none running)
+        self._pulse_last = 0  # ticks of the burst's last sample
         self.supervisor = Supervisor()
         # the clock check (SPEC 14.8): ticks and RTC seconds at the start
         # of the current window
@@ -84,6 +91,7 @@ class Safety:
         self._after_task = scheduler.add(Task("pressure after", self._on_after))
         self._monitor_task = scheduler.add(Task("monitor", self._on_monitor))
         self._supervise_task = scheduler.add(Task("supervise", self._on_supervise))
+        self._pulse_task = scheduler.add(Task("pulse", self._on_pulse))
         self._supervise_ms = board.watchdog_ms // 2
         # the last finding of each monitor, to act on edges only
         self._seen = {}
@@ -95,6 +103,7 @@ class Safety:
         self._encoder_idle = self.encoder.count()
         self._monitor_task.at(now)
         self._supervise_task.at(now)
+        self._pulse_task.at(now)
 
     # --- strokes -----
     def before_stroke(self):
@@ -157,10 +166,46 @@ class Safety:
         if learner.learned() and learner.version != self._learned:
             self._learned = learner.version
             self.app.log(logcodes.LINE_LEARNED, learner.nominal_x10, learner.rise_sd_x10)
-            limited = self.leak.limited() or occlusion.limited()
-            self._edge("limited", alarmsmod.SENSING_LIMITED if limited else 0)
+            self._limited()
         app = self.app
         app.schedule_stroke(app.clock.ticks_ms())  # a stroke waiting for this sample
+
+    def _limited(self):
+        pulse = self.pulse.limited()
+        limited = self.leak.limited() or self.occlusion.limited() or pulse
+        self._edge("limited", alarmsmod.SENSING_LIMITED if limited else 0)
+
+    # --- the CSF pulsation through the catheter (tip migration) -----
+    def _on_pulse(self, now):
+        # A burst of settled readings SAMPLE_MS apart, once a PERIOD_MS.
+        pulse = self.pulse
+        task = self._pulse_task
+        if not self._burst_at:
+            self._burst_at = now or 1
+            pulse.begin()
+        elif ticks_diff(now, self._burst_at) > pulsemod.BURST_MAX_MS:
+            self._end_burst()  # a bolus kept the line busy: next period
+            return
+        since = ticks_diff(now, self._stroke_at) if self._stroke_at else pulsemod.QUIET_MS
+        if self.app.drive.in_stroke or self.after_pending or since < pulsemod.QUIET_MS:
+            wait = pulsemod.QUIET_MS - since
+            task.after(now, wait if wait > pulsemod.SAMPLE_MS else pulsemod.SAMPLE_MS)
+            return
+        reading = self._read()
+        if self.sensor.alarm:
+            pulse.begin()  # a blind sensor: the burst starts over
+        elif pulse.on_sample(reading, ticks_diff(now, self._pulse_last) < 2 * pulsemod.SAMPLE_MS):
+            self._edge("pulse", pulse.end())
+            self._limited()
+            self._end_burst()
+            return
+        self._pulse_last = now
+        task.after(now, pulsemod.SAMPLE_MS)
+
+    def _end_burst(self):
+        self._pulse_task.after(self._burst_at, pulsemod.PERIOD_MS)
+        self._burst_at = 0
+        self.pulse.begin()
 
     # --- once a minute -----
     def _on_monitor(self, now):
@@ -269,6 +314,9 @@ class Safety:
             self.leak.restart()
             self._seen["leak"] = 0
             self._seen["disconnect"] = 0
+        elif alarm_id == alarmsmod.TIP_MIGRATION:
+            self.pulse.restart()
+            self._seen["pulse"] = 0
         elif alarm_id == alarmsmod.OCCLUSION:
             self.occlusion.restart()
             self._seen["occlusion"] = 0

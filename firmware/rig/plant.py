@@ -99,7 +99,11 @@ FAULT_BATTERY = const(9)  # param: battery voltage, mV
 FAULT_RESERVOIR_EMPTY = const(10)
 FAULT_CORRUPT_JOURNAL = const(11)  # param: byte offset in the newest state slot
 FAULT_CSF_PRESSURE = const(12)  # param: CSF pressure, 0.1 mmHg
-FAULT_COUNT = const(13)  # ids 1..12; 0 in CLEAR_FAULT: every fault
+# 13 is TIMER_FAST (rig/virtual.py: the board's timer, not the plant)
+# param: the pressure where the tip now lies, 0.1 mmHg: the line no longer
+# sees CSF (its level, posture, coughs, pulsations) behind the catheter
+FAULT_TIP_MIGRATION = const(14)
+FAULT_COUNT = const(15)  # ids 1..14; 0 in CLEAR_FAULT: every fault
 
 # (lowest, highest) param per fault; None: param ignored
 _PARAM_RANGE = (
@@ -116,7 +120,12 @@ _PARAM_RANGE = (
     None,
     (0, 65_535),
     (_CSF_X10_MIN, _CSF_X10_MAX),
+    (1, 0),  # 13: TIMER_FAST, never the plant's
+    (0, 300),  # tissue pressure 0..30 mmHg (subcutaneous 0, epidural a few mmHg)
 )
+
+# faults that change the line's constants or its reference pressure
+_REFERENCE_FAULTS = (FAULT_OCCLUSION, FAULT_LEAK, FAULT_CSF_PRESSURE, FAULT_TIP_MIGRATION)
 
 _OFF = const(0)
 _PENDING = const(1)  # waiting for its onset (an active one keeps its old param)
@@ -124,7 +133,7 @@ _EPS = 1e-6  # nL: float rounding never loses a whole nanolitre
 
 
 def fault_known(fault):
-    return 1 <= fault < FAULT_COUNT
+    return 1 <= fault < FAULT_COUNT and fault != 13
 
 
 def param_ok(fault, param):
@@ -554,6 +563,8 @@ class Plant:
     # --- pressures (0.001 mmHg integers, or mmHg floats for tests) ------------
     def csf_x1000(self, t):
         csf = self.csf
+        if self._active[FAULT_TIP_MIGRATION]:
+            return self._param[FAULT_TIP_MIGRATION] * 100  # tissue: no CSF at all
         if self._active[FAULT_CSF_PRESSURE]:
             return self._param[FAULT_CSF_PRESSURE] * 100 + csf.fast_x1000(t)
         return csf.x1000(t)
@@ -683,7 +694,7 @@ class Plant:
                 self._relief(t)  # eased: what the line stored starts to flow
         active[fault] = 1
         self._param[fault] = param
-        if fault == FAULT_OCCLUSION or fault == FAULT_LEAK or fault == FAULT_CSF_PRESSURE:
+        if fault in _REFERENCE_FAULTS:
             self._derive(t)
         elif fault == FAULT_RESERVOIR_EMPTY:
             self.reservoir_lost_nl += self.reservoir_nl
@@ -699,7 +710,7 @@ class Plant:
         if fault == FAULT_OCCLUSION:
             self._relief(t)
         self._active[fault] = 0
-        if fault == FAULT_OCCLUSION or fault == FAULT_LEAK or fault == FAULT_CSF_PRESSURE:
+        if fault in _REFERENCE_FAULTS:
             self._derive(t)
 
     def _relief(self, t):
