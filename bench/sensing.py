@@ -3,7 +3,8 @@
 The firmware's monitors (firmware/pump/monitors/) and the rig's plant
 (firmware/rig/plant.py, line.py, noise.py) are plain MicroPython that CPython
 also runs; here they are wired together the way pump/safety.py wires them on
-the pump: before a stroke, at its end (peak) and AFTER_MS later, every sample
+the pump: before a stroke, at its end (peak), AFTER_MS later with a reading
+20 ms on either side, every sample
 through the sensor check, the level once a minute. No virtual board, no
 link: fast enough to sweep lines, rates, CSF activity and faults over
 patient-months (tests/firmware/test_sensing.py, the `make bench` campaign).
@@ -151,7 +152,7 @@ class Rig:
         self.running = True
         self.last_stroke = -(10**9)  # device time the last stroke began
         # the pulsation bursts (pump/safety.py _on_pulse): off unless asked
-        # (a sample every 20 ms for 20 s an hour costs CPython time)
+        # (a sample every 20 ms for 20 s every 4 hours costs CPython time)
         self.pulse_on = pulse
         self.burst_at = -1  # the running burst began (-1: none)
         self.pulse_next = self.t  # the next burst sample (or burst start)
@@ -225,7 +226,9 @@ class Rig:
         self.pulse_next = s + pm.SAMPLE_MS
 
     def end_burst(self) -> None:
-        self.pulse_next = self.burst_at + self.m.pulse.PERIOD_MS
+        pm = self.m.pulse
+        learning = self.pulse.learned < pm.LEARN_BURSTS
+        self.pulse_next = self.burst_at + (pm.LEARN_PERIOD_MS if learning else pm.PERIOD_MS)
         self.burst_at = -1
         self.pulse.begin()
 
@@ -236,9 +239,13 @@ class Rig:
         b = self.read(t)
         self.plant.move(steps, t)
         p = self.read(t + STROKE_MS)
+        gap = self.m.sensor.PAIR_MS
+        pre = self.read(t + STROKE_MS + AFTER_MS - gap)
         a = self.read(t + STROKE_MS + AFTER_MS)
+        post = self.read(t + STROKE_MS + AFTER_MS + gap)
+        self._edge("sensor", self.sensor.on_triple(pre, a, post))
         self.out.strokes += 1
-        if not self.sensor.alarm:
+        if not self.sensor.alarm and not self.sensor.suspect():
             self._edge("occlusion", self.occlusion.on_stroke(b, p, a, interval_ms))
             self._edge("leak", self.leak.on_stroke(b, p, a, interval_ms))
         self.levels_until(t + interval_ms)
@@ -301,14 +308,17 @@ FAULTS: tuple[tuple[str, str, int, tuple[str, ...], int], ...] = (
     ("leak 30 %", "LEAK", 30, ("LEAK", "SLOW_LEAK"), 1_200),
     ("sensor offset +600 mmHg", "SENSOR_OFFSET", 6_000, ("SENSOR_FAULT",), 300),
     ("sensor stuck", "SENSOR_STUCK", 0, ("SENSOR_FAULT",), 300),
+    ("sensor noise 2 mmHg", "SENSOR_NOISE", 20, ("SENSOR_FAULT",), 600),
+    ("sensor noise 10 mmHg", "SENSOR_NOISE", 100, ("SENSOR_FAULT",), 300),
     ("tip migration (to 0 mmHg)", "TIP_MIGRATION", 0, ("TIP_MIGRATION",), 0),
     ("tip migration (to 5 mmHg)", "TIP_MIGRATION", 50, ("TIP_MIGRATION",), 0),
 )
 # The pulsation monitor (pump/monitors/pulse.py) learns over its first 3
-# bursts (an hour apart) and needs 2 low bursts in a row: its faults run
-# with the bursts on, learn for this long and get this long to be found.
-PULSE_LEARN_MS = 4 * HOUR_MS
-PULSE_BUDGET_MS = 3 * HOUR_MS
+# bursts (20 minutes apart) and needs 2 low bursts in a row (4 h apart): its
+# faults run with the bursts on, learn for this long and get this long to
+# be found.
+PULSE_LEARN_MS = HOUR_MS
+PULSE_BUDGET_MS = 9 * HOUR_MS
 LINES = ("nominal", "pu-60", "silicone-60", "silicone-90", "pu-60-air10", "braided-40")
 # the basal rate of the false-alarm patients: 1 mL/day (17.28 s a stroke)
 PATIENT_INTERVAL_MS = 17_280

@@ -4,9 +4,11 @@
 #
 # Samples (pressure in 0.1 mmHg, gauge):
 #   "before" just before a stroke, "peak" at its end, "after" AFTER_MS later
+#   with a reading PAIR_MS before and after it (the sensor's noise:
+#   SensorCheck.on_triple)
 #   -> the per-stroke response: occlusion (the volume stays in the line) and
 #      leak (no or a weak response);
-#   a burst of settled readings once an hour (pulse.py): the CSF pulsation
+#   a burst of settled readings every 4 hours (pulse.py): the CSF pulsation
 #      seen through the catheter (tip migration);
 #   once a MONITOR_MS: the level (occlusion ceiling, disconnection, sensor
 #   plausibility), the battery, the encoder between strokes (runaway), and
@@ -19,6 +21,7 @@ from pump import logcodes
 from pump.drive import STROKE_STEPS
 from pump.monitors import pulse as pulsemod
 from pump.monitors import selftest
+from pump.monitors import sensor as sensormod
 from pump.monitors import stroke as strokemod
 from pump.monitors.leak import LeakMonitor
 from pump.monitors.occlusion import OcclusionMonitor
@@ -82,6 +85,9 @@ class Safety:
         self._watch_stroke = self.supervisor.register("stroke", 0)
         self._before = 0
         self._peak = 0
+        self._pre = 0
+        self._after = 0
+        self._phase = 0  # readings taken of the after triple
         self._stroke_at = 0  # ticks of the last stroke's start
         self._interval = 0  # ms between the last two strokes (0: first)
         self._learned = -1  # the learner's figures last logged (version)
@@ -144,7 +150,7 @@ class Safety:
         self.supervisor.checkin(self._watch_stroke, now)
         if action == strokemod.OK:
             self.after_pending = True
-            self._after_task.after(now, AFTER_MS)
+            self._after_task.after(now, AFTER_MS - sensormod.PAIR_MS)
         elif action > 0:
             self._edge("stroke", action)
         return action
@@ -153,11 +159,27 @@ class Safety:
         # 0 while nothing is scheduled; the supervisor then stops watching.
         self.supervisor.set_period(self._watch_stroke, period_ms, now)
 
-    def _on_after(self, _now):
-        after = self._read()
+    def _on_after(self, now):
+        # three readings PAIR_MS apart: before "after", "after", and after
+        # it: the sensor's own noise on a settled line (SensorCheck.on_triple)
+        self._phase += 1
+        if self._phase < 3:
+            if self._phase == 1:
+                self._pre = self._read()
+            else:
+                self._after = self._read()
+            self._after_task.after(now, sensormod.PAIR_MS)
+            return
+        self._phase = 0
+        after = self._after
+        self._edge("sensor", self.sensor.on_triple(self._pre, after, self._read()))
         self.after_pending = False
         if self.sensor.alarm:
             return  # a blind sensor says nothing about the line
+        if self.sensor.suspect():
+            app = self.app
+            app.schedule_stroke(app.clock.ticks_ms())
+            return  # a noisy sensor: the stroke is not judged
         interval = self._interval if self._interval > 0 else _FIRST_INTERVAL_MS
         occlusion = self.occlusion
         self._edge("occlusion", occlusion.on_stroke(self._before, self._peak, after, interval))
@@ -203,7 +225,10 @@ class Safety:
         task.after(now, pulsemod.SAMPLE_MS)
 
     def _end_burst(self):
-        self._pulse_task.after(self._burst_at, pulsemod.PERIOD_MS)
+        pulse = self.pulse
+        learning = pulse.learned < pulsemod.LEARN_BURSTS
+        period = pulsemod.LEARN_PERIOD_MS if learning else pulsemod.PERIOD_MS
+        self._pulse_task.after(self._burst_at, period)
         self._burst_at = 0
         self.pulse.begin()
 

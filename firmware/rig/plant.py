@@ -103,7 +103,8 @@ FAULT_CSF_PRESSURE = const(12)  # param: CSF pressure, 0.1 mmHg
 # param: the pressure where the tip now lies, 0.1 mmHg: the line no longer
 # sees CSF (its level, posture, coughs, pulsations) behind the catheter
 FAULT_TIP_MIGRATION = const(14)
-FAULT_COUNT = const(15)  # ids 1..14; 0 in CLEAR_FAULT: every fault
+FAULT_SENSOR_NOISE = const(15)  # param: the sensor's noise sd, 0.1 mmHg (replaces noise_x10)
+FAULT_COUNT = const(16)  # ids 1..15; 0 in CLEAR_FAULT: every fault
 
 # (lowest, highest) param per fault; None: param ignored
 _PARAM_RANGE = (
@@ -122,6 +123,7 @@ _PARAM_RANGE = (
     (_CSF_X10_MIN, _CSF_X10_MAX),
     (1, 0),  # 13: TIMER_FAST, never the plant's
     (0, 300),  # tissue pressure 0..30 mmHg (subcutaneous 0, epidural a few mmHg)
+    (0, _NOISE_X10_MAX),
 )
 
 # faults that change the line's constants or its reference pressure
@@ -623,8 +625,11 @@ class Plant:
         value = self.reference_x1000(t) + 50
         if self._e:
             value += int(self._e * 1000)
-        if self.noise_x10:
-            value += noise_x1000(self._noise_key, t, self.noise_x10)
+        noise = (
+            self._param[FAULT_SENSOR_NOISE] if self._active[FAULT_SENSOR_NOISE] else self.noise_x10
+        )
+        if noise:
+            value += noise_x1000(self._noise_key, t, noise)
         if self._active[FAULT_SENSOR_OFFSET]:
             value += self._param[FAULT_SENSOR_OFFSET] * 100
         # a sealed sensor reads absolute pressure less its 760 mmHg

@@ -262,6 +262,18 @@ assert len(set(p.pressure_x10(t) for t in range(61_000, 65_000, 50))) > 5
 assert not P.param_ok(P.FAULT_TIP_MIGRATION, 301) and P.param_ok(P.FAULT_TIP_MIGRATION, 0)
 assert not P.fault_known(13) and P.fault_known(P.FAULT_TIP_MIGRATION)
 
+# SENSOR_NOISE: the reading's noise is param (0.1 mmHg sd) while it lasts
+p = new_plant()  # no noise, a still CSF
+assert set(p.sensor_x10(t) for t in range(0, 200)) == {74}
+p.inject(P.FAULT_SENSOR_NOISE, 50, 200, 0)
+noisy = [p.sensor_x10(t) for t in range(200, 4200)]
+mean = sum(noisy) / len(noisy)
+sd = (sum((x - mean) ** 2 for x in noisy) / len(noisy)) ** 0.5
+close(sd, 50, 0.05, "SENSOR_NOISE sd")
+assert p.pressure_x10(4200) == 74  # the true pressure is still
+p.clear_fault(P.FAULT_SENSOR_NOISE, 4200)
+assert set(p.sensor_x10(t) for t in range(4200, 4400)) == {74}
+
 assert P.param_ok(P.FAULT_LEAK, 100) and not P.param_ok(P.FAULT_LEAK, 101)
 assert not P.param_ok(P.FAULT_RUNAWAY, -1) and P.param_ok(P.FAULT_STALL, -5)
 assert P.check_plant(0, 156_000, 50, 100, 5, 74) == -1
