@@ -23,7 +23,7 @@ from pump.monitors import pulse as pulsemod
 from pump.monitors import selftest
 from pump.monitors import sensor as sensormod
 from pump.monitors import stroke as strokemod
-from pump.monitors.leak import LeakMonitor
+from pump.monitors.leak import DISCONNECT_READINGS, LeakMonitor
 from pump.monitors.occlusion import OcclusionMonitor
 from pump.monitors.response import RiseLearner
 from pump.monitors.sensor import SensorCheck
@@ -219,6 +219,8 @@ class Safety:
         elif pulse.on_sample(reading, ticks_diff(now, self._pulse_last) < 2 * pulsemod.SAMPLE_MS):
             self._edge("pulse", pulse.end())
             self._limited()
+            if pulse.absent:
+                self._edge("disconnect", self.leak.confirm_disconnected())
             self._end_burst()
             return
         self._pulse_last = now
@@ -241,6 +243,13 @@ class Safety:
         if not self.sensor.alarm:
             self._edge("level", self.occlusion.on_level(reading))
             self._edge("disconnect", self.leak.on_level(reading, app.delivering()))
+            # the pocket's level while strokes answer: is CSF behind it? A
+            # burst at once, then once an hour while it lasts
+            low = self.leak.level_low
+            if (low == DISCONNECT_READINGS or (low > DISCONNECT_READINGS and low % 60 == 0)) and (
+                not self._burst_at and self.pulse.armed()
+            ):
+                self._pulse_task.at(now)
         if not app.drive.in_stroke:
             self._check_idle_encoder()
         now_s = self._sample_battery()

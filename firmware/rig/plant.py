@@ -89,7 +89,7 @@ _BATTERY_MV_MAX = const(5_000)
 # --- faults (schema FAULTS; param meaning there and in docs/plant.md) -------
 FAULT_RUNAWAY = const(1)  # param: extra steps per commanded step
 FAULT_OCCLUSION = const(2)  # param: catheter resistance x param; 0: full
-FAULT_LEAK = const(3)  # param: % of the flow lost before the tip; 100: disconnection
+FAULT_LEAK = const(3)  # param: % lost before the tip; 100: disconnection; 101..199: a break
 FAULT_STALL = const(4)
 FAULT_LOST_STEPS = const(5)  # param: % of commanded steps lost
 FAULT_ENCODER_FAILURE = const(6)
@@ -111,7 +111,7 @@ _PARAM_RANGE = (
     None,
     (0, 1_000),
     (0, 1_000_000),
-    (0, 100),
+    (0, 199),  # LEAK: 101..199 a break at (param - 100) % of the length
     None,
     (0, 100),
     None,
@@ -527,7 +527,13 @@ class Plant:
             g_tip = g_nominal / factor if factor else 0.0
         if self._active[FAULT_LEAK]:
             pct = self._param[FAULT_LEAK]
-            if pct >= 100:
+            if pct > 100:
+                # a break at (pct - 100) % of the catheter's length from the
+                # pump: the tip path is gone, the outlet opens to the pocket
+                # through the catheter up to the break
+                g_tip = 0.0
+                g_leak = g_nominal * 100 / (pct - 100)
+            elif pct == 100:
                 g_tip = 0.0
                 g_leak = g_nominal * _DISCONNECT_CONDUCTANCE
             else:

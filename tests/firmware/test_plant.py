@@ -392,7 +392,7 @@ def test_plant_refuses_values_out_of_range(
     [
         ({"fault": 0, "param": 0}, 0),
         ({"fault": max(FAULT.values()) + 1, "param": 0}, 0),
-        ({"fault": FAULT["LEAK"], "param": 101}, 1),
+        ({"fault": FAULT["LEAK"], "param": 200}, 1),
         ({"fault": FAULT["TIP_MIGRATION"], "param": 301}, 1),
         ({"fault": FAULT["RUNAWAY"], "param": -1}, 1),
         ({"fault": FAULT["BATTERY"], "param": 6000}, 1),

@@ -260,7 +260,13 @@ def test_tip_migration_is_found_within_8_hours_on_every_standard_line(
         assert not out.raised and rig.pulse.learned == 3, (name, rate, out.raised)
         assert not rig.pulse.limited(), (name, rate)
         rig.inject("TIP_MIGRATION", tissue_x10)
-        out = rig.run(interval, MIGRATION_FOUND_MS // interval, stop_on=(AL.TIP_MIGRATION,))
+        out = rig.run(interval, MIGRATION_FOUND_MS // interval, stop_on=(AL.TIP_MIGRATION, AL.LEAK))
+        if tissue_x10 <= 15:
+            # at the pocket's pressure, no pulsation behind the line: that is
+            # what a break looks like (LEAK within minutes); either names it
+            found = out.alarm(AL.LEAK) or out.alarm(AL.TIP_MIGRATION)
+            assert found and set(out.raised) <= {AL.LEAK, AL.TIP_MIGRATION}, (name, rate)
+            continue
         found = out.alarm(AL.TIP_MIGRATION)
         assert found and found[1] <= MIGRATION_FOUND_MS, (name, rate, out.first)
         # the strokes still drain through the catheter: nothing else is said
@@ -376,3 +382,32 @@ def test_a_noisy_sensor_is_a_sensor_fault_never_an_occlusion_or_a_leak(
         assert not wrong or (fault and fault[0] < min(wrong)), (rate, out.first)
         if noise_x10 >= 20:
             assert fault and fault[0] <= 300, (rate, out.first)
+
+
+# --- a break at mid-length (plant LEAK 150: the stump drains to the pocket) -------------------
+@pytest.mark.parametrize(("rate", "interval"), BASAL.items())
+def test_a_break_at_mid_length_is_found_within_10_minutes_on_every_standard_line(
+    rate: str, interval: int
+) -> None:
+    # The stump still answers the strokes (a soft line's rise hardly
+    # changes) but the level is the pocket's and the CSF pulsation is gone:
+    # 5 level readings, then a burst at once (pulse.py): LEAK. Two seeds.
+    for seed in (181, 182):
+        for name in LINES:
+            rig = Rig(LineSpec(name), seed, pulse=True)
+            out = rig.run(max(interval, 720), PULSE_LEARNED_MS // max(interval, 720))
+            assert rig.pulse.armed() and not out.raised, (name, seed, out.raised)
+            rig.inject("LEAK", 150)
+            out = rig.run(interval, max(40, 900_000 // interval), stop_on=(AL.LEAK,))
+            found = out.alarm(AL.LEAK)
+            assert found and found[1] <= 10 * 60_000, (name, seed, rate, out.first)
+
+
+def test_a_low_csf_pressure_with_its_pulsation_is_not_a_break() -> None:
+    # CSF at 1 mmHg (intracranial hypotension), the pulsation still there:
+    # the level is low while the strokes answer, the burst sees CSF: no LEAK
+    rig = Rig(LineSpec("silicone-90"), 191, pulse=True)
+    rig.run(17_280, PULSE_LEARNED_MS // 17_280)
+    rig.inject("CSF_PRESSURE", 10)
+    out = rig.run(17_280, 4 * HOUR_MS // 17_280)
+    assert rig.leak.level_is_low() and AL.LEAK not in out.raised, out.first

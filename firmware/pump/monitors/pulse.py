@@ -96,6 +96,7 @@ class PulseMonitor:
     def restart(self):
         # After a clinician's clear: forget the condition, keep what was learned.
         self.alarm = 0
+        self.absent = False  # the last burst saw no pulsation (armed only)
         self.low = 0  # low bursts in a row
         self.last_x16 = 0  # the last burst's pulsation power
         self.begin()
@@ -112,6 +113,9 @@ class PulseMonitor:
 
     def cleared(self):
         return self.alarm == 0
+
+    def armed(self):
+        return self.learned >= LEARN_BURSTS and not self.limited()
 
     def limited(self):
         # Learned, and the learned p is not Z_MIN sd (with the pulsation)
@@ -173,12 +177,14 @@ class PulseMonitor:
             if k == LEARN_BURSTS:
                 self.noise_x16 = self._noise_sum // LEARN_BURSTS
             return self.alarm
+        self.absent = False
         if self.limited():
             self.low = 0
             return self.alarm
         # low: under LOW_PCT % of the learned p, and not Z_MIN sd (this
         # burst's noise alone: v / sqrt(N)) above zero
         if p < self.pulse_x16 * LOW_PCT // 100 and p < Z_MIN * noise // isqrt(BURST_SAMPLES):
+            self.absent = True
             self.low += 1
             if self.low >= RUN_BURSTS:
                 self.alarm = TIP_MIGRATION

@@ -274,7 +274,18 @@ assert p.pressure_x10(4200) == 74  # the true pressure is still
 p.clear_fault(P.FAULT_SENSOR_NOISE, 4200)
 assert set(p.sensor_x10(t) for t in range(4200, 4400)) == {74}
 
-assert P.param_ok(P.FAULT_LEAK, 100) and not P.param_ok(P.FAULT_LEAK, 101)
+assert P.param_ok(P.FAULT_LEAK, 199) and not P.param_ok(P.FAULT_LEAK, 200)
+# LEAK 101..199: a break at (param - 100) % of the length: the stump drains to
+# the pocket (0 mmHg) through that share of R
+p = new_plant()
+tau0 = p.tau_ms()
+p.inject(P.FAULT_LEAK, 150, 0, 0)
+close(p.tau_ms(), tau0 * 0.5, 1e-9, "break at mid-length: tau")
+assert p.pressure_x10(10) == 0
+tip0 = p.tip_nl
+p.move(8, 100)
+p.update(2_000)
+assert p.tip_nl == tip0 and p.pocket_nl >= 199  # all of it to the pocket
 assert not P.param_ok(P.FAULT_RUNAWAY, -1) and P.param_ok(P.FAULT_STALL, -5)
 assert P.check_plant(0, 156_000, 50, 100, 5, 74) == -1
 assert P.check_plant(300_000, 156_000, 50, 100, 5, 74) == 0
