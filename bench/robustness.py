@@ -485,7 +485,10 @@ class FrameFuzzer:
 
     def good(self) -> FuzzCase:
         name = self.rng.choice(self.safe)
-        wire = codec.encode(name, self.next_seq(), self.good_fields(name))
+        # in a session, half of them signed: a plain query's copy runs afresh,
+        # a signed one's is answered from the reply cache (SPEC section 7)
+        signer = self.session.sign if self.session and self.rng.random() < 0.5 else None
+        wire = codec.encode(name, self.next_seq(), self.good_fields(name), signer=signer)
         self._recent_good.append(wire)
         return FuzzCase("good " + name, wire)
 
