@@ -8,7 +8,7 @@
 #   SensorCheck.on_triple)
 #   -> the per-stroke response: occlusion (the volume stays in the line) and
 #      leak (no or a weak response);
-#   a burst of settled readings every 4 hours (pulse.py): the CSF pulsation
+#   a burst of settled readings once a day (pulse.py): the CSF pulsation
 #      seen through the catheter (tip migration);
 #   once a MONITOR_MS: the level (occlusion ceiling, disconnection, sensor
 #   plausibility), the battery, the encoder between strokes (runaway), and
@@ -75,6 +75,7 @@ class Safety:
         self.sensor = SensorCheck()
         self.pulse = pulsemod.PulseMonitor()
         self._burst_at = 0  # ticks: the burst began (0: none running)
+        self._next_burst_s = 0  # RTC seconds: the next burst is due
         self._pulse_last = 0  # ticks of the burst's last sample
         self.supervisor = Supervisor()
         # the clock check (SPEC 14.8): ticks and RTC seconds at the start
@@ -109,7 +110,7 @@ class Safety:
         self._encoder_idle = self.encoder.count()
         self._monitor_task.at(now)
         self._supervise_task.at(now)
-        self._pulse_task.at(now)
+        self._next_burst_s = self._clock_s0  # the first burst at the first monitor pass
 
     # --- strokes -----
     def before_stroke(self):
@@ -229,8 +230,9 @@ class Safety:
     def _end_burst(self):
         pulse = self.pulse
         learning = pulse.learned < pulsemod.LEARN_BURSTS
-        period = pulsemod.LEARN_PERIOD_MS if learning else pulsemod.PERIOD_MS
-        self._pulse_task.after(self._burst_at, period)
+        period = pulsemod.LEARN_PERIOD_S if learning else pulsemod.PERIOD_S
+        self._next_burst_s = self.app.clock.seconds() + period  # checked once a minute
+        self._pulse_task.cancel()
         self._burst_at = 0
         self.pulse.begin()
 
@@ -264,6 +266,8 @@ class Safety:
             self._clock_s0 = now_s
             bad = abs(ticks - rtc_ms) > rtc_ms * CLOCK_TOLERANCE_PCT // 100 + 1000
             self._edge("clock", alarmsmod.CLOCK_FAULT if bad else 0)
+        if not self._burst_at and now_s >= self._next_burst_s:
+            self._pulse_task.at(now)  # the daily pulsation burst (pulse.py)
         if now_s - self._last_self_test_s >= SELF_TEST_S:
             self._last_self_test_s = now_s
             self.self_test()

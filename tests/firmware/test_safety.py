@@ -255,7 +255,7 @@ def test_non_latching_alarms_do_not_outlive_their_cause_across_a_reset(
 def test_tip_migration_raises_its_alert_and_delivery_goes_on(
     pump: PumpClient, rig: RigClient
 ) -> None:
-    # pump/monitors/pulse.py: a burst of settled readings every 4 hours; the
+    # pump/monitors/pulse.py: a burst of settled readings once a day; the
     # first 3 (20 minutes apart) learn the CSF pulsation seen through the
     # catheter, then 2 low bursts in a row (the pulsation gone) raise
     # TIP_MIGRATION, medium, no stop
@@ -266,9 +266,9 @@ def test_tip_migration_raises_its_alert_and_delivery_goes_on(
     rig.inject_fault("TIP_MIGRATION", 50)  # epidural, 5 mmHg
     waited = 0
     while not alarm_active(pump.status(), "TIP_MIGRATION"):
-        assert waited < 8 * HOUR_MS + 5 * MINUTE_MS, pump.status()["alarm_names"]
-        rig.advance(5 * MINUTE_MS)
-        waited += 5 * MINUTE_MS
+        assert waited < 48 * HOUR_MS + 5 * MINUTE_MS, pump.status()["alarm_names"]
+        rig.advance(HOUR_MS)
+        waited += HOUR_MS
     status = pump.status()
     assert status["state_name"] == "RUNNING" and status["alarm_names"] == ["TIP_MIGRATION"]
     raised = pump.wait_event(

@@ -239,22 +239,21 @@ def test_full_disconnection_while_running_is_found_in_strokes_on_every_line() ->
 # --- tip migration (pump/monitors/pulse.py) ---------------------------------------------------
 HOUR_MS = 3_600_000
 LINES = ("nominal", "pu-60", "silicone-60", "silicone-90", "pu-60-air10", "braided-40")
-# two low bursts in a row (PERIOD_MS apart) after the onset, plus the wait
+# two low bursts in a row (PERIOD_S apart) after the onset, plus the wait
 # for the first and a burst's own length
-MIGRATION_FOUND_MS = 8 * HOUR_MS + 5 * 60_000
+MIGRATION_FOUND_MS = 48 * HOUR_MS + 5 * 60_000
 # 3 bursts (at 0, 20 and 40 min) learn the pulsation
 PULSE_LEARNED_MS = HOUR_MS
 
 
 @pytest.mark.parametrize("tissue_x10", [0, 50])
-@pytest.mark.parametrize(("rate", "interval"), BASAL.items())
-def test_tip_migration_is_found_within_8_hours_on_every_standard_line(
+@pytest.mark.parametrize(("rate", "interval"), [(k, v) for k, v in BASAL.items() if v > 720])
+def test_tip_migration_is_found_within_48_hours_on_every_standard_line(
     tissue_x10: int, rate: str, interval: int
 ) -> None:
-    # at 24 mL/day (the bursts sample between strokes) the softest lines:
-    # CPython time
-    lines = LINES if interval > 720 else ("silicone-90", "pu-60-air10")
-    for k, name in enumerate(lines):
+    # (at 24 mL/day, 2 days of strokes cost CPython time: the bursts between
+    # strokes 720 ms apart are tested by the break below)
+    for k, name in enumerate(LINES):
         rig = Rig(LineSpec(name), 121 + k, pulse=True)
         out = rig.run(interval, PULSE_LEARNED_MS // interval)
         assert not out.raised and rig.pulse.learned == 3, (name, rate, out.raised)
@@ -313,7 +312,7 @@ def _burst(mon: Any, rng: Any, t: list[float], noise: float, sines: tuple[float,
             x += sines[k + 1] * math.sin(2 * math.pi * sines[k] * s + sines[k + 2])
         t[0] += pm.SAMPLE_MS
         if mon.on_sample(round(x * 10), True):
-            t[0] += pm.PERIOD_MS
+            t[0] += 1000 * pm.PERIOD_S
             return int(mon.end())
 
 

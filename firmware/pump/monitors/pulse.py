@@ -6,7 +6,7 @@
 #
 # Method: a burst of BURST_SAMPLES readings SAMPLE_MS apart, taken only while
 # the line is settled (the app skips the stroke responses), once every
-# PERIOD_MS (LEARN_PERIOD_MS while learning). Over the burst:
+# PERIOD_S (LEARN_PERIOD_S while learning). Over the burst:
 #   total variance   v_t = var(x): sensor noise + CSF pulsation + anything slow
 #   noise variance   v_n = mean(d^2) / 2, d the differences of consecutive
 #                    samples SAMPLE_MS apart: white noise is independent from
@@ -40,9 +40,9 @@
 #                  migrated one looks healthy with about the same; with the
 #                  rig's pulsation that needs sensor noise under ~0.85 mmHg.
 #   TIP_MIGRATION  RUN_BURSTS low bursts in a row: Q(4)^2 ~ 1e-9 a pair, under
-#                  one false alert in 10^5 patient-years of 4-hourly bursts.
+#                  one false alert in 10^6 patient-years of daily bursts.
 #                  Found within RUN_BURSTS periods of the onset plus a burst
-#                  (8 h 5 min at basal rates).
+#                  and a minute (48 h 5 min).
 # Cleared by a clinician (restart(): the learned figures stay); reset() (a
 # boot) learns anew. A tip that migrated before the learning leaves nothing
 # to learn: p ~ 0 is "limited" (SENSING_LIMITED with the figures), never a
@@ -58,12 +58,14 @@ from micropython import const
 from pump.monitors import TIP_MIGRATION
 from pump.monitors.response import isqrt
 
-# a burst every 4 hours, just under: not a round figure, so that the bursts
-# never lock to a schedule of the day (the rig changes posture on a 30 min
-# grid). A burst is 1024 wake-ups: hourly ones made a 45-day ADVANCE of the
-# virtual board 1.1 million wake-ups. While learning, every 20 minutes.
-PERIOD_MS = const(14_393_000)
-LEARN_PERIOD_MS = const(1_193_000)
+# a burst a day, just under: not a round figure, so that the bursts never
+# lock to a schedule of the day (the rig changes posture on a 30 min grid).
+# Counted on the RTC (seconds), not the ms timer: a timer that runs fast
+# must not multiply the bursts. A burst is 1024 wake-ups: hourly ones made a
+# 180-day ADVANCE of the virtual board 4 million. While learning, every 20
+# minutes.
+PERIOD_S = const(86_393)
+LEARN_PERIOD_S = const(1_193)
 SAMPLE_MS = const(20)
 BURST_SAMPLES = const(1024)
 # the line is settled this long after a stroke began (the "after" sample is

@@ -25,7 +25,7 @@ def _burst(plant, mon):
     t = state[0]
     while not mon.on_sample(plant.sensor_x10(t), True):
         t += P.SAMPLE_MS
-    state[0] = t + P.PERIOD_MS
+    state[0] = t + 1000 * P.PERIOD_S
     return mon.end()
 
 
