@@ -15,8 +15,10 @@ Figures, all against the real firmware on virtual boards (bench.sim):
 - false alarms per simulated year: nominal 90-day runs on two seeds;
 - sensing campaign (issue 14): each line fault on random lines across the
   plant's documented range at the four rates, with detection rate, onset to
-  alarm and volume, and false alarms per patient-year of daily life; its
-  seed is drawn at run time and printed;
+  alarm and volume (tip migration included: the daily pulsation bursts,
+  basal rates; a break at mid-length; sensor noise), and
+  false alarms per patient-year of daily life (bursts on); its seed is drawn
+  at run time and printed;
 - 90 days of a flex schedule at 1 mL/day with a daily patient bolus: wall
   time, pump accounting against rig truth, and the peak live heap sampled by
   the virtual board (rig HEAP);

@@ -3,7 +3,8 @@
 The firmware's monitors (firmware/pump/monitors/) and the rig's plant
 (firmware/rig/plant.py, line.py, noise.py) are plain MicroPython that CPython
 also runs; here they are wired together the way pump/safety.py wires them on
-the pump: before a stroke, at its end (peak) and AFTER_MS later, every sample
+the pump: before a stroke, at its end (peak), AFTER_MS later with a reading
+20 ms on either side, every sample
 through the sensor check, the level once a minute. No virtual board, no
 link: fast enough to sweep lines, rates, CSF activity and faults over
 patient-months (tests/firmware/test_sensing.py, the `make bench` campaign).
@@ -59,6 +60,7 @@ def modules() -> SimpleNamespace:
             threshold=importlib.import_module("pump.monitors.threshold"),
             leak=importlib.import_module("pump.monitors.leak"),
             sensor=importlib.import_module("pump.monitors.sensor"),
+            pulse=importlib.import_module("pump.monitors.pulse"),
         )
     finally:
         sys.path[:] = saved_path
@@ -113,7 +115,7 @@ class Outcome:
 class Rig:
     """A plant and the pump's line monitors, sampled as pump/safety.py does."""
 
-    def __init__(self, spec: LineSpec, seed: int) -> None:
+    def __init__(self, spec: LineSpec, seed: int, pulse: bool = False) -> None:
         m = modules()
         self.m = m
         self.spec = spec
@@ -148,6 +150,13 @@ class Rig:
         self.out = Outcome()
         self.t0 = self.t
         self.running = True
+        self.last_stroke = -(10**9)  # device time the last stroke began
+        # the pulsation bursts (pump/safety.py _on_pulse): off unless asked
+        # (a sample every 20 ms for 20 s a day costs CPython time)
+        self.pulse_on = pulse
+        self.burst_at = -1  # the running burst began (-1: none)
+        self.pulse_next = self.t  # the next burst sample (or burst start)
+        self.pulse_last = -(10**9)
         self.make_monitors()
 
     def make_monitors(self) -> None:
@@ -156,6 +165,7 @@ class Rig:
         self.occlusion = m.occlusion.OcclusionMonitor(learner=self.learner)
         self.leak = m.leak.LeakMonitor(learner=self.learner)
         self.sensor = m.sensor.SensorCheck()
+        self.pulse = m.pulse.PulseMonitor()
         self.seen: dict[str, int] = {}
 
     # --- the pump's samples ----------------------------------------------------------
@@ -175,23 +185,77 @@ class Rig:
                 self.out.first[alarm] = (self.out.strokes, self.t - self.t0)
 
     def levels_until(self, t: int) -> None:
-        while self.next_level < t:
+        # The level once a minute and the pulsation bursts, in time order
+        # (the plant is never asked about an earlier time).
+        while True:
+            if self.pulse_on and self.pulse_next < t and self.pulse_next < self.next_level:
+                self.pulse_sample(self.pulse_next)
+                continue
+            if self.next_level >= t:
+                return
             self.t = self.next_level
             r = self.read(self.t)
             if not self.sensor.alarm:
                 self._edge("level", self.occlusion.on_level(r))
                 self._edge("disconnect", self.leak.on_level(r, self.running))
+                low = self.leak.level_low
+                first = self.m.leak.DISCONNECT_READINGS
+                if self.pulse_on and (low == first or (low > first and low % 60 == 0)):
+                    if self.burst_at < 0 and self.pulse.armed():  # is CSF behind it?
+                        self.pulse_next = min(self.pulse_next, self.t + 1)
             self.next_level += MINUTE_MS
+
+    def pulse_sample(self, s: int) -> None:
+        # One wake-up of pump/safety.py _on_pulse at device time s.
+        pm = self.m.pulse
+        pulse = self.pulse
+        if self.burst_at < 0:
+            self.burst_at = s
+            pulse.begin()
+        elif s - self.burst_at > pm.BURST_MAX_MS:
+            self.end_burst()
+            return
+        since = s - self.last_stroke
+        if since < pm.QUIET_MS:
+            self.pulse_next = s + max(pm.QUIET_MS - since, pm.SAMPLE_MS)
+            return
+        self.t = s
+        r = self.read(s)
+        if self.sensor.alarm:
+            pulse.begin()
+        elif pulse.on_sample(r, s - self.pulse_last < 2 * pm.SAMPLE_MS):
+            self._edge("pulse", pulse.end())
+            if pulse.absent:
+                self._edge("disconnect", self.leak.confirm_disconnected())
+            self.end_burst()
+            return
+        self.pulse_last = s
+        self.pulse_next = s + pm.SAMPLE_MS
+
+    def end_burst(self) -> None:
+        pm = self.m.pulse
+        learning = self.pulse.learned < pm.LEARN_BURSTS
+        # (the pump counts the period on its RTC from the burst's end and
+        # starts at its next minute pass)
+        period_ms = 1000 * (pm.LEARN_PERIOD_S if learning else pm.PERIOD_S)
+        self.pulse_next = self.t + period_ms
+        self.burst_at = -1
+        self.pulse.begin()
 
     def stroke(self, interval_ms: int, steps: int = 8) -> tuple[int, int, int]:
         self.levels_until(self.t + 1)
         t = self.t
+        self.last_stroke = t
         b = self.read(t)
         self.plant.move(steps, t)
         p = self.read(t + STROKE_MS)
+        gap = self.m.sensor.PAIR_MS
+        pre = self.read(t + STROKE_MS + AFTER_MS - gap)
         a = self.read(t + STROKE_MS + AFTER_MS)
+        post = self.read(t + STROKE_MS + AFTER_MS + gap)
+        self._edge("sensor", self.sensor.on_triple(pre, a, post))
         self.out.strokes += 1
-        if not self.sensor.alarm:
+        if not self.sensor.alarm and not self.sensor.suspect():
             self._edge("occlusion", self.occlusion.on_stroke(b, p, a, interval_ms))
             self._edge("leak", self.leak.on_stroke(b, p, a, interval_ms))
         self.levels_until(t + interval_ms)
@@ -250,11 +314,23 @@ FAULTS: tuple[tuple[str, str, int, tuple[str, ...], int], ...] = (
     ("full occlusion at the pump", "OCCLUSION_PUMP", 0, ("OCCLUSION",), 300),
     ("partial occlusion R x 50", "OCCLUSION", 50, ("PARTIAL_OCCLUSION", "OCCLUSION"), 300),
     ("disconnection", "LEAK", 100, ("LEAK",), 300),
+    ("break at mid-length", "LEAK", 150, ("LEAK",), 300),
     ("leak 50 %", "LEAK", 50, ("LEAK", "SLOW_LEAK"), 1_200),
     ("leak 30 %", "LEAK", 30, ("LEAK", "SLOW_LEAK"), 1_200),
     ("sensor offset +600 mmHg", "SENSOR_OFFSET", 6_000, ("SENSOR_FAULT",), 300),
     ("sensor stuck", "SENSOR_STUCK", 0, ("SENSOR_FAULT",), 300),
+    ("sensor noise 2 mmHg", "SENSOR_NOISE", 20, ("SENSOR_FAULT",), 600),
+    ("sensor noise 10 mmHg", "SENSOR_NOISE", 100, ("SENSOR_FAULT",), 300),
+    # at the pocket's pressure a migrated tip reads like a break: LEAK
+    ("tip migration (to 0 mmHg)", "TIP_MIGRATION", 0, ("TIP_MIGRATION", "LEAK"), 0),
+    ("tip migration (to 5 mmHg)", "TIP_MIGRATION", 50, ("TIP_MIGRATION",), 0),
 )
+# The pulsation monitor (pump/monitors/pulse.py) learns over its first 3
+# bursts (20 minutes apart) and needs 2 low bursts in a row (a day apart):
+# its faults run with the bursts on, learn for this long and get this long
+# to be found.
+PULSE_LEARN_MS = HOUR_MS
+PULSE_BUDGET_MS = 49 * HOUR_MS
 LINES = ("nominal", "pu-60", "silicone-60", "silicone-90", "pu-60-air10", "braided-40")
 # the basal rate of the false-alarm patients: 1 mL/day (17.28 s a stroke)
 PATIENT_INTERVAL_MS = 17_280
@@ -288,16 +364,20 @@ def fault_case(
 ) -> tuple[bool, bool, int, int]:
     """One fault on one line at one rate: (found, misnamed, ms, nL from onset)."""
     _, plant_fault, param, wanted, budget = fault
-    rig = Rig(spec, seed)
+    migration = plant_fault == "TIP_MIGRATION"
+    pulse = migration or (plant_fault == "LEAK" and param > 100)  # a break
+    rig = Rig(spec, seed, pulse=pulse)
     rig.run(max(interval, 720), 40)  # learned at a basal rate
+    if pulse:
+        rig.run(max(interval, 720), PULSE_LEARN_MS // max(interval, 720))
     if plant_fault == "OCCLUSION_PUMP":
         rig.plant.occlusion_site = 1
         plant_fault = "OCCLUSION"
     rig.inject(plant_fault, param)
     want = tuple(getattr(rig.m.ids, name) for name in wanted)
-    stops = (rig.m.ids.OCCLUSION, rig.m.ids.LEAK)
+    stops = tuple(a for a in (rig.m.ids.OCCLUSION, rig.m.ids.LEAK) if a not in want)
     # the stroke budget, and at least 10 minutes (the level is read once a minute)
-    strokes = max(budget, 600_000 // interval)
+    strokes = max(budget, (PULSE_BUDGET_MS if migration else 600_000) // interval)
     out = rig.run(interval, strokes, stop_on=want + stops)
     hits = [out.first[a] for a in want if a in out.first]
     if not hits:
@@ -311,7 +391,8 @@ def campaign(
 ) -> tuple[list[FaultRow], dict[str, Any]]:
     """Every fault of FAULTS on ``lines_per_fault`` random lines at each of the
     four rates, and ``patients`` x ``days`` of nominal therapy at 1 mL/day with
-    daily-life CSF activity (every alarm raised there is a false one)."""
+    daily-life CSF activity (every alarm raised there is a false one; the
+    pulsation bursts run there)."""
     import random
 
     rng = random.Random(seed)
@@ -323,6 +404,8 @@ def campaign(
             for interval in RATES_MS.values():
                 if fault[1] == "LEAK" and fault[2] < 100 and interval == 250:
                     continue  # the slow window runs on settled strokes only
+                if fault[1] == "TIP_MIGRATION" and interval <= 720:
+                    continue  # 2 days of strokes at 24 mL/day: CPython time
                 found, wrong, ms, nl = fault_case(spec, interval, fault, rng.randrange(1 << 30))
                 row.cases += 1
                 row.found += found
@@ -334,7 +417,7 @@ def campaign(
     false: dict[str, int] = {}
     strokes_per_day = DAY_MS // PATIENT_INTERVAL_MS
     for _ in range(patients):
-        rig = Rig(random_line(rng), rng.randrange(1 << 30))
+        rig = Rig(random_line(rng), rng.randrange(1 << 30), pulse=True)
         out = rig.run(PATIENT_INTERVAL_MS, strokes_per_day * days)
         for alarm, count in out.raised.items():
             name = _alarm_name(alarm)

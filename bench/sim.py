@@ -30,7 +30,10 @@ from protocol import schema
 # 288k since issue 15: its ~10 KB of live firmware (outcome journal, access
 # log, signed replies) left the rig's trace ring and a 1 KB snapshot without
 # room at 256k (the Pico-configuration budget is in tests/firmware/test_rp2_hal.py).
-DEFAULT_HEAP = "288k"
+# 304k since issue 14's pulsation monitor, noise check and two plant faults
+# (about 5 KB live on the 64-bit host: 210,144 -> 214,720 B in the Pico
+# configuration) left the 6 KB trace ring no block at 288k (TRACE_CONFIG BUSY).
+DEFAULT_HEAP = "304k"
 
 
 def micropython_command() -> str:

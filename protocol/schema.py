@@ -273,6 +273,13 @@ FAULTS = (
     # scheduler asks for too many strokes (and times them short: the line
     # monitors see weak strokes). Starts at once (onset_ms ignored).
     (13, "TIMER_FAST"),
+    # param: the pressure (0.1 mmHg, 0..300) where the catheter tip now
+    # lies, out of the intrathecal space: the line sees neither the CSF
+    # level nor its pulsations, coughs and posture behind the catheter
+    (14, "TIP_MIGRATION"),
+    # param: the sensor's noise sd, 0.1 mmHg (0..1000), in place of the
+    # PLANT's noise_x10 while it lasts (a failing sensor or its wiring)
+    (15, "SENSOR_NOISE"),
 )
 
 # --- event-log codes (GET_LOG), a and b are the event's arguments ---------

@@ -4,8 +4,12 @@
 #
 # Samples (pressure in 0.1 mmHg, gauge):
 #   "before" just before a stroke, "peak" at its end, "after" AFTER_MS later
+#   with a reading PAIR_MS before and after it (the sensor's noise:
+#   SensorCheck.on_triple)
 #   -> the per-stroke response: occlusion (the volume stays in the line) and
 #      leak (no or a weak response);
+#   a burst of settled readings once a day (pulse.py): the CSF pulsation
+#      seen through the catheter (tip migration);
 #   once a MONITOR_MS: the level (occlusion ceiling, disconnection, sensor
 #   plausibility), the battery, the encoder between strokes (runaway), and
 #   once an hour the self-test of the program and journal CRCs.
@@ -15,9 +19,11 @@
 from pump import alarms as alarmsmod
 from pump import logcodes
 from pump.drive import STROKE_STEPS
+from pump.monitors import pulse as pulsemod
 from pump.monitors import selftest
+from pump.monitors import sensor as sensormod
 from pump.monitors import stroke as strokemod
-from pump.monitors.leak import LeakMonitor
+from pump.monitors.leak import DISCONNECT_READINGS, LeakMonitor
 from pump.monitors.occlusion import OcclusionMonitor
 from pump.monitors.response import RiseLearner
 from pump.monitors.sensor import SensorCheck
@@ -50,6 +56,7 @@ _EVENT_ALARMS = (
     alarmsmod.RUNAWAY,
     alarmsmod.ENCODER_FAILURE,
     alarmsmod.LOST_STEPS,
+    alarmsmod.TIP_MIGRATION,
 )
 
 
@@ -66,6 +73,10 @@ class Safety:
         self.strokes = strokemod.StrokeCheck()
         self.battery = app.battery  # kept by the app: persist journals its ERI date
         self.sensor = SensorCheck()
+        self.pulse = pulsemod.PulseMonitor()
+        self._burst_at = 0  # ticks: the burst began (0: none running)
+        self._next_burst_s = 0  # RTC seconds: the next burst is due
+        self._pulse_last = 0  # ticks of the burst's last sample
         self.supervisor = Supervisor()
         # the clock check (SPEC 14.8): ticks and RTC seconds at the start
         # of the current window
@@ -75,6 +86,9 @@ class Safety:
         self._watch_stroke = self.supervisor.register("stroke", 0)
         self._before = 0
         self._peak = 0
+        self._pre = 0
+        self._after = 0
+        self._phase = 0  # readings taken of the after triple
         self._stroke_at = 0  # ticks of the last stroke's start
         self._interval = 0  # ms between the last two strokes (0: first)
         self._learned = -1  # the learner's figures last logged (version)
@@ -84,6 +98,7 @@ class Safety:
         self._after_task = scheduler.add(Task("pressure after", self._on_after))
         self._monitor_task = scheduler.add(Task("monitor", self._on_monitor))
         self._supervise_task = scheduler.add(Task("supervise", self._on_supervise))
+        self._pulse_task = scheduler.add(Task("pulse", self._on_pulse))
         self._supervise_ms = board.watchdog_ms // 2
         # the last finding of each monitor, to act on edges only
         self._seen = {}
@@ -95,6 +110,7 @@ class Safety:
         self._encoder_idle = self.encoder.count()
         self._monitor_task.at(now)
         self._supervise_task.at(now)
+        self._next_burst_s = self._clock_s0  # the first burst at the first monitor pass
 
     # --- strokes -----
     def before_stroke(self):
@@ -135,7 +151,7 @@ class Safety:
         self.supervisor.checkin(self._watch_stroke, now)
         if action == strokemod.OK:
             self.after_pending = True
-            self._after_task.after(now, AFTER_MS)
+            self._after_task.after(now, AFTER_MS - sensormod.PAIR_MS)
         elif action > 0:
             self._edge("stroke", action)
         return action
@@ -144,11 +160,27 @@ class Safety:
         # 0 while nothing is scheduled; the supervisor then stops watching.
         self.supervisor.set_period(self._watch_stroke, period_ms, now)
 
-    def _on_after(self, _now):
-        after = self._read()
+    def _on_after(self, now):
+        # three readings PAIR_MS apart: before "after", "after", and after
+        # it: the sensor's own noise on a settled line (SensorCheck.on_triple)
+        self._phase += 1
+        if self._phase < 3:
+            if self._phase == 1:
+                self._pre = self._read()
+            else:
+                self._after = self._read()
+            self._after_task.after(now, sensormod.PAIR_MS)
+            return
+        self._phase = 0
+        after = self._after
+        self._edge("sensor", self.sensor.on_triple(self._pre, after, self._read()))
         self.after_pending = False
         if self.sensor.alarm:
             return  # a blind sensor says nothing about the line
+        if self.sensor.suspect():
+            app = self.app
+            app.schedule_stroke(app.clock.ticks_ms())
+            return  # a noisy sensor: the stroke is not judged
         interval = self._interval if self._interval > 0 else _FIRST_INTERVAL_MS
         occlusion = self.occlusion
         self._edge("occlusion", occlusion.on_stroke(self._before, self._peak, after, interval))
@@ -157,10 +189,52 @@ class Safety:
         if learner.learned() and learner.version != self._learned:
             self._learned = learner.version
             self.app.log(logcodes.LINE_LEARNED, learner.nominal_x10, learner.rise_sd_x10)
-            limited = self.leak.limited() or occlusion.limited()
-            self._edge("limited", alarmsmod.SENSING_LIMITED if limited else 0)
+            self._limited()
         app = self.app
         app.schedule_stroke(app.clock.ticks_ms())  # a stroke waiting for this sample
+
+    def _limited(self):
+        pulse = self.pulse.limited()
+        limited = self.leak.limited() or self.occlusion.limited() or pulse
+        self._edge("limited", alarmsmod.SENSING_LIMITED if limited else 0)
+
+    # --- the CSF pulsation through the catheter (tip migration) -----
+    def _on_pulse(self, now):
+        # A burst of settled readings SAMPLE_MS apart, once a PERIOD_MS.
+        pulse = self.pulse
+        task = self._pulse_task
+        if not self._burst_at:
+            self._burst_at = now or 1
+            pulse.begin()
+        elif ticks_diff(now, self._burst_at) > pulsemod.BURST_MAX_MS:
+            self._end_burst()  # a bolus kept the line busy: next period
+            return
+        since = ticks_diff(now, self._stroke_at) if self._stroke_at else pulsemod.QUIET_MS
+        if self.app.drive.in_stroke or self.after_pending or since < pulsemod.QUIET_MS:
+            wait = pulsemod.QUIET_MS - since
+            task.after(now, wait if wait > pulsemod.SAMPLE_MS else pulsemod.SAMPLE_MS)
+            return
+        reading = self._read()
+        if self.sensor.alarm:
+            pulse.begin()  # a blind sensor: the burst starts over
+        elif pulse.on_sample(reading, ticks_diff(now, self._pulse_last) < 2 * pulsemod.SAMPLE_MS):
+            self._edge("pulse", pulse.end())
+            self._limited()
+            if pulse.absent:
+                self._edge("disconnect", self.leak.confirm_disconnected())
+            self._end_burst()
+            return
+        self._pulse_last = now
+        task.after(now, pulsemod.SAMPLE_MS)
+
+    def _end_burst(self):
+        pulse = self.pulse
+        learning = pulse.learned < pulsemod.LEARN_BURSTS
+        period = pulsemod.LEARN_PERIOD_S if learning else pulsemod.PERIOD_S
+        self._next_burst_s = self.app.clock.seconds() + period  # checked once a minute
+        self._pulse_task.cancel()
+        self._burst_at = 0
+        self.pulse.begin()
 
     # --- once a minute -----
     def _on_monitor(self, now):
@@ -171,6 +245,13 @@ class Safety:
         if not self.sensor.alarm:
             self._edge("level", self.occlusion.on_level(reading))
             self._edge("disconnect", self.leak.on_level(reading, app.delivering()))
+            # the pocket's level while strokes answer: is CSF behind it? A
+            # burst at once, then once an hour while it lasts
+            low = self.leak.level_low
+            if (low == DISCONNECT_READINGS or (low > DISCONNECT_READINGS and low % 60 == 0)) and (
+                not self._burst_at and self.pulse.armed()
+            ):
+                self._pulse_task.at(now)
         if not app.drive.in_stroke:
             self._check_idle_encoder()
         now_s = self._sample_battery()
@@ -185,6 +266,8 @@ class Safety:
             self._clock_s0 = now_s
             bad = abs(ticks - rtc_ms) > rtc_ms * CLOCK_TOLERANCE_PCT // 100 + 1000
             self._edge("clock", alarmsmod.CLOCK_FAULT if bad else 0)
+        if not self._burst_at and now_s >= self._next_burst_s:
+            self._pulse_task.at(now)  # the daily pulsation burst (pulse.py)
         if now_s - self._last_self_test_s >= SELF_TEST_S:
             self._last_self_test_s = now_s
             self.self_test()
@@ -269,6 +352,9 @@ class Safety:
             self.leak.restart()
             self._seen["leak"] = 0
             self._seen["disconnect"] = 0
+        elif alarm_id == alarmsmod.TIP_MIGRATION:
+            self.pulse.restart()
+            self._seen["pulse"] = 0
         elif alarm_id == alarmsmod.OCCLUSION:
             self.occlusion.restart()
             self._seen["occlusion"] = 0

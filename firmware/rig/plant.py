@@ -89,7 +89,7 @@ _BATTERY_MV_MAX = const(5_000)
 # --- faults (schema FAULTS; param meaning there and in docs/plant.md) -------
 FAULT_RUNAWAY = const(1)  # param: extra steps per commanded step
 FAULT_OCCLUSION = const(2)  # param: catheter resistance x param; 0: full
-FAULT_LEAK = const(3)  # param: % of the flow lost before the tip; 100: disconnection
+FAULT_LEAK = const(3)  # param: % lost before the tip; 100: disconnection; 101..199: a break
 FAULT_STALL = const(4)
 FAULT_LOST_STEPS = const(5)  # param: % of commanded steps lost
 FAULT_ENCODER_FAILURE = const(6)
@@ -99,14 +99,19 @@ FAULT_BATTERY = const(9)  # param: battery voltage, mV
 FAULT_RESERVOIR_EMPTY = const(10)
 FAULT_CORRUPT_JOURNAL = const(11)  # param: byte offset in the newest state slot
 FAULT_CSF_PRESSURE = const(12)  # param: CSF pressure, 0.1 mmHg
-FAULT_COUNT = const(13)  # ids 1..12; 0 in CLEAR_FAULT: every fault
+# 13 is TIMER_FAST (rig/virtual.py: the board's timer, not the plant)
+# param: the pressure where the tip now lies, 0.1 mmHg: the line no longer
+# sees CSF (its level, posture, coughs, pulsations) behind the catheter
+FAULT_TIP_MIGRATION = const(14)
+FAULT_SENSOR_NOISE = const(15)  # param: the sensor's noise sd, 0.1 mmHg (replaces noise_x10)
+FAULT_COUNT = const(16)  # ids 1..15; 0 in CLEAR_FAULT: every fault
 
 # (lowest, highest) param per fault; None: param ignored
 _PARAM_RANGE = (
     None,
     (0, 1_000),
     (0, 1_000_000),
-    (0, 100),
+    (0, 199),  # LEAK: 101..199 a break at (param - 100) % of the length
     None,
     (0, 100),
     None,
@@ -116,7 +121,13 @@ _PARAM_RANGE = (
     None,
     (0, 65_535),
     (_CSF_X10_MIN, _CSF_X10_MAX),
+    (1, 0),  # 13: TIMER_FAST, never the plant's
+    (0, 300),  # tissue pressure 0..30 mmHg (subcutaneous 0, epidural a few mmHg)
+    (0, _NOISE_X10_MAX),
 )
+
+# faults that change the line's constants or its reference pressure
+_REFERENCE_FAULTS = (FAULT_OCCLUSION, FAULT_LEAK, FAULT_CSF_PRESSURE, FAULT_TIP_MIGRATION)
 
 _OFF = const(0)
 _PENDING = const(1)  # waiting for its onset (an active one keeps its old param)
@@ -124,7 +135,7 @@ _EPS = 1e-6  # nL: float rounding never loses a whole nanolitre
 
 
 def fault_known(fault):
-    return 1 <= fault < FAULT_COUNT
+    return 1 <= fault < FAULT_COUNT and fault != 13
 
 
 def param_ok(fault, param):
@@ -516,7 +527,13 @@ class Plant:
             g_tip = g_nominal / factor if factor else 0.0
         if self._active[FAULT_LEAK]:
             pct = self._param[FAULT_LEAK]
-            if pct >= 100:
+            if pct > 100:
+                # a break at (pct - 100) % of the catheter's length from the
+                # pump: the tip path is gone, the outlet opens to the pocket
+                # through the catheter up to the break
+                g_tip = 0.0
+                g_leak = g_nominal * 100 / (pct - 100)
+            elif pct == 100:
                 g_tip = 0.0
                 g_leak = g_nominal * _DISCONNECT_CONDUCTANCE
             else:
@@ -554,6 +571,8 @@ class Plant:
     # --- pressures (0.001 mmHg integers, or mmHg floats for tests) ------------
     def csf_x1000(self, t):
         csf = self.csf
+        if self._active[FAULT_TIP_MIGRATION]:
+            return self._param[FAULT_TIP_MIGRATION] * 100  # tissue: no CSF at all
         if self._active[FAULT_CSF_PRESSURE]:
             return self._param[FAULT_CSF_PRESSURE] * 100 + csf.fast_x1000(t)
         return csf.x1000(t)
@@ -612,8 +631,11 @@ class Plant:
         value = self.reference_x1000(t) + 50
         if self._e:
             value += int(self._e * 1000)
-        if self.noise_x10:
-            value += noise_x1000(self._noise_key, t, self.noise_x10)
+        noise = (
+            self._param[FAULT_SENSOR_NOISE] if self._active[FAULT_SENSOR_NOISE] else self.noise_x10
+        )
+        if noise:
+            value += noise_x1000(self._noise_key, t, noise)
         if self._active[FAULT_SENSOR_OFFSET]:
             value += self._param[FAULT_SENSOR_OFFSET] * 100
         # a sealed sensor reads absolute pressure less its 760 mmHg
@@ -683,7 +705,7 @@ class Plant:
                 self._relief(t)  # eased: what the line stored starts to flow
         active[fault] = 1
         self._param[fault] = param
-        if fault == FAULT_OCCLUSION or fault == FAULT_LEAK or fault == FAULT_CSF_PRESSURE:
+        if fault in _REFERENCE_FAULTS:
             self._derive(t)
         elif fault == FAULT_RESERVOIR_EMPTY:
             self.reservoir_lost_nl += self.reservoir_nl
@@ -699,7 +721,7 @@ class Plant:
         if fault == FAULT_OCCLUSION:
             self._relief(t)
         self._active[fault] = 0
-        if fault == FAULT_OCCLUSION or fault == FAULT_LEAK or fault == FAULT_CSF_PRESSURE:
+        if fault in _REFERENCE_FAULTS:
             self._derive(t)
 
     def _relief(self, t):

@@ -40,6 +40,7 @@ MODULES = (
     "sensor",
     "supervisor",
     "selftest",
+    "pulse",
 )
 
 
@@ -233,3 +234,12 @@ def test_sweep_detection_across_random_lines(pure: SimpleNamespace) -> None:
             line.occlude(rng.uniform(20.0, 200.0))
             found = _strokes(line, rate, 12, occ)[0]
             assert found, (case, vars(line))
+
+
+def test_pulsation_monitor_finds_tip_migration_without_allocating() -> None:
+    r = run_upy("check_monitors_pulse.py")
+    assert r["ok"] is True and r["cases"] == 4, r
+    # the rig's +-0.5 mmHg cardiac and breathing sines: 0.25 mmHg^2 = 400 x16;
+    # migrated: the noise's own scatter around 0 (sd v / 32)
+    assert all(300 < p < 500 for p in r["learned_x16"]), r
+    assert all(abs(p) < 100 for p in r["migrated_x16"]), r

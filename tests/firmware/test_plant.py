@@ -391,8 +391,9 @@ def test_plant_refuses_values_out_of_range(
     ("request_fields", "detail"),
     [
         ({"fault": 0, "param": 0}, 0),
-        ({"fault": 14, "param": 0}, 0),
-        ({"fault": FAULT["LEAK"], "param": 101}, 1),
+        ({"fault": max(FAULT.values()) + 1, "param": 0}, 0),
+        ({"fault": FAULT["LEAK"], "param": 200}, 1),
+        ({"fault": FAULT["TIP_MIGRATION"], "param": 301}, 1),
         ({"fault": FAULT["RUNAWAY"], "param": -1}, 1),
         ({"fault": FAULT["BATTERY"], "param": 6000}, 1),
     ],
@@ -404,7 +405,7 @@ def test_inject_fault_refuses_unknown_faults_and_bad_params(
         rig.request("INJECT_FAULT", {**request_fields, "onset_ms": 0})
     assert (refused.value.code, refused.value.detail) == (schema.BAD_VALUE, detail)
     with pytest.raises(PumpRefused):
-        rig.request("CLEAR_FAULT", {"fault": 14})
+        rig.request("CLEAR_FAULT", {"fault": max(FAULT.values()) + 1})
     rig.request("CLEAR_FAULT", {"fault": 0})  # every fault
 
 

@@ -250,3 +250,33 @@ def test_non_latching_alarms_do_not_outlive_their_cause_across_a_reset(
     rig.reset()
     rig.advance(HOUR_MS)
     assert not alarm_active(pump.status(), "SENSOR_FAULT")
+
+
+def test_tip_migration_raises_its_alert_and_delivery_goes_on(
+    pump: PumpClient, rig: RigClient
+) -> None:
+    # pump/monitors/pulse.py: a burst of settled readings once a day; the
+    # first 3 (20 minutes apart) learn the CSF pulsation seen through the
+    # catheter, then 2 low bursts in a row (the pulsation gone) raise
+    # TIP_MIGRATION, medium, no stop
+    start_therapy(pump, rig, program(basal_nl_day=1_000_000))
+    rig.advance(HOUR_MS)
+    assert pump.status()["alarms"] == 0, pump.status()["alarm_names"]
+    pump.clear_events()
+    rig.inject_fault("TIP_MIGRATION", 50)  # epidural, 5 mmHg
+    waited = 0
+    while not alarm_active(pump.status(), "TIP_MIGRATION"):
+        assert waited < 48 * HOUR_MS + 5 * MINUTE_MS, pump.status()["alarm_names"]
+        rig.advance(HOUR_MS)
+        waited += HOUR_MS
+    status = pump.status()
+    assert status["state_name"] == "RUNNING" and status["alarm_names"] == ["TIP_MIGRATION"]
+    raised = pump.wait_event(
+        "ALARM", 2.0, where=lambda f: f.fields["alarm"] == ALARM["TIP_MIGRATION"]
+    )
+    assert raised.fields["priority"] == schema.alarm_priority(ALARM["TIP_MIGRATION"])
+    logged = [a for _t, code, a, _b in log_entries(pump) if code == LOG["ALARM_RAISED"]]
+    assert ALARM["TIP_MIGRATION"] in logged
+    pumped = truth(rig)["pumped_nl"]
+    rig.advance(10 * MINUTE_MS)
+    assert truth(rig)["pumped_nl"] > pumped  # an alert: delivery goes on

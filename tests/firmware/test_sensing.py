@@ -7,6 +7,8 @@ the same arithmetic) is checked by upy/check_monitors_*.py.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench.sensing import RATES_MS, LineSpec, Rig, ids
@@ -232,3 +234,179 @@ def test_full_disconnection_while_running_is_found_in_strokes_on_every_line() ->
             rig.inject("LEAK", 100)
             out = rig.run(interval, 12, stop_on=(AL.LEAK,))
             assert out.alarm(AL.LEAK), (name, interval, out.first)
+
+
+# --- tip migration (pump/monitors/pulse.py) ---------------------------------------------------
+HOUR_MS = 3_600_000
+LINES = ("nominal", "pu-60", "silicone-60", "silicone-90", "pu-60-air10", "braided-40")
+# two low bursts in a row (PERIOD_S apart) after the onset, plus the wait
+# for the first and a burst's own length
+MIGRATION_FOUND_MS = 48 * HOUR_MS + 5 * 60_000
+# 3 bursts (at 0, 20 and 40 min) learn the pulsation
+PULSE_LEARNED_MS = HOUR_MS
+
+
+@pytest.mark.parametrize("tissue_x10", [0, 50])
+@pytest.mark.parametrize(("rate", "interval"), [(k, v) for k, v in BASAL.items() if v > 720])
+def test_tip_migration_is_found_within_48_hours_on_every_standard_line(
+    tissue_x10: int, rate: str, interval: int
+) -> None:
+    # (at 24 mL/day, 2 days of strokes cost CPython time: the bursts between
+    # strokes 720 ms apart are tested by the break below)
+    for k, name in enumerate(LINES):
+        rig = Rig(LineSpec(name), 121 + k, pulse=True)
+        out = rig.run(interval, PULSE_LEARNED_MS // interval)
+        assert not out.raised and rig.pulse.learned == 3, (name, rate, out.raised)
+        assert not rig.pulse.limited(), (name, rate)
+        rig.inject("TIP_MIGRATION", tissue_x10)
+        out = rig.run(interval, MIGRATION_FOUND_MS // interval, stop_on=(AL.TIP_MIGRATION, AL.LEAK))
+        if tissue_x10 <= 15:
+            # at the pocket's pressure, no pulsation behind the line: that is
+            # what a break looks like (LEAK within minutes); either names it
+            found = out.alarm(AL.LEAK) or out.alarm(AL.TIP_MIGRATION)
+            assert found and set(out.raised) <= {AL.LEAK, AL.TIP_MIGRATION}, (name, rate)
+            continue
+        found = out.alarm(AL.TIP_MIGRATION)
+        assert found and found[1] <= MIGRATION_FOUND_MS, (name, rate, out.first)
+        # the strokes still drain through the catheter: nothing else is said
+        assert set(out.raised) == {AL.TIP_MIGRATION}, (name, rate, out.raised)
+
+
+def test_tip_migration_is_found_while_delivery_is_stopped() -> None:
+    rig = Rig(LineSpec("silicone-90"), 131, pulse=True)
+    rig.run(34_560, 40)
+    rig.idle(PULSE_LEARNED_MS)
+    rig.inject("TIP_MIGRATION", 50)  # epidural, 5 mmHg: not a disconnection level
+    out = rig.idle(MIGRATION_FOUND_MS)
+    found = out.alarm(AL.TIP_MIGRATION)
+    assert found and found[1] <= MIGRATION_FOUND_MS and set(out.raised) == {AL.TIP_MIGRATION}
+
+
+def test_daily_life_never_looks_like_tip_migration() -> None:
+    # random lines across the range, noise up to 0.8 mmHg, 4 days each at
+    # 1 mL/day with coughs, strains and posture changes inside the bursts
+    import random
+
+    from bench.sensing import random_line
+
+    rng = random.Random(141)
+    armed = 0
+    for _ in range(3):
+        rig = Rig(random_line(rng), rng.randrange(1 << 30), pulse=True)
+        out = rig.run(17_280, 4 * 5_000)
+        assert AL.TIP_MIGRATION not in out.raised, (rig.spec.label(), out.raised)
+        armed += not rig.pulse.limited()
+    assert armed >= 2
+
+
+def _burst(mon: Any, rng: Any, t: list[float], noise: float, sines: tuple[float, ...]) -> int:
+    # One burst of synthetic readings SAMPLE_MS apart: 7.4 mmHg, Gaussian
+    # noise, and sines (frequency Hz, amplitude mmHg, phase) if any.
+    import math
+
+    pm = mon_module()
+    while True:
+        s = t[0] / 1000
+        x = rng.gauss(0, noise) + 7.4
+        for k in range(0, len(sines), 3):
+            x += sines[k + 1] * math.sin(2 * math.pi * sines[k] * s + sines[k + 2])
+        t[0] += pm.SAMPLE_MS
+        if mon.on_sample(round(x * 10), True):
+            t[0] += 1000 * pm.PERIOD_S
+            return int(mon.end())
+
+
+def mon_module() -> Any:
+    from bench.sensing import modules
+
+    return modules().pulse
+
+
+def test_the_pulsation_sweep_tells_csf_from_tissue() -> None:
+    # The pure monitor on synthetic bursts: cardiac 0.8-2 Hz and breathing
+    # 0.15-0.5 Hz sines of random amplitude and phase, Gaussian sensor noise
+    # 0.2-0.8 mmHg. Whenever the learned pulsation arms the monitor, a
+    # healthy burst is never low and a tissue burst (noise alone) always is.
+    import random
+
+    pm = mon_module()
+    rng = random.Random(151)
+    armed = limited = 0
+    for _ in range(40):
+        noise = rng.uniform(0.2, 0.8)
+        sines = (
+            rng.uniform(0.8, 2.0),
+            rng.uniform(0.3, 2.0),
+            rng.uniform(0, 6.3),
+            rng.uniform(0.15, 0.5),
+            rng.uniform(0.0, 2.0),
+            rng.uniform(0, 6.3),
+        )
+        mon = pm.PulseMonitor()
+        t = [rng.uniform(0, 1e6)]
+        for _ in range(pm.LEARN_BURSTS):
+            _burst(mon, rng, t, noise, sines)
+        if mon.limited():
+            limited += 1
+            continue
+        armed += 1
+        for _ in range(4):
+            assert _burst(mon, rng, t, noise, sines) == 0 and mon.low == 0, (noise, sines)
+        assert _burst(mon, rng, t, noise, ()) == 0 and mon.low == 1, (noise, mon.last_x16)
+        assert _burst(mon, rng, t, noise, ()) == AL.TIP_MIGRATION
+    assert armed >= 30 and limited, (armed, limited)
+
+
+# --- noise anomalies are sensor faults (pump/monitors/sensor.py on_triple) -------------------
+@pytest.mark.parametrize("noise_x10", [15, 20, 50, 150])
+@pytest.mark.parametrize(
+    ("name", "compliance_x10"),
+    [("nominal", 0), ("nominal", 500), ("silicone-90", 0), ("pu-60-air10", 0), ("braided-40", 0)],
+)
+def test_a_noisy_sensor_is_a_sensor_fault_never_an_occlusion_or_a_leak(
+    name: str, compliance_x10: int, noise_x10: int
+) -> None:
+    # learned at 0.5 mmHg, then the sensor's noise jumps to 1.5-15 mmHg: at
+    # every rate, SENSOR_FAULT (mostly within tens of strokes) and never a
+    # stroke alarm before it
+    for rate, interval in RATES_MS.items():
+        rig = Rig(LineSpec(name, compliance_x10=compliance_x10), 161)
+        rig.run(max(interval, 720), 60)
+        rig.inject("SENSOR_NOISE", noise_x10)
+        out = rig.run(interval, max(300, 900_000 // interval))
+        fault = out.alarm(AL.SENSOR_FAULT)
+        wrong = [
+            out.first[a][0] for a in (*STOPS, AL.PARTIAL_OCCLUSION, AL.SLOW_LEAK) if a in out.first
+        ]
+        assert not wrong or (fault and fault[0] < min(wrong)), (rate, out.first)
+        if noise_x10 >= 20:
+            assert fault and fault[0] <= 300, (rate, out.first)
+
+
+# --- a break at mid-length (plant LEAK 150: the stump drains to the pocket) -------------------
+@pytest.mark.parametrize(("rate", "interval"), BASAL.items())
+def test_a_break_at_mid_length_is_found_within_10_minutes_on_every_standard_line(
+    rate: str, interval: int
+) -> None:
+    # The stump still answers the strokes (a soft line's rise hardly
+    # changes) but the level is the pocket's and the CSF pulsation is gone:
+    # 5 level readings, then a burst at once (pulse.py): LEAK. Two seeds.
+    for seed in (181, 182):
+        for name in LINES:
+            rig = Rig(LineSpec(name), seed, pulse=True)
+            out = rig.run(max(interval, 720), PULSE_LEARNED_MS // max(interval, 720))
+            assert rig.pulse.armed() and not out.raised, (name, seed, out.raised)
+            rig.inject("LEAK", 150)
+            out = rig.run(interval, max(40, 900_000 // interval), stop_on=(AL.LEAK,))
+            found = out.alarm(AL.LEAK)
+            assert found and found[1] <= 10 * 60_000, (name, seed, rate, out.first)
+
+
+def test_a_low_csf_pressure_with_its_pulsation_is_not_a_break() -> None:
+    # CSF at 1 mmHg (intracranial hypotension), the pulsation still there:
+    # the level is low while the strokes answer, the burst sees CSF: no LEAK
+    rig = Rig(LineSpec("silicone-90"), 191, pulse=True)
+    rig.run(17_280, PULSE_LEARNED_MS // 17_280)
+    rig.inject("CSF_PRESSURE", 10)
+    out = rig.run(17_280, 4 * HOUR_MS // 17_280)
+    assert rig.leak.level_is_low() and AL.LEAK not in out.raised, out.first

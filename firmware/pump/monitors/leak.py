@@ -42,8 +42,12 @@
 #                  normally in the last ANSWER_MS... the app passes whether
 #                  delivery is running: while stopped, nothing answers, so
 #                  the level alone decides (5 min); while running, a line
-#                  that answers its strokes is connected (a low level is a
-#                  low CSF pressure or an offset).
+#                  that answers its strokes may still be broken: its stump
+#                  drains to the pocket. Then (level_low) the app takes a
+#                  pulsation burst at once (pulse.py): no CSF pulsation
+#                  behind a line at the pocket's pressure is a break
+#                  (confirm_disconnected()); a pulsation is a low CSF
+#                  pressure or an offset.
 # Three equal samples (before = peak = after) are what a frozen sensor
 # reports: no evidence either way (SensorCheck raises SENSOR_FAULT).
 #
@@ -106,6 +110,7 @@ class LeakMonitor:
         self._good = 0  # consecutive normal strokes while weak
         self._low = 0  # consecutive readings at or below disconnect_x10
         self._high = 0  # consecutive readings above it while disconnected
+        self.level_low = 0  # consecutive readings at or below it, answered or not
 
     def reset(self):
         # A new line (implant, priming, refill, catheter revision): relearn.
@@ -125,6 +130,7 @@ class LeakMonitor:
         self._good = 0
         self._low = 0
         self._high = 0
+        self.level_low = 0
 
     def cleared(self):
         return self.alarm == 0
@@ -230,9 +236,21 @@ class LeakMonitor:
                 self.slow = learner.mean_x10() < self._slow_x10
         return self._update()
 
+    def level_is_low(self):
+        return self.level_low >= DISCONNECT_READINGS
+
+    def confirm_disconnected(self):
+        # The level sits at the pocket's while strokes still answer, and no
+        # CSF pulsation is seen behind the line (the app's pulse burst): a
+        # break of the catheter (the strokes drain through its stump).
+        if self.level_is_low():
+            self.disconnected = True
+        return self._update()
+
     def on_level(self, reading_x10, running=True):
         # A reading not tied to a stroke (once a minute, and while stopped);
         # running: delivery runs (strokes may answer).
+        self.level_low = self.level_low + 1 if reading_x10 <= DISCONNECT_X10 else 0
         if reading_x10 <= DISCONNECT_X10 and not (running and self._answered):
             self._high = 0
             self._low += 1

@@ -141,4 +141,50 @@ assert c.on_sample(77) == 0
 c.restart()
 assert c.cleared() and not c.stuck
 
+
+# --- noisy: triples PAIR_MS apart whose second difference jumps, under heap_lock -----------
+def _pairs(check, jumps, n):
+    # n triples; triple i jumps (second difference JUMP_X10 + 1) if
+    # jumps[i % len(jumps)]
+    i = 0
+    while i < n:
+        d = P.JUMP_X10 + 1 if jumps[i % len(jumps)] else P.JUMP_X10
+        d = d if i & 1 else -d
+        results[i % N] = check.on_triple(100, 100, 100 + d)
+        i += 1
+
+
+def pairs(check, jumps, n):
+    allocated = True
+    micropython.heap_lock()
+    try:
+        _pairs(check, jumps, n)
+        allocated = False
+    except MemoryError:
+        pass
+    micropython.heap_unlock()
+    assert not allocated, "on_triple allocated"
+
+
+c = SensorCheck()
+quiet = bytes(1)
+pairs(c, quiet, 1_000)  # a healthy sensor: never jumps
+assert faults(1_000) == 0 and not c.suspect()
+pairs(c, bytes((1, 0, 0, 0, 0)), 1_000)  # one pair in 5 jumps: 6 in any window
+assert faults(1_000) == 0 and c.suspect()
+c = SensorCheck()
+pairs(c, bytes((1, 0, 0)), 100)  # one in 3: 10 in a window
+first = 0
+while results[first] == 0:
+    first += 1
+assert c.noisy and c.alarm == SENSOR_FAULT and first < 30
+pairs(c, quiet, P.QUIET_PAIRS - 1)
+assert results[P.QUIET_PAIRS - 2] == SENSOR_FAULT
+pairs(c, quiet, 1)
+assert results[0] == 0 and c.cleared() and not c.suspect()
+# the window's bits stay a small int on the Pico (2**30)
+c = SensorCheck()
+pairs(c, bytes((1,)), 10_000)
+assert c._jumps < (1 << 30) and c._count == P.WINDOW
+
 print(json.dumps({"ok": True, "samples": samples, "noise_longest_run": noise_longest_run}))

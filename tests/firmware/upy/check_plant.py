@@ -51,7 +51,7 @@ for code, name in schema.FAULTS:
 for name in names:
     if name != "TIMER_FAST":  # the virtual board's timer, not the plant's
         assert getattr(P, "FAULT_" + name) == names[name], name
-assert len(names) - 1 == P.FAULT_COUNT - 1
+assert max(names.values()) + 1 == P.FAULT_COUNT
 
 # --- Poiseuille resistance of the catheter, computed here independently --------------
 r_60 = 8 * 0.7e-3 * 0.60 / (math.pi * (0.265e-3) ** 4) / 133.322 * 1e-12  # mmHg s/nL
@@ -246,7 +246,46 @@ assert p.pressure_x10(0) == 300 and p.sensor_x10(0) == 300
 p.clear_fault(P.FAULT_CSF_PRESSURE, 10)
 assert p.pressure_x10(10) == 74
 
-assert P.param_ok(P.FAULT_LEAK, 100) and not P.param_ok(P.FAULT_LEAK, 101)
+# TIP_MIGRATION: the line's reference is the tissue's pressure, flat: the
+# CSF's level, pulsations, posture and coughs are gone; a stroke still drains
+# through the catheter to it; clearing it brings the CSF back
+p = new_plant(still=False)
+seen = set(p.pressure_x10(t) for t in range(0, 4000, 50))
+assert len(seen) > 5  # the CSF pulsates
+p.inject(P.FAULT_TIP_MIGRATION, 50, 4000, 0)
+assert set(p.pressure_x10(t) for t in range(4000, 60_000, 50)) == {50}
+p.move(8, 60_000)
+assert p.pressure_x10(60_020) > 150  # the stroke rises over the tissue
+assert p.pressure_x10(60_300) == 50  # and drains to it (tau 8 ms)
+p.clear_fault(P.FAULT_TIP_MIGRATION, 61_000)
+assert len(set(p.pressure_x10(t) for t in range(61_000, 65_000, 50))) > 5
+assert not P.param_ok(P.FAULT_TIP_MIGRATION, 301) and P.param_ok(P.FAULT_TIP_MIGRATION, 0)
+assert not P.fault_known(13) and P.fault_known(P.FAULT_TIP_MIGRATION)
+
+# SENSOR_NOISE: the reading's noise is param (0.1 mmHg sd) while it lasts
+p = new_plant()  # no noise, a still CSF
+assert set(p.sensor_x10(t) for t in range(0, 200)) == {74}
+p.inject(P.FAULT_SENSOR_NOISE, 50, 200, 0)
+noisy = [p.sensor_x10(t) for t in range(200, 4200)]
+mean = sum(noisy) / len(noisy)
+sd = (sum((x - mean) ** 2 for x in noisy) / len(noisy)) ** 0.5
+close(sd, 50, 0.05, "SENSOR_NOISE sd")
+assert p.pressure_x10(4200) == 74  # the true pressure is still
+p.clear_fault(P.FAULT_SENSOR_NOISE, 4200)
+assert set(p.sensor_x10(t) for t in range(4200, 4400)) == {74}
+
+assert P.param_ok(P.FAULT_LEAK, 199) and not P.param_ok(P.FAULT_LEAK, 200)
+# LEAK 101..199: a break at (param - 100) % of the length: the stump drains to
+# the pocket (0 mmHg) through that share of R
+p = new_plant()
+tau0 = p.tau_ms()
+p.inject(P.FAULT_LEAK, 150, 0, 0)
+close(p.tau_ms(), tau0 * 0.5, 1e-9, "break at mid-length: tau")
+assert p.pressure_x10(10) == 0
+tip0 = p.tip_nl
+p.move(8, 100)
+p.update(2_000)
+assert p.tip_nl == tip0 and p.pocket_nl >= 199  # all of it to the pocket
 assert not P.param_ok(P.FAULT_RUNAWAY, -1) and P.param_ok(P.FAULT_STALL, -5)
 assert P.check_plant(0, 156_000, 50, 100, 5, 74) == -1
 assert P.check_plant(300_000, 156_000, 50, 100, 5, 74) == 0
