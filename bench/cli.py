@@ -664,11 +664,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenarios = load_scenarios(args.paths)  # every file validated before any board
     if args.key_file:
         keysmod.use_key_file(args.key_file)
-    target: Target = (
-        SimTarget(heap=args.heap, say=_note, speed=args.speed)
-        if args.target == SIM
-        else PortTarget(args.target, args.rig)
-    )
+    target: Target
+    if args.target == SIM:
+        target = SimTarget(heap=args.heap, say=_note, speed=args.speed)
+    elif args.target == "pico":
+        from bench.pico import pico_target
+
+        target = pico_target()  # an emulated Pico and its rig per scenario
+    else:
+        target = PortTarget(args.target, args.rig)
     jobs = args.jobs or (min(os.cpu_count() or 1, max(1, len(scenarios))) if target.parallel else 1)
     target.preflight()
     progress = Progress(scenarios)
@@ -784,6 +788,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--board pico: stock MicroPython with an empty filesystem (for make flash)",
     )
+    sim.add_argument(
+        "--pico-rig",
+        action="store_true",
+        help="--board pico: also the rig around it on a pty of its own (the plant on the "
+        "pins; lockstep: device time passes by the rig's ADVANCE)",
+    )
     _add_firmware_option(sim)
     sim.set_defaults(func=cmd_sim)
 
@@ -820,8 +830,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--target",
         default=SIM,
-        metavar="sim|URL",
-        help="sim (default): a fresh virtual board per scenario; or the pump port URL",
+        metavar="sim|pico|URL",
+        help="sim (default): a fresh virtual board per scenario; pico: a fresh emulated Pico "
+        "and its rig per scenario (pico/README.md); or the pump port URL",
     )
     run.add_argument("--rig", metavar="URL", help="the rig port URL (hardware targets only)")
     _add_firmware_option(run)

@@ -702,9 +702,13 @@ def run_sim(args: Any, keys: keysmod.DeviceKeys, key_file: Path) -> int:
             keys=None if args.stock else keys,
             flash_file=args.pico_flash,
             mode=args.pico_mode,
+            rig=args.pico_rig,
+            seed=args.seed,
         ) as board:
             try:
                 print(f"pump port: {board.pump_port}", flush=True)
+                if board.rig_port:
+                    print(f"rig port: {board.rig_port}", flush=True)
                 if not args.stock:
                     print(f"key file: {key_file}", flush=True)
                 print(f"flash: {board.flash_file}", flush=True)
@@ -725,29 +729,38 @@ PICO_TARGET = "pico"
 
 
 def pico_target() -> Any:
-    """A runner Target: a fresh emulated Pico (pump firmware, fresh keys) per session."""
+    """A runner Target: a fresh emulated Pico (pump firmware, fresh keys) per session,
+    with the rig around it (firmware/rig/pico.py: the plant seeded as the scenario
+    says, device time in lockstep as on the virtual board)."""
     from contextlib import contextmanager
 
+    from bench import image
     from bench.runner import Ports, Target
+    from bench.scenario import NEED_RIG
 
     class PicoTarget(Target):
         label = PICO_TARGET
         parallel = True
+        provides = frozenset({NEED_RIG})
+        sets_seed = True
 
         def preflight(self) -> None:
             lack = missing()
             if lack:
                 raise BenchError(f"emulated Pico: {lack}")
             staged_image()  # once, before any board starts
+            image.ensure_compiled()  # the plant process's image
 
         @contextmanager
-        def session(self, seed: int) -> Iterator[Ports]:  # noqa: ARG002 (no plant seed yet)
-            with PicoBoard() as board:
-                wait_hello(board)
-                yield Ports(board.pump_port, None)
+        def session(self, seed: int) -> Iterator[Ports]:
+            with PicoBoard(rig=True, seed=seed) as board:
+                wait_hello(board)  # (a request lets lockstep time run: it boots)
+                yield Ports(board.pump_port, board.rig_port)
 
         def advance_timeout_s(self, duration_ms: int) -> float | None:
-            return 30.0 + duration_ms / 1000
+            # Busy Python runs at 0.2-0.4x real time; a board stroking at its
+            # maximum rate is busy about a third of the time.
+            return 60.0 + duration_ms / 1000
 
     return PicoTarget()
 

@@ -155,7 +155,10 @@ let lostEvery = 0; // encoder: drop every Nth step (lost steps)
 let extraPerStep = 0; // encoder: extra edges per step (runaway)
 // The plant process (--rig-fd): while it owes an answer the chip stands still.
 let rigSocket = null;
-let rigWait = null; // { kind: 'step' | 'adc', ch, q }: the question it has not answered yet
+// Questions it has not answered yet, by number: { kind: 'step' | 'adc', ch }.
+// (Two can be open: an ADC conversion started by an instruction and a STEP
+// edge of the clock tick after it.)
+const rigWait = new Map();
 let questions = 0; // numbers the questions: an answer to one asked before a reset is dropped
 const adcUntilNs = [0, 0, 0, 0, 0]; // elapsed time up to which adcRaw[ch] is the plant's answer
 const PLANT_ADC = [0, 3]; // pressure (GP26) and battery (GP29/VSYS)
@@ -178,6 +181,8 @@ function makePinState() {
     periodMaxNs: 0,
     periodsNs: [], // the last few step periods
     encoderEdges: 0,
+    moves: [], // STEP rises of each of the last few times the driver was on
+    stepsThisMove: 0,
   };
 }
 
@@ -364,12 +369,27 @@ function installPins(rp2040, clock) {
     const level = enable.value === GPIOPinState.High;
     return ENABLE_ACTIVE_LOW ? !level : level;
   };
+  let wasOn = false;
+  enable.addListener(() => {
+    const on = driverOn();
+    if (on === wasOn) return;
+    wasOn = on;
+    if (on) {
+      pins.stepsThisMove = 0;
+    } else {
+      pins.moves.push(pins.stepsThisMove);
+      if (pins.moves.length > 64) pins.moves.shift();
+    }
+  });
   step.addListener((value) => {
     const high = value === GPIOPinState.High;
     if (high) {
       const now = clock.nanos;
       pins.stepRises++;
-      if (driverOn()) pins.stepRisesEnabled++;
+      if (driverOn()) {
+        pins.stepRisesEnabled++;
+        pins.stepsThisMove++;
+      }
       if (cutAtStep > 0 && pins.stepRisesEnabled >= cutAtStep) {
         cutAtStep = 0;
         pendingCut = true; // acted on between slices, like a reset
@@ -385,7 +405,7 @@ function installPins(rp2040, clock) {
       // The plant's answer: a step with the driver on turns the head (or
       // not: stall, lost steps, runaway), and the encoder shows what it did.
       if (high && driverOn()) {
-        rigWait = { kind: 'step', q: ++questions };
+        rigWait.set(++questions, { kind: 'step' });
         emitRig({ ev: 'step', q: questions, t: elapsedNs() });
       } else if (!high) {
         setEncoder(false);
@@ -414,7 +434,7 @@ function installPins(rp2040, clock) {
       convert(channel);
       return;
     }
-    rigWait = { kind: 'adc', ch: channel, q: ++questions };
+    rigWait.set(++questions, { kind: 'adc', ch: channel });
     emitRig({ ev: 'adc', ch: channel, q: questions, t: elapsedNs() });
   };
   // the plant process answered a step: this many encoder edges
@@ -441,7 +461,7 @@ function powerOff() {
   // Everything in RAM is gone; the flash array is what it was at this instant.
   saveFlash();
   if (chip) epochNs += chip.clock.nanos;
-  rigWait = null;
+  rigWait.clear();
   if (advanceWaiter) {
     // nothing runs while off; the time granted passes all the same
     epochNs = Math.max(epochNs, advanceWaiter.until);
@@ -456,7 +476,7 @@ function powerOff() {
 function reset(kind, reason, scratch) {
   saveFlash(); // the flash array carries over to the new chip
   if (chip) epochNs += chip.clock.nanos;
-  rigWait = null;
+  rigWait.clear();
   resets[kind]++;
   emit({ event: 'reset', cause: kind, resets });
   powerOn(reason, scratch);
@@ -491,7 +511,7 @@ const counters = { busyNs: 0, idleNs: 0, jumps: 0, waits: 0 }; // emulated time 
 let running = false;
 function loop() {
   running = false;
-  if (!powered || !chip) return;
+  if (!powered || !chip || rigWait.size) return; // (the plant process's answer resumes it)
   const sliceEnd = Date.now() + 20;
   let idleLimited = false;
   while (Date.now() < sliceEnd && chip) {
@@ -516,7 +536,7 @@ function loop() {
       counters.jumps++;
     } else {
       const before = clock.nanos;
-      for (let i = 0; i < 2000 && !core.waiting && !rigWait; i++) {
+      for (let i = 0; i < 2000 && !core.waiting && !rigWait.size; i++) {
         const cycles = core.executeInstruction();
         clock.tick(cycles * cycleNs);
       }
@@ -535,11 +555,11 @@ function loop() {
       break;
     }
     checkAdvance();
-    if (rigWait) break;
+    if (rigWait.size) break;
   }
   if (!chip) return;
   checkAdvance();
-  if (rigWait) return; // resumed by the plant process's answer
+  if (rigWait.size) return; // resumed by the plant process's answer
   if (idleLimited) {
     // waiting for the host, the wall clock or an ADVANCE
     setTimeout(schedule, mode === 'realtime' ? 1 : 5);
@@ -604,9 +624,9 @@ if (opts.rigFd >= 0) {
 
 // The plant process answered what the chip stopped for: it runs on.
 function plantAnswer(msg) {
-  const wait = rigWait;
-  if (!wait || !chip || msg.q !== wait.q) return; // stale: asked of a chip since reset
-  rigWait = null;
+  const wait = rigWait.get(msg.q);
+  if (!wait || !chip) return; // stale: asked of a chip since reset
+  rigWait.delete(msg.q);
   if (wait.kind === 'step' && msg.cmd === 'step_done') {
     plantAnswers.step(msg.edges);
   } else if (wait.kind === 'adc' && msg.cmd === 'adc_done') {
@@ -614,7 +634,7 @@ function plantAnswer(msg) {
     adcUntilNs[wait.ch] = msg.until;
     plantAnswers.adc(wait.ch);
   }
-  schedule();
+  if (!rigWait.size) schedule();
 }
 
 function emit(message) {
@@ -635,6 +655,7 @@ function status() {
     step_rises: pins.stepRises,
     step_rises_enabled: pins.stepRisesEnabled,
     step_periods_ns: periods.slice(-16),
+    moves: pins.moves.slice(-16),
     encoder_edges: pins.encoderEdges,
     flash_programs: chip ? chip.nor.programs : 0,
     flash_erases: chip ? chip.nor.erases : 0,

@@ -92,6 +92,9 @@ class PicoClock:
     def grant_end_ms(self):
         return self._grant_end_ms
 
+    def set_tick_factor(self, _factor):
+        pass  # TIMER_FAST is refused (PicoRig._on_inject); CLEAR_FAULT 0 comes here
+
     def granted_ms(self):
         left = self._grant_end_ms - self.time_ms()
         return left if left > 0 else 0
