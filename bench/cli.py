@@ -998,7 +998,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--key-file goes with a hardware --target; virtual boards bring their own")
     if args.command == "keys" and bool(args.role) != bool(args.source):
         parser.error("keys new: --role and --from go together")
-    if args.command == "run" and args.target != SIM and args.jobs > 1:
+    if args.command == "run" and args.target not in (SIM, "pico") and args.jobs > 1:
         parser.error("--jobs runs several virtual boards; a board at a URL runs one at a time")
     if args.command == "ping" and args.count < 1:
         parser.error("--count must be at least 1")

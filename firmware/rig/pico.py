@@ -249,15 +249,16 @@ class PicoRigBoard:
         pass
 
     # --- the loop ---------------------------------------------------------------------
-    def _next_stop_ms(self):
+    def _next_stop_ms(self, rig):
         # The grant's end, or earlier: a trace sample or an armed power cut.
         stop = self.clock.grant_end_ms()
-        for at in (self.rig.next_sample_ms(), self._cut_at_ms, self.plant.next_onset_ms()):
+        for at in (rig.next_sample_ms(), self._cut_at_ms, self.plant.next_onset_ms()):
             if 0 <= at < stop:
                 stop = at
         return stop
 
-    def run(self):
+    def run(self, rig):
+        self.rig = rig
         harness = self.harness
         clock = self.clock
         while True:
@@ -266,9 +267,9 @@ class PicoRigBoard:
             now = clock.time_ms()
             if 0 <= self.plant.next_onset_ms() <= now:
                 self.plant.update(now)
-            self.rig.service()
+            rig.service()
             if self._advancing < 0 and clock.granted_ms() > 0:
-                stop = self._next_stop_ms()
+                stop = self._next_stop_ms(rig)
                 if stop <= now:
                     continue  # a sample or cut due now: served above
                 self._advancing = harness.request("advance", {"until_ns": stop * _NS_PER_MS})
@@ -325,8 +326,7 @@ def main(argv):
     options = _options(argv)
     seed = int(options["--seed"])
     board = PicoRigBoard(int(options["--rig-fd"]), int(options["--harness-fd"]), seed)
-    board.rig = PicoRig(board, seed)
-    board.run()
+    board.run(PicoRig(board, seed))
 
 
 if __name__ == "__main__":
