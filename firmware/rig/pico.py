@@ -75,6 +75,7 @@ class PicoClock:
     def __init__(self):
         self.now_ns = 0
         self._grant_end_ms = 0
+        self.sync = None  # fn(): asks the harness for the time now (it runs ahead busy)
 
     def see(self, t_ns):
         if t_ns > self.now_ns:
@@ -84,6 +85,8 @@ class PicoClock:
         return self.now_ns // _NS_PER_MS
 
     def grant(self, duration_ms):
+        if self.sync is not None:
+            self.sync()  # a grant runs from now, not from the last event seen
         now = self.time_ms()
         base = self._grant_end_ms if self._grant_end_ms > now else now
         self._grant_end_ms = base + duration_ms
@@ -191,6 +194,7 @@ class PicoRigBoard:
         self.plant.corrupt_journal = None
         self.rig_port = FdPort(rig_fd)
         self.harness = Harness(harness_fd, self)
+        self.clock.sync = self._sync
         self.fs = _NoFs()
         self.annunciator = _NoAnnunciator()
         self.powered = True
@@ -224,6 +228,9 @@ class PicoRigBoard:
     # --- power and reset (VirtualRig calls these) --------------------------------------
     def _call(self, cmd, fields=None):
         return self.harness.wait(self.harness.request(cmd, fields))
+
+    def _sync(self):
+        self.clock.see(self._call("status")["t"])
 
     def power_off(self):
         self._cut_at_ms = -1

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench import pico
-from bench.client import PumpClient, RigClient
-from bench.errors import BenchError
+from bench.client import PumpClient, Refusal, RigClient
 from bench.report import Outcome
 from bench.runner import run_scenario
 from bench.scenario import load_scenario
@@ -62,7 +61,7 @@ def test_the_rig_answers_as_the_emulated_pico_s_rig(rigged: pico.PicoBoard) -> N
             ("HEAP", {}),
             ("INJECT_FAULT", {"fault": 13, "param": 2000, "onset_ms": 0}),  # TIMER_FAST
         ):
-            with pytest.raises(BenchError, match="BAD_VALUE"):
+            with pytest.raises(Refusal, match="BAD_VALUE"):
                 rig.request(name, fields)
 
 
