@@ -13,6 +13,8 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import re
 import signal
@@ -26,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
-from bench import alarmview, flash, image
+from bench import alarmview, flash, image, logview, rigcli
 from bench import keys as keysmod
 from bench import programfile as pf
 from bench.client import (
@@ -42,6 +44,7 @@ from bench.errors import BenchError, PumpRefused
 from bench.paths import ENV_FIRMWARE, select_firmware
 from bench.progress import Progress
 from bench.report import (
+    bench_version,
     fingerprint_hex,
     format_ms,
     summary_lines,
@@ -135,9 +138,16 @@ def _catheter_mm(text: str) -> int:
     return tenths.numerator
 
 
+U32_MAX = 0xFFFF_FFFF
+
+
 def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    if len(text) > 10 or int(text) > U32_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text[:12]}{'...' if len(text) > 12 else ''} is too large"
+        )
     return int(text)
 
 
@@ -182,14 +192,27 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
+def _interactive() -> bool:
+    """Whether a person can be asked: stdin is a terminal (not a pipe, a file, CI)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 def _ask(question: str) -> bool:
-    """A yes/no question on the terminal; anything but y/yes, or no terminal, is no."""
+    """A yes/no question on the terminal; anything but y/yes, or no answer, is no."""
     try:
         answer = input(question)
     except (EOFError, OSError):
         print()
         return False
     return answer.strip().lower() in ("y", "yes")
+
+
+def _print_json(data: Any) -> None:
+    """One JSON object on stdout (``--json``): for scripts, the same facts as the text."""
+    print(json.dumps(data, sort_keys=True, default=str))
 
 
 # --- boards -----------------------------------------------------------------------
@@ -229,11 +252,40 @@ def _pump_url(args: argparse.Namespace) -> Iterator[str]:
             raise
 
 
-def _pump(args: argparse.Namespace, url: str) -> PumpClient:
-    """The pump client of a command: --key-file's keys (else found), --role's role."""
+def _pump(args: argparse.Namespace, url: str, *, changes: bool = True) -> PumpClient:
+    """The pump client of a command: --key-file's keys (else found), --role's role.
+
+    A command that only reads (``changes=False``) takes no key at all: it opens
+    no session, and a missing or stale key file cannot stop it.
+    """
+    if not changes:
+        return PumpClient(url, keys=keysmod.DeviceKeys(), role=schema.ROLE_READ_ONLY)
     keys = keysmod.load(args.key_file) if args.key_file else None
     role = keysmod.ROLE_WORDS[args.role] if args.role else None
     return PumpClient(url, keys=keys, role=role)
+
+
+@contextmanager
+def _session(args: argparse.Namespace, url: str, *, changes: bool = True) -> Iterator[PumpClient]:
+    """The pump client of one command; a session it opened is closed before it exits.
+
+    Only a command that changes something opens a session (on first need);
+    whatever happens, AUTH_CLOSE ends it on the way out rather than leaving it
+    to idle out on the pump.
+    """
+    pump = _pump(args, url, changes=changes)
+    try:
+        yield pump
+    except BaseException:
+        pump.retries = 0  # the command failed: one try at AUTH_CLOSE, not four timeouts
+        raise
+    finally:
+        try:
+            pump.close_session()
+        except (BenchError, PumpRefused):
+            pass  # the pump ends an idle session itself; the command's own outcome stands
+        finally:
+            pump.close()
 
 
 # --- commands --------------------------------------------------------------------
@@ -268,7 +320,7 @@ def _run_sim(args: argparse.Namespace, keys: keysmod.DeviceKeys, key_file: Path)
     # shell starts background jobs with SIGINT ignored.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with VirtualBoard(options) as board:
+        with VirtualBoard(options) as board, _links(args, board.pump_port, board.rig_port):
             assert board.process is not None
             # The ports are printed inside the try: whoever read them may send
             # the signal at once, even before the last print returns.
@@ -276,6 +328,9 @@ def _run_sim(args: argparse.Namespace, keys: keysmod.DeviceKeys, key_file: Path)
                 print(f"pump port: {board.pump_port}", flush=True)
                 print(f"rig port: {board.rig_port}", flush=True)
                 print(f"key file: {key_file}", flush=True)
+                if args.link:
+                    print(f"pump link: {args.link}", flush=True)
+                    print(f"rig link: {_rig_link(args)}", flush=True)
                 board.process.wait()
             except _Stop:
                 return EXIT_OK
@@ -289,11 +344,63 @@ def _run_sim(args: argparse.Namespace, keys: keysmod.DeviceKeys, key_file: Path)
             signal.signal(sig, handler)
 
 
+def _rig_link(args: argparse.Namespace) -> Path:
+    return args.rig_link or Path(f"{args.link}-rig")
+
+
+def _make_link(path: Path, port: str) -> None:
+    """``path`` -> ``port``, replacing a symlink left by an earlier board, never a file."""
+    if path.is_symlink():
+        path.unlink()  # a dead board's: its /dev/pts/N may be someone's terminal now
+    elif path.exists():
+        raise BenchError(f"{path}: exists and is not a symlink; --link never replaces a file")
+    try:
+        path.symlink_to(port)
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot make the link ({exc.strerror})") from None
+
+
+@contextmanager
+def _links(args: argparse.Namespace, pump_port: str, rig_port: str) -> Iterator[None]:
+    """``sim --link PATH``: stable names for the board's ptys, removed when it stops."""
+    if not args.link:
+        yield
+        return
+    made: list[tuple[Path, str]] = []
+    try:
+        for path, port in ((args.link, pump_port), (_rig_link(args), rig_port)):
+            _make_link(path, port)
+            made.append((path, port))
+        yield
+    finally:
+        for path, port in made:
+            try:
+                if path.is_symlink() and os.readlink(path) == port:
+                    path.unlink()  # only our own: another board may own the name now
+            except OSError:
+                pass
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url, changes=False) as pump:
+        hello = pump.hello()
         status = pump.status()
         conc = pump.get_program()["conc_ug_ml"]
+    if args.json:
+        _print_json(
+            {
+                "port": url,
+                "device_id": hello["device_id"],
+                "firmware_version": hello["firmware_version"],
+                "board": hello["board"],
+                "conc_ug_ml": conc,
+                **status,
+            }
+        )
+        return EXIT_OK
     print(f"port:        {url}")
+    print(f"device id:   {hello['device_id']} ({hello['board']})")
+    print(f"firmware:    {hello['firmware_version']}")
     print(f"device time: {status['device_time_ms']} ms ({format_ms(status['device_time_ms'])})")
     print(f"uptime:      {status['uptime_ms']} ms ({format_ms(status['uptime_ms'])})")
     print(f"state:       {status['state_name']}")
@@ -344,7 +451,7 @@ def _tip_text(status: dict[str, Any]) -> str:
 
 
 def cmd_hello(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url, changes=False) as pump:
         hello = pump.hello()  # refuses a protocol or schema mismatch loudly
     print(f"port:        {url}")
     print(f"firmware:    {hello['firmware_version']}")
@@ -358,7 +465,7 @@ def cmd_hello(args: argparse.Namespace) -> int:
 
 def cmd_ping(args: argparse.Namespace) -> int:
     times: list[float] = []
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url, changes=False) as pump:
         for _ in range(args.count):
             start = time.perf_counter()
             token = pump.ping()
@@ -448,7 +555,7 @@ def _cancel_quietly(pump: PumpClient) -> None:
 
 def cmd_program(args: argparse.Namespace) -> int:
     fields = pf.load_program(args.file)  # a bad file stops here, before any board
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url) as pump:
         active = pump.get_program()
         reply = pump.program(fields)  # pending only; a refusal names its limit
         settled = False
@@ -459,6 +566,15 @@ def cmd_program(args: argparse.Namespace) -> int:
                 print(line)
             for line in _worst_case_lines(reply, fields["conc_ug_ml"]):
                 print(line)
+            if not args.yes and not _interactive():
+                # nobody to ask (a pipe, a script, CI): not confirmed, and says so
+                pump.cancel_program()
+                settled = True
+                print(f"cancelled: the active program (CRC 0x{active['crc']:08x}) keeps running")
+                raise BenchError(
+                    f"{args.file}: not confirmed: stdin is not a terminal to ask on; "
+                    "give --yes to confirm without asking"
+                )
             if not (args.yes or _ask("Confirm? [y/N] ")):
                 pump.cancel_program()
                 settled = True
@@ -478,7 +594,7 @@ def cmd_program(args: argparse.Namespace) -> int:
 
 
 def cmd_bolus(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url) as pump:
         conc = pump.get_program()["conc_ug_ml"]
         reply = pump.bolus(
             args.kind,
@@ -498,7 +614,7 @@ def cmd_bolus(args: argparse.Namespace) -> int:
 
 
 def cmd_patient_bolus(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url) as pump:
         conc = pump.get_program()["conc_ug_ml"]
         reply = pump.patient_bolus()
     volume = pf.volume_text(reply["volume_nl"], conc)
@@ -507,7 +623,7 @@ def cmd_patient_bolus(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel_bolus(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url) as pump:
         running = pump.status()["bolus_kind"]
         delivered = pump.cancel_bolus()
     if running:
@@ -518,7 +634,7 @@ def cmd_cancel_bolus(args: argparse.Namespace) -> int:
 
 
 def cmd_catheter(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url) as pump:
         path_nl = pump.catheter(args.length, args.nl_per_cm, args.new)
         status = pump.status()
     what = "a new, empty catheter" if args.new else "the catheter"
@@ -529,7 +645,7 @@ def cmd_catheter(args: argparse.Namespace) -> int:
 
 
 def cmd_refill(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url) as pump:
         drug = None if args.drug is None else pf.DRUGS[args.drug]
         crc = pump.get_program(pending=True)["crc"] if args.with_program else 0
         reply = pump.refill(args.withdrawn, args.added, drug, args.concentration, crc)
@@ -556,9 +672,28 @@ def cmd_refill(args: argparse.Namespace) -> int:
 _CRC_CODES = {"PROGRAM_PENDING", "PROGRAM_ACTIVE", "PROGRAM_ABANDONED"}
 
 
+def _log_total(pump: PumpClient, access: bool) -> int:
+    """Entries the pump's log (or access log) has held: the next index it will write."""
+    request = "GET_ACCESS_LOG" if access else "GET_LOG"
+    total: int = pump.request(request, {"start": 0, "count": 0})["total"]
+    return total
+
+
 def cmd_log(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url, changes=False) as pump:
+        total = _log_total(pump, args.access)
+        if args.start and args.start >= total:
+            raise BenchError(
+                f"--start {args.start} is past the end of the "
+                f"{'access log' if args.access else 'log'}: "
+                + (f"its entries are 0..{total - 1}" if total else "it is empty")
+            )
         entries = pump.log(args.start, args.count, access=args.access)
+    for entry in entries:
+        entry["what"] = logview.describe(entry)
+    if args.json:
+        _print_json({"port": url, "access": args.access, "total": total, "entries": entries})
+        return EXIT_OK
     rows = [
         (
             str(e["index"]),
@@ -566,18 +701,19 @@ def cmd_log(args: argparse.Namespace) -> int:
             e["name"],
             f"0x{e['a'] & 0xFFFF_FFFF:08x}" if e["name"] in _CRC_CODES else str(e["a"]),
             str(e["b"]),
+            e["what"],
         )
         for e in entries
     ]
     which = "access-log" if args.access else "log"
     print(f"{url}: {len(entries)} {which} entries")
-    for line in _table(("index", "device time", "event", "a", "b"), rows):
+    for line in _table(("index", "device time", "event", "a", "b", "what"), rows):
         print(line)
     return EXIT_OK
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url) as pump:
         pump.start()
         state = pump.status()["state_name"]
     print(f"{url}: started; state {state}")
@@ -585,7 +721,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url) as pump:
         pump.stop()
         state = pump.status()["state_name"]
     print(f"{url}: stopped; state {state}")
@@ -595,11 +731,14 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_alarms(args: argparse.Namespace) -> int:
     """Active alarms by priority, acknowledge them (--ack), and their history."""
     colour = alarmview.colour_wanted()
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url, changes=args.ack is not None) as pump:
         if args.ack is not None:
             pump.request("ACK_ALARM", {"alarm": args.ack})
         status = pump.status()
         history = pump.log() if args.history else []
+    if args.json:
+        _print_json(_alarms_data(url, status, history, args.history))
+        return EXIT_OK
     print(f"port:        {url}")
     print(f"state:       {status['state_name']}")
     rows = alarmview.alarm_rows(status, colour)
@@ -613,12 +752,43 @@ def cmd_alarms(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _alarms_data(
+    url: str, status: dict[str, Any], history: list[dict[str, Any]], keep: int
+) -> dict[str, Any]:
+    """``alarms --json``: the active alarms by priority and the last ``keep`` alarm events."""
+    active = [
+        {
+            "id": alarm,
+            "name": schema.alarm_name(alarm),
+            "priority": schema.priority_name(schema.alarm_priority(alarm)),
+            "acknowledged": bool(status["acknowledged"] >> (alarm - 1) & 1),
+        }
+        for alarm in alarmview.alarm_ids(status["alarms"])
+    ]
+    events = [
+        {
+            "index": e["index"],
+            "time_s": e["time_s"],
+            "event": e["name"],
+            "alarm": schema.alarm_name(e["a"]),
+        }
+        for e in history
+        if e["name"] in ("ALARM_RAISED", "ALARM_CLEARED", "ALARM_ACKNOWLEDGED")
+    ]
+    return {
+        "port": url,
+        "state": status["state_name"],
+        "active": active,
+        "history": events[-keep:] if keep else [],
+    }
+
+
 def _ack(text: str) -> int:
     return 0 if text.lower() == "all" else _alarm(text)
 
 
 def cmd_clear_alarm(args: argparse.Namespace) -> int:
-    with _pump_url(args) as url, _pump(args, url) as pump:
+    with _pump_url(args) as url, _session(args, url) as pump:
         pump.clear_alarm(args.alarm)
         status = pump.status()
     print(f"{url}: cleared {schema.alarm_name(args.alarm)}")
@@ -675,7 +845,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         target = PortTarget(args.target, args.rig)
     jobs = args.jobs or (min(os.cpu_count() or 1, max(1, len(scenarios))) if target.parallel else 1)
     target.preflight()
-    progress = Progress(scenarios)
+    progress = Progress(scenarios, out=io.StringIO() if args.json else None)
     try:
         run = run_all(
             scenarios,
@@ -690,16 +860,45 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     finally:
         progress.close()
-    print()
-    for line in summary_lines(run):
-        print(line)
+    if not args.json:
+        print()
+        for line in summary_lines(run):
+            print(line)
     directory = Path(args.report)
     try:
         page = write_reports(run, directory, plots=not args.no_plots)
     except OSError as exc:
         raise BenchError(f"{directory}: cannot write the report ({exc})") from None
-    print(f"report: {page}", flush=True)
+    if args.json:
+        _print_json(_run_summary(run, page))
+    else:
+        print(f"report: {page}", flush=True)
     return run.exit_code()
+
+
+def _run_summary(run: Any, page: Path) -> dict[str, Any]:
+    """``run --json``: the summary table as data (results.json in the report has it all)."""
+    return {
+        "outcome": str(run.outcome),
+        "exit_code": run.exit_code(),
+        "counts": run.counts(),
+        "wall_s": round(run.wall_s, 3),
+        "jobs": run.jobs,
+        "target": run.target,
+        "report": str(page),
+        "scenarios": [
+            {
+                "id": s.id,
+                "outcome": str(s.outcome),
+                "wall_s": round(s.wall_s, 3),
+                "device_time_ms": s.device_time_ms,
+                "problems": s.problems,
+                "file": s.file,
+                "line": s.line,
+            }
+            for s in run.scenarios
+        ],
+    }
 
 
 # --- parser ------------------------------------------------------------------------
@@ -728,24 +927,56 @@ def _add_firmware_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _url(text: str) -> str:
+    """A port name or URL: never empty (an unset shell variable, ``--port "$PORT"``)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty port: give the port's device or URL, e.g. /dev/ttyACM0 "
+            "or the pump port `pumpbench sim` printed"
+        )
+    return text
+
+
+def _add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object on stdout instead of the text"
+    )
+
+
+def _version() -> str:
+    return (
+        f"{PROG} {bench_version()} (protocol v{schema.PROTOCOL_VERSION}, "
+        f"schema {fingerprint_hex(schema.FINGERPRINT)})"
+    )
+
+
 def _add_board_choice(parser: argparse.ArgumentParser) -> None:
     _add_key_options(parser)
     _add_firmware_option(parser)
     choice = parser.add_mutually_exclusive_group(required=True)
-    choice.add_argument("--port", metavar="URL", help="the pump port: any pyserial URL")
+    choice.add_argument("--port", type=_url, metavar="URL", help="the pump port: any pyserial URL")
     choice.add_argument(
         "--target",
+        type=_url,
         metavar="sim|URL",
         help="sim: a private virtual board for this command; or a pyserial URL",
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line like every other error (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Host test bench for the intrathecal pump firmware. Not for clinical use.",
         epilog="Exit codes: 0 ok, 1 the pump failed or refused, 2 bench error.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sim = commands.add_parser("sim", help="start a virtual board and print its ports")
@@ -794,6 +1025,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="--board pico: also the rig around it on a pty of its own (the plant on the "
         "pins; lockstep: device time passes by the rig's ADVANCE)",
     )
+    sim.add_argument(
+        "--link",
+        type=Path,
+        metavar="PATH",
+        help="make PATH a symlink to the pump port (and PATH-rig to the rig port) while "
+        "the board runs: a stable name, where a stale /dev/pts/N may be another terminal",
+    )
+    sim.add_argument(
+        "--rig-link", type=Path, metavar="PATH", help="the rig port's link (default: LINK-rig)"
+    )
     _add_firmware_option(sim)
     sim.set_defaults(func=cmd_sim)
 
@@ -822,19 +1063,25 @@ def build_parser() -> argparse.ArgumentParser:
         _add_board_choice(sub)
         if name == "ping":
             sub.add_argument("--count", type=int, default=1, metavar="N", help="pings to send")
+        if name == "status":
+            _add_json_option(sub)
         sub.set_defaults(func=func)
     _add_therapy_commands(commands)
+    rigcli.add_parser(commands)
 
     run = commands.add_parser("run", help="run scenario files, write a report")
     run.add_argument("paths", nargs="+", metavar="PATH", help="scenario file or directory")
     run.add_argument(
         "--target",
         default=SIM,
+        type=_url,
         metavar="sim|pico|URL",
         help="sim (default): a fresh virtual board per scenario; pico: a fresh emulated Pico "
         "and its rig per scenario (pico/README.md); or the pump port URL",
     )
-    run.add_argument("--rig", metavar="URL", help="the rig port URL (hardware targets only)")
+    run.add_argument(
+        "--rig", type=_url, metavar="URL", help="the rig port URL (hardware targets only)"
+    )
     _add_firmware_option(run)
     run.add_argument(
         "--report", default=DEFAULT_REPORT, metavar="DIR", help=f"default {DEFAULT_REPORT}"
@@ -864,6 +1111,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip scenarios planning more device time, e.g. 3h (a physical rig runs in real time)",
     )
     run.add_argument("--no-plots", action="store_true", help="skip the PNG plots (faster)")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="the run's summary as one JSON object on stdout (no result lines)",
+    )
     run.add_argument(
         "--speed",
         type=_speed,
@@ -951,6 +1203,7 @@ def _add_therapy_commands(commands: Any) -> None:
         action="store_true",
         help="the access log (sessions, refusals and their tallies) instead of the therapy history",
     )
+    _add_json_option(log)
     _add_board_choice(log)
     log.set_defaults(func=cmd_log)
 
@@ -961,6 +1214,7 @@ def _add_therapy_commands(commands: Any) -> None:
     alarms.add_argument(
         "--history", type=_count, default=20, metavar="N", help="last N alarm events (0: none)"
     )
+    _add_json_option(alarms)
     _add_board_choice(alarms)
     alarms.set_defaults(func=cmd_alarms)
 
@@ -988,18 +1242,22 @@ def _check_bolus(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.command == "run" and args.target == SIM and args.rig:
+    if args.command == "run" and args.target in (SIM, "pico") and args.rig:
         parser.error("--rig goes with a hardware --target; the virtual board brings its own rig")
     if args.command == "run" and args.target != SIM and args.heap:
         parser.error("--heap goes with --target sim; a hardware board has the heap it has")
     if args.command == "run" and args.heap is None:
         args.heap = DEFAULT_HEAP
-    if args.command == "run" and args.target == SIM and args.key_file:
+    if args.command == "run" and args.target in (SIM, "pico") and args.key_file:
         parser.error("--key-file goes with a hardware --target; virtual boards bring their own")
     if args.command == "keys" and bool(args.role) != bool(args.source):
         parser.error("keys new: --role and --from go together")
     if args.command == "run" and args.target not in (SIM, "pico") and args.jobs > 1:
         parser.error("--jobs runs several virtual boards; a board at a URL runs one at a time")
+    if args.command == "sim" and args.rig_link and not args.link:
+        parser.error("--rig-link goes with --link")
+    if args.command == "sim" and args.link and args.board == "pico":
+        parser.error("--link: the emulated Pico (--board pico) prints its ports; no links yet")
     if args.command == "ping" and args.count < 1:
         parser.error("--count must be at least 1")
     if args.command == "bolus":
@@ -1028,9 +1286,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except codec.CodecError as exc:  # a value that does not fit its field: ours
         _error(str(exc))
         return EXIT_ERROR
+    except argparse.ArgumentTypeError as exc:  # an argument a command checks itself
+        _error(str(exc))
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a writer SIGPIPE ended
+
+
+def _reader_gone() -> int:
+    """``pumpbench log | head``: the reader left. Nothing to say, and no traceback at exit.
+
+    stdout is pointed at /dev/null so that the interpreter's last flush
+    cannot fail again; the exit code is the shell's for a writer ended by SIGPIPE.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

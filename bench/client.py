@@ -183,7 +183,33 @@ def explain_refusal(code: int, detail: int) -> str:
         return RESERVOIR_REASONS.get(detail, f"reason {detail}")
     if code == schema.DURATION:
         return f"{detail} min at most"
+    if code == schema.AUTH_REQUIRED:
+        role = schema.role_name(detail).lower() if detail else "a"
+        return f"needs a {role} session: give --key-file or {keysmod.ENV_FILE}"
     return ""
+
+
+def _port_of(request: str) -> str:
+    for _id, name, port, *_fields in schema.MESSAGES:
+        if name == request:
+            return str(port)
+    return ""
+
+
+def _explain_in_context(request: str, code: int, detail: int) -> str:
+    """What a refusal means given the request it answered (which port, which step)."""
+    if code == schema.WRONG_PORT:
+        port = _port_of(request)
+        if port == schema.PORT_PUMP:
+            return "this is the rig port: give the pump port (`pumpbench sim` prints both)"
+        if port == schema.PORT_RIG:
+            return "this is the pump port: give the rig port (`pumpbench sim` prints both)"
+    if code == schema.BAD_MAC and request == "AUTH_OPEN":
+        return (
+            "the key does not match this pump (a key file of another pump, or an old one): "
+            f"give this pump's --key-file or {keysmod.ENV_FILE}"
+        )
+    return explain_refusal(code, detail)
 
 
 class Refusal(PumpRefused):
@@ -198,9 +224,11 @@ class Refusal(PumpRefused):
     def __init__(self, port: str, request: str, code: int, detail: int) -> None:
         super().__init__(port, request, code, detail)
         self.limit = limit_name(detail) if code in (schema.HARD_LIMIT, schema.SOFT_LIMIT) else None
-        meaning = explain_refusal(code, detail)
+        meaning = _explain_in_context(request, code, detail)
         if meaning:
             self.args = (f"{port}: {request} refused: {self.code_name}: {meaning}",)
+        elif not detail:  # "(detail 0)" says nothing
+            self.args = (f"{port}: {request} refused: {self.code_name}",)
 
 
 def text(value: str) -> str:

@@ -127,6 +127,10 @@ def write(path: Path, keys: DeviceKeys, comment: str = "") -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise BenchError(f"{path}: exists; a key file is never overwritten") from None
+    except OSError as exc:  # a folder that does not exist, or may not be written
+        where = path.parent if path.parent != Path() else Path.cwd()
+        missing = "" if where.is_dir() else f": the folder {where} does not exist"
+        raise BenchError(f"{path}: cannot write the key file ({exc.strerror}){missing}") from None
     with os.fdopen(fd, "w") as f:
         f.write(keys.text(comment))
 
@@ -186,7 +190,13 @@ def from_environment(environ: dict[str, str] | None = None) -> DeviceKeys | None
     """Keys named by the environment (a key file or hex keys), or None."""
     env = os.environ if environ is None else environ
     if env.get(ENV_FILE):
-        return load(Path(env[ENV_FILE]))
+        try:
+            return load(Path(env[ENV_FILE]))
+        except BenchError as exc:  # say where the name came from: not the command line
+            raise BenchError(
+                f"{exc} (from the environment: {ENV_FILE}={env[ENV_FILE]}; "
+                f"unset it or give --key-file)"
+            ) from None
     found = {role: _hex_key(env[name], name) for role, name in ENV_ROLE.items() if env.get(name)}
     if not found:
         return None

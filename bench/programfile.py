@@ -76,6 +76,10 @@ def _terms(text: object, units: Mapping[str, int], what: str, names: str) -> Fra
         if match is None:
             raise ValueError(f"{text!r} is not a {what}: a number with a unit ({names})")
         number, unit = match.groups()
+        if len(number) > MAX_DIGITS:  # no field holds it; and int() would refuse it obscurely
+            raise ValueError(
+                f"{number[:12]}... ({len(number)} digits) is not a {what}: far beyond any field"
+            )
         factor = units.get(unit.lower())
         if factor is None:
             hint = " (minutes are min)" if unit == "m" else ""
@@ -86,6 +90,7 @@ def _terms(text: object, units: Mapping[str, int], what: str, names: str) -> Fra
 
 
 U32_MAX = 0xFFFF_FFFF  # the widest PROGRAM and BOLUS field
+MAX_DIGITS = 30  # a number longer than this fits no field, in any unit
 
 
 def _whole(value: Fraction, text: str, base: str) -> int:
@@ -574,6 +579,10 @@ def loads(text: str, file: str | Path = "<program>") -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProgramFileError([f"{file}: (toml): {exc}"]) from None
+    except ValueError as exc:  # tomllib's int() of a number thousands of digits long
+        raise ProgramFileError(
+            [f"{file}: (toml): {str(exc).split(';')[0]}: no program field holds such a number"]
+        ) from None
     return parse_program(data, file)
 
 

@@ -77,11 +77,15 @@ STATE = {name: code for code, name in schema.STATES}
 PATIENT_KIND = 4  # STATUS bolus_kind / BOLUS_START kind of a patient bolus
 RESET_CAUSE_POWER_ON = 0
 
-# Requests the fuzzer may let through whole: they read, they never change
-# therapy, time or the plant.
+# Requests the fuzzer may let through whole: the queries (schema.QUERIES),
+# which read and never change therapy, time or the plant.
 SAFE_REQUESTS = {
-    schema.PORT_PUMP: {"HELLO", "PING", "STATUS", "LINK_STATS", "GET_PROGRAM", "GET_LOG"},
-    schema.PORT_RIG: {"RIG_HELLO", "PING", "LINK_STATS", "TRUTH", "TRACE", "ANNUNCIATION", "HEAP"},
+    port: {
+        name
+        for _id, name, where, _request, _reply in schema.MESSAGES
+        if name in schema.QUERIES and where in (port, schema.PORT_BOTH)
+    }
+    for port in (schema.PORT_PUMP, schema.PORT_RIG)
 }
 
 
@@ -98,6 +102,7 @@ def request_sizes(port: str) -> dict[int, int]:
 
 
 ALL_IDS = frozenset(entry[0] for entry in schema.MESSAGES)
+QUERY_IDS = frozenset(entry[0] for entry in schema.MESSAGES if entry[1] in schema.QUERIES)
 EVENT_IDS = frozenset(entry[0] for entry in schema.MESSAGES if entry[4] is None)
 
 
@@ -180,8 +185,8 @@ class ReceiverModel:
 
     ``feed`` splits a byte stream at 0x00 exactly as the device does and
     classifies every completed chunk. The reply cache (section 7: the last 4
-    executed requests, keyed by seq and CRC) is modelled, so retransmissions
-    are predicted as duplicates; so are the pump port's session rules
+    executed requests but plain queries, keyed by seq and CRC) is modelled,
+    so retransmissions are predicted as duplicates; so are the pump port's session rules
     (section 21.4), with ``session`` the open session (None: none known).
     """
 
@@ -245,7 +250,9 @@ class ReceiverModel:
             size += schema.AUTH_TRAILER_SIZE
         if length != size:
             return nack("rejected", schema.BAD_PAYLOAD, size)
-        for cached_seq, cached_crc, original in self.cache:
+        # a plain query is never cached (section 7): every copy runs afresh
+        query = not signed and msg_id in QUERY_IDS
+        for cached_seq, cached_crc, original in () if query else self.cache:
             if (cached_seq, cached_crc) == (seq, crc):
                 return Expected("duplicates", msg_id=msg_id, seq=seq, duplicate_of=original)
         request_id = self._once_id(msg_id, body[:end], signed)
@@ -262,7 +269,7 @@ class ReceiverModel:
         expected = Expected(
             "frames_ok", executes=True, msg_id=msg_id, seq=seq, payload=bytes(body[6:end])
         )
-        if remember:
+        if remember and not query:
             self.cache.append((seq, crc, expected))
             if request_id is not None:
                 self.outcomes[request_id] = expected
@@ -478,7 +485,10 @@ class FrameFuzzer:
 
     def good(self) -> FuzzCase:
         name = self.rng.choice(self.safe)
-        wire = codec.encode(name, self.next_seq(), self.good_fields(name))
+        # in a session, half of them signed: a plain query's copy runs afresh,
+        # a signed one's is answered from the reply cache (SPEC section 7)
+        signer = self.session.sign if self.session and self.rng.random() < 0.5 else None
+        wire = codec.encode(name, self.next_seq(), self.good_fields(name), signer=signer)
         self._recent_good.append(wire)
         return FuzzCase("good " + name, wire)
 

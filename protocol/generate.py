@@ -372,6 +372,10 @@ def table_text() -> str:
     lines.append("}")
     lines.append("# requests with a role that need no request id (SPEC section 23)")
     lines.append("ONCE_EXCEPT = (" + "".join(f"{name}," for name in schema.ONCE_EXCEPT) + ")")
+    lines.append("# plain requests that change nothing: never held in the reply cache (SPEC 7)")
+    lines.append("QUERIES = (")
+    lines += [f"    {name}," for name in schema.QUERIES]
+    lines.append(")")
     lines.append("ALL_IDS = (")
     lines += [f"    0x{m[0]:02X}," for m in schema.MESSAGES]
     lines.append(")")

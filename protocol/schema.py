@@ -707,6 +707,27 @@ MESSAGE_ROLES = (
 # and runs at most once per id (SPEC section 23).
 ONCE_EXCEPT = ("AUTH_CLOSE",)
 
+# Queries: requests that change nothing on the device. Sent plain (without
+# FLAG_AUTH) they are answered afresh every time and never held in the reply
+# cache (SPEC section 7), so no number of them (a keyless flood, a poller)
+# can push the cached reply of a request with an effect (ADVANCE, RESET,
+# AUTH_CHALLENGE, ...) out of the cache before its retransmission arrives.
+QUERIES = (
+    "HELLO",
+    "PING",
+    "STATUS",
+    "LINK_STATS",
+    "GET_PROGRAM",
+    "GET_LOG",
+    "GET_ACCESS_LOG",
+    "OUTCOME",
+    "RIG_HELLO",
+    "TRUTH",
+    "TRACE",
+    "ANNUNCIATION",
+    "HEAP",
+)
+
 # Largest ADVANCE the rig accepts in one request: one year of device time.
 MAX_ADVANCE_MS = 366 * 24 * 3600 * 1000
 
@@ -760,6 +781,7 @@ def _canonical():
             ",".join(ONCE_EXCEPT),
         )
     )
+    parts.append("q" + ",".join(QUERIES))
     for msg_id, name, port, request, reply in MESSAGES:
         text = "m%d=%s@%s:" % (msg_id, name, port)
         for fname, fmt, unit in request:

@@ -6,7 +6,7 @@
 # descriptions) stays on the host, where its heap costs nothing.
 
 PROTOCOL_VERSION = 1
-FINGERPRINT = 0x06F5BAF6
+FINGERPRINT = 0x4B13592D
 HEADER_FORMAT = "<BBHBB"
 HEADER_SIZE = 6
 CRC_SIZE = 4
@@ -277,6 +277,22 @@ REQUIRED_ROLE = {
 }
 # requests with a role that need no request id (SPEC section 23)
 ONCE_EXCEPT = (AUTH_CLOSE,)
+# plain requests that change nothing: never held in the reply cache (SPEC 7)
+QUERIES = (
+    HELLO,
+    PING,
+    STATUS,
+    LINK_STATS,
+    GET_PROGRAM,
+    GET_LOG,
+    GET_ACCESS_LOG,
+    OUTCOME,
+    RIG_HELLO,
+    TRUTH,
+    TRACE,
+    ANNUNCIATION,
+    HEAP,
+)
 ALL_IDS = (
     0x01,
     0x02,

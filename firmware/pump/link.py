@@ -6,6 +6,8 @@
 #   with the message's reply payload, or a NACK (code, detail);
 # - a request repeated with the same seq and the same CRC is answered from
 #   the reply cache and not executed again: a lost ACK never doubles a bolus;
+#   a plain query (table.QUERIES: it changes nothing) is answered afresh and
+#   never cached, so no flood of queries evicts the reply of an effect;
 # - damaged frames are counted and NACKed when their seq is readable; the
 #   next good frame is served as if nothing had happened.
 
@@ -83,6 +85,7 @@ class Link:
         self._writer = FrameWriter()
         self._rx = bytearray(64)
         self._cache = [_CachedReply() for _ in range(REPLY_CACHE_SLOTS)]
+        self._query = _CachedReply()  # a plain query's reply: built here, never looked up
         self._next_slot = 0
         self._current = None  # the cache slot of the request being handled
         self._event_seq = 0
@@ -147,10 +150,13 @@ class Link:
             size += t.AUTH_TRAILER_SIZE
         if reader.payload_size != size:
             return self._reject(msg_id, seq, t.BAD_PAYLOAD, size)
+        # A plain query runs again rather than hold a cache slot. (Sent with
+        # FLAG_AUTH it carries a counter, so its copy must be recognised.)
+        query = not authenticated and msg_id in t.QUERIES
         # A retransmission is answered from the cache before the session
         # rules: its first copy passed them (or it would not be cached), and
         # its counter is no longer above the session's.
-        slot = self._find_cached(seq, reader.crc)
+        slot = None if query else self._find_cached(seq, reader.crc)
         if slot is not None:
             counters[DUPLICATES] += 1
             if slot.state == _SLOT_DONE:
@@ -175,7 +181,7 @@ class Link:
                 return self._reject(msg_id, seq, refusal, guard.detail)
             if authenticated:
                 payload = payload[: size - t.AUTH_TRAILER_SIZE]
-        slot = self._free_slot()
+        slot = self._query if query else self._free_slot()
         if slot is None:
             # Every slot holds a deferred request still running: refuse
             # rather than evict one, whose reply would then be lost.

@@ -146,6 +146,7 @@ def test_declining_leaves_the_old_program_running(
         return "n"
 
     monkeypatch.setattr("builtins.input", answer)
+    monkeypatch.setattr("bench.cli._interactive", lambda: True)
     out = bench.ok("program", str(BACLOFEN))
     assert asked == ["Confirm? [y/N] "]
     old = crc_of(MORPHINE)
@@ -158,11 +159,14 @@ def test_declining_leaves_the_old_program_running(
         assert pump.log()[-1]["name"] == "PROGRAM_ABANDONED"
 
 
-def test_no_terminal_to_ask_is_a_no(bench: Bench) -> None:
-    # pytest's stdin cannot be read: like a closed terminal, it must not confirm
+def test_no_terminal_to_ask_is_not_confirmed(bench: Bench) -> None:
+    # pytest's stdin is no terminal: like a script or CI, it must not confirm,
+    # and the command must not look as if it succeeded (exit 2, "not confirmed")
     bench.running()
-    out = bench.ok("program", str(BACLOFEN))
+    code, out, err = bench.run("program", str(BACLOFEN))
+    assert code == 2
     assert "keeps running" in out
+    assert err.count("\n") == 1 and "not confirmed" in err and "--yes" in err
     assert value(bench.ok("status"), "program").startswith(f"CRC {crc_of(MORPHINE)}")
 
 
@@ -173,6 +177,7 @@ def test_ctrl_c_at_the_question_cancels(bench: Bench, monkeypatch: pytest.Monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr("builtins.input", interrupt)
+    monkeypatch.setattr("bench.cli._interactive", lambda: True)
     code, _out, err = bench.run("program", str(BACLOFEN))
     assert code == 130 and err == "pumpbench: interrupted\n"
     with bench.pump() as pump:
@@ -184,6 +189,7 @@ def test_yes_answer_confirms(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> N
     bench.rig.fill(20_000_000, 1_000)
     bench.ok("refill", "--withdrawn", "0mL", "--added", "20mL")  # a new pump
     monkeypatch.setattr("builtins.input", lambda _prompt: "y")
+    monkeypatch.setattr("bench.cli._interactive", lambda: True)
     out = bench.ok("program", str(BACLOFEN))
     assert f"confirmed: program CRC {crc_of(BACLOFEN)} is active; state RUNNING" in out
     assert value(bench.ok("status"), "mode") == "FLEX"
@@ -432,7 +438,7 @@ def test_log_table_pages_through_get_log(bench: Bench) -> None:
     assert re.fullmatch(r".*: (\d+) log entries", lines[0])
     total = int(lines[0].split()[1])
     assert total > 12  # more than one GET_LOG page
-    assert lines[1].split() == ["index", "device", "time", "event", "a", "b"]
+    assert lines[1].split() == ["index", "device", "time", "event", "a", "b", "what"]
     rows = [line.split() for line in lines[2:]]
     assert [int(row[0]) for row in rows] == list(range(total))
     assert rows[0][3] == "BOOT"

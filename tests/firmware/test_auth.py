@@ -244,8 +244,9 @@ def test_a_replayed_frame_is_answered_not_run(pump: PumpClient, rig: RigClient) 
     reply = exchange(pump, wire, seq)
     assert not reply.is_nack
     rig.advance(60_000)  # the bolus is over
-    for _ in range(4):  # the reply cache has forgotten it
-        pump.ping()
+    for token in range(4):  # the reply cache has forgotten it (signed queries
+        # are cached; plain ones never take a slot, SPEC section 7)
+        exchange(pump, *signed(pump, "PING", {"token": token}))
     before = snapshot(pump, rig)
     # SPEC 23: its request id was journalled with its reply: the copy gets
     # that reply again (not REPLAY, which an operator would read as "refused")

@@ -13,7 +13,7 @@ from cobs import cobs
 
 from bench.client import PumpClient, RigClient
 from bench.errors import PumpRefused
-from protocol import codec, schema
+from protocol import codec, schema, table
 
 RESET_CAUSE_RIG = 1
 
@@ -178,7 +178,7 @@ def test_requests_during_a_long_advance_never_evict_it(rig: RigClient) -> None:
     rig.transport.send(wire)
     for token in range(6):
         assert rig.ping(token) == token
-    done = rig.transport.wait_reply(seq, 30.0)
+    done = rig.transport.wait_reply(seq, 120.0)  # 200 days: seconds, more on a busy host
     assert done is not None and done.fields == {"device_time_ms": 200 * 86_400_000}
     rig.transport.expect(seq)
     rig.transport.send(wire)  # a late retransmission is answered from the cache
@@ -195,3 +195,61 @@ def test_hello_from_another_schema_is_refused(pump: PumpClient, rig: RigClient) 
                 {"protocol_version": schema.PROTOCOL_VERSION, "schema_fingerprint": 0x12345678},
             )
         assert caught.value.code == schema.SCHEMA_MISMATCH
+
+
+# --- plain queries never take a reply-cache slot (SPEC section 7) -----------------------
+# A poller or a keyless flood of queries between a request with an effect and
+# its retransmission used to push the effect's reply out of the 4-slot cache:
+# the copy then ran again (a flooded rig port advanced device time twice).
+
+
+def _queries(port: str, count: int, first_seq: int) -> list[tuple[bytes, int]]:
+    """``count`` plain queries of every kind the port takes, in turn, all-zero payloads."""
+    sizes = table.PUMP_REQUESTS if port == schema.PORT_PUMP else table.RIG_REQUESTS
+    kinds = [msg_id for msg_id in table.QUERIES if msg_id in sizes]
+    return [
+        (
+            codec.encode_raw(
+                kinds[i % len(kinds)], first_seq + i, 0, bytes(sizes[kinds[i % len(kinds)]])
+            ),
+            first_seq + i,
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("count", [0, 3, 4, 5, 9, 40])
+def test_queries_between_an_advance_and_its_copy_never_run_it_twice(
+    rig: RigClient, count: int
+) -> None:
+    before = rig.advance(0)
+    wire = codec.encode("ADVANCE", 0x0500, {"duration_ms": 60_000})
+    first = raw_exchange(rig, wire, 0x0500)
+    for query, seq in _queries(schema.PORT_RIG, count, 0x5000):
+        raw_exchange(rig, query, seq)
+    duplicates = rig.link_stats()["duplicates"]
+    again = raw_exchange(rig, wire, 0x0500)
+    assert again.fields == first.fields == {"device_time_ms": before + 60_000}
+    assert rig.advance(0) == before + 60_000
+    assert rig.link_stats()["duplicates"] == duplicates + 1
+
+
+@pytest.mark.parametrize("count", [0, 4, 5, 40])
+def test_queries_between_a_challenge_and_its_copy_keep_its_nonce(
+    pump: PumpClient, count: int
+) -> None:
+    wire = codec.encode("AUTH_CHALLENGE", 0x0600, {"role": schema.ROLE_CLINICIAN})
+    first = raw_exchange(pump, wire, 0x0600)
+    for query, seq in _queries(schema.PORT_PUMP, count, 0x6000):
+        raw_exchange(pump, query, seq)
+    again = raw_exchange(pump, wire, 0x0600)
+    assert again.fields == first.fields  # the same nonce: no second challenge was made
+
+
+def test_a_retransmitted_query_is_answered_afresh(pump: PumpClient) -> None:
+    wire = codec.encode("LINK_STATS", 0x0700, {})
+    first = raw_exchange(pump, wire, 0x0700)
+    again = raw_exchange(pump, wire, 0x0700)
+    # run twice: the second answer counts both copies, and neither as a duplicate
+    assert again.fields["frames_ok"] == first.fields["frames_ok"] + 1
+    assert again.fields["duplicates"] == first.fields["duplicates"]

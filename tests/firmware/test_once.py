@@ -108,14 +108,21 @@ def test_a_lost_bolus_reply_pushed_out_of_the_cache_by_another_peer_runs_once(
 
 
 @pytest.mark.usefixtures("therapy")
-def test_an_identical_resend_after_keyless_pings_gets_the_original_reply(
-    pump: PumpClient, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("meanwhile", ["PING", "AUTH_CHALLENGE"])
+def test_an_identical_resend_after_keyless_requests_gets_the_original_reply(
+    pump: PumpClient, monkeypatch: pytest.MonkeyPatch, meanwhile: str
 ) -> None:
-    # Issue 15: 4 keyless PINGs push the reply out of the cache; the
+    # Issue 15: 4 keyless PINGs pushed the reply out of the cache; the
     # identical resend (same counter) was answered REPLAY, and the CLI told
-    # the operator "refused" while the bolus ran.
+    # the operator "refused" while the bolus ran. Plain queries no longer
+    # take a cache slot (SPEC 7), but 4 keyless challenges still evict it:
+    # then the outcome journal answers the resend (SPEC 23).
+    fields = {"token": 7} if meanwhile == "PING" else {"role": schema.ROLE_PATIENT}
+
     def pings() -> None:
-        as_keys(pump, DeviceKeys(), lambda peer: [peer.ping() for _ in range(4)])
+        as_keys(
+            pump, DeviceKeys(), lambda peer: [peer.request(meanwhile, fields) for _ in range(4)]
+        )
 
     pump.open_session()
     before = len(bolus_starts(pump))

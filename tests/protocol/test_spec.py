@@ -26,3 +26,16 @@ def test_spec_names_every_message_and_error() -> None:
         assert name in SPEC, name
     for _code, name in schema.ERRORS:
         assert name in SPEC, name
+
+
+def test_the_queries_are_requests_that_need_no_role_and_the_spec_lists_them() -> None:
+    requests = {name: port for _id, name, port, _req, reply in schema.MESSAGES if reply is not None}
+    roles = {name for name, _role in schema.MESSAGE_ROLES}
+    row = next(line for line in SPEC.splitlines() if line.startswith("| Queries |"))
+    for name in schema.QUERIES:
+        assert name in requests, f"{name} is not a request"
+        assert name not in roles, f"{name} needs a role: it changes something"
+        assert name in row, f"SPEC section 7 does not list the query {name}"
+    # what changes state is never a query
+    effects = {"ADVANCE", "RESET", "AUTH_CHALLENGE", "AUTH_OPEN", "PROVISION"}
+    assert not effects & set(schema.QUERIES)
