@@ -4,7 +4,7 @@ The board runs the stock UF2 with an empty filesystem in real-time mode
 (mpremote waits with its own wall-clock timeouts). `make flash` probes it
 with mpremote, compiles with ``mpy-cross -march=armv6m``, copies, provisions
 the keys, resets and checks HELLO and a session; then a second `make flash`
-reaches the same board running the pump through maintenance (reset, BOOTSEL
+reaches the same board running the pump after maintenance (reset, BOOTSEL
 held within the window), as a person does with a real one.
 """
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -59,27 +57,10 @@ def test_make_flash_turns_a_stock_emulated_pico_into_the_pump(tmp_path: Path) ->
             pump.open_session()
             pump.close_session()
 
-        # Again, on the board now running the pump (Ctrl-C is off): the
-        # probe finds no REPL and waits; a person resets it and holds BOOTSEL.
-        person = threading.Thread(target=_reset_into_maintenance, args=(board,), daemon=True)
-        person.start()
+        # Again, on the board now running the pump (Ctrl-C is off, so mpremote
+        # cannot break in): a person resets it and holds BOOTSEL within the
+        # maintenance window, then runs make flash.
+        pico.maintenance(board)
         again = _make_flash(board.pump_port, key_file)
-        person.join(timeout=120)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "HELLO ok" in again.stdout
-
-
-def _reset_into_maintenance(board: pico.PicoBoard) -> None:
-    time.sleep(3.0)  # make flash's probe has found the pump, not a REPL
-    board.bootsel(False)
-    board.reset()
-    deadline = time.monotonic() + 60.0
-    while board.status()["now_ns"] < 100e6 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    board.bootsel(True)
-    # held past main.py's maintenance window (board_config MAINTENANCE_WINDOW_MS,
-    # 2 s), released before make flash resets the board (held through a reset,
-    # the bootrom would start its USB bootloader)
-    while board.status()["now_ns"] < 2.5e9 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    board.bootsel(False)
