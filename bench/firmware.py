@@ -225,6 +225,7 @@ def build(
         f'include("{firmware.firmware / "manifest.py"}")\n'
     )
     build_dir = out / f"build-{board.name}"
+    _start_clean_if_changed(build_dir, _recipe(tree, board.name, frozen, env))
     print(f"firmware: building MicroPython {version} for {board.name} in {build_dir}", flush=True)
     _make(
         [
@@ -258,6 +259,32 @@ def build(
     }
     (out / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
     return uf2
+
+
+def _recipe(tree: Path, board_name: str, frozen: Path, env: dict[str, str]) -> str:
+    """A digest of everything the image is made of but the MicroPython tree's own files."""
+    digest = hashlib.sha256()
+    for part in (str(tree), board_name, env["SOURCE_DATE_EPOCH"], env["MICROPY_GIT_HASH"]):
+        digest.update(part.encode() + b"\0")
+    digest.update(frozen.read_bytes())
+    for item in sorted(board_files(), key=lambda f: f.target):
+        digest.update(item.target.encode() + b"\0" + item.source.read_bytes())
+    return digest.hexdigest()
+
+
+def _start_clean_if_changed(build_dir: Path, recipe: str) -> None:
+    """Removes the build folder when the recipe changed since it was built.
+
+    MicroPython's incremental build keeps what it collected from the earlier
+    frozen modules (the qstr pool), so after a change it gave other bytes than
+    a clean build of the same sources (measured: another firmware.bin sha256).
+    A clean build makes the image a function of its sources alone.
+    """
+    stamp = build_dir / ".pump-recipe"
+    if build_dir.exists() and (not stamp.exists() or stamp.read_text() != recipe):
+        shutil.rmtree(build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(recipe)
 
 
 def _frozen_modules(build_dir: Path) -> dict[str, int]:

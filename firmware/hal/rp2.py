@@ -2,7 +2,8 @@
 # MicroPython: the same HAL interface as hal/sim.py, on real peripherals.
 #
 #   clock        time.ticks_ms (wraps at 2**30), device time, device seconds
-#                kept across resets through a small file
+#                kept across resets through a small file; the seconds follow
+#                the ring oscillator when the crystal strays (RoscClockCheck)
 #   motor        StepperMotor: STEP by a PIO state machine (bounded moves,
 #                completion and step count read back), DIR and EN pins,
 #                driver disabled between moves
@@ -86,17 +87,28 @@ class Rp2Clock:
         self._s = 0  # whole seconds since power-on (small int for 34 years)
         self._ms = 0  # and milliseconds, 0-999
         self._base_s = 0
+        # seconds() counts the timer's ms at rate_pm per mille (RoscClockCheck
+        # sets it: 1000 while the crystal and the ring oscillator agree)
+        self.rate_pm = 1000
+        self._true_s = 0
+        self._acc = 0  # ms x rate_pm below one second
 
     def ticks_ms(self):
         # Also advances device time: called at least once per loop pass and
         # idle() never waits 2**29 ms, so no wrap is ever missed.
         now = self._source() & TICKS_MAX
-        ms = self._ms + ((now - self._last) & TICKS_MAX)
+        elapsed = (now - self._last) & TICKS_MAX
+        ms = self._ms + elapsed
         self._last = now
         if ms >= 1000:
             self._s += ms // 1000
             ms %= 1000
         self._ms = ms
+        acc = self._acc + elapsed * self.rate_pm
+        if acc >= 1_000_000:
+            self._true_s += acc // 1_000_000
+            acc %= 1_000_000
+        self._acc = acc
         return now
 
     def time_ms(self):
@@ -107,10 +119,124 @@ class Rp2Clock:
 
     def seconds(self):
         self.ticks_ms()
-        return self._base_s + self._s
+        return self._base_s + self._true_s
 
     def set_base(self, seconds):
         self._base_s = seconds
+
+
+# --- the clock check's second source: the ring oscillator ------------------------
+# The pump's clock check (SPEC 14.8) compares the ms timer with seconds()
+# over 5-minute windows. On the Pico both would come from the 12 MHz crystal:
+# time.ticks_ms counts the TIMER's 1 us ticks, which the watchdog tick
+# generator makes from clk_ref = XOSC; the RP2040's RTC runs on clk_rtc =
+# PLL_USB / 1024 (46 875 Hz, as the pico-sdk's clocks_init that MicroPython
+# runs sets it), and PLL_USB multiplies the same crystal: not independent.
+# The ring oscillator (ROSC) is: an on-chip RC ring, no crystal, ~6.5 MHz,
+# its frequency set by process, voltage and temperature. The frequency
+# counter FC0 in the CLOCKS block counts a chosen source over 2**INTERVAL
+# us of clk_ref and reports kHz as if clk_ref ran at FC0_REF_KHZ: a crystal
+# k times fast makes the ROSC read k times slow. So every ROSC_SAMPLE_MS the
+# ROSC is counted (about 1 ms, waited for in idle() before it may sleep: a
+# lightsleep turns the ROSC off) and compared with its reading at boot;
+# while they agree within ROSC_DEADBAND_PM the seconds follow the crystal
+# exactly (the ROSC's own drift never reaches the pump's time), beyond it
+# they follow the ROSC:
+# seconds() then runs at the ROSC's true rate while ticks_ms does not, and
+# the monitor's check raises CLOCK_FAULT. A counter that fails
+# ROSC_FAILS samples in a row stops seconds() (rate 0): CLOCK_FAULT, stop.
+# A counter that never works from boot (the emulated Pico: rp2040js 1.4.1
+# leaves FC0 unimplemented, reads 0xffffffff) leaves the check unavailable
+# (available False) and seconds() on the crystal, as before the check.
+_FC0 = {"rp2040": 0x40008080, "rp2350": 0x4001008C}  # CLOCKS_BASE + FC0_REF_KHZ
+_FC_REF = const(0)  # FC0 register offsets from FC0_REF_KHZ
+_FC_MIN = const(4)
+_FC_MAX = const(8)
+_FC_INTERVAL = const(16)
+_FC_SRC = const(20)
+_FC_STATUS = const(24)
+_FC_RESULT = const(28)
+_FC_SRC_ROSC = const(3)  # rosc_clksrc, on both chips
+_FC_DONE = const(0x10)
+_FC_BAD = const(0x10010000)  # DIED | FAIL
+_FC_INTERVAL_LOG2 = const(10)  # a ~1 ms count: 1 kHz of ~6 500 kHz
+_FC_WAIT_US = const(5_000)  # a count not done by then has failed
+_XOSC_KHZ = const(12_000)  # clk_ref on the Pico and the Pico 2
+ROSC_MIN_KHZ = 100  # a ROSC reading outside this range is a failed sample
+ROSC_MAX_KHZ = 100_000
+ROSC_DEADBAND_PM = 20  # below 2 % apart the seconds follow the crystal
+ROSC_SAMPLE_MS = 1_000
+ROSC_FAILS = 3
+
+
+class RoscClockCheck:
+    """Sets clock.rate_pm from the ring oscillator counted against the crystal.
+
+    mem: machine.mem32, or a stand-in (host tests). poll(now) from idle().
+    """
+
+    def __init__(self, chip, clock, mem=None):
+        self._clock = clock
+        self._mem = mem if mem is not None else machine.mem32
+        # the register addresses, computed once: above 2**30 they are big
+        # integers on the board, and a sum would allocate at every sample
+        fc = _FC0[chip]
+        self._ref = fc + _FC_REF
+        self._min = fc + _FC_MIN
+        self._max = fc + _FC_MAX
+        self._interval = fc + _FC_INTERVAL
+        self._src = fc + _FC_SRC
+        self._status = fc + _FC_STATUS
+        self._result = fc + _FC_RESULT
+        self.boot_khz = 0
+        self.khz = 0  # the last good reading
+        self.fails = 0
+        self._at = clock.ticks_ms()
+        khz = self._count()
+        self.available = khz > 0
+        if self.available:
+            self.boot_khz = self.khz = khz
+
+    def _count(self):
+        # One count of the ROSC over ~1 ms of clk_ref, waited for here: a
+        # count left running could span a lightsleep, which stops the ROSC
+        # (MicroPython's lightsleep turns it off). -> kHz, or 0 for a failed,
+        # implausible or unfinished count. mem32 reads are signed on the
+        # board (0xffffffff is -1); nothing here allocates.
+        mem = self._mem
+        mem[self._ref] = _XOSC_KHZ
+        mem[self._interval] = _FC_INTERVAL_LOG2
+        mem[self._min] = 0
+        mem[self._max] = 0x1FFFFFF
+        mem[self._src] = _FC_SRC_ROSC  # starts the count
+        started = time.ticks_us()
+        status = mem[self._status]
+        while not status & _FC_DONE:
+            if time.ticks_diff(time.ticks_us(), started) > _FC_WAIT_US:
+                return 0  # a counter that never finishes
+            status = mem[self._status]
+        if status & _FC_BAD:
+            return 0
+        khz = (mem[self._result] >> 5) & 0x1FFFFFF
+        return khz if ROSC_MIN_KHZ <= khz <= ROSC_MAX_KHZ else 0
+
+    def poll(self, now):
+        # From idle(), before it may sleep: one count a ROSC_SAMPLE_MS.
+        if not self.available or ticks_diff(now, self._at) < ROSC_SAMPLE_MS:
+            return
+        self._at = now
+        khz = self._count()
+        if khz == 0:
+            self.fails += 1
+            if self.fails >= ROSC_FAILS:
+                self._clock.rate_pm = 0  # no second source: seconds stop
+            return
+        self.fails = 0
+        self.khz = khz
+        rate = khz * 1000 // self.boot_khz
+        if -ROSC_DEADBAND_PM <= rate - 1000 <= ROSC_DEADBAND_PM:
+            rate = 1000
+        self._clock.rate_pm = rate
 
 
 # --- motor: PIO step generation ----------------------------------------------------
@@ -739,11 +865,12 @@ def device_id(cfg):
 class Rp2Board:
     """The Pico, built from board_config.
 
-    stdin, stdout, poller and ticks replace sys.stdin.buffer,
-    sys.stdout.buffer, select.poll() and time.ticks_ms (host tests).
+    stdin, stdout, poller, ticks and mem32 replace sys.stdin.buffer,
+    sys.stdout.buffer, select.poll(), time.ticks_ms and machine.mem32
+    (host tests).
     """
 
-    def __init__(self, cfg, stdin=None, stdout=None, poller=None, ticks=None):
+    def __init__(self, cfg, stdin=None, stdout=None, poller=None, ticks=None, mem32=None):
         self.name = cfg.BOARD_NAME
         self.powered = True  # if the power goes, so does the CPU
         self.orphaned = False  # a USB cable pulled out never stops the pump
@@ -760,6 +887,8 @@ class Rp2Board:
             self.clock = Rp2Clock(ticks)
             part = "motor driver"
             self.motor = StepperMotor(cfg)
+            part = "clock check"
+            self.clock_check = RoscClockCheck(cfg.CHIP, self.clock, mem32)
             part = "motor feedback (%s)" % cfg.ENCODER
             self.encoder = make_encoder(cfg, self.motor)
             part = "pressure sensor"
@@ -884,6 +1013,7 @@ class Rp2Board:
         # The CPU sleeps in the poll (WFE, like machine.idle()), or in
         # machine.lightsleep when it may (see may_lightsleep).
         now = self.clock.ticks_ms()
+        self.clock_check.poll(now)
         port = self.pump_port
         if port.rx_bytes != self._rx_seen:
             self._rx_seen = port.rx_bytes

@@ -37,8 +37,9 @@ from pump import program as programmod
 from pump import reservoir as reservoirmod
 
 # 2: the battery monitor's ERI date follows the ring; 3: the drug path and
-# the index of the active program's PROGRAM_ACTIVE entry; governor in ng
-SNAPSHOT_VERSION = 3
+# the index of the active program's PROGRAM_ACTIVE entry; governor in ng;
+# 4: the clock offsets a clock change still holds binding (SPEC 11.5)
+SNAPSHOT_VERSION = 4
 
 # Delta kinds and their payload formats.
 D_STROKE_BEGIN = 1  # kind B, time_s I
@@ -62,9 +63,11 @@ _FLAG = "<B"
 _MASK = "<I"
 
 # Snapshot layout after the program bytes and the packed reservoir and
-# governor: therapy scalars, then the patient-bolus ring.
+# governor: therapy scalars, then the patient-bolus ring, then the held
+# clock offsets (offset, device second its hold ends) and the ERI date.
 _THERAPY = "<BBiIIIIHBHIIIHIH"
 _HEAD_SIZE = struct.calcsize(_THERAPY)
+_HELD = "<II"
 
 
 class Recovered:
@@ -205,6 +208,11 @@ class Persist:
         for when in t.pb_times:
             struct.pack_into("<I", area, o, when)
             o += 4
+        # the holds of recent clock changes: a reset within the day after a
+        # change must not let the new clock alone replay a high-rate span
+        for i in range(len(t.held_offset_s)):
+            struct.pack_into(_HELD, area, o, t.held_offset_s[i], t.held_until_s[i])
+            o += 8
         o += self.battery.pack_into(area, o)
         self.journal.snapshot(area[:o])
         if self._stroke_kind >= 0:
@@ -257,6 +265,9 @@ class Persist:
         for i in range(len(ring)):
             t.pb_times[i] = ring[i]
         offset += 4 * len(ring)
+        for i in range(len(t.held_offset_s)):
+            t.held_offset_s[i], t.held_until_s[i] = struct.unpack_from(_HELD, data, offset)
+            offset += 8
         # the ERI date: a reset must not restart the 90-day countdown
         if not self.battery.unpack(data[offset:]):
             return False

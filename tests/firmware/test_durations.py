@@ -65,6 +65,21 @@ def test_a_morphine_bolus_is_not_spread_over_32_years(pump: PumpClient, rig: Rig
     assert pump.status()["bolus_kind"] == 0
 
 
+@pytest.mark.parametrize("lockout_s", [DAY_S + 1, 14 * DAY_S, 0xFFFF_FFFF])
+def test_a_patient_bolus_lockout_longer_than_a_day_is_refused(
+    pump: PumpClient, rig: RigClient, lockout_s: int
+) -> None:
+    # SPEC 12.4: PROGRAM pb_lockout_s at most PB_LOCKOUT_MAX_S (a day),
+    # refused HARD_LIMIT (limit patient_bolus); a day itself is accepted
+    start_therapy(pump, rig, program())
+    pb = {"pb_dose_nl": 50_000, "pb_max_per_day": 1}
+    with pytest.raises(Refusal) as refused:
+        pump.request("PROGRAM", program(**pb, pb_lockout_s=lockout_s))
+    assert refused.value.code == schema.HARD_LIMIT
+    assert refused.value.limit == "patient_bolus"
+    pump.request("PROGRAM", program(**pb, pb_lockout_s=DAY_S))
+
+
 @pytest.mark.parametrize("offset_ms", [-6 * HOUR_MS, -HOUR_MS, -1_000, 0])
 def test_a_day_long_bolus_across_the_tick_wrap_is_spread_over_its_day(
     pump: PumpClient, rig: RigClient, offset_ms: int

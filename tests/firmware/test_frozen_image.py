@@ -192,3 +192,19 @@ def test_a_power_cut_mid_stroke_on_the_frozen_image_is_recovered_within_a_stroke
         after = pump.status()["delivered_nl"]
     # what the cut stroke moved (4 steps) is counted, at most the whole stroke
     assert before + 4 * nl_per_step <= after <= before + 8 * nl_per_step, (before, after)
+
+
+def test_a_changed_recipe_starts_the_build_folder_clean(tmp_path: Path) -> None:
+    # An incremental MicroPython build after a frozen module changed gave other
+    # bytes than a clean build (stale qstrs): a changed recipe wipes the folder.
+    build_dir = tmp_path / "build-RPI_PICO"
+    build_dir.mkdir()
+    (build_dir / "old.o").write_text("from before the stamp")
+    firmware._start_clean_if_changed(build_dir, "recipe A")
+    assert not (build_dir / "old.o").exists()
+    (build_dir / "kept.o").write_text("built for A")
+    firmware._start_clean_if_changed(build_dir, "recipe A")
+    assert (build_dir / "kept.o").exists()  # the same recipe: make's own increments
+    firmware._start_clean_if_changed(build_dir, "recipe B")
+    assert not (build_dir / "kept.o").exists()
+    assert (build_dir / ".pump-recipe").read_text() == "recipe B"

@@ -308,6 +308,61 @@ def test_board_ticks_wrap_at_2_30() -> None:
     }
 
 
+# --- the clock check's second source (issue 13 item 6, SPEC 14.8) -------------------
+def test_the_seconds_follow_the_ring_oscillator_when_the_crystal_strays() -> None:
+    # FC0 counts the ROSC against the crystal; hal/rp2.RoscClockCheck. 600 s
+    # of true time at each crystal error: seconds() keeps true time (within
+    # the one-second sample that sees the change), ticks_ms does not.
+    result = board("clock_check_follows_the_rosc")
+    for name, factor in (("x1.1", 1.1), ("x3", 3), ("x10", 10), ("slow 0.9", 0.9)):
+        case = result[name]
+        assert case["available"] and case["boot_khz"] == 6_500
+        assert case["ticks_ms"] == round(600_000 * factor)
+        assert 599 <= case["seconds"] <= 600 + factor, (name, case)
+        assert case["rate_pm"] == 1_000_000 // round(factor * 1000), (name, case)
+    # within the deadband (2 %) the seconds are the crystal's, exactly
+    assert result["true"]["seconds"] == 600 and result["true"]["rate_pm"] == 1000
+    assert result["x1.01"]["seconds"] == 606 and result["x1.01"]["rate_pm"] == 1000
+    # a counter that fails after boot stops the seconds (CLOCK_FAULT follows)
+    assert result["failed later"]["rate_pm"] == 0 and result["failed later"]["seconds"] <= 3
+    # one that never worked (rp2040js leaves FC0 unimplemented): no check,
+    # the crystal's seconds as before
+    for mode in ("unimplemented", "failed"):
+        case = result["from boot " + mode]
+        assert case == {"available": False, "ticks_ms": 600_000, "seconds": 600}, mode
+    assert result["idle_polls"] >= 4  # idle() samples once a second of ticks
+    assert result["poll_irq_safe"] is None  # a sample allocates nothing
+
+
+def clock_fault(crystal_pm: int, mode: str = "ok") -> dict[str, Any]:
+    return upy.run("check_rp2_main.py", "clock", str(crystal_pm), mode, heap="4M", path=FAKES)
+
+
+CLOCK_FAULT = dict((name, code) for code, name, _p in schema.ALARMS)["CLOCK_FAULT"]
+
+
+@pytest.mark.parametrize("crystal_pm", [1_100, 3_000, 10_000, 900])
+def test_the_pump_on_the_pico_hal_raises_clock_fault_when_the_crystal_strays(
+    crystal_pm: int,
+) -> None:
+    # The real PumpApp on Rp2Board (fakes): its once-a-minute check compares
+    # ticks_ms with seconds() over 5-minute windows of ticks; with the ROSC
+    # behind seconds() a 10 % error is found within two windows (10 min).
+    result = clock_fault(crystal_pm)
+    assert CLOCK_FAULT in result["alarms"]
+    assert 0 <= result["fault_min"] <= 10
+
+
+def test_a_true_crystal_raises_no_clock_fault_on_the_pico_hal() -> None:
+    assert CLOCK_FAULT not in clock_fault(1_000)["alarms"]
+    assert CLOCK_FAULT not in clock_fault(1_030)["alarms"]  # 3 %: within tolerance
+
+
+def test_a_frequency_counter_that_dies_raises_clock_fault() -> None:
+    result = clock_fault(1_000, "failed")
+    assert CLOCK_FAULT in result["alarms"] and 0 <= result["fault_min"] <= 10
+
+
 def test_bootsel_at_boot_requests_maintenance() -> None:
     assert board("maintenance_window") == {"not_held": False, "held": True}
 

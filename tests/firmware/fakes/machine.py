@@ -15,6 +15,14 @@
 # lightsleep(ms) advances it. Hand ticks to Rp2Board(..., ticks=machine.ticks).
 #
 # Failure injection: FAIL["ADC"] = OSError(19) makes the next ADC() raise.
+#
+# mem32: only the frequency counter FC0 of the CLOCKS block (RP2040 and
+# RP2350 addresses), counting the ring oscillator: ROSC_KHZ[0] as the
+# crystal sees it, i.e. ROSC_KHZ * 1000 // CRYSTAL_PM (a crystal running
+# CRYSTAL_PM per mille makes ticks() that much fast: the test advances NOW
+# accordingly). FC_MODE[0]: "ok", "unimplemented" (every read 0xffffffff,
+# as on rp2040js 1.4.1, which mem32 returns as -1) or "failed" (DONE with
+# FAIL set).
 
 LOG = []
 NOW = [0]
@@ -37,6 +45,38 @@ SOFT_RESET = 5
 WATCHDOG_MAX_MS = [8388]  # RP2040; the RP2350 allows 16777
 
 
+ROSC_KHZ = [6_500]
+CRYSTAL_PM = [1_000]
+FC_MODE = ["ok"]
+FC_COUNTS = [0]  # counts started (writes of a source to FC0_SRC)
+# FC0_SRC address on each chip; STATUS and RESULT follow it (+4, +8)
+_FC0_SRC = (0x40008094, 0x400100A0)
+
+
+class _Mem32:
+    def __init__(self):
+        self.regs = {}
+
+    def __setitem__(self, addr, value):
+        self.regs[addr] = value
+        if addr in _FC0_SRC and value:
+            FC_COUNTS[0] += 1
+
+    def __getitem__(self, addr):
+        mode = FC_MODE[0]
+        if mode == "unimplemented":
+            return -1  # 0xffffffff: mem32 reads are signed on the rp2 port
+        for src in _FC0_SRC:
+            if addr == src + 4:  # STATUS: DONE (and PASS, or FAIL)
+                return 0x10010 if mode == "failed" else 0x11
+            if addr == src + 8:  # RESULT: kHz << 5
+                return (ROSC_KHZ[0] * 1000 // CRYSTAL_PM[0]) << 5
+        return self.regs.get(addr, 0)
+
+
+mem32 = _Mem32()
+
+
 def _check_fail(name):
     error = FAIL.pop(name, None)
     if error is not None:
@@ -56,6 +96,11 @@ def reset_fakes():
     SLEEPS.clear()
     IDLE[0] = 0
     RESET_CAUSE[0] = PWRON_RESET
+    ROSC_KHZ[0] = 6_500
+    CRYSTAL_PM[0] = 1_000
+    FC_MODE[0] = "ok"
+    FC_COUNTS[0] = 0
+    mem32.regs.clear()
 
 
 def ticks():

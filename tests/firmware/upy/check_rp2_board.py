@@ -304,6 +304,72 @@ def idle_flushes_the_journal_batch():
     }
 
 
+def _run_true_seconds(b, true_s, crystal_pm):
+    # Runs the board for true_s seconds of true time with the crystal at
+    # crystal_pm per mille (the timer counts that much fast), polling as
+    # idle() does once a second of ticks. -> (ticks elapsed, seconds elapsed).
+    machine.CRYSTAL_PM[0] = crystal_pm
+    t0 = machine.ticks()
+    s0 = b.clock.seconds()
+    step = crystal_pm  # ticks per true second
+    for _ in range(true_s):
+        machine.advance(step)
+        b.clock_check.poll(b.clock.ticks_ms())
+    return machine.ticks() - t0, b.clock.seconds() - s0
+
+
+def clock_check_follows_the_rosc():
+    # The ring oscillator counted by FC0 against the crystal (hal/rp2.py
+    # RoscClockCheck): seconds() keeps true time when the crystal strays.
+    result = {}
+    for name, crystal_pm in (
+        ("true", 1000),
+        ("x1.01", 1010),
+        ("x1.1", 1100),
+        ("x3", 3000),
+        ("x10", 10000),
+        ("slow 0.9", 900),
+    ):
+        b, _i, _o, _p = rp2kit.board()
+        ticks, seconds = _run_true_seconds(b, 600, crystal_pm)
+        result[name] = {
+            "available": b.clock_check.available,
+            "boot_khz": b.clock_check.boot_khz,
+            "ticks_ms": ticks,
+            "seconds": seconds,
+            "rate_pm": b.clock.rate_pm,
+        }
+    # a counter that fails after boot: the seconds stop after ROSC_FAILS
+    b, _i, _o, _p = rp2kit.board()
+    _run_true_seconds(b, 60, 1000)
+    machine.FC_MODE[0] = "failed"
+    ticks, seconds = _run_true_seconds(b, 600, 1000)
+    result["failed later"] = {"ticks_ms": ticks, "seconds": seconds, "rate_pm": b.clock.rate_pm}
+    # a counter that never works (rp2040js): no check, the crystal's seconds
+    for mode in ("unimplemented", "failed"):
+        machine.reset_fakes()
+        rp2kit.mount()
+        machine.FC_MODE[0] = mode
+        b = rp2kit.rebuild(rp2kit.config(), machine.ticks)
+        ticks, seconds = _run_true_seconds(b, 600, 1000)
+        result["from boot " + mode] = {
+            "available": b.clock_check.available,
+            "ticks_ms": ticks,
+            "seconds": seconds,
+        }
+    # idle() polls it, and the heap: a sample allocates nothing
+    b, _i, _o, _p = rp2kit.board()
+    machine.CRYSTAL_PM[0] = 3000
+    counts = machine.FC_COUNTS[0]
+    for _ in range(5):
+        b.idle(2_000)
+    result["idle_polls"] = machine.FC_COUNTS[0] - counts
+    machine.advance(1_000)
+    now = b.clock.ticks_ms()
+    result["poll_irq_safe"] = rp2kit.in_irq(b.clock_check.poll, now)
+    return result
+
+
 rp2kit.run_cases(
     {
         "watchdog_fed_only_by_supervisor": watchdog_fed_only_by_supervisor,
@@ -319,5 +385,6 @@ rp2kit.run_cases(
         "clock_wraps_like_rp2040": clock_wraps_like_rp2040,
         "maintenance_window": maintenance_window,
         "idle_flushes_the_journal_batch": idle_flushes_the_journal_batch,
+        "clock_check_follows_the_rosc": clock_check_follows_the_rosc,
     }
 )

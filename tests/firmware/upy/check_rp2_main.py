@@ -118,8 +118,64 @@ def _maintenance():
     return {"events": events}
 
 
+def _clock(crystal_pm, mode):
+    # The pump app on the Pico HAL, idle after its first boot; from the
+    # first idle on, the crystal runs crystal_pm per mille (the timer that
+    # much fast) and FC0 works as `mode` says. Runs 12 minutes of true time
+    # -> the alarms raised and the minute of true time CLOCK_FAULT came.
+    machine.reset_fakes()
+    rp2.reset_fakes()
+    rp2kit.mount()
+    apps = []
+    seen = {}
+
+    class Board(Rp2Board):
+        passes = 0
+
+        def idle(self, wait_ms):
+            Board.passes += 1
+            if Board.passes == 1:
+                machine.CRYSTAL_PM[0] = crystal_pm
+                machine.FC_MODE[0] = mode
+                seen["t0"] = machine.ticks()
+            true_ms = (machine.ticks() - seen["t0"]) * 1000 // crystal_pm
+            app = apps[0]
+            if "fault_min" not in seen and app.alarms.active & (1 << 19):
+                seen["fault_min"] = true_ms // 60_000
+            if true_ms >= 12 * 60_000:
+                raise Stop()
+            super().idle(wait_ms)
+
+    class App(PumpApp):
+        def __init__(self, board, cause):
+            apps.append(self)
+            super().__init__(board, cause)
+
+    def make_board(cfg):
+        stdin = rp2kit.FakeStream()
+        return Board(
+            cfg,
+            stdin=stdin,
+            stdout=rp2kit.FakeStream(),
+            poller=rp2kit.FakePoll(stdin),
+            ticks=machine.ticks,
+        )
+
+    try:
+        main.run_rp2_board(rp2kit.config(), make_board=make_board, app_class=App)
+    except Stop:
+        pass
+    active = apps[0].alarms.active
+    return {
+        "alarms": [code for code in range(1, 32) if active & (1 << (code - 1))],
+        "fault_min": seen.get("fault_min", -1),
+    }
+
+
 case = sys.argv[1]
-if case == "hello":
+if case == "clock":
+    result = _clock(int(sys.argv[2]), sys.argv[3])
+elif case == "hello":
     result = _hello(bytes.fromhex(sys.argv[2]))
 elif case == "fault":
     result = _fault()
