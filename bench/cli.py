@@ -828,11 +828,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenarios = load_scenarios(args.paths)  # every file validated before any board
     if args.key_file:
         keysmod.use_key_file(args.key_file)
-    target: Target = (
-        SimTarget(heap=args.heap, say=_note, speed=args.speed)
-        if args.target == SIM
-        else PortTarget(args.target, args.rig)
-    )
+    target: Target
+    if args.target == SIM:
+        target = SimTarget(heap=args.heap, say=_note, speed=args.speed)
+    elif args.target == "pico":
+        from bench.pico import pico_target
+
+        target = pico_target()  # an emulated Pico and its rig per scenario
+    else:
+        target = PortTarget(args.target, args.rig)
     jobs = args.jobs or (min(os.cpu_count() or 1, max(1, len(scenarios))) if target.parallel else 1)
     target.preflight()
     progress = Progress(scenarios, out=io.StringIO() if args.json else None)
@@ -1010,6 +1014,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="--board pico: stock MicroPython with an empty filesystem (for make flash)",
     )
     sim.add_argument(
+        "--pico-rig",
+        action="store_true",
+        help="--board pico: also the rig around it on a pty of its own (the plant on the "
+        "pins; lockstep: device time passes by the rig's ADVANCE)",
+    )
+    sim.add_argument(
         "--link",
         type=Path,
         metavar="PATH",
@@ -1059,8 +1069,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         default=SIM,
         type=_url,
-        metavar="sim|URL",
-        help="sim (default): a fresh virtual board per scenario; or the pump port URL",
+        metavar="sim|pico|URL",
+        help="sim (default): a fresh virtual board per scenario; pico: a fresh emulated Pico "
+        "and its rig per scenario (pico/README.md); or the pump port URL",
     )
     run.add_argument(
         "--rig", type=_url, metavar="URL", help="the rig port URL (hardware targets only)"
@@ -1225,17 +1236,17 @@ def _check_bolus(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.command == "run" and args.target == SIM and args.rig:
+    if args.command == "run" and args.target in (SIM, "pico") and args.rig:
         parser.error("--rig goes with a hardware --target; the virtual board brings its own rig")
     if args.command == "run" and args.target != SIM and args.heap:
         parser.error("--heap goes with --target sim; a hardware board has the heap it has")
     if args.command == "run" and args.heap is None:
         args.heap = DEFAULT_HEAP
-    if args.command == "run" and args.target == SIM and args.key_file:
+    if args.command == "run" and args.target in (SIM, "pico") and args.key_file:
         parser.error("--key-file goes with a hardware --target; virtual boards bring their own")
     if args.command == "keys" and bool(args.role) != bool(args.source):
         parser.error("keys new: --role and --from go together")
-    if args.command == "run" and args.target != SIM and args.jobs > 1:
+    if args.command == "run" and args.target not in (SIM, "pico") and args.jobs > 1:
         parser.error("--jobs runs several virtual boards; a board at a URL runs one at a time")
     if args.command == "sim" and args.rig_link and not args.link:
         parser.error("--rig-link goes with --link")

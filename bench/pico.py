@@ -175,6 +175,10 @@ class PicoBoard:
     an existing file is used as it is). mode: ``fast`` (idle time skipped),
     ``realtime`` (emulated time never ahead of wall time) or ``lockstep``
     (idle time passes only through :meth:`advance`).
+    rig: True also starts the rig around the board (firmware/rig/pico.py under
+    the unix-port MicroPython: the plant's physics on the pins, the rig
+    protocol on :attr:`rig_port`); the board then runs in lockstep, device
+    time granted by the rig's ADVANCE. seed: the plant's.
     """
 
     def __init__(
@@ -184,6 +188,8 @@ class PicoBoard:
         flash_file: Path | None = None,
         mode: str = "fast",
         uf2: Path | None = None,
+        rig: bool = False,
+        seed: int = 0,
     ) -> None:
         lack = missing()
         if lack:
@@ -197,6 +203,10 @@ class PicoBoard:
         self._lock = threading.Lock()
         self._stderr: list[str] = []
         self._closing = False
+        self.rig_port: str | None = None
+        self.rig_process: subprocess.Popen[bytes] | None = None
+        if rig:
+            mode = "lockstep"
         command = [
             node_command() or "node",
             str(HARNESS),
@@ -224,16 +234,27 @@ class PicoBoard:
         self._ctl = ctl_host
         command += ["--cdc-fd", str(cdc_harness.fileno())]
         command += ["--control-fd", str(ctl_harness.fileno())]
+        passed = [cdc_harness, ctl_harness]
+        rig_plant = None
+        if rig:
+            rig_harness, rig_plant = socket.socketpair()
+            command += ["--rig-fd", str(rig_harness.fileno())]
+            passed.append(rig_harness)
         self.process = subprocess.Popen(
             command,
-            pass_fds=(cdc_harness.fileno(), ctl_harness.fileno()),
+            pass_fds=tuple(s.fileno() for s in passed),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        cdc_harness.close()
-        ctl_harness.close()
+        for end in passed:
+            end.close()
+        if rig_plant is not None:
+            try:
+                self._start_rig(rig_plant, seed)
+            finally:
+                rig_plant.close()
         if self.keys is not None:
             keysmod.register_virtual(self.pump_port, self.keys)
         self._threads = [
@@ -247,6 +268,53 @@ class PicoBoard:
         if ready is None:
             self.close()
             raise BenchError(f"emulated Pico did not start:\n{self.stderr_text()}")
+
+    def _start_rig(self, harness_end: socket.socket, seed: int) -> None:
+        # The plant process: firmware/rig/pico.py under the unix-port
+        # MicroPython, in the host image (where rig/ and hal/sim live).
+        from bench import image
+        from bench.sim import micropython_command
+
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        os.set_blocking(master, False)  # the rig's link reads what is there
+        harness_end.setblocking(False)  # (a blocking FileIO read fills its buffer)
+        self._rig_slave = slave
+        self.rig_port = os.ttyname(slave)
+        env = dict(os.environ)
+        env["MICROPYPATH"] = "."
+        try:
+            self.rig_process = subprocess.Popen(
+                [
+                    micropython_command(),
+                    "-X",
+                    "heapsize=512k",
+                    "-m",
+                    "rig.pico",
+                    "--rig-fd",
+                    str(master),
+                    "--harness-fd",
+                    str(harness_end.fileno()),
+                    "--seed",
+                    str(seed),
+                ],
+                pass_fds=(master, harness_end.fileno()),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(image.ensure_compiled()),
+                start_new_session=True,
+            )
+        finally:
+            os.close(master)
+
+    def rig_output(self) -> str:
+        """What the plant process printed (a traceback if it died); only once it exited."""
+        proc = self.rig_process
+        if proc is None or proc.poll() is None or proc.stdout is None:
+            return ""
+        return proc.stdout.read().decode(errors="replace")
 
     # --- plumbing -----------------------------------------------------------------
     def _relay(self) -> None:
@@ -390,6 +458,17 @@ class PicoBoard:
         for closer in (self._cdc.close, self._ctl.close):
             with contextlib.suppress(OSError):
                 closer()
+        if self.rig_process is not None:
+            # the harness's end is gone: the plant process exits on its own
+            try:
+                self.rig_process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.rig_process.kill()
+                self.rig_process.wait()
+            if self.rig_process.stdout is not None:
+                self.rig_process.stdout.close()
+            with contextlib.suppress(OSError):
+                os.close(self._rig_slave)
         for fd in (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -623,9 +702,13 @@ def run_sim(args: Any, keys: keysmod.DeviceKeys, key_file: Path) -> int:
             keys=None if args.stock else keys,
             flash_file=args.pico_flash,
             mode=args.pico_mode,
+            rig=args.pico_rig,
+            seed=args.seed,
         ) as board:
             try:
                 print(f"pump port: {board.pump_port}", flush=True)
+                if board.rig_port:
+                    print(f"rig port: {board.rig_port}", flush=True)
                 if not args.stock:
                     print(f"key file: {key_file}", flush=True)
                 print(f"flash: {board.flash_file}", flush=True)
@@ -646,29 +729,38 @@ PICO_TARGET = "pico"
 
 
 def pico_target() -> Any:
-    """A runner Target: a fresh emulated Pico (pump firmware, fresh keys) per session."""
+    """A runner Target: a fresh emulated Pico (pump firmware, fresh keys) per session,
+    with the rig around it (firmware/rig/pico.py: the plant seeded as the scenario
+    says, device time in lockstep as on the virtual board)."""
     from contextlib import contextmanager
 
+    from bench import image
     from bench.runner import Ports, Target
+    from bench.scenario import NEED_RIG
 
     class PicoTarget(Target):
         label = PICO_TARGET
         parallel = True
+        provides = frozenset({NEED_RIG})
+        sets_seed = True
 
         def preflight(self) -> None:
             lack = missing()
             if lack:
                 raise BenchError(f"emulated Pico: {lack}")
             staged_image()  # once, before any board starts
+            image.ensure_compiled()  # the plant process's image
 
         @contextmanager
-        def session(self, seed: int) -> Iterator[Ports]:  # noqa: ARG002 (no plant seed yet)
-            with PicoBoard() as board:
-                wait_hello(board)
-                yield Ports(board.pump_port, None)
+        def session(self, seed: int) -> Iterator[Ports]:
+            with PicoBoard(rig=True, seed=seed) as board:
+                wait_hello(board)  # (a request lets lockstep time run: it boots)
+                yield Ports(board.pump_port, board.rig_port)
 
         def advance_timeout_s(self, duration_ms: int) -> float | None:
-            return 30.0 + duration_ms / 1000
+            # Busy Python runs at 0.2-0.4x real time; a board stroking at its
+            # maximum rate is busy about a third of the time.
+            return 60.0 + duration_ms / 1000
 
     return PicoTarget()
 

@@ -2,6 +2,7 @@
 //
 //   node pico/harness.mjs --bootrom FILE --flash FILE [--uf2 FILE --fs FILE]
 //                         [--cdc-fd 3] [--control-fd 4] [--mode fast|realtime|lockstep]
+//                         [--rig-fd 5]
 //
 // --flash FILE holds the board's 2 MiB flash array: read at start, written
 // back on every reset, power cut and at exit (so a board keeps its files as
@@ -10,6 +11,12 @@
 // offset). --cdc-fd is a socket carrying the USB CDC bytes both ways (the
 // Python side relays it to a pty); --control-fd carries JSON lines
 // (requests with an "id", answers with the same "id", and events).
+// --rig-fd is the plant process (firmware/rig/pico.py, the rig around this
+// board): the same requests, and the pins ask it for the plant's answer. On
+// every STEP edge with the driver on, and on an ADC conversion of the
+// pressure or battery input, the chip stops (emulated time stands still)
+// until the plant process answers: the encoder edges the head really made,
+// or the ADC level at that instant (valid until the time it names).
 //
 // Fixes to stock rp2040js 1.4.1, all from outside the package (see
 // pico/README.md and ../shared/reference/rp2-emulation.md):
@@ -60,12 +67,12 @@ class RegisterFile {
 
 // --- options -------------------------------------------------------------------
 function options(argv) {
-  const opts = { cdcFd: 3, controlFd: 4, mode: 'fast', uid: '5050494d50000001' };
+  const opts = { cdcFd: 3, controlFd: 4, rigFd: -1, mode: 'fast', uid: '5050494d50000001' };
   for (let i = 2; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '').replace(/-(.)/g, (_m, c) => c.toUpperCase());
     opts[key] = argv[i + 1];
   }
-  for (const k of ['cdcFd', 'controlFd']) opts[k] = Number(opts[k]);
+  for (const k of ['cdcFd', 'controlFd', 'rigFd']) opts[k] = Number(opts[k]);
   if (!opts.bootrom || !opts.flash) {
     process.stderr.write('usage: harness.mjs --bootrom FILE --flash FILE [--uf2 FILE --fs FILE]\n');
     process.exit(2);
@@ -146,6 +153,24 @@ let bootsel = false; // BOOTSEL held (QSPI_SS low): the bootrom's and rp2.bootse
 let encoderMode = 'echo'; // echo | stall | none: what channel A does when STEP moves
 let lostEvery = 0; // encoder: drop every Nth step (lost steps)
 let extraPerStep = 0; // encoder: extra edges per step (runaway)
+// The plant process (--rig-fd): while it owes an answer the chip stands still.
+let rigSocket = null;
+// Questions it has not answered yet, by number: { kind: 'step' | 'adc', ch }.
+// (Two can be open: an ADC conversion started by an instruction and a STEP
+// edge of the clock tick after it.)
+const rigWait = new Map();
+let questions = 0; // numbers the questions: an answer to one asked before a reset is dropped
+const adcUntilNs = [0, 0, 0, 0, 0]; // elapsed time up to which adcRaw[ch] is the plant's answer
+const PLANT_ADC = [0, 3]; // pressure (GP26) and battery (GP29/VSYS)
+// Emulated time since the harness started, across resets and power cuts: a
+// new chip's clock starts at 0, the rig's device time goes on.
+let epochNs = 0;
+function elapsedNs() {
+  return epochNs + (chip ? chip.clock.nanos : 0);
+}
+function emitRig(message) {
+  if (rigSocket) rigSocket.write(`${JSON.stringify(message)}\n`);
+}
 
 function makePinState() {
   return {
@@ -156,6 +181,8 @@ function makePinState() {
     periodMaxNs: 0,
     periodsNs: [], // the last few step periods
     encoderEdges: 0,
+    moves: [], // STEP rises of each of the last few times the driver was on
+    stepsThisMove: 0,
   };
 }
 
@@ -282,6 +309,7 @@ function installUsb(rp2040) {
   }
   cdc.onSerialData = (buffer) => {
     if (firstTxNs < 0) firstTxNs = rp2040.clock.nanos;
+    hostGraceNs = 0; // the board answered
     if (cdcSocket) cdcSocket.write(Buffer.from(buffer));
   };
   rp2040.usbCtrl.onEndpointRead = (endpoint, size) => {
@@ -341,12 +369,27 @@ function installPins(rp2040, clock) {
     const level = enable.value === GPIOPinState.High;
     return ENABLE_ACTIVE_LOW ? !level : level;
   };
+  let wasOn = false;
+  enable.addListener(() => {
+    const on = driverOn();
+    if (on === wasOn) return;
+    wasOn = on;
+    if (on) {
+      pins.stepsThisMove = 0;
+    } else {
+      pins.moves.push(pins.stepsThisMove);
+      if (pins.moves.length > 64) pins.moves.shift();
+    }
+  });
   step.addListener((value) => {
     const high = value === GPIOPinState.High;
     if (high) {
       const now = clock.nanos;
       pins.stepRises++;
-      if (driverOn()) pins.stepRisesEnabled++;
+      if (driverOn()) {
+        pins.stepRisesEnabled++;
+        pins.stepsThisMove++;
+      }
       if (cutAtStep > 0 && pins.stepRisesEnabled >= cutAtStep) {
         cutAtStep = 0;
         pendingCut = true; // acted on between slices, like a reset
@@ -357,6 +400,18 @@ function installPins(rp2040, clock) {
         if (pins.periodsNs.length > 64) pins.periodsNs.shift();
       }
       pins.lastRiseNs = now;
+    }
+    if (rigSocket) {
+      // The plant's answer: a step with the driver on turns the head (or
+      // not: stall, lost steps, runaway), and the encoder shows what it did.
+      if (high && driverOn()) {
+        rigWait.set(++questions, { kind: 'step' });
+        emitRig({ ev: 'step', q: questions, t: elapsedNs() });
+      } else if (!high) {
+        setEncoder(false);
+        if (extraLeft && !extra.scheduled) extra.schedule(20000);
+      }
+      return;
     }
     if (!driverOn() || encoderMode !== 'echo') return;
     if (high) {
@@ -372,7 +427,28 @@ function installPins(rp2040, clock) {
     }
   });
   rp2040.adc.channelValues = adcRaw; // shared: the rig's values, read on every conversion
+  const adc = rp2040.adc;
+  const convert = adc.onADCRead;
+  adc.onADCRead = (channel) => {
+    if (!rigSocket || !PLANT_ADC.includes(channel) || elapsedNs() < adcUntilNs[channel]) {
+      convert(channel);
+      return;
+    }
+    rigWait.set(++questions, { kind: 'adc', ch: channel });
+    emitRig({ ev: 'adc', ch: channel, q: questions, t: elapsedNs() });
+  };
+  // the plant process answered a step: this many encoder edges
+  plantAnswers.step = (edges) => {
+    if (edges > 0) {
+      setEncoder(true);
+      extraLeft += edges - 1;
+    }
+  };
+  plantAnswers.adc = (channel) => convert(channel);
 }
+
+const plantAnswers = { step: null, adc: null };
+
 
 let firstTxNs = -1; // emulated time of the first byte the board sent on USB CDC
 function powerOn(reason = 0, scratch = null) {
@@ -384,12 +460,23 @@ function powerOn(reason = 0, scratch = null) {
 function powerOff() {
   // Everything in RAM is gone; the flash array is what it was at this instant.
   saveFlash();
+  if (chip) epochNs += chip.clock.nanos;
+  rigWait.clear();
+  if (advanceWaiter) {
+    // nothing runs while off; the time granted passes all the same
+    epochNs = Math.max(epochNs, advanceWaiter.until);
+    const w = advanceWaiter;
+    advanceWaiter = null;
+    w.out({ id: w.id, now_ns: 0, t: epochNs });
+  }
   powered = false;
   chip = null;
 }
 
 function reset(kind, reason, scratch) {
   saveFlash(); // the flash array carries over to the new chip
+  if (chip) epochNs += chip.clock.nanos;
+  rigWait.clear();
   resets[kind]++;
   emit({ event: 'reset', cause: kind, resets });
   powerOn(reason, scratch);
@@ -398,6 +485,12 @@ function reset(kind, reason, scratch) {
 // --- time -----------------------------------------------------------------------------
 let mode = opts.mode;
 let grantedNs = 0; // lockstep: idle time may not pass beyond this
+// Lockstep: bytes from the host let idle time pass up to here, beyond the
+// grant, until the board answers. The pump lightsleeps on a quiet port and
+// a request waits out the sleep (LIGHTSLEEP_MAX_MS, 500 ms) as on silicon;
+// with time held still it would never be answered.
+let hostGraceNs = 0;
+const HOST_GRACE_NS = 1e9;
 let wallStart = process.hrtime.bigint();
 let emuStartNs = 0;
 let advanceWaiter = null; // { id, until }
@@ -410,14 +503,15 @@ function setMode(next) {
   mode = next;
   wallStart = process.hrtime.bigint();
   emuStartNs = chip ? chip.clock.nanos : 0;
-  grantedNs = chip ? chip.clock.nanos : 0;
+  // lockstep grants are in elapsed time: a reset does not take them back
+  grantedNs = Math.max(grantedNs, elapsedNs());
 }
 
 const counters = { busyNs: 0, idleNs: 0, jumps: 0, waits: 0 }; // emulated time the CPU ran / waited
 let running = false;
 function loop() {
   running = false;
-  if (!powered || !chip) return;
+  if (!powered || !chip || rigWait.size) return; // (the plant process's answer resumes it)
   const sliceEnd = Date.now() + 20;
   let idleLimited = false;
   while (Date.now() < sliceEnd && chip) {
@@ -427,7 +521,7 @@ function loop() {
     if (core.waiting) {
       let jump = clock.nanosToNextAlarm;
       let limit = Infinity;
-      if (mode === 'lockstep') limit = grantedNs - clock.nanos;
+      if (mode === 'lockstep') limit = Math.max(grantedNs, hostGraceNs) - elapsedNs();
       else if (mode === 'realtime') limit = emuStartNs + wallNs() - clock.nanos;
       if (jump <= 0) jump = Infinity;
       if (jump > limit || jump === Infinity) {
@@ -442,7 +536,7 @@ function loop() {
       counters.jumps++;
     } else {
       const before = clock.nanos;
-      for (let i = 0; i < 2000 && !core.waiting; i++) {
+      for (let i = 0; i < 2000 && !core.waiting && !rigWait.size; i++) {
         const cycles = core.executeInstruction();
         clock.tick(cycles * cycleNs);
       }
@@ -461,9 +555,11 @@ function loop() {
       break;
     }
     checkAdvance();
+    if (rigWait.size) break;
   }
   if (!chip) return;
   checkAdvance();
+  if (rigWait.size) return; // resumed by the plant process's answer
   if (idleLimited) {
     // waiting for the host, the wall clock or an ADVANCE
     setTimeout(schedule, mode === 'realtime' ? 1 : 5);
@@ -480,10 +576,10 @@ function schedule() {
 }
 
 function checkAdvance() {
-  if (advanceWaiter && chip.clock.nanos >= advanceWaiter.until) {
+  if (advanceWaiter && elapsedNs() >= advanceWaiter.until) {
     const w = advanceWaiter;
     advanceWaiter = null;
-    reply(w.id, { now_ns: chip.clock.nanos });
+    w.out({ id: w.id, now_ns: chip ? chip.clock.nanos : 0, t: elapsedNs() });
   }
 }
 
@@ -492,31 +588,57 @@ const cdcSocket = new net.Socket({ fd: opts.cdcFd, readable: true, writable: tru
 cdcSocket.on('data', (data) => {
   hostInput.push(new Uint8Array(data));
   hostInputBytes += data.length;
+  hostGraceNs = Math.max(hostGraceNs, elapsedNs() + HOST_GRACE_NS);
   if (chip) chip.cdc.feed();
   schedule();
 });
 cdcSocket.on('error', () => {});
 
+function jsonLines(socket, onMessage) {
+  let buffer = '';
+  socket.on('data', (data) => {
+    buffer += data.toString();
+    let nl;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      if (line.trim()) onMessage(JSON.parse(line));
+    }
+  });
+}
+
 const control = new net.Socket({ fd: opts.controlFd, readable: true, writable: true });
-let controlBuffer = '';
-control.on('data', (data) => {
-  controlBuffer += data.toString();
-  let nl;
-  while ((nl = controlBuffer.indexOf('\n')) >= 0) {
-    const line = controlBuffer.slice(0, nl);
-    controlBuffer = controlBuffer.slice(nl + 1);
-    if (line.trim()) handle(JSON.parse(line));
-  }
-});
+jsonLines(control, (req) => handle(req, emit));
 control.on('end', shutdown);
 control.on('error', shutdown);
 
-function emit(message) {
-  control.write(`${JSON.stringify(message)}\n`);
+if (opts.rigFd >= 0) {
+  rigSocket = new net.Socket({ fd: opts.rigFd, readable: true, writable: true });
+  jsonLines(rigSocket, (msg) => {
+    if (msg.cmd === 'step_done' || msg.cmd === 'adc_done') return plantAnswer(msg);
+    return handle(msg, emitRig);
+  });
+  rigSocket.on('end', shutdown);
+  rigSocket.on('error', shutdown);
 }
 
-function reply(id, body) {
-  emit({ id, ...body });
+// The plant process answered what the chip stopped for: it runs on.
+function plantAnswer(msg) {
+  const wait = rigWait.get(msg.q);
+  if (!wait || !chip) return; // stale: asked of a chip since reset
+  rigWait.delete(msg.q);
+  if (wait.kind === 'step' && msg.cmd === 'step_done') {
+    plantAnswers.step(msg.edges);
+  } else if (wait.kind === 'adc' && msg.cmd === 'adc_done') {
+    adcRaw[wait.ch] = msg.raw & 0xfff;
+    adcUntilNs[wait.ch] = msg.until;
+    plantAnswers.adc(wait.ch);
+  }
+  if (!rigWait.size) schedule();
+}
+
+function emit(message) {
+  control.write(`${JSON.stringify(message)}\n`);
 }
 
 function status() {
@@ -525,6 +647,7 @@ function status() {
     powered,
     mode,
     now_ns: chip ? chip.clock.nanos : 0,
+    t: elapsedNs(),
     clk_sys: chip ? chip.rp2040.clkSys : 0,
     pc: chip ? chip.rp2040.core.PC : 0,
     waiting: chip ? chip.rp2040.core.waiting : false,
@@ -532,6 +655,7 @@ function status() {
     step_rises: pins.stepRises,
     step_rises_enabled: pins.stepRisesEnabled,
     step_periods_ns: periods.slice(-16),
+    moves: pins.moves.slice(-16),
     encoder_edges: pins.encoderEdges,
     flash_programs: chip ? chip.nor.programs : 0,
     flash_erases: chip ? chip.nor.erases : 0,
@@ -544,8 +668,9 @@ function status() {
   };
 }
 
-function handle(req) {
+function handle(req, out) {
   const { id, cmd } = req;
+  const reply = (ident, body) => out({ id: ident, ...body });
   try {
     switch (cmd) {
       case 'status':
@@ -556,9 +681,16 @@ function handle(req) {
         return reply(id, status());
       case 'advance': {
         // lockstep: let idle time pass up to now + ms; answer when reached
+        // (or, with until_ns, up to that elapsed time)
         if (mode !== 'lockstep') setMode('lockstep');
-        grantedNs = Math.max(grantedNs, chip.clock.nanos) + req.ms * 1e6;
-        advanceWaiter = { id, until: grantedNs };
+        const base = Math.max(grantedNs, elapsedNs());
+        grantedNs = req.until_ns !== undefined ? Math.max(base, req.until_ns) : base + req.ms * 1e6;
+        if (!chip) {
+          // powered off: nothing runs, time passes all the same
+          epochNs = Math.max(epochNs, grantedNs);
+          return reply(id, { now_ns: 0, t: elapsedNs() });
+        }
+        advanceWaiter = { id, until: grantedNs, out };
         schedule();
         return undefined;
       }

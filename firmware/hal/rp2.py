@@ -569,11 +569,15 @@ class PressureSensor:
     def to_x10(self, raw):
         return ((raw - self.offset_raw) * self.gain) >> 16
 
-    # The reading for the end of a stroke: the app asks at the stroke's
-    # deadline, which the Pico's loop meets within a pass (the link's work
-    # per pass is bounded); not yet a conversion started by the move-done
-    # interrupt as on the virtual board.
-    stroke_end_x10 = read_x10
+    def stroke_end_x10(self):
+        # The reading for the end of a stroke: the app asks at the stroke's
+        # deadline, which the Pico's loop meets within a pass (the link's
+        # work per pass is bounded); not yet a conversion started by the
+        # move-done interrupt as on the virtual board. Oversampled but not
+        # through the IIR filter, which would show a quarter of the stroke's
+        # rise (found on the emulated Pico with the plant on its ADC: the
+        # line learner judged a nominal line SENSING_LIMITED).
+        return self.to_x10(_burst(self._adc, self._count))
 
 
 class BatteryMonitor:

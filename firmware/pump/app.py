@@ -310,8 +310,12 @@ class PumpApp:
             return  # the checks before the stroke stopped delivery
         self.persist.stroke_begin(kind, self.clock.seconds())  # before: it may move
         self._stroke_kind = kind
+        # The stroke's time runs from the move's start, after the journal
+        # flush that precedes it: on a Pico a littlefs write takes
+        # milliseconds, and a deadline counted from the loop's `now` cut the
+        # move short (found on the emulated Pico: a 1-step stroke, a retry).
         self.drive.start_stroke(now)
-        self._stroke_end_task.after(now, STROKE_MS)
+        self._stroke_end_task.after(self.clock.ticks_ms(), STROKE_MS)
 
     def _on_stroke_end(self, now):
         kind = self._stroke_kind

@@ -1,0 +1,118 @@
+"""The rig around the emulated Pico (firmware/rig/pico.py, pico/harness.mjs --rig-fd).
+
+The pump firmware on the stock UF2, with the plant's physics (rig/plant.py
+under the unix-port MicroPython) on its pins: each STEP edge asks the plant
+for the encoder edges the head made, each conversion of the pressure or
+battery input for the plant's reading; the rig protocol on a pty of its own,
+device time granted in lockstep by ADVANCE. Scenarios run on it unchanged
+(``pumpbench run --target pico``, or ``--target <pump pty> --rig <rig pty>``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench import pico
+from bench.client import PumpClient, Refusal, RigClient
+from bench.report import Outcome
+from bench.runner import run_scenario
+from bench.scenario import load_scenario
+from tests.firmware import kit
+
+MISSING = pico.missing()
+if MISSING and os.environ.get("PUMPBENCH_REQUIRE_PICO"):
+    raise RuntimeError(f"PUMPBENCH_REQUIRE_PICO is set but the emulated Pico lacks: {MISSING}")
+pytestmark = [
+    pytest.mark.skipif(MISSING is not None, reason=f"emulated Pico: {MISSING}"),
+    pytest.mark.timeout(600),
+]
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
+NL_PER_STEP = 25  # board_config PL_PER_STEP / 1000 and the plant's nominal head
+
+
+@pytest.fixture(scope="module")
+def rigged() -> Iterator[pico.PicoBoard]:
+    with pico.PicoBoard(rig=True, seed=7) as board:
+        pico.wait_hello(board)
+        yield board
+        assert board.alive, board.stderr_text()
+        assert board.rig_process is not None and board.rig_process.poll() is None
+
+
+def test_the_rig_answers_as_the_emulated_pico_s_rig(rigged: pico.PicoBoard) -> None:
+    assert rigged.rig_port is not None
+    with RigClient(rigged.rig_port) as rig:
+        hello = rig.hello()
+        assert hello["rig_kind"] == "pico-emu"
+        assert hello["seed"] == 7
+        start = rigged.status()["t"]
+        now_ms = rig.advance(5_000)
+        # ADVANCE is emulated time: the chip ran to the grant's end
+        assert now_ms * 1_000_000 >= start + 5_000 * 1_000_000 - 1_000_000
+        assert rigged.status()["t"] >= now_ms * 1_000_000
+        # what an emulated chip cannot have done to it from outside
+        for name, fields in (
+            ("POWER", {"action": 2, "arg": 100}),  # cut after journal bytes
+            ("HEAP", {}),
+            ("INJECT_FAULT", {"fault": 13, "param": 2000, "onset_ms": 0}),  # TIMER_FAST
+        ):
+            with pytest.raises(Refusal, match="BAD_VALUE"):
+                rig.request(name, fields)
+
+
+def test_strokes_at_the_pins_move_the_plant_and_the_pump_counts_them(
+    rigged: pico.PicoBoard,
+) -> None:
+    assert rigged.rig_port is not None
+    with RigClient(rigged.rig_port) as rig, PumpClient(rigged.pump_port) as pump:
+        rig.fill(20_000_000, 0)
+        pump.hello()
+        rigged.request("reset_pins")
+        pico.start_program(pump, kit.program(basal_nl_day=1_000_000))
+        rig.advance(5 * 60_000)  # 17 strokes at 1 mL/day
+        truth = rig.truth()
+        pins = rigged.status()
+        status = pump.status()
+    strokes = pins["moves"]
+    assert len(strokes) >= 16 and set(strokes[1:]) == {8}, strokes  # whole strokes only
+    # the plant's head made exactly the steps counted at the STEP pin
+    assert truth["steps"] == pins["step_rises_enabled"] == pins["encoder_edges"]
+    assert truth["pumped_nl"] == truth["steps"] * NL_PER_STEP
+    assert 0 <= status["delivered_nl"] - truth["pumped_nl"] <= 8 * NL_PER_STEP
+    # the pressure the pump reads is the plant's (a still ADC would be SENSOR_FAULT,
+    # a line the pump cannot sense SENSING_LIMITED)
+    assert not any(
+        kit.alarm_active(status, a) for a in ("LOST_STEPS", "SENSING_LIMITED", "SENSOR_FAULT")
+    ), status
+
+
+def test_a_power_cut_keeps_the_flash_and_the_rig_s_time_goes_on(rigged: pico.PicoBoard) -> None:
+    assert rigged.rig_port is not None
+    with RigClient(rigged.rig_port) as rig:
+        before = rig.advance(1_000)
+        assert rig.power_off() is False
+        off = rig.advance(60_000)  # nothing runs; the time passes all the same
+        assert off >= before + 60_000
+        assert rig.truth()["powered"] == 0
+        assert rig.power_on() is True
+        hello = pico.wait_hello(rigged)
+        assert hello["board"] == "pico"
+    with PumpClient(rigged.pump_port) as pump:
+        status = pump.status()
+    assert status["boot_count"] >= 2  # the journal on littlefs survived the cut
+
+
+# The standard scenarios on the emulated Pico with its rig, unchanged. The
+# pump's own loop wakes at least twice a second (lightsleep at most 500 ms,
+# the watchdog fed every 4 s), so a device hour costs about a minute of wall
+# time on two busy cores: motor-stall (2 h) is the one in `make test`;
+# `make bench` runs every standard scenario of up to 8 h.
+def test_the_motor_stall_scenario_passes_on_the_emulated_pico() -> None:
+    scenario = load_scenario(SCENARIOS / "motor-stall.yaml")
+    record = run_scenario(scenario, pico.pico_target())
+    assert record.outcome is Outcome.PASS, (record.outcome, record.problems, record.log[-8:])
