@@ -24,8 +24,7 @@ from bench.paths import firmware_tree
 from protocol import schema
 
 # A full build takes about a minute on 2 quiet cores (three when they are busy).
-# realtime: the board boots in real-time mode, and the builds use both cores.
-pytestmark = [pytest.mark.timeout(900), pytest.mark.realtime]
+pytestmark = pytest.mark.timeout(900)
 
 
 def _missing() -> str:
@@ -121,6 +120,7 @@ def frozen_pico(frozen_uf2: Path) -> Iterator[tuple[pico.PicoBoard, keysmod.Devi
         assert board.alive, board.stderr_text()
 
 
+@pytest.mark.realtime  # the board runs in real-time mode
 def test_the_frozen_uf2_boots_into_the_pump_on_an_empty_filesystem(
     frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
 ) -> None:
@@ -137,6 +137,7 @@ def test_the_frozen_uf2_boots_into_the_pump_on_an_empty_filesystem(
         pump.close_session()
 
 
+@pytest.mark.realtime  # the board runs in real-time mode
 def test_the_frozen_firmware_runs_in_64_kb_of_heap(
     frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
 ) -> None:
@@ -149,6 +150,7 @@ def test_the_frozen_firmware_runs_in_64_kb_of_heap(
     assert heap["stroke_alloc"] <= FROZEN_HEAP_BUDGET, heap
 
 
+@pytest.mark.realtime  # the board runs in real-time mode
 def test_a_power_cut_mid_stroke_on_the_frozen_image_is_recovered_within_a_stroke(
     frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
 ) -> None:

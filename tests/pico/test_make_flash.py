@@ -27,6 +27,7 @@ if MISSING and os.environ.get("PUMPBENCH_REQUIRE_PICO"):
 pytestmark = [
     pytest.mark.skipif(MISSING is not None, reason=f"emulated Pico: {MISSING}"),
     pytest.mark.timeout(900),
+    pytest.mark.realtime,  # mpremote's own wall-clock timeouts
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
