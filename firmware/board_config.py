@@ -65,12 +65,15 @@ ENCODER_EDGES_DEN = const(1)
 DIAG_PIN = const(7)  # TMC2209 DIAG (high on stall); used when ENCODER == "diag"
 
 # --- pressure sensor (ADC) -----------------------------------------------------
-# Default: a ratiometric 3.3 V gauge sensor, 0-5 psi (0-258.6 mmHg), output
-# 10 %-90 % of supply (e.g. Honeywell SSC/HSC analog). Calibrate per unit:
-# docs/hardware.md "Calibrating the pressure sensor".
+# Default: a ratiometric 3.3 V gauge sensor, 0-15 psi (0-775.7 mmHg), output
+# 10 %-90 % of supply (e.g. Honeywell SSCDANN015PGAA3). Its range must reach
+# past the occlusion ceiling (517 mmHg, pump/monitors/occlusion.py): a 0-5 psi
+# part saturated at 258.6 mmHg and a blocked line read as a leak on the
+# emulated Pico. Calibrate per unit: docs/hardware.md "Calibrating the
+# pressure sensor".
 PRESSURE_ADC_PIN = const(26)  # ADC0
 PRESSURE_OFFSET_RAW = const(6554)  # read_u16() counts at 0 mmHg (gauge)
-PRESSURE_GAIN = const(3233)  # 0.1 mmHg per 65536 counts above the offset
+PRESSURE_GAIN = const(9696)  # 0.1 mmHg per 65536 counts above the offset
 PRESSURE_OVERSAMPLE = const(8)  # ADC reads per sample (min and max dropped)
 PRESSURE_FILTER_SHIFT = const(2)  # IIR: new = old + (sample - old) / 2**shift
 

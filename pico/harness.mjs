@@ -142,9 +142,9 @@ let resets = { power_on: 0, watchdog: 0, forced: 0 };
 let pendingReset = null; // set inside an emulated instruction, acted on between slices
 const pins = makePinState();
 // 12-bit values per ADC channel (GP26-GP29, temperature). At rest, with
-// board_config's calibration: 7.4 mmHg on the pressure sensor (GP26: 16-bit
-// 6554 + 1500 counts) and 3.0 V of battery on VSYS/3 (GP29).
-const adcRaw = [503, 0, 0, 1241, 0];
+// board_config's calibration: 7.4 mmHg on the 0-15 psi pressure sensor
+// (GP26: 16-bit 6554 + 508 counts) and 3.0 V of battery on VSYS/3 (GP29).
+const adcRaw = [441, 0, 0, 1241, 0];
 const hostInput = []; // Buffers from the host not yet given to the device
 let hostInputBytes = 0;
 let cutAtStep = 0; // power cut when the STEP pin has risen this often (0: never)

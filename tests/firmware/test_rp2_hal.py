@@ -167,9 +167,9 @@ def test_pressure_uses_calibration_and_an_integer_filter() -> None:
     result = hal("pressure_calibrated_and_filtered")
     assert result["zero"] == 0
     rise = result["rise"]
-    assert rise == sorted(rise) and rise[0] < rise[-1] <= 2586  # settles on 258.6 mmHg
-    assert rise[-1] >= 2480
-    assert abs(result["spiked"] - rise[-1]) < 40  # one spike per burst is dropped
+    assert rise == sorted(rise) and rise[0] < rise[-1] <= 7757  # settles on 775.7 mmHg
+    assert rise[-1] >= 7440
+    assert abs(result["spiked"] - rise[-1]) < 120  # one spike per burst is dropped (12 mmHg)
     assert result["recalibrated"] == 99  # 65536/10 counts at gain 1000: 9.9 mmHg
     assert result["refused"] == [True, True, True, True]
     assert result["below_offset"] < 0

@@ -277,7 +277,7 @@ def pressure_calibrated_and_filtered():
     p = b.pressure
     adc.samples = [cfg.PRESSURE_OFFSET_RAW]
     zero = p.read_x10()
-    # full scale of the default sensor: 90 % of supply = 258.6 mmHg
+    # full scale of the default sensor: 90 % of supply = 775.7 mmHg (0-15 psi)
     adc.samples = [58982]
     steps = [p.read_x10() for _ in range(12)]
     # one spike per burst is dropped by the oversampling
