@@ -10,7 +10,6 @@ device time granted in lockstep by ADVANCE. Scenarios run on it unchanged
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +22,7 @@ from bench.runner import run_scenario
 from bench.scenario import load_scenario
 from tests.firmware import kit
 
-MISSING = pico.missing()
-if MISSING and os.environ.get("PUMPBENCH_REQUIRE_PICO"):
-    raise RuntimeError(f"PUMPBENCH_REQUIRE_PICO is set but the emulated Pico lacks: {MISSING}")
 pytestmark = [
-    pytest.mark.skipif(MISSING is not None, reason=f"emulated Pico: {MISSING}"),
     pytest.mark.timeout(600),
 ]
 
