@@ -20,6 +20,7 @@ import pytest
 from bench.cli import main
 from bench.client import PumpClient
 from protocol import schema
+from tests.firmware.kit import reap
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "bench" / "scenarios"
@@ -287,12 +288,7 @@ def sim_process() -> Iterator[tuple[subprocess.Popen[str], str, str]]:
         SIM_KEY_FILE[:] = [key_line.split(": ", 1)[1].strip()]
         yield process, pump_line.split(": ", 1)[1].strip(), rig_line.split(": ", 1)[1].strip()
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        reap(process)
 
 
 def test_sim_serves_urls_until_interrupted(

@@ -32,6 +32,7 @@ from bench.programfile import load_program
 from bench.report import bench_version
 from bench.sim import VirtualBoard
 from protocol import schema
+from tests.firmware.kit import reap
 
 ROOT = Path(__file__).resolve().parents[2]
 MORPHINE = ROOT / "bench" / "programs" / "morphine-continuous.toml"  # 0.5 mL/day
@@ -526,12 +527,7 @@ def test_sim_link_is_a_stable_name(tmp_path: Path) -> None:
         assert not link.exists() and not link.is_symlink()
         assert not Path(f"{link}-rig").is_symlink()
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        reap(process)
 
 
 def test_sim_link_never_replaces_a_file(tmp_path: Path) -> None:

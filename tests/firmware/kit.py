@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 from bench.client import PumpClient, RigClient
@@ -123,3 +124,13 @@ def events(pump: PumpClient, name: str) -> list[codec.Frame]:
         if frame.name == name:
             found.append(frame)
     return found
+
+
+def reap(process: subprocess.Popen[str]) -> None:
+    """Ends a CLI process a test started (killed if still running) and closes its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
