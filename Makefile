@@ -89,19 +89,19 @@ typecheck: $(STAMP) $(STUBS_STAMP)
 	$(BIN)/mypy
 
 mpy: $(STAMP)
-	$(BIN)/python -m bench.image --out build/mpy
+	$(BIN)/python -m bench.board.image --out build/mpy
 
 vectors: $(STAMP)
 	$(BIN)/python -m protocol.generate
 
-# The pump frozen into its own UF2 (bench/firmware.py; docs/hardware.md):
+# The pump frozen into its own UF2 (bench/board/firmware.py; docs/hardware.md):
 # MICROPYTHON_SRC=a MicroPython release tarball or checkout.
 firmware: $(STAMP)
-	$(BIN)/python -m bench.firmware --board $(FIRMWARE_BOARD) $(if $(MICROPYTHON_SRC),--src $(MICROPYTHON_SRC),)
+	$(BIN)/python -m bench.board.firmware --board $(FIRMWARE_BOARD) $(if $(MICROPYTHON_SRC),--src $(MICROPYTHON_SRC),)
 
 flash: $(STAMP)
 	@test -n "$(PORT)" -a -n "$(KEYS)" || { echo "make flash: give the port and the pump's key file: make flash PORT=/dev/ttyACM0 KEYS=~/pump-0001.keys (made if missing)" >&2; exit 2; }
-	$(BIN)/python -m bench.flash --port $(PORT) --key-file $(KEYS) $(if $(ARCH),--arch $(ARCH),) $(if $(UF2),--uf2 $(filter-out 1,$(UF2)),)
+	$(BIN)/python -m bench.board.flash --port $(PORT) --key-file $(KEYS) $(if $(ARCH),--arch $(ARCH),) $(if $(UF2),--uf2 $(filter-out 1,$(UF2)),)
 
 clean:
 	rm -rf build reports .pytest_cache .mypy_cache .ruff_cache

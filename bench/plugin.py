@@ -3,7 +3,7 @@
 Installed with the package, it gives any pytest run in this environment:
 
 - ``--pump-target sim|pico|URL`` (default ``sim``: a fresh virtual board for
-  every test; ``pico``: a fresh emulated Pico, bench/pico.py),
+  every test; ``pico``: a fresh emulated Pico, bench/board/pico.py),
   ``--pump-rig URL`` (the rig port of a board given by URL) and
   ``--pump-firmware DIR`` (the firmware tree virtual boards run; default
   ``$PUMPBENCH_FIRMWARE``, else the checkout's or the installed package's).
@@ -38,16 +38,16 @@ from typing import Any
 
 import pytest
 
-from bench.client import PumpClient, RigClient
-from bench.errors import BenchError
-from bench.paths import select_firmware
-from bench.report import DeviceInfo, Outcome, ScenarioRecord, bench_version, fingerprint_hex
-from bench.runner import Ports, PortTarget, SimTarget, Target, run_scenario
-from bench.scenario import NEED_HARDWARE, Scenario, ScenarioError, load_scenario
+from bench.board.paths import select_firmware
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import BenchError
+from bench.report.records import DeviceInfo, Outcome, ScenarioRecord, bench_version, fingerprint_hex
+from bench.scenario.load import NEED_HARDWARE, Scenario, ScenarioError, load_scenario
+from bench.scenario.runner import Ports, PortTarget, SimTarget, Target, run_scenario
 from protocol import schema
 
 SIM = "sim"
-PICO = "pico"  # an emulated Pico per test (bench/pico.py)
+PICO = "pico"  # an emulated Pico per test (bench/board/pico.py)
 DEFAULT_PATTERNS = ["scenario_*.yaml", "*.scenario.yaml"]
 HARDWARE_REASON = (
     "needs a physical board: run with --pump-target /dev/ttyACM0 (or rfc2217://host:port); "
@@ -71,7 +71,7 @@ class _State:
             if self.target_option == SIM:
                 target: Target = SimTarget()
             elif self.target_option == PICO:
-                from bench.pico import pico_target
+                from bench.board.pico import pico_target
 
                 target = pico_target()
             else:

@@ -5,7 +5,7 @@
 # USB CDC (or a UART), and no rig runs inside the pump (a physical rig is a
 # separate fixture).
 #
-# On the virtual board (MicroPython unix port) the launcher (bench/sim.py)
+# On the virtual board (MicroPython unix port) the launcher (bench/board/sim.py)
 # runs:  micropython main.py --pump-fd N --rig-fd M --journal DIR
 #        [--device-id ID] [--seed S] [--speed F]
 # with MICROPYPATH pointing at firmware/ and the project root.

@@ -3,7 +3,7 @@
 # .mpy, `make firmware` freezes them into the UF2. Paths are relative to
 # this folder. The virtual board's HAL (hal/sim.py, hal/simfs.py) and the
 # rig (rig/: the plant and the simulator) are not listed: they never run on
-# a Pico. bench/manifest.py reads this file on the host.
+# a Pico. bench/board/manifest.py reads this file on the host.
 
 module("main.py")  # frozen too: the board boots into the pump
 module("board_config.py")

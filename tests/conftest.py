@@ -1,7 +1,7 @@
 """Fixtures shared by the test suite: virtual boards and clients on them.
 
 Every board is the real firmware under the MicroPython unix port, launched
-on two ptys by bench.sim, at the heap size the README states.
+on two ptys by bench.board.sim, at the heap size the README states.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.client import PumpClient, RigClient
-from bench.sim import BoardOptions, VirtualBoard
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link.client import PumpClient, RigClient
 
 
 @pytest.fixture

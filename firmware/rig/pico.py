@@ -161,7 +161,7 @@ class Harness:
                 self._message(json.loads(line))
 
     def _read_some(self):
-        # The socket is non-blocking (bench/pico.py): a FileIO read on a
+        # The socket is non-blocking (bench/board/pico.py): a FileIO read on a
         # blocking one waits until its whole buffer is filled.
         buf = bytearray(4096)
         n = self.stream.readinto(buf)

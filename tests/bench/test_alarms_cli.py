@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench import alarmview
-from bench.cli import main
-from bench.client import PumpClient, RigClient
-from bench.sim import VirtualBoard
+from bench.board.sim import VirtualBoard
+from bench.cli import alarmview, main
+from bench.link.client import PumpClient, RigClient
 from protocol import schema
 from tests.firmware.kit import HOUR_MS, MINUTE_MS, program, start_therapy
 

@@ -1,4 +1,4 @@
-"""The pumpbench CLI, called in-process through ``bench.cli.main``.
+"""The pumpbench CLI, called in-process through ``bench.cli.main.main``.
 
 Every run here uses virtual boards; device time moves only by rig ADVANCE,
 so nothing waits in real time for the pump.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.client import PumpClient
+from bench.cli.main import main
+from bench.link.client import PumpClient
 from protocol import schema
 from tests.firmware.kit import reap
 
@@ -270,7 +270,7 @@ SIM_KEY_FILE: list[str] = []  # the key file the running `pumpbench sim` printed
 @pytest.fixture
 def sim_process() -> Iterator[tuple[subprocess.Popen[str], str, str]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", "sim", "--seed", "5"],
+        [sys.executable, "-m", "bench.cli.main", "sim", "--seed", "5"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -349,7 +349,7 @@ def test_sim_stops_on_sigterm(sim_process: tuple[subprocess.Popen[str], str, str
 
 def test_sim_reports_a_dead_firmware() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "sim", "--heap", "2k"],
+        [sys.executable, "-m", "bench.cli.main", "sim", "--heap", "2k"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.htmlreport import requirement_status, traceability
-from bench.report import (
+from bench.report.html import requirement_status, traceability
+from bench.report.records import (
     Annotation,
     Outcome,
     RunRecord,

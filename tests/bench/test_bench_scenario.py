@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.scenario import (
+from bench.scenario.load import (
     AdvanceStep,
     MeasureStep,
     ScenarioError,

@@ -2,7 +2,7 @@
 log say, --json, sessions only for changes, and one-line errors with the right
 exit code.
 
-``bench.cli.main`` runs in-process against a virtual board the test owns;
+``bench.cli.main.main`` runs in-process against a virtual board the test owns;
 the few checks that need a real process (a closed pipe, a terminal-less
 stdin, ``sim --link``) run ``python -m bench.cli``. Device time moves only
 through the rig.
@@ -24,13 +24,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import keys as keysmod
-from bench import logview, rigcli
-from bench.cli import main
-from bench.client import PumpClient, Refusal, RigClient, program_crc
-from bench.programfile import load_program
-from bench.report import bench_version
-from bench.sim import VirtualBoard
+from bench.board.sim import VirtualBoard
+from bench.cli import logview, main
+from bench.cli import rig as rigcli
+from bench.link import keys as keysmod
+from bench.link.client import PumpClient, Refusal, RigClient, program_crc
+from bench.program.file import load_program
+from bench.report.records import bench_version
 from protocol import schema
 from tests.firmware.kit import reap
 
@@ -99,7 +99,7 @@ def term(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 def cli(*args: str, **kwargs: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.cli", *args],
+        [sys.executable, "-m", "bench.cli.main", *args],
         cwd=ROOT,
         text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -1,6 +1,6 @@
 """Therapy from the command line: program, bolus, refill, log, alarms, status.
 
-``bench.cli.main`` runs in-process against virtual boards. Where device time
+``bench.cli.main.main`` runs in-process against virtual boards. Where device time
 must pass, the test owns the board (``--port URL``) and moves time through
 its rig; nothing waits in real time for the pump.
 """
@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from bench.cli import main
-from bench.client import (
+from bench.board.sim import VirtualBoard
+from bench.cli.main import main
+from bench.link.client import (
     FAULT_RUNAWAY,
     PumpClient,
     Refusal,
@@ -24,9 +25,8 @@ from bench.client import (
     limit_name,
     program_crc,
 )
-from bench.errors import PumpRefused
-from bench.programfile import DRUGS, load_program
-from bench.sim import VirtualBoard
+from bench.link.errors import PumpRefused
+from bench.program.file import DRUGS, load_program
 from protocol import schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ def test_declining_leaves_the_old_program_running(
         return "n"
 
     monkeypatch.setattr("builtins.input", answer)
-    monkeypatch.setattr("bench.cli._interactive", lambda: True)
+    monkeypatch.setattr("bench.cli.main._interactive", lambda: True)
     out = bench.ok("program", str(BACLOFEN))
     assert asked == ["Confirm? [y/N] "]
     old = crc_of(MORPHINE)
@@ -177,7 +177,7 @@ def test_ctrl_c_at_the_question_cancels(bench: Bench, monkeypatch: pytest.Monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr("builtins.input", interrupt)
-    monkeypatch.setattr("bench.cli._interactive", lambda: True)
+    monkeypatch.setattr("bench.cli.main._interactive", lambda: True)
     code, _out, err = bench.run("program", str(BACLOFEN))
     assert code == 130 and err == "pumpbench: interrupted\n"
     with bench.pump() as pump:
@@ -189,7 +189,7 @@ def test_yes_answer_confirms(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> N
     bench.rig.fill(20_000_000, 1_000)
     bench.ok("refill", "--withdrawn", "0mL", "--added", "20mL")  # a new pump
     monkeypatch.setattr("builtins.input", lambda _prompt: "y")
-    monkeypatch.setattr("bench.cli._interactive", lambda: True)
+    monkeypatch.setattr("bench.cli.main._interactive", lambda: True)
     out = bench.ok("program", str(BACLOFEN))
     assert f"confirmed: program CRC {crc_of(BACLOFEN)} is active; state RUNNING" in out
     assert value(bench.ok("status"), "mode") == "FLEX"

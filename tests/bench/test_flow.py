@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench import flow, programmed, units
-from bench.programfile import load_program
+from bench import units
+from bench.program import programmed
+from bench.program.file import load_program
+from bench.scenario import flow
 from tests.bench.test_scenario_steps import PROGRAMS
 
 DAY = 86_400_000
@@ -129,7 +131,7 @@ def test_a_timed_bolus_is_spread_over_its_duration() -> None:
 
 
 def test_samples_read_late_are_put_back_on_the_grid() -> None:
-    from bench.flow import on_grid
+    from bench.scenario.flow import on_grid
 
     # on the grid already (lockstep): unchanged
     assert on_grid([0, 10, 20], [0, 5, 9], 10) == [0, 5, 9]

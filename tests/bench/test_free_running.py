@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 
 SUITE = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
 FREE_RUNNING = [

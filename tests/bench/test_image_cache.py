@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import image, paths
-from bench.client import PumpClient
-from bench.errors import BenchError
-from bench.sim import BoardOptions, VirtualBoard
+from bench.board import image, paths
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link.client import PumpClient
+from bench.link.errors import BenchError
 
 BOARD_IN_A_PROCESS = """
-from bench.client import PumpClient
-from bench.sim import VirtualBoard
+from bench.link.client import PumpClient
+from bench.board.sim import VirtualBoard
 with VirtualBoard() as board, PumpClient(board.pump_port) as pump:
     print(pump.hello()["firmware_version"])
 """
@@ -102,7 +102,7 @@ def test_a_board_runs_the_firmware_tree_it_is_pointed_at(tmp_path: Path) -> None
     version = tree.firmware / "pump" / "version.py"
     kept = [line for line in version.read_text().splitlines() if "FIRMWARE_VERSION" not in line]
     version.write_text("\n".join([*kept, 'FIRMWARE_VERSION = "9.9.9-dev"']) + "\n")
-    cli = [sys.executable, "-m", "bench.cli", "hello", "--target", "sim"]
+    cli = [sys.executable, "-m", "bench.cli.main", "hello", "--target", "sim"]
     env = dict(os.environ, PYTHONPATH=str(paths.ROOT))
     by_option = subprocess.run(
         [*cli, "--firmware", str(tree.firmware)], env=env, capture_output=True, text=True

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import image, paths
+from bench.board import image, paths
 
 SKIP_IN_COPY = shutil.ignore_patterns(
     ".git", ".venv", "build", "reports", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
@@ -27,7 +27,7 @@ def test_a_board_from_the_installed_plugin(pump, rig):
     assert pump.status()["device_time_ms"] == 3_600_000
 """
 LIST_SHIPPED = """\
-from bench import image
+from bench.board import image
 print("\\n".join(sorted(f.target for f in image.shipped_files())))
 """
 

@@ -1,4 +1,4 @@
-"""Key files, where the bench finds keys, and the CLI around them (bench/keys.py)."""
+"""Key files, where the bench finds keys, and the CLI around them (bench/link/keys.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import keys
-from bench.cli import main
-from bench.errors import BenchError
+from bench.cli.main import main
+from bench.link import keys
+from bench.link.errors import BenchError
 from protocol import schema
 
 ENV = ("PUMPBENCH_KEY_FILE", "PUMPBENCH_CLINICIAN_KEY", "PUMPBENCH_PATIENT_KEY")
@@ -138,7 +138,7 @@ def test_a_virtual_boards_key_store_is_private_even_in_a_shared_directory(
     store = tmp_path / schema.KEYSTORE_FILE
     store.write_bytes(keys.generate().keystore())
     store.chmod(0o644)  # left readable by an earlier tool
-    from bench.sim import BoardOptions, VirtualBoard
+    from bench.board.sim import BoardOptions, VirtualBoard
 
     with VirtualBoard(BoardOptions(journal_dir=str(tmp_path))):
         assert stat.S_IMODE(store.stat().st_mode) == 0o600
@@ -150,8 +150,8 @@ def test_a_virtual_boards_key_store_is_private_even_in_a_shared_directory(
 
 def test_a_fault_url_works_from_the_cli(capsys: pytest.CaptureFixture) -> None:
     # Issue 15: `--port fault://...` could not be opened (the handler was
-    # registered only where bench.transports was imported).
-    from bench.sim import BoardOptions, VirtualBoard
+    # registered only where bench.link.transports was imported).
+    from bench.board.sim import BoardOptions, VirtualBoard
 
     with VirtualBoard(BoardOptions()) as board:
         url = f"fault://{board.pump_port}?drop=0&seed=1"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.sim import BoardOptions, VirtualBoard
+from bench.board.sim import BoardOptions, VirtualBoard
 from protocol import schema
 
 pytest_plugins = ["pytester"]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import programfile as pf
 from bench import units
-from bench.client import program_crc
-from bench.programfile import ProgramFileError, load_program, loads
+from bench.link.client import program_crc
+from bench.program import file as pf
+from bench.program.file import ProgramFileError, load_program, loads
 from protocol import schema
 
 PROGRAMS = Path(__file__).resolve().parents[2] / "bench" / "programs"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.progress import Progress
-from bench.report import Outcome, ScenarioRecord
-from bench.scenario import parse_scenario
+from bench.cli.main import main
+from bench.cli.progress import Progress
+from bench.report.records import Outcome, ScenarioRecord
+from bench.scenario.load import parse_scenario
 
 LONG = "id: soak\ntitle: soak\nsteps:\n  - advance: {duration: 10d}\n"
 SHORT = "id: quick\ntitle: quick\nsteps:\n  - advance: {duration: 1h}\n"

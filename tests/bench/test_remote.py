@@ -30,8 +30,8 @@ import pytest
 import serial
 import serial.rfc2217
 
-from bench.cli import main
-from bench.sim import BoardOptions, VirtualBoard
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.cli.main import main
 
 SUITE = Path(__file__).resolve().parents[2] / "bench" / "scenarios"
 # Both ports, a deferred reply (ADVANCE) and a reboot: what a transport can break.

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from bench.paths import ROOT
+from bench.board.paths import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PHONE_WIDTH = 390
@@ -90,7 +90,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("report")
     scenarios = [str(ROOT / "bench" / "scenarios" / name) for name in SCENARIOS]
     result = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "run", *scenarios, "--report", str(directory)],
+        [sys.executable, "-m", "bench.cli.main", "run", *scenarios, "--report", str(directory)],
         capture_output=True,
         text=True,
         cwd=ROOT,

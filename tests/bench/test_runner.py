@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import runner, vocab
-from bench.cli import main
-from bench.report import Outcome
-from bench.runner import SimTarget, run_all, run_scenario, schedule
-from bench.scenario import Scenario, load_scenario, load_scenarios
+from bench import vocab
+from bench.cli.main import main
+from bench.report.records import Outcome
+from bench.scenario import runner
+from bench.scenario.load import Scenario, load_scenario, load_scenarios
+from bench.scenario.runner import SimTarget, run_all, run_scenario, schedule
 
 
 def scenario(tmp_path: Path, name: str, body: str) -> Path:
@@ -250,8 +251,8 @@ def test_an_alarm_named_or_allowed_passes(tmp_path: Path) -> None:
 
 
 def test_a_reset_no_step_asked_for_fails_the_scenario(tmp_path: Path) -> None:
-    from bench.executor import Executor
-    from bench.report import ScenarioRecord
+    from bench.report.records import ScenarioRecord
+    from bench.scenario.executor import Executor
     from protocol import codec
 
     loaded = load_scenario(scenario(tmp_path, "quiet", PASSES))

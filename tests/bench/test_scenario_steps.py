@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bench import vocab
-from bench.scenario import ScenarioError, load_scenario, load_scenarios
-from bench.steps import (
+from bench.scenario.load import ScenarioError, load_scenario, load_scenarios
+from bench.scenario.model import (
     BolusStep,
     ExpectAlarmStep,
     ExpectStateStep,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
-from bench.transport import Transport
+from bench.cli.main import main
+from bench.link.transport import Transport
 from protocol import codec
 from tests.protocol.test_spec_decoder import check_against_spec
 

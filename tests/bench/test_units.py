@@ -20,9 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import cli, rigcli, units
-from bench.programfile import ProgramFileError, loads
-from bench.scenario import ScenarioError, parse_scenario
+from bench import units
+from bench.cli import main as cli
+from bench.cli import rig as rigcli
+from bench.program.file import ProgramFileError, loads
+from bench.scenario.load import ScenarioError, parse_scenario
 
 # Independent of bench/units.py: how many base units (nL, ng, ms, mm) one of each is.
 FACTORS = {

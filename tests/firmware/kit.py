@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from bench.client import PumpClient, RigClient
-from bench.robustness import program_fields
+from bench.link.client import PumpClient, RigClient
+from bench.robustness.campaigns import program_fields
 from protocol import codec, schema
 
 MINUTE_MS = 60_000

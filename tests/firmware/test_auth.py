@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from cobs import cobs
 
-from bench.client import Client, PumpClient, RigClient
-from bench.errors import PumpRefused
-from bench.keys import DeviceKeys, generate
-from bench.robustness import bolus_fields
-from bench.sim import BoardOptions, VirtualBoard
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link.client import Client, PumpClient, RigClient
+from bench.link.errors import PumpRefused
+from bench.link.keys import DeviceKeys, generate
+from bench.robustness.campaigns import bolus_fields
 from protocol import auth, codec, schema
 from tests.firmware import kit
 

@@ -23,8 +23,8 @@ import random
 
 import pytest
 
-from bench.client import PumpClient, RigClient
-from bench.errors import PumpRefused
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import PumpRefused
 from tests.firmware.kit import ALARM_BITS, HOUR_MS, STROKE_NL, flex, start_therapy
 
 DAY_S = 86_400

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.client import PumpClient, RigClient
+from bench.link.client import PumpClient, RigClient
 from tests.firmware.kit import (
     MINIMUM_RATE,
     MINUTE_MS,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bench.client import PumpClient, RigClient
-from bench.errors import PumpRefused
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import PumpRefused
 from protocol import schema
 from tests.firmware.kit import (
     BACLOFEN,

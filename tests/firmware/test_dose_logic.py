@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.paths import FIRMWARE_DIR
+from bench.board.paths import FIRMWARE_DIR
 from tests.firmware import upy
 from tests.firmware.integer_only import assert_integer_only
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.client import PumpClient, Refusal, RigClient
+from bench.link.client import PumpClient, Refusal, RigClient
 from protocol import schema
 from tests.firmware.kit import (
     CLINICIAN,

@@ -5,7 +5,7 @@ midnight until the next day's first step: 22:00-02:00 is the 22:00 step and
 the 02:00 step that ends it, where before midnight returned to the
 background rate and a third step at 00:00 was needed. The pump's schedule,
 its checked worst-case windows and the bench's model of the prescription
-(bench/programmed.py, written separately) must agree on it.
+(bench/program/programmed.py, written separately) must agree on it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench import programmed
-from bench.client import PumpClient, RigClient
-from bench.sim import BoardOptions, VirtualBoard
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link.client import PumpClient, RigClient
+from bench.program import programmed
 from protocol import schema
 from tests.firmware.kit import HOUR_MS, MINUTE_MS, STROKE_NL, flex, start_therapy, truth
 
@@ -108,7 +108,7 @@ def flex_programs(draw: st.DrawFn) -> dict[str, Any]:
 @given(fields=flex_programs())
 def test_the_checked_worst_windows_agree_with_the_schedule(fields: dict[str, Any]) -> None:
     # The pump's worst 24 h and 1 h (PROGRAM's reply) against a brute-force
-    # integration of bench/programmed.py's model of the same program.
+    # integration of bench/program/programmed.py's model of the same program.
     with VirtualBoard(BoardOptions()) as board, PumpClient(board.pump_port) as pump:
         reply = pump.request("PROGRAM", fields)
         pump.request("CANCEL_PROGRAM")

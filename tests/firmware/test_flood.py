@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from bench.client import PumpClient, RigClient
-from bench.errors import BenchError
-from bench.sim import BoardOptions, VirtualBoard
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import BenchError
 from protocol import codec
 from tests.firmware.kit import DAY_MS, MINUTE_MS, STROKE_NL, program, start_therapy
 

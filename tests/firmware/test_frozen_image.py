@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import firmware, image, pico
-from bench import keys as keysmod
-from bench.client import PumpClient
-from bench.errors import BenchError
-from bench.paths import firmware_tree
+from bench.board import firmware, image, pico
+from bench.board.paths import firmware_tree
+from bench.link import keys as keysmod
+from bench.link.client import PumpClient
+from bench.link.errors import BenchError
 from protocol import schema
 
 # A full build takes about a minute on 2 quiet cores (three when they are busy).
@@ -99,7 +99,7 @@ def test_without_sources_make_firmware_says_what_is_missing_in_one_line(
     assert len(err) == 1 and "MICROPYTHON_SRC" in err[0]
 
 
-# --- the frozen image on the emulated Pico (bench/pico.py) ----------------------------
+# --- the frozen image on the emulated Pico (bench/board/pico.py) ----------------------------
 # The budget of issue 18: the frozen firmware's heap, with the board and the app
 # built and during a stroke's PIO move, under 64 KB of the RP2040 port's 245,888.
 FROZEN_HEAP_BUDGET = 64 * 1024

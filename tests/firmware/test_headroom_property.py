@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bench.client import PumpClient, RigClient
-from bench.errors import PumpRefused
-from bench.sim import BoardOptions, VirtualBoard
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import PumpRefused
 from protocol import schema
 from tests.firmware.kit import HOUR_MS, MINUTE_MS, activate, program, refill, truth
 from tests.robustness.limits_table import read_drugs

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.image import mpy_cross_command
-from bench.paths import FIRMWARE_DIR
+from bench.board.image import mpy_cross_command
+from bench.board.paths import FIRMWARE_DIR
 from tests.firmware import upy
 
 UPY = Path(__file__).with_name("upy")

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.paths import FIRMWARE_DIR
+from bench.board.paths import FIRMWARE_DIR
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import zlib
 import pytest
 from cobs import cobs
 
-from bench.client import PumpClient, RigClient
-from bench.errors import PumpRefused
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import PumpRefused
 from protocol import codec, schema, table
 from protocol.table import RESET_CAUSE_RIG_RESET
 

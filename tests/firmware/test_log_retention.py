@@ -11,9 +11,9 @@ counts every refused press.
 
 from __future__ import annotations
 
-from bench.client import PumpClient, RigClient
-from bench.errors import PumpRefused
-from bench.sim import VirtualBoard
+from bench.board.sim import VirtualBoard
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import PumpRefused
 from protocol import schema
 from tests.firmware import kit
 

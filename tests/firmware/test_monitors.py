@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from bench.paths import FIRMWARE_DIR
+from bench.board.paths import FIRMWARE_DIR
 from protocol import schema
 from tests.firmware import upy
 from tests.firmware.integer_only import assert_integer_only

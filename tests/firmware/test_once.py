@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from bench import client as clientmod
-from bench.client import PumpClient, RigClient
-from bench.errors import PumpRefused
-from bench.keys import DeviceKeys
-from bench.robustness import bolus_fields
-from bench.sim import VirtualBoard
+from bench.board.sim import VirtualBoard
+from bench.link import client as clientmod
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import PumpRefused
+from bench.link.keys import DeviceKeys
+from bench.robustness.campaigns import bolus_fields
 from protocol import auth, codec, schema
 from tests.firmware import kit
 

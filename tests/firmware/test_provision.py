@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import firmware as firmware_build
-from bench import flash
-from bench import keys as keysmod
-from bench.client import PumpClient, PumpRefused
-from bench.errors import BenchError
-from bench.sim import BoardOptions, VirtualBoard
+from bench.board import firmware as firmware_build
+from bench.board import flash
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link import keys as keysmod
+from bench.link.client import PumpClient, PumpRefused
+from bench.link.errors import BenchError
 from protocol import schema
 
 

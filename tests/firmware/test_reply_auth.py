@@ -2,7 +2,7 @@
 
 Inside a session the pump signs every reply over the request it answers;
 the client takes nothing else as the answer to a signed request. A device
-in the middle of the link (``forge://``, bench/transports/protocol_forge.py)
+in the middle of the link (``forge://``, bench/link/transports/protocol_forge.py)
 that rewrites replies gets every forged ACK, refusal and read-back refused,
 and the pump runs what it was asked at most once.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cli import main
-from bench.client import PumpClient, RigClient, UntrustedReply
-from bench.errors import BenchError
-from bench.robustness import bolus_fields
-from bench.sim import VirtualBoard
+from bench.board.sim import VirtualBoard
+from bench.cli.main import main
+from bench.link.client import PumpClient, RigClient, UntrustedReply
+from bench.link.errors import BenchError
+from bench.robustness.campaigns import bolus_fields
 from protocol import auth, codec, schema
 from tests.firmware import kit
 

@@ -2,7 +2,7 @@
 MicroPython, on fake ``machine`` and ``rp2`` modules (tests/firmware/fakes)
 that record every pin, PWM, ADC, PIO, WDT and timer call and emulate the PIO
 programs; littlefs is real (``vfs.VfsLfs2`` on a RAM flash). No board needed.
-Also ``bench.flash`` (pumpbench flash) against a virtual board and a stand-in
+Also ``bench.board.flash`` (pumpbench flash) against a virtual board and a stand-in
 for mpremote.
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from bench import flash, image
-from bench.paths import ROOT
+from bench.board import flash, image
+from bench.board.paths import ROOT
 from protocol import codec, schema
 from tests.firmware import upy
 
@@ -464,7 +464,7 @@ def test_main_runs_the_pump_app_on_the_pico_and_answers_hello_over_usb() -> None
 # what it allocates until its first idle), measured on the 64-bit host, where
 # objects are about 1.5 times the RP2040's. This is a regression guard that
 # runs everywhere; the budgets that bind are measured on the real 32-bit port
-# of the emulated Pico (bench/pico.py): with .mpy files at least 64 KB of the
+# of the emulated Pico (bench/board/pico.py): with .mpy files at least 64 KB of the
 # 245,888 B heap stays free (tests/pico, 141,888 B used at the end of issue
 # 16), and the frozen image (make firmware) uses at most 64 KB
 # (tests/firmware/test_frozen_image.py, 52,192 B). Host figure at the same
@@ -619,8 +619,8 @@ def test_flash_copies_resets_and_checks_hello_on_a_board(
 ) -> None:
     # The "board" is a virtual one: mpremote is a stand-in that records what
     # it was told; the HELLO check after the reset is real.
-    from bench import keys
-    from bench.sim import BoardOptions, VirtualBoard
+    from bench.board.sim import BoardOptions, VirtualBoard
+    from bench.link import keys
 
     key_file = tmp_path / "pump.keys"
     with VirtualBoard(BoardOptions()) as vb:
@@ -663,7 +663,7 @@ def test_firmware_version_constant_matches() -> None:
 
 
 def test_one_version_string_names_the_bench_package_and_the_firmware() -> None:
-    from bench.report import bench_version
+    from bench.report.records import bench_version
 
     assert bench_version() == flash.firmware_version()
 

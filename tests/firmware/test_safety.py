@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.client import PumpClient, RigClient
-from bench.errors import PumpRefused
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import PumpRefused
 from protocol import schema
 from tests.firmware.kit import (
     DAY_MS,
@@ -213,7 +213,7 @@ def test_high_priority_alarm_plays_the_high_pattern(pump: PumpClient, rig: RigCl
 def test_a_week_of_nominal_therapy_raises_no_alarm(seed: int) -> None:
     # Noise, coughs, posture and drift from the plant, several seeds; the
     # 90-day version per seed is in `make bench` (false alarms per year).
-    from bench.sim import BoardOptions, VirtualBoard
+    from bench.board.sim import BoardOptions, VirtualBoard
 
     with (
         VirtualBoard(BoardOptions(seed=seed)) as board,

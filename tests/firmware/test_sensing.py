@@ -1,7 +1,7 @@
 """Sensing that holds on real catheters (issue 14): every failure row of the
 issue's table, on the rig's plant (firmware/rig/) with the pump's monitors
 (firmware/pump/monitors/) wired as pump/safety.py wires them, in CPython
-(bench/sensing.py), with fixed seeds. The MicroPython side (no allocation,
+(bench/board/sensing.py), with fixed seeds. The MicroPython side (no allocation,
 the same arithmetic) is checked by upy/check_monitors_*.py.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.sensing import RATES_MS, LineSpec, Rig, ids
+from bench.board.sensing import RATES_MS, LineSpec, Rig, ids
 
 AL = ids()
 STOPS = (AL.OCCLUSION, AL.LEAK)
@@ -287,7 +287,7 @@ def test_daily_life_never_looks_like_tip_migration() -> None:
     # 1 mL/day with coughs, strains and posture changes inside the bursts
     import random
 
-    from bench.sensing import random_line
+    from bench.board.sensing import random_line
 
     rng = random.Random(141)
     armed = 0
@@ -317,7 +317,7 @@ def _burst(mon: Any, rng: Any, t: list[float], noise: float, sines: tuple[float,
 
 
 def mon_module() -> Any:
-    from bench.sensing import modules
+    from bench.board.sensing import modules
 
     return modules().pulse
 

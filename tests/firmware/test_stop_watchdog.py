@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.client import PumpClient, RigClient
+from bench.link.client import PumpClient, RigClient
 from tests.firmware.kit import (
     ALARM_BITS,
     HOUR_MS,

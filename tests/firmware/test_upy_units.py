@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bench.paths import ROOT
+from bench.board.paths import ROOT
 from tests.firmware import upy
 
 

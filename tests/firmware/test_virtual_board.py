@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.client import PumpClient, RigClient
-from bench.errors import BenchError
-from bench.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard
+from bench.board.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import BenchError
 from protocol import codec, schema
 from protocol.table import RESET_CAUSE_RIG_RESET
 

@@ -1,6 +1,6 @@
 """Runs check scripts under the real MicroPython interpreter (the judge).
 
-The firmware modules load from the compiled image (bench.image, .mpy, in the
+The firmware modules load from the compiled image (bench.board.image, .mpy, in the
 per-user cache), as on a board: compiling source at import costs the heap
 far more than the firmware needs. ``protocol/`` is on the path too, so a
 check can ``import schema`` to compare the firmware's tables with the host's.
@@ -19,9 +19,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench import image
-from bench.paths import ROOT
-from bench.sim import micropython_command
+from bench.board import image
+from bench.board.paths import ROOT
+from bench.board.sim import micropython_command
 
 SCRIPTS = Path(__file__).with_name("upy")
 

@@ -1,4 +1,4 @@
-"""Every test in this folder runs on the emulated Pico (bench/pico.py).
+"""Every test in this folder runs on the emulated Pico (bench/board/pico.py).
 
 Where Node, `make pico`, the UF2 or the bootrom is missing they are skipped
 with one line saying what; with PUMPBENCH_REQUIRE_PICO set (.ci/run) that is
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import pico
+from bench.board import pico
 
 MISSING = pico.missing()
 if MISSING and os.environ.get("PUMPBENCH_REQUIRE_PICO"):

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import pico
-from bench.client import PumpClient
-from bench.paths import firmware_tree
+from bench.board import pico
+from bench.board.paths import firmware_tree
+from bench.link.client import PumpClient
 from protocol import schema
 from tests.firmware import kit
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench import pico
+from bench.board import pico
 from tests.firmware import test_rp2_hal as host
 
 pytestmark = [

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import keys as keysmod
-from bench import pico
-from bench.client import PumpClient
-from bench.paths import firmware_tree
+from bench.board import pico
+from bench.board.paths import firmware_tree
+from bench.link import keys as keysmod
+from bench.link.client import PumpClient
 
 pytestmark = [
     pytest.mark.timeout(900),
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _make_flash(port: str, keys: Path) -> subprocess.CompletedProcess[str]:
-    # (bench.flash waits 30 s for a person when it finds the pump, not a REPL)
+    # (bench.board.flash waits 30 s for a person when it finds the pump, not a REPL)
     return subprocess.run(
         ["make", "--no-print-directory", "flash", f"PORT={port}", f"KEYS={keys}"],
         cwd=ROOT,

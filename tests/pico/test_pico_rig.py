@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import pico
-from bench.client import PumpClient, Refusal, RigClient
-from bench.report import Outcome
-from bench.runner import run_scenario
-from bench.scenario import load_scenario
+from bench.board import pico
+from bench.link.client import PumpClient, Refusal, RigClient
+from bench.report.records import Outcome
+from bench.scenario.load import load_scenario
+from bench.scenario.runner import run_scenario
 from tests.firmware import kit
 
 pytestmark = [

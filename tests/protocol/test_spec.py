@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bench.paths import ROOT
+from bench.board.paths import ROOT
 from protocol import schema
 
 SPEC = (ROOT / "protocol" / "SPEC.md").read_text()

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cobs import cobs
 
-from bench.paths import ROOT
+from bench.board.paths import ROOT
 
 SPEC = (ROOT / "protocol" / "SPEC.md").read_text()
 VECTORS = json.loads((ROOT / "protocol" / "vectors.json").read_text())
@@ -214,7 +214,7 @@ def test_every_frame_of_a_session_decodes_from_the_spec_alone(pump: Any, rig: An
     # Every frame the bench receives on a virtual board (signed replies and
     # refusals included) is decoded again from the SPEC and compared with
     # the bench codec's reading.
-    from bench.client import PumpRefused
+    from bench.link.client import PumpRefused
     from tests.firmware import kit
 
     seen: list[tuple[bytes, Any]] = []

@@ -147,7 +147,7 @@ def test_a_signed_frame_without_room_for_its_trailer_is_refused() -> None:
 
 
 def test_auth_vector_keystore_is_what_the_bench_provisions() -> None:
-    from bench.keys import DeviceKeys, from_keystore
+    from bench.link.keys import DeviceKeys, from_keystore
 
     keys = DeviceKeys(clinician=_hex("clinician_key"), patient=_hex("patient_key"))
     assert keys.keystore() == _hex("keystore")

@@ -22,9 +22,9 @@ import itertools
 
 import pytest
 
-from bench.client import PumpClient, RigClient
-from bench.errors import PumpRefused
-from bench.robustness import ALARM, HOUR_MS
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import PumpRefused
+from bench.robustness.campaigns import ALARM, HOUR_MS
 from tests.firmware import kit
 
 

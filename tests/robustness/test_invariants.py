@@ -30,7 +30,7 @@ ACK_ALARM. After every step:
   ALARM event (action 1) and every such event was logged, except the
   announcements at boot of alarms recovered from before it; no event is
   missing from the pump's per-boot event numbering;
-- **boluses**: none starts twice, none ends twice (bench.robustness.bolus_story).
+- **boluses**: none starts twice, none ends twice (bench.robustness.campaigns.bolus_story).
 
 The hard limits are the firmware's own table (tests/robustness/limits_table.py).
 ``ROBUSTNESS_EXAMPLES=200 ROBUSTNESS_STEPS=60 pytest tests/robustness/test_invariants.py``
@@ -57,9 +57,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from bench.client import PumpClient, RigClient, program_crc
-from bench.errors import BenchError, PumpRefused
-from bench.robustness import (
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link.client import PumpClient, RigClient, program_crc
+from bench.link.errors import BenchError, PumpRefused
+from bench.robustness.campaigns import (
     DAY_MS,
     HOUR_MS,
     LOG,
@@ -69,7 +70,6 @@ from bench.robustness import (
     bolus_story,
     program_fields,
 )
-from bench.sim import BoardOptions, VirtualBoard
 from protocol import codec
 from tests.robustness.limits_table import Drug, read_drugs
 

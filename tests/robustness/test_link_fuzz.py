@@ -3,7 +3,7 @@
 Random bytes, damaged frames (bit flips, truncation, repeated slices, wrong
 lengths, unknown and wrong-port ids, reply and event flags, other versions,
 oversize) and intact requests with values a handler must refuse, interleaved
-with good requests. Every chunk is also judged by bench.robustness.ReceiverModel
+with good requests. Every chunk is also judged by bench.robustness.campaigns.ReceiverModel
 (protocol/SPEC.md section 6, written from the spec): each reply, each absence
 of a reply and each LINK_STATS counter must be what the spec says. After
 every batch a good LINK_STATS must be answered (no crash, no stall); at the
@@ -23,8 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.client import PumpClient, RigClient
-from bench.robustness import (
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link.client import PumpClient, RigClient
+from bench.robustness.campaigns import (
     AUTH_LOG_CODES,
     COUNTERS,
     FrameFuzzer,
@@ -34,7 +35,6 @@ from bench.robustness import (
     SessionView,
     fuzz_setup,
 )
-from bench.sim import BoardOptions, VirtualBoard
 from protocol import codec, schema
 
 BATCHES = settings(

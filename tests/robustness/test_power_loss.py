@@ -1,7 +1,7 @@
 """Power loss: the virtual-board process killed at random instants, and cuts at
 every byte of the journal writes of each therapy command.
 
-- ``test_power_loss_campaign``: a short bench.robustness.PowerLossCampaign
+- ``test_power_loss_campaign``: a short bench.robustness.campaigns.PowerLossCampaign
   (process kills frozen mid-stroke, mid-request, mid-journal-write and
   mid-ADVANCE, restarts on the same journal); the long one is
   ``python -m bench.robustness --cycles N``.
@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from bench.client import PumpClient, RigClient
-from bench.errors import BenchError, PumpRefused
-from bench.robustness import (
+from bench.board.sim import BoardOptions, VirtualBoard
+from bench.link.client import PumpClient, RigClient
+from bench.link.errors import BenchError, PumpRefused
+from bench.robustness.campaigns import (
     ALARM,
     LOG,
     STATE,
@@ -38,7 +39,6 @@ from bench.robustness import (
     program_fields,
     refill_request,
 )
-from bench.sim import BoardOptions, VirtualBoard
 from protocol import codec, schema
 
 

@@ -1,0 +1,5 @@
+"""``python -m bench.cli``: the ``pumpbench`` command."""
+
+from bench.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+"""Therapy programs: program files (TOML) to PROGRAM fields and back; the volume a program
+prescribes.
+"""

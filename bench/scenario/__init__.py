@@ -1,0 +1,1 @@
+"""Scenario files: the step model, loading and validation, running the steps on a board."""
