@@ -64,7 +64,7 @@ from bench.board.sim import BoardOptions, VirtualBoard, micropython_command
 from bench.link.client import PumpClient, RigClient, alarm_names
 from bench.link.errors import PumpRefused
 from bench.program.file import load_program
-from bench.robustness.campaigns import program_fields
+from bench.robustness.common import program_fields
 from protocol import auth, codec, schema
 from protocol.table import DRUG_BACLOFEN
 

@@ -6,7 +6,7 @@ import subprocess
 from typing import Any
 
 from bench.link.client import PumpClient, RigClient
-from bench.robustness.campaigns import program_fields
+from bench.robustness.common import program_fields
 from protocol import codec, schema
 
 MINUTE_MS = 60_000

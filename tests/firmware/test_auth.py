@@ -18,7 +18,7 @@ from bench.board.sim import BoardOptions, VirtualBoard
 from bench.link.client import Client, PumpClient, RigClient
 from bench.link.errors import PumpRefused
 from bench.link.keys import DeviceKeys, generate
-from bench.robustness.campaigns import bolus_fields
+from bench.robustness.common import bolus_fields
 from protocol import auth, codec, schema
 from tests.firmware import kit
 

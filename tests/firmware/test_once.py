@@ -19,7 +19,7 @@ from bench.link import client as clientmod
 from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
 from bench.link.keys import DeviceKeys
-from bench.robustness.campaigns import bolus_fields
+from bench.robustness.common import bolus_fields
 from protocol import auth, codec, schema
 from tests.firmware import kit
 

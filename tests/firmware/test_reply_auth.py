@@ -15,7 +15,7 @@ from bench.board.sim import VirtualBoard
 from bench.cli.main import main
 from bench.link.client import PumpClient, RigClient, UntrustedReply
 from bench.link.errors import BenchError
-from bench.robustness.campaigns import bolus_fields
+from bench.robustness.common import bolus_fields
 from protocol import auth, codec, schema
 from tests.firmware import kit
 

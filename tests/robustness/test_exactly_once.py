@@ -19,7 +19,7 @@ from typing import Any
 from bench.board.sim import VirtualBoard
 from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError, PumpRefused
-from bench.robustness.campaigns import ALARM, bolus_fields, program_fields
+from bench.robustness.common import ALARM, bolus_fields, program_fields
 from protocol import auth, codec, schema
 from tests.robustness.test_power_loss import (
     board,  # noqa: F401 (the fixture: a board with a filled reservoir, strict client)

@@ -24,7 +24,7 @@ import pytest
 
 from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
-from bench.robustness.campaigns import ALARM, HOUR_MS
+from bench.robustness.common import ALARM, HOUR_MS
 from tests.firmware import kit
 
 

@@ -30,7 +30,7 @@ ACK_ALARM. After every step:
   ALARM event (action 1) and every such event was logged, except the
   announcements at boot of alarms recovered from before it; no event is
   missing from the pump's per-boot event numbering;
-- **boluses**: none starts twice, none ends twice (bench.robustness.campaigns.bolus_story).
+- **boluses**: none starts twice, none ends twice (bench.robustness.power_loss.bolus_story).
 
 The hard limits are the firmware's own table (tests/robustness/limits_table.py).
 ``ROBUSTNESS_EXAMPLES=200 ROBUSTNESS_STEPS=60 pytest tests/robustness/test_invariants.py``
@@ -60,16 +60,16 @@ from hypothesis.stateful import (
 from bench.board.sim import BoardOptions, VirtualBoard
 from bench.link.client import PumpClient, RigClient, program_crc
 from bench.link.errors import BenchError, PumpRefused
-from bench.robustness.campaigns import (
+from bench.robustness.common import (
     DAY_MS,
     HOUR_MS,
     LOG,
     PATIENT_KIND,
     STROKE_NL,
     bolus_fields,
-    bolus_story,
     program_fields,
 )
+from bench.robustness.power_loss import bolus_story
 from protocol import codec
 from tests.robustness.limits_table import Drug, read_drugs
 

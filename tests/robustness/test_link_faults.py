@@ -1,6 +1,6 @@
 """Link faults: the ``fault://`` pyserial handler, and a therapy scenario that must
 reach the same outcome through a damaged link as through a clean one, with
-no command executed twice (bench.robustness.campaigns.link_fault_scenario)."""
+no command executed twice (bench.robustness.link_faults.link_fault_scenario)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,8 @@ from bench.board.sim import BoardOptions, VirtualBoard
 from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError
 from bench.link.transports.protocol_fault import Rates, Serial, parse_url
-from bench.robustness.campaigns import (
-    LOG,
-    clean_scenario,
-    compare_outcomes,
-    link_fault_scenario,
-    program_fields,
-)
+from bench.robustness.common import LOG, program_fields
+from bench.robustness.link_faults import clean_scenario, compare_outcomes, link_fault_scenario
 from tests.firmware import kit
 
 assert bench.link.transports.PACKAGE in serial.protocol_handler_packages

@@ -3,7 +3,7 @@
 Random bytes, damaged frames (bit flips, truncation, repeated slices, wrong
 lengths, unknown and wrong-port ids, reply and event flags, other versions,
 oversize) and intact requests with values a handler must refuse, interleaved
-with good requests. Every chunk is also judged by bench.robustness.campaigns.ReceiverModel
+with good requests. Every chunk is also judged by bench.robustness.receiver.ReceiverModel
 (protocol/SPEC.md section 6, written from the spec): each reply, each absence
 of a reply and each LINK_STATS counter must be what the spec says. After
 every batch a good LINK_STATS must be answered (no crash, no stall); at the
@@ -25,16 +25,10 @@ from hypothesis import strategies as st
 
 from bench.board.sim import BoardOptions, VirtualBoard
 from bench.link.client import PumpClient, RigClient
-from bench.robustness.campaigns import (
-    AUTH_LOG_CODES,
-    COUNTERS,
-    FrameFuzzer,
-    FuzzSession,
-    LinkFuzz,
-    ReceiverModel,
-    SessionView,
-    fuzz_setup,
-)
+from bench.robustness.common import AUTH_LOG_CODES
+from bench.robustness.frames import FrameFuzzer
+from bench.robustness.fuzz import COUNTERS, FuzzSession, LinkFuzz, fuzz_setup
+from bench.robustness.receiver import ReceiverModel, SessionView
 from protocol import codec, schema
 
 BATCHES = settings(

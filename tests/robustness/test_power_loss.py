@@ -1,7 +1,7 @@
 """Power loss: the virtual-board process killed at random instants, and cuts at
 every byte of the journal writes of each therapy command.
 
-- ``test_power_loss_campaign``: a short bench.robustness.campaigns.PowerLossCampaign
+- ``test_power_loss_campaign``: a short bench.robustness.power_loss.PowerLossCampaign
   (process kills frozen mid-stroke, mid-request, mid-journal-write and
   mid-ADVANCE, restarts on the same journal); the long one is
   ``python -m bench.robustness --cycles N``.
@@ -27,18 +27,17 @@ import pytest
 from bench.board.sim import BoardOptions, VirtualBoard
 from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError, PumpRefused
-from bench.robustness.campaigns import (
+from bench.robustness.common import (
     ALARM,
     LOG,
     STATE,
     STROKE_NL,
-    PowerLossCampaign,
     bolus_fields,
-    bolus_story,
     program_crc_of,
     program_fields,
     refill_request,
 )
+from bench.robustness.power_loss import PowerLossCampaign, bolus_story
 from protocol import codec, schema
 
 
