@@ -38,7 +38,8 @@ from bench.board.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard, micropytho
 from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError
 from bench.report.records import MeasurementRecord, Outcome, RunRecord, ScenarioRecord, format_span
-from bench.scenario.executor import Executor, Interrupted
+from bench.scenario.context import Interrupted
+from bench.scenario.executor import Executor
 from bench.scenario.load import NEED_HARDWARE, NEED_RIG, Scenario
 
 SIM_BOARD = "sim"  # what a virtual board answers in HELLO's board field

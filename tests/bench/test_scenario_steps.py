@@ -359,3 +359,30 @@ def test_the_standard_suite_covers_issue_five() -> None:
     assert all(s.xfail.strip() for s in suite if s.xfail is not None)
     for scenario in suite:
         assert scenario.requirements, f"{scenario.id} traces no requirement"
+
+
+def test_every_step_kind_is_one_row_of_the_table_and_of_the_readme():
+    """The step table (bench/scenario/steps/) is the one list of kinds: each
+    kind's model, parser and runner are in its row, and bench/README.md's step
+    tables say what its row says, once per kind."""
+    from bench.scenario import model
+    from bench.scenario.steps import FAMILIES, KINDS, RUNNERS
+
+    rows = [kind for family in FAMILIES for kind in family.KINDS]
+    assert len({kind.name for kind in rows}) == len(rows), "a kind is in two rows"
+    step_classes = {
+        cls
+        for cls in vars(model).values()
+        if isinstance(cls, type) and issubclass(cls, model.Step) and cls.KIND
+    }
+    assert {kind.model for kind in rows} == step_classes
+    assert set(RUNNERS) == step_classes
+    for kind in rows:
+        assert kind.model.KIND == kind.name
+        assert callable(kind.parse) and callable(kind.run)
+
+    readme = (Path(__file__).resolve().parents[2] / "bench" / "README.md").read_text()
+    for name, kind in KINDS.items():
+        row = f"| `{name}` | {kind.fields} | {kind.does} |".replace("|  |", "| |")
+        assert readme.count(f"| `{name}` |") >= 1, f"bench/README.md has no row for {name}"
+        assert row in readme, f"bench/README.md's row for {name} differs from the step table"
