@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.board.sim import VirtualBoard
-from bench.cli import alarmview, main
+from bench.cli import alarmview
+from bench.cli.main import main
 from bench.link.client import PumpClient, RigClient
 from protocol import schema
 from tests.firmware.kit import HOUR_MS, MINUTE_MS, program, start_therapy

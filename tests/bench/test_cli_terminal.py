@@ -25,8 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.board.sim import VirtualBoard
-from bench.cli import logview, main
+from bench.cli import logview
 from bench.cli import rig as rigcli
+from bench.cli.main import main
 from bench.link import keys as keysmod
 from bench.link.client import PumpClient, Refusal, RigClient, program_crc
 from bench.program.file import load_program
