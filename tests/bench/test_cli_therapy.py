@@ -146,7 +146,7 @@ def test_declining_leaves_the_old_program_running(
         return "n"
 
     monkeypatch.setattr("builtins.input", answer)
-    monkeypatch.setattr("bench.cli.main._interactive", lambda: True)
+    monkeypatch.setattr("bench.cli.therapy._interactive", lambda: True)
     out = bench.ok("program", str(BACLOFEN))
     assert asked == ["Confirm? [y/N] "]
     old = crc_of(MORPHINE)
@@ -177,7 +177,7 @@ def test_ctrl_c_at_the_question_cancels(bench: Bench, monkeypatch: pytest.Monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr("builtins.input", interrupt)
-    monkeypatch.setattr("bench.cli.main._interactive", lambda: True)
+    monkeypatch.setattr("bench.cli.therapy._interactive", lambda: True)
     code, _out, err = bench.run("program", str(BACLOFEN))
     assert code == 130 and err == "pumpbench: interrupted\n"
     with bench.pump() as pump:
@@ -189,7 +189,7 @@ def test_yes_answer_confirms(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> N
     bench.rig.fill(20_000_000, 1_000)
     bench.ok("refill", "--withdrawn", "0mL", "--added", "20mL")  # a new pump
     monkeypatch.setattr("builtins.input", lambda _prompt: "y")
-    monkeypatch.setattr("bench.cli.main._interactive", lambda: True)
+    monkeypatch.setattr("bench.cli.therapy._interactive", lambda: True)
     out = bench.ok("program", str(BACLOFEN))
     assert f"confirmed: program CRC {crc_of(BACLOFEN)} is active; state RUNNING" in out
     assert value(bench.ok("status"), "mode") == "FLEX"

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench import units
-from bench.cli import main as cli
+from bench.cli import common as cli
 from bench.cli import rig as rigcli
 from bench.program.file import ProgramFileError, loads
 from bench.scenario.load import ScenarioError, parse_scenario
