@@ -39,11 +39,12 @@ from typing import Any
 import pytest
 
 from bench.board.paths import select_firmware
+from bench.board.targets import Ports, PortTarget, SimTarget, Target
 from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError
 from bench.report.records import DeviceInfo, Outcome, ScenarioRecord, bench_version, fingerprint_hex
 from bench.scenario.load import NEED_HARDWARE, Scenario, ScenarioError, load_scenario
-from bench.scenario.runner import Ports, PortTarget, SimTarget, Target, run_scenario
+from bench.scenario.runner import run_scenario
 from protocol import schema
 
 SIM = "sim"

@@ -735,8 +735,8 @@ def pico_target() -> Any:
     from contextlib import contextmanager
 
     from bench.board import image
-    from bench.scenario.load import NEED_RIG
-    from bench.scenario.runner import Ports, Target
+    from bench.board.targets import Ports, Target
+    from bench.scenario.model import NEED_RIG
 
     class PicoTarget(Target):
         label = PICO_TARGET

@@ -26,10 +26,7 @@ from bench.link.client import (
 )
 from bench.link.errors import BenchError, PumpRefused
 from bench.program import file as pf
-from bench.report.records import (
-    bench_version,
-    fingerprint_hex,
-)
+from bench.report.records import bench_version, fingerprint_hex
 from bench.scenario.load import MAX_SEED
 from protocol import schema
 

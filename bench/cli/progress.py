@@ -18,7 +18,8 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from bench.report.records import ScenarioRecord, format_span, result_line
+from bench.report.records import ScenarioRecord, format_span
+from bench.report.summary import result_line
 from bench.scenario.load import Scenario
 
 BAR_WIDTH = 24

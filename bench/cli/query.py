@@ -24,10 +24,7 @@ from bench.link.client import (
 )
 from bench.link.errors import BenchError
 from bench.program import file as pf
-from bench.report.records import (
-    fingerprint_hex,
-    format_ms,
-)
+from bench.report.records import fingerprint_hex, format_ms
 from protocol import schema
 
 

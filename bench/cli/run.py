@@ -8,16 +8,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bench.board.targets import PortTarget, SimTarget, Target
 from bench.cli.common import SIM, _note, _print_json
 from bench.cli.progress import Progress
 from bench.link import keys as keysmod
 from bench.link.errors import BenchError
-from bench.report.records import (
-    summary_lines,
-    write_reports,
-)
+from bench.report.files import write_reports
+from bench.report.summary import summary_lines
 from bench.scenario.load import load_scenarios
-from bench.scenario.runner import PortTarget, SimTarget, Target, run_all
+from bench.scenario.runner import run_all
 
 
 def cmd_run(args: argparse.Namespace) -> int:

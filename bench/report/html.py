@@ -21,11 +21,11 @@ from bench.report.records import (
     Outcome,
     RunRecord,
     ScenarioRecord,
-    counts_line,
     fingerprint_hex,
     format_ms,
     format_span,
 )
+from bench.report.summary import counts_line
 from protocol import schema
 
 COLOURS = {

@@ -1,23 +1,20 @@
-"""Run records and the report files written from them.
+"""Run records: the bottom of bench/report/, importing no other bench module.
 
-The runner fills plain dataclasses; this module turns one run into the
-files a person or a CI server reads: ``results.json`` (everything, one
-record per run, for tools and for the design history file), ``junit.xml``
-(what CI servers display), ``summary.txt`` (what a person reads first) and
-``report.html`` with its PNG plots (bench/report/html.py, bench/report/plots.py).
-Writing is kept apart from running so that a report can never change an
-outcome.
+The runner fills plain dataclasses; one writer per file turns one run into
+what a person or a CI server reads: ``results.json`` (everything, one record
+per run, for tools and for the design history file: :meth:`RunRecord.to_json`,
+written by files.py), ``junit.xml`` (junit.py, what CI servers display),
+``summary.txt`` (summary.py, what a person reads first) and ``report.html``
+with its PNG plots (html.py, plots.py); files.py writes the folder. Writing
+is kept apart from running so that a report can never change an outcome.
 """
 
 from __future__ import annotations
 
-import json
 import platform
-import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from protocol import schema
@@ -350,176 +347,3 @@ def format_span(ms: int | None) -> str:
     if hours:
         return f"{hours}h {minutes:02d}min"
     return f"{minutes}min {seconds:02d}s" if minutes else f"{seconds}s"
-
-
-# --- text ----------------------------------------------------------------------
-
-
-def result_line(record: ScenarioRecord) -> str:
-    """The line printed as a scenario finishes."""
-    line = f"{record.outcome!s:<5} {record.id}  ({record.wall_s:.2f} s)"
-    if record.problems:
-        line += f"  {record.problems[0]}"
-        if len(record.problems) > 1:
-            line += f" (+{len(record.problems) - 1} more)"
-    return line
-
-
-def summary_lines(run: RunRecord) -> list[str]:
-    """The summary table: printed by the CLI and written to summary.txt."""
-    width = max([len("scenario"), *(len(s.id) for s in run.scenarios)])
-    lines = [f"{'outcome':<7}  {'scenario':<{width}}  {'wall s':>7}  device time run"]
-    for s in run.scenarios:
-        lines.append(
-            f"{s.outcome!s:<7}  {s.id:<{width}}  {s.wall_s:7.2f}  {format_ms(s.device_time_ms)}"
-        )
-    lines.append(counts_line(run))
-    xpass = [s.id for s in run.scenarios if s.outcome is Outcome.XPASS]
-    if xpass:
-        lines.append(
-            f"XPASS: {', '.join(xpass)} passed although marked xfail: "
-            "what they wait for has landed; remove their xfail"
-        )
-    return lines
-
-
-def counts_line(run: RunRecord) -> str:
-    counts = run.counts()
-    total = len(run.scenarios)
-    text = (
-        f"{total} scenario{'' if total == 1 else 's'}: {counts['PASS']} passed, "
-        f"{counts['FAIL']} failed, {counts['ERROR']} errors, "
-        f"{counts['SKIP']} not applicable"
-    )
-    if counts["XFAIL"] or counts["XPASS"]:
-        text += f", {counts['XFAIL']} xfailed, {counts['XPASS']} xpassed"
-    return text + f" ({run.wall_s:.1f} s, {run.jobs} job{'' if run.jobs == 1 else 's'})"
-
-
-def summary_text(run: RunRecord) -> str:
-    device = run.device
-    head = [
-        f"pumpbench {run.bench}: {run.outcome}",
-        f"started {run.started_at}, target {run.target}" + (f", rig {run.rig}" if run.rig else ""),
-    ]
-    if device is not None:
-        head.append(
-            f"firmware {device.firmware_version} on {device.board} {device.device_id}, "
-            f"schema {fingerprint_hex(device.schema_fingerprint)}"
-        )
-    body = summary_lines(run)
-    problems = [f"  {s.id} ({s.outcome}): {p}" for s in run.scenarios for p in s.problems]
-    tail = ["", "problems:", *problems] if problems else []
-    return "\n".join([*head, "", *body, *tail]) + "\n"
-
-
-# --- JUnit XML -------------------------------------------------------------------
-
-
-def _properties(parent: ET.Element, values: dict[str, str]) -> None:
-    props = ET.SubElement(parent, "properties")
-    for name, value in values.items():
-        ET.SubElement(props, "property", name=name, value=value)
-
-
-def junit_tree(run: RunRecord) -> ET.ElementTree:
-    counts = run.counts()
-    attrs = {
-        "name": "pumpbench",
-        "tests": str(len(run.scenarios)),
-        "failures": str(counts["FAIL"] + (counts["XPASS"] if run.strict_xfail else 0)),
-        "errors": str(counts["ERROR"]),
-        "skipped": str(counts["SKIP"] + counts["XFAIL"]),
-        "time": f"{run.wall_s:.3f}",
-    }
-    suites = ET.Element("testsuites", attrs)
-    suite = ET.SubElement(suites, "testsuite", {**attrs, "timestamp": run.started_at})
-    device = run.device
-    props = {
-        "bench_version": run.bench,
-        "bench_schema_fingerprint": fingerprint_hex(schema.FINGERPRINT),
-        "target": run.target,
-    }
-    if device is not None:
-        props |= {
-            "firmware_version": device.firmware_version,
-            "board": device.board,
-            "device_id": device.device_id,
-            "schema_fingerprint": fingerprint_hex(device.schema_fingerprint),
-        }
-    _properties(suite, props)
-    for s in run.scenarios:
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            classname="pumpbench." + Path(s.file).stem,
-            name=s.id,
-            file=s.file,
-            time=f"{s.wall_s:.3f}",
-        )
-        case_props = {
-            "title": s.title,
-            "requirements": " ".join(s.requirements),
-            "seed": "" if s.seed is None else str(s.seed),
-            "outcome": str(s.outcome),
-            "device_time_ms": "" if s.device_time_ms is None else str(s.device_time_ms),
-        }
-        if s.xfail is not None:
-            case_props["xfail"] = s.xfail
-        for m in s.measurements:
-            shown = "not run" if m.value is None else f"{m.value} {m.unit}"
-            case_props[f"measure.{m.name}"] = f"{shown} {m.limits_text()} {m.outcome}"
-        _properties(case, case_props)
-        detail = "\n".join(s.problems)
-        first = s.problems[0] if s.problems else ""
-        if s.outcome is Outcome.FAIL:
-            ET.SubElement(case, "failure", message=first, type="FAIL").text = detail
-        elif s.outcome is Outcome.ERROR:
-            ET.SubElement(case, "error", message=first, type="ERROR").text = detail
-        elif s.outcome is Outcome.SKIP:
-            ET.SubElement(case, "skipped", message=first)
-        elif s.outcome is Outcome.XFAIL:
-            # as pytest writes an xfail: skipped, with the reason
-            ET.SubElement(case, "skipped", type="xfail", message=f"xfail: {s.xfail}").text = detail
-        elif s.outcome is Outcome.XPASS and run.strict_xfail:
-            message = f"XPASS(strict): {s.xfail}"
-            ET.SubElement(case, "failure", message=message, type="XPASS")
-        out = list(s.log)
-        if s.firmware_stderr:
-            out += ["firmware stderr:", s.firmware_stderr]
-        if out:
-            ET.SubElement(case, "system-out").text = "\n".join(out)
-    ET.indent(suites)
-    return ET.ElementTree(suites)
-
-
-# --- files -----------------------------------------------------------------------
-
-RESULTS_JSON = "results.json"
-JUNIT_XML = "junit.xml"
-SUMMARY_TXT = "summary.txt"
-REPORT_HTML = "report.html"
-PLOTS_DIR = "plots"
-
-
-def write_reports(run: RunRecord, directory: Path, *, plots: bool = True) -> Path:
-    """Writes the plots, results.json, junit.xml, summary.txt and report.html.
-
-    Returns the HTML page. The plots come first so that results.json and the
-    page can name them. ``plots=False`` skips matplotlib (fast tests).
-    """
-    from bench.report import html as htmlreport  # the page module imports this one
-
-    directory.mkdir(parents=True, exist_ok=True)
-    if plots:
-        from bench.report import plots as plotting  # matplotlib takes a second to import
-
-        plotting.write_plots(run, directory / PLOTS_DIR)
-    (directory / RESULTS_JSON).write_text(
-        json.dumps(run.to_json(), indent=1) + "\n", encoding="utf-8"
-    )
-    junit_tree(run).write(directory / JUNIT_XML, encoding="utf-8", xml_declaration=True)
-    (directory / SUMMARY_TXT).write_text(summary_text(run), encoding="utf-8")
-    page = directory / REPORT_HTML
-    page.write_text(htmlreport.render(run, directory), encoding="utf-8")
-    return page

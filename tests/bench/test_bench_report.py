@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.report.files import write_reports
 from bench.report.html import requirement_status, traceability
 from bench.report.records import (
     Annotation,
@@ -17,7 +18,6 @@ from bench.report.records import (
     TraceRecord,
     format_ms,
     worst,
-    write_reports,
 )
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from bench import vocab
+from bench.board.targets import SimTarget
 from bench.cli.main import main
 from bench.report.records import Outcome
 from bench.scenario import runner
 from bench.scenario.load import Scenario, load_scenario, load_scenarios
-from bench.scenario.runner import SimTarget, run_all, run_scenario, schedule
+from bench.scenario.runner import run_all, run_scenario, schedule
 
 
 def scenario(tmp_path: Path, name: str, body: str) -> Path:

@@ -10,11 +10,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from bench import units
-from bench.report.records import (
-    FlowRecord,
-    MeasurementOutcome,
-    Outcome,
-)
+from bench.report.records import FlowRecord, MeasurementOutcome, Outcome
 from bench.scenario import flow
 from bench.scenario.context import CapabilityMissing, Snapshot, StepFailed, fmt_ms, step_where
 from bench.scenario.steps.kind import StepKind
