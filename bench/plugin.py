@@ -40,8 +40,9 @@ import pytest
 
 from bench.board.paths import select_firmware
 from bench.board.targets import Ports, PortTarget, SimTarget, Target
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.report.records import DeviceInfo, Outcome, ScenarioRecord, bench_version, fingerprint_hex
 from bench.scenario.load import NEED_HARDWARE, Scenario, ScenarioError, load_scenario
 from bench.scenario.runner import run_scenario

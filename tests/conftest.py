@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 
 
 @pytest.fixture

@@ -61,8 +61,10 @@ from pathlib import Path
 
 from bench.board.image import compile_all, ensure_compiled
 from bench.board.sim import BoardOptions, VirtualBoard, micropython_command
-from bench.link.client import PumpClient, RigClient, alarm_names
+from bench.link.client import alarm_names
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.program.file import load_program
 from bench.robustness.common import program_fields
 from protocol import auth, codec, schema

@@ -17,7 +17,7 @@ Steps, each failing with one clear line:
    (schema KEYSTORE_FILE, from ``--key-file``) goes into the board's state
    directory beside the journal, which the clean step never touches.
 4. Check: the board answers ``HELLO`` on the same port with the expected
-   firmware version and schema fingerprint (``bench.link.client.PumpClient``),
+   firmware version and schema fingerprint (``bench.link.pump.PumpClient``),
    and opens a session with the key file's highest role: the keys took.
 
 The pump firmware turns Ctrl-C off at boot (the pump port is USB CDC), so
@@ -211,7 +211,7 @@ class Flasher:
     def hello(self, timeout_s: float, keys: keysmod.DeviceKeys) -> dict[str, Any]:
         """HELLO after the reset, retried until the board is back or timeout_s;
         then a session with ``keys``, proving the provisioning."""
-        from bench.link.client import PumpClient
+        from bench.link.pump import PumpClient
 
         deadline = time.monotonic() + timeout_s
         last = "the port did not come back"
@@ -309,7 +309,7 @@ def flash_uf2(
     port: str, uf2: Path, key_file: Path, drive: Path | None, wait_s: float
 ) -> dict[str, Any]:
     """A frozen image through the BOOTSEL drive, then keys over the pump port."""
-    from bench.link.client import PumpClient
+    from bench.link.pump import PumpClient
 
     try:
         image_bytes = uf2.read_bytes()

@@ -575,7 +575,7 @@ if __name__ == "__main__":  # pragma: no cover - a quick manual check
 
 def wait_hello(board: PicoBoard, timeout_s: float = 120.0) -> dict[str, Any]:
     """HELLO from the pump firmware once it has booted; -> the reply."""
-    from bench.link.client import PumpClient
+    from bench.link.pump import PumpClient
 
     deadline = time.monotonic() + timeout_s
     last = "no answer"

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from bench.board import image
 from bench.board.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard, micropython_command
-from bench.link.client import PumpClient, RigClient
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.scenario.model import NEED_HARDWARE, NEED_RIG
 
 SIM_BOARD = "sim"  # what a virtual board answers in HELLO's board field

@@ -19,12 +19,9 @@ from bench.board import image
 from bench.board.paths import ENV_FIRMWARE
 from bench.board.sim import BoardOptions, VirtualBoard
 from bench.link import keys as keysmod
-from bench.link.client import (
-    NEVER_U32,
-    PumpClient,
-    alarm_id,
-)
+from bench.link.client import NEVER_U32, alarm_id
 from bench.link.errors import BenchError, PumpRefused
+from bench.link.pump import PumpClient
 from bench.program import file as pf
 from bench.report.records import bench_version, fingerprint_hex
 from bench.scenario.load import MAX_SEED

@@ -18,11 +18,9 @@ from bench.cli.common import (
     _session,
     _table,
 )
-from bench.link.client import (
-    NEVER_U32,
-    PumpClient,
-)
+from bench.link.client import NEVER_U32
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
 from bench.program import file as pf
 from bench.report.records import fingerprint_hex, format_ms
 from protocol import schema

@@ -24,17 +24,11 @@ from fractions import Fraction
 from typing import Any
 
 from bench import units
-from bench.link.client import (
-    PLANT_NOMINAL,
-    POWER_CUT_AFTER_BYTES,
-    POWER_CUT_IN_MS,
-    POWER_OFF,
-    POWER_ON,
-    RigClient,
-    fault_id,
-)
+from bench.link.client import PLANT_NOMINAL, fault_id
+from bench.link.rig import RigClient
 from bench.program import file as pf
 from protocol import schema
+from protocol.table import POWER_CUT_AFTER_BYTES, POWER_CUT_IN_MS, POWER_OFF, POWER_ON
 
 TRACE_RING = 512  # samples the rig keeps (SPEC 16.4)
 

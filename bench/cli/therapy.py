@@ -27,14 +27,9 @@ from bench.cli.common import (
     _volume,
 )
 from bench.cli.query import _ack, _tip_text, cmd_alarms, cmd_log
-from bench.link.client import (
-    BOLUS_KINDS,
-    PROGRAM_FIELD_NAMES,
-    PumpClient,
-    program_crc,
-    soft_limit_names,
-)
+from bench.link.client import BOLUS_KINDS, PROGRAM_FIELD_NAMES, program_crc, soft_limit_names
 from bench.link.errors import BenchError, PumpRefused
+from bench.link.pump import PumpClient
 from bench.program import file as pf
 from protocol import schema
 

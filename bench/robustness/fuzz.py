@@ -14,8 +14,9 @@ from typing import Any
 import serial
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import AUTH_LOG_CODES, MINUTE_MS, message_name, program_fields
 from bench.robustness.frames import FrameFuzzer, FuzzCase
 from bench.robustness.receiver import Expected, ReceiverModel, SessionView

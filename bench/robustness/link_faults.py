@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import (
     AUTH_LOG_CODES,
     HOUR_MS,

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError, PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import (
     ALARM,
     DAY_MS,

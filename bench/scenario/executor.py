@@ -30,8 +30,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench import vocab
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError, PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.program.programmed import ProgrammedLine
 from bench.report.records import (
     Annotation,

@@ -34,8 +34,9 @@ from functools import partial
 
 from bench.board.sim import VirtualBoard
 from bench.board.targets import Ports, Target
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.report.records import MeasurementRecord, Outcome, RunRecord, ScenarioRecord, format_span
 from bench.scenario.context import Interrupted
 from bench.scenario.executor import Executor

@@ -7,7 +7,8 @@ import pytest
 from bench.board.sim import VirtualBoard
 from bench.cli import alarmview
 from bench.cli.main import main
-from bench.link.client import PumpClient, RigClient
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import schema
 from tests.firmware.kit import HOUR_MS, MINUTE_MS, program, start_therapy
 

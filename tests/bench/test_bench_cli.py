@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli.main import main
-from bench.link.client import PumpClient
+from bench.link.pump import PumpClient
 from protocol import schema
 from tests.firmware.kit import reap
 

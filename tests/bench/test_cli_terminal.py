@@ -29,7 +29,9 @@ from bench.cli import logview
 from bench.cli import rig as rigcli
 from bench.cli.main import main
 from bench.link import keys as keysmod
-from bench.link.client import PumpClient, Refusal, RigClient, program_crc
+from bench.link.client import Refusal, program_crc
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.program.file import load_program
 from bench.report.records import bench_version
 from protocol import schema

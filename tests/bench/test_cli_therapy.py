@@ -17,15 +17,10 @@ import pytest
 
 from bench.board.sim import VirtualBoard
 from bench.cli.main import main
-from bench.link.client import (
-    FAULT_RUNAWAY,
-    PumpClient,
-    Refusal,
-    RigClient,
-    limit_name,
-    program_crc,
-)
+from bench.link.client import FAULT_RUNAWAY, Refusal, limit_name, program_crc
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.program.file import DRUGS, load_program
 from protocol import schema
 

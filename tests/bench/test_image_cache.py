@@ -18,11 +18,11 @@ import pytest
 
 from bench.board import image, paths
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
 
 BOARD_IN_A_PROCESS = """
-from bench.link.client import PumpClient
+from bench.link.pump import PumpClient
 from bench.board.sim import VirtualBoard
 with VirtualBoard() as board, PumpClient(board.pump_port) as pump:
     print(pump.hello()["firmware_version"])

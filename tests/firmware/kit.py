@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from bench.link.client import PumpClient, RigClient
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import program_fields
 from protocol import codec, schema
 

@@ -15,9 +15,11 @@ import pytest
 from cobs import cobs
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import Client, PumpClient, RigClient
+from bench.link.client import Client
 from bench.link.errors import PumpRefused
 from bench.link.keys import DeviceKeys, generate
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import bolus_fields
 from protocol import auth, codec, schema
 from tests.firmware import kit

@@ -23,8 +23,9 @@ import random
 
 import pytest
 
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from tests.firmware.kit import ALARM_BITS, HOUR_MS, STROKE_NL, flex, start_therapy
 
 DAY_S = 86_400

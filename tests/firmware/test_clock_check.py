@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.link.client import PumpClient, RigClient
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from tests.firmware.kit import (
     MINIMUM_RATE,
     MINUTE_MS,

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import schema
 from tests.firmware.kit import (
     BACLOFEN,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.link.client import PumpClient, Refusal, RigClient
+from bench.link.client import Refusal
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import schema
 from tests.firmware.kit import (
     CLINICIAN,

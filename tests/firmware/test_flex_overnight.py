@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.program import programmed
 from protocol import schema
 from tests.firmware.kit import HOUR_MS, MINUTE_MS, STROKE_NL, flex, start_therapy, truth

@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import codec
 from tests.firmware.kit import DAY_MS, MINUTE_MS, STROKE_NL, program, start_therapy
 

@@ -19,8 +19,8 @@ import pytest
 from bench.board import firmware, image, pico
 from bench.board.paths import firmware_tree
 from bench.link import keys as keysmod
-from bench.link.client import PumpClient
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
 from protocol import schema
 
 # A full build takes about a minute on 2 quiet cores (three when they are busy).

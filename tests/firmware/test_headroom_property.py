@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import schema
 from tests.firmware.kit import HOUR_MS, MINUTE_MS, activate, program, refill, truth
 from tests.robustness.limits_table import read_drugs

@@ -11,8 +11,9 @@ import zlib
 import pytest
 from cobs import cobs
 
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import codec, schema, table
 from protocol.table import RESET_CAUSE_RIG_RESET
 

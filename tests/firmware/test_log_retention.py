@@ -12,8 +12,9 @@ counts every refused press.
 from __future__ import annotations
 
 from bench.board.sim import VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import schema
 from tests.firmware import kit
 

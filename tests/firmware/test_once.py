@@ -16,9 +16,10 @@ import pytest
 
 from bench.board.sim import VirtualBoard
 from bench.link import client as clientmod
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
 from bench.link.keys import DeviceKeys
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import bolus_fields
 from protocol import auth, codec, schema
 from tests.firmware import kit

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from bench.board.sim import VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import schema
 from tests.firmware import upy
 from tests.firmware.kit import HOUR_MS, MINUTE_MS, STROKE_NL, program, start_therapy, truth

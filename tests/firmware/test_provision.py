@@ -12,8 +12,9 @@ from bench.board import firmware as firmware_build
 from bench.board import flash
 from bench.board.sim import BoardOptions, VirtualBoard
 from bench.link import keys as keysmod
-from bench.link.client import PumpClient, PumpRefused
+from bench.link.client import PumpRefused
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
 from protocol import schema
 
 

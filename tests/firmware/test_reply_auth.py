@@ -13,8 +13,10 @@ import pytest
 
 from bench.board.sim import VirtualBoard
 from bench.cli.main import main
-from bench.link.client import PumpClient, RigClient, UntrustedReply
+from bench.link.client import UntrustedReply
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import bolus_fields
 from protocol import auth, codec, schema
 from tests.firmware import kit

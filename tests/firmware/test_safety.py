@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import schema
 from tests.firmware.kit import (
     DAY_MS,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from bench.link.client import PumpClient, RigClient
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from tests.firmware.kit import (
     ALARM_BITS,
     HOUR_MS,

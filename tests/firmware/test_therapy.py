@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import schema
 from tests.firmware.kit import (
     BACLOFEN,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bench.board.sim import DEFAULT_HEAP, BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from protocol import codec, schema
 from protocol.table import RESET_CAUSE_RIG_RESET
 

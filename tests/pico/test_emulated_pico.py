@@ -19,7 +19,7 @@ import pytest
 
 from bench.board import pico
 from bench.board.paths import firmware_tree
-from bench.link.client import PumpClient
+from bench.link.pump import PumpClient
 from protocol import schema
 from tests.firmware import kit
 

@@ -18,7 +18,7 @@ import pytest
 from bench.board import pico
 from bench.board.paths import firmware_tree
 from bench.link import keys as keysmod
-from bench.link.client import PumpClient
+from bench.link.pump import PumpClient
 
 pytestmark = [
     pytest.mark.timeout(900),

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from bench.board import pico
-from bench.link.client import PumpClient, Refusal, RigClient
+from bench.link.client import Refusal
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.report.records import Outcome
 from bench.scenario.load import load_scenario
 from bench.scenario.runner import run_scenario

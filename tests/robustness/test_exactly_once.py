@@ -17,8 +17,9 @@ import time
 from typing import Any
 
 from bench.board.sim import VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError, PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import ALARM, bolus_fields, program_fields
 from protocol import auth, codec, schema
 from tests.robustness.test_power_loss import (

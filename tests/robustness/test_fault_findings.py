@@ -22,8 +22,9 @@ import itertools
 
 import pytest
 
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import ALARM, HOUR_MS
 from tests.firmware import kit
 

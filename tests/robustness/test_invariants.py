@@ -58,8 +58,10 @@ from hypothesis.stateful import (
 )
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient, program_crc
+from bench.link.client import program_crc
 from bench.link.errors import BenchError, PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import (
     DAY_MS,
     HOUR_MS,

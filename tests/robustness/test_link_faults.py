@@ -13,8 +13,9 @@ import serial
 
 import bench.link.transports
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.link.transports.protocol_fault import Rates, Serial, parse_url
 from bench.robustness.common import LOG, program_fields
 from bench.robustness.link_faults import clean_scenario, compare_outcomes, link_fault_scenario

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import AUTH_LOG_CODES
 from bench.robustness.frames import FrameFuzzer
 from bench.robustness.fuzz import COUNTERS, FuzzSession, LinkFuzz, fuzz_setup

@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 
 from bench.board.sim import BoardOptions, VirtualBoard
-from bench.link.client import PumpClient, RigClient
 from bench.link.errors import BenchError, PumpRefused
+from bench.link.pump import PumpClient
+from bench.link.rig import RigClient
 from bench.robustness.common import (
     ALARM,
     LOG,
