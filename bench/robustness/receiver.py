@@ -157,7 +157,9 @@ class ReceiverModel:
         self._partial += data[start:]
         return out
 
-    def classify(self, chunk: bytes, *, remember: bool = True) -> Expected:
+    # SPEC section 6's receiver rules, one case per step in the spec's order:
+    # split, it would no longer read against the spec line by line.
+    def classify(self, chunk: bytes, *, remember: bool = True) -> Expected:  # noqa: C901, PLR0911, PLR0912
         """Steps 1-11 of section 6 for one chunk; ``remember`` updates the cache."""
         overflow = len(chunk) > schema.MAX_ENCODED
         body, well_formed = cobs_decode_partial(chunk[: schema.MAX_ENCODED])
