@@ -6,8 +6,8 @@ carries numbers. The one source of truth for the mapping is
 fault id added to the schema is usable in a scenario with no change to the
 bench.
 
-A scenario can also be written *before* a capability lands (issue 5: "written
-and marked as expected to fail with the reason"). Such a scenario names an
+A scenario can also be written *before* a capability lands, marked as
+expected to fail with the reason (``xfail``). Such a scenario names an
 alarm or fault the schema does not have yet; the lookups below return None
 for it and the scenario parser accepts that only in an ``xfail`` scenario.
 """

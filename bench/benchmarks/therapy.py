@@ -39,8 +39,8 @@ def _firmware_constant(module: str, name: str) -> int:
 
 
 def log_retention_days(days: int = 10) -> list[Row]:
-    """Days of therapy history the event log keeps for a busy patient (issue 12
-    item 6): ``days`` on a virtual board with 4 patient boluses a day, each
+    """Days of therapy history the event log keeps for a busy patient:
+    ``days`` on a virtual board with 4 patient boluses a day, each
     from a patient session, and a refill with a new program on day 0; the
     event log keeps at least EVENTS_PER_FILE entries, sessions and refusals
     go to the access log."""
@@ -154,7 +154,7 @@ def therapy_soak(days: int) -> list[Row]:
     ]
 
 
-# --- (g) dose at the tip across a concentration change (issue 12) ----------------
+# --- (g) dose at the tip across a concentration change ---------------------------
 BACLOFEN_UG_DAY = 600
 
 

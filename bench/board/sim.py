@@ -26,13 +26,11 @@ from protocol import schema
 # every test holds the firmware to. The firmware's bytecode is loaded into
 # the heap (.mpy, as on a board with stock MicroPython), and 64-bit host
 # objects are about twice the size of the RP2040's, so this host figure is
-# pessimistic for a Pico (about 190 KB free; reference/micropython.md).
-# 288k since issue 15: its ~10 KB of live firmware (outcome journal, access
-# log, signed replies) left the rig's trace ring and a 1 KB snapshot without
-# room at 256k (the Pico-configuration budget is in tests/firmware/test_rp2_hal.py).
-# 304k since issue 14's pulsation monitor, noise check and two plant faults
-# (about 5 KB live on the 64-bit host: 210,144 -> 214,720 B in the Pico
-# configuration) left the 6 KB trace ring no block at 288k (TRACE_CONFIG BUSY).
+# pessimistic for a Pico (about 190 KB free on a Pico with stock MicroPython).
+# 304k holds the live firmware (outcome journal, access log, signed replies,
+# the line monitors: 214,720 B in the Pico configuration on this host), the
+# rig's 6 KB trace ring and a 1 KB snapshot; at 288k TRACE_CONFIG finds no
+# block (BUSY). The Pico-configuration budget is in tests/firmware/test_rp2_hal.py.
 DEFAULT_HEAP = "304k"
 
 
@@ -80,7 +78,7 @@ class VirtualBoard:
         for _ in range(2):
             master, slave = os.openpty()
             # Raw on the slave from the start: a cooked pty eats 0x03, 0x11,
-            # 0x13 and turns 0x0A into 0x0D 0x0A (reference/micropython.md).
+            # 0x13 and turns 0x0A into 0x0D 0x0A.
             tty.setraw(slave)
             # Non-blocking master: the firmware reads what is there and never
             # stalls on a write when nobody listens.

@@ -68,8 +68,8 @@ def show_value(name: str, value: Any) -> str:
 
 
 def alarm_action(fields: dict[str, Any]) -> int:
-    """Raised (1) or cleared (0) from an ALARM event of either schema generation."""
-    return int(fields["action"] if "action" in fields else fields["raised"])
+    """The ALARM event's action (ALARM_ACTIONS: 1 raised, 0 cleared, ...)."""
+    return int(fields["action"])
 
 
 def alarm_bits(mask: int) -> set[int]:

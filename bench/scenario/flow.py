@@ -4,7 +4,7 @@ The standard weighs the delivered fluid every 30 s (Δt = 0.5 min) for
 T = 120 min; the start-up curve is the flow in each interval, and the
 trumpet curve gives, for observation windows of 2, 5, 11, 19 and 31 min
 taken from the second hour, the largest and smallest mean error of any
-window (Ep(max), Ep(min)) (reference: ../shared/reference/clinical.md §3).
+window (Ep(max), Ep(min)).
 The bench samples the rig's ground truth (TRUTH ``tip_nl``: what left the
 catheter) instead of a balance; the arithmetic is the standard's:
 

@@ -68,13 +68,6 @@ MEASURABLE: dict[str, dict[str, str]] = {
 }
 
 
-# Fields that only exist once the safety issue's schema has them.
-_PRESSURE_IN_STATUS = "pressure_x10" in _STATUS_UNITS
-
-
-_FUTURE_FIELDS = {("expect_alarm", "pressure_at_alarm")} if not _PRESSURE_IN_STATUS else set()
-
-
 STATE_CODES = vocab.STATES
 
 

@@ -29,9 +29,7 @@ from bench.scenario.model import (
     window_label,
 )
 from bench.scenario.parse import (
-    _FUTURE_FIELDS,
     _NAME,
-    _PRESSURE_IN_STATUS,
     _SOURCE,
     _Context,
     _duration,
@@ -123,14 +121,7 @@ def _measure_source(values: dict[str, Node], ctx: _Context) -> tuple[str, str, s
                 f"{text!r} is neither step.field nor a quantity{did_you_mean(text, QUANTITIES)}; "
                 f"quantities: {listing(QUANTITIES)}; steps with fields: {listing(ctx.measurable)}"
             )
-        missing = None
-        if text == "pressure" and not _PRESSURE_IN_STATUS:
-            if not ctx.xfail:
-                raise source_node.fail(
-                    "this schema reports no pressure (a scenario waiting for it is marked xfail)"
-                )
-            missing = "this schema reports no pressure yet"
-        return "", text, QUANTITIES[text], missing
+        return "", text, QUANTITIES[text], None
     source, source_field = match.groups()
     if "since" in values:
         raise values["since"].fail("since goes with a quantity (tip_volume, ...), not step.field")
@@ -147,15 +138,7 @@ def _measure_source(values: dict[str, Node], ctx: _Context) -> tuple[str, str, s
         )
     if source not in ctx.kinds_seen:
         raise source_node.fail(f"no {source} step before this measurement to take the value from")
-    missing = None
-    if (source, source_field) in _FUTURE_FIELDS:
-        if not ctx.xfail:
-            raise source_node.fail(
-                f"{text} needs a pressure reading this schema lacks "
-                "(a scenario waiting for it is marked xfail)"
-            )
-        missing = f"{text}: this schema reports no pressure yet"
-    return source, source_field, fields[source_field], missing
+    return source, source_field, fields[source_field], None
 
 
 def _parse_measure(node: Node, line: int, ctx: _Context) -> Step:
