@@ -525,7 +525,9 @@ def sensing_campaign(patients: int, days: int, lines: int, seed: int | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.benchmarks", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--requests", type=int, default=STATUS_REQUESTS)
     parser.add_argument("--boards", type=int, default=ADVANCE_BOARDS)
     parser.add_argument("--days", type=int, default=THERAPY_DAYS, help="therapy soak length")

@@ -46,7 +46,9 @@ from bench.robustness.power_loss import PowerLossCampaign
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Robustness long runs (docs/robustness.md).")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.robustness", description="Robustness long runs (docs/robustness.md)."
+    )
     parser.add_argument("--frames", type=int, default=50_000, help="fuzzed chunks")
     parser.add_argument("--cycles", type=int, default=600, help="power-loss kills")
     parser.add_argument("--scenarios", type=int, default=6, help="link-fault scenario runs")
