@@ -254,6 +254,7 @@ class Rig:
         a = self.read(t + STROKE_MS + AFTER_MS)
         post = self.read(t + STROKE_MS + AFTER_MS + gap)
         self._edge("sensor", self.sensor.on_triple(pre, a, post))
+        self.learner.noise(pre, a, post)
         self.out.strokes += 1
         if not self.sensor.alarm and not self.sensor.suspect():
             self._edge("occlusion", self.occlusion.on_stroke(b, p, a, interval_ms))

@@ -173,7 +173,9 @@ class Safety:
             return
         self._phase = 0
         after = self._after
-        self._edge("sensor", self.sensor.on_triple(self._pre, after, self._read()))
+        post = self._read()
+        self._edge("sensor", self.sensor.on_triple(self._pre, after, post))
+        self.learner.noise(self._pre, after, post)  # the floor of the learned sds
         self.after_pending = False
         if self.sensor.alarm:
             return  # a blind sensor says nothing about the line

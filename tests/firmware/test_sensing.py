@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bench.sensing import RATES_MS, LineSpec, Rig, ids
+from bench.sensing import RATES_MS, LineSpec, Rig, ids, modules
 
 AL = ids()
 STOPS = (AL.OCCLUSION, AL.LEAK)
@@ -188,6 +190,59 @@ def test_daily_life_on_random_lines_raises_nothing() -> None:
         )
         interval = list(RATES_MS.values())[case % 4]
         nominal(spec, interval, 7_100 + case)
+
+
+# --- the learned spread holds the sensor's noise (a false OCCLUSION, issue 14) --------------
+# 90 cm of silicone with 30 uL of air (C ~ 70 nL/mmHg: a rise of 2.9 mmHg) and
+# a sensor noise of 0.8 mmHg (the residual's noise alone: 1.13 mmHg). The
+# learner kept only strokes whose residual was under half the rise, so it
+# measured the residual's sd at 0.5 mmHg and held strokes from 2.3 mmHg: a
+# healthy stroke looked held 1 time in 30, and 3 of 4 in a row stopped
+# delivery as OCCLUSION every few days (11 of 30 seeds within 3 days at 1
+# mL/day; these three within 600 strokes).
+@pytest.mark.parametrize("seed", [8, 17, 23])
+def test_a_soft_noisy_line_with_air_never_stops_falsely_over_a_day(seed: int) -> None:
+    rig = Rig(LineSpec("silicone-90", air_nl=30_000, noise_x10=8), seed, pulse=True)
+    out = rig.run(17_280, 5_000)  # a day at 1 mL/day, daily-life CSF
+    assert not set(out.raised) & {*STOPS, AL.PARTIAL_OCCLUSION, AL.SLOW_LEAK}, out.raised
+    # the residual's spread is at least the two readings' noise (sqrt(2) x 0.8 mmHg)
+    assert rig.learner.res_sd_x10 >= 11 and rig.learner.rise_sd_x10 >= 11
+    assert rig.occlusion.limited()  # and the line says it is hard to watch
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    rise_x10=st.integers(20, 250),
+    residual_x10=st.integers(-5, 5),
+    noise_x10=st.integers(2, 12),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_learned_spread_is_never_below_the_sensors_noise(
+    rise_x10: int, residual_x10: int, noise_x10: int, seed: int
+) -> None:
+    # Any line (rise, residual) under any sensor noise: the sds the learner
+    # ends with (after the 256 triples of its noise window) are at least
+    # 85 % of sqrt(2) sigma, whatever its learning window cut away, and a
+    # healthy stroke is held (the occlusion monitor's threshold) at 3.3 of
+    # its true sds at the nearest.
+    import random
+
+    m = modules()
+    rng = random.Random(seed)
+    learner = m.response.RiseLearner()
+
+    def read(x: float) -> int:
+        return round(x + rng.gauss(0, noise_x10))
+
+    for _ in range(300):
+        b, p = read(0), read(rise_x10)
+        pre, a, post = read(residual_x10), read(residual_x10), read(residual_x10)
+        learner.noise(pre, a, post)
+        learner.offer(p - b, a - b)
+    true_sd = 1.4142 * noise_x10
+    assert learner.learned()
+    assert learner.res_sd_x10 >= 0.85 * true_sd and learner.rise_sd_x10 >= 0.85 * true_sd
+    assert m.occlusion.held_x10(learner) >= residual_x10 + 3.3 * true_sd
 
 
 # --- sensor faults are named -------------------------------------------------------------------
