@@ -210,6 +210,33 @@ def test_a_soft_noisy_line_with_air_never_stops_falsely_over_a_day(seed: int) ->
     assert rig.occlusion.limited()  # and the line says it is hard to watch
 
 
+# A line that soft and noisy is limited (SENSING_LIMITED): one stroke's
+# residual cannot tell a full occlusion (V/C >= the rise) from noise, so a
+# CUSUM of the residuals (occlusion.py _store) finds it, at every rate, in
+# 7-35 strokes where the plain 517 mmHg detector needs 120-190.
+@pytest.mark.parametrize(
+    "spec",
+    [
+        LineSpec("silicone-90", air_nl=30_000, noise_x10=8),
+        LineSpec("silicone-90", air_nl=30_000, modulus_kpa=2_000),
+        LineSpec("silicone-90", modulus_kpa=2_000, noise_x10=8),
+    ],
+    ids=["air30-0.8mmHg", "2MPa-air30", "2MPa-0.8mmHg"],
+)
+@pytest.mark.parametrize(("rate", "interval"), RATES_MS.items())
+def test_a_full_occlusion_on_a_limited_line_is_found_long_before_517(
+    spec: LineSpec, rate: str, interval: int
+) -> None:
+    rig = Rig(spec, 5)
+    rig.run(max(interval, 720), 300)  # learned, and the noise window full
+    assert rig.occlusion.limited()
+    rig.inject("OCCLUSION", 0)
+    out = rig.run(interval, 200, stop_on=(AL.OCCLUSION,))
+    found = out.alarm(AL.OCCLUSION)
+    assert found and not {AL.LEAK, AL.SENSOR_FAULT} & set(out.raised), (rate, out.raised)
+    assert found[0] <= 40 and 3 * found[0] < threshold_strokes(spec, interval, 5), (rate, found)
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     rise_x10=st.integers(20, 250),
