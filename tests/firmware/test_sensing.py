@@ -272,6 +272,47 @@ def test_the_learned_spread_is_never_below_the_sensors_noise(
     assert m.occlusion.held_x10(learner) >= residual_x10 + 3.3 * true_sd
 
 
+# --- 30 % leaks: found where the line can show them, SENSING_LIMITED where not -------------
+# The slow window (leak.py: the long-window mean rise against its reference,
+# 256 settled strokes after learning) sees a 30 % leak where the learned
+# rise is at least 12 mmHg; below it the leak moves the rise by 13 % or less
+# (README "the bound") and the line is slow_limited(): SENSING_LIMITED.
+LEAK_LINES = [
+    LineSpec(name, compliance_x10=c, air_nl=air, noise_x10=noise)
+    for name, c in [
+        ("nominal", 0),
+        ("nominal", 25),
+        ("nominal", 80),
+        ("nominal", 150),
+        ("pu-60", 0),
+        ("silicone-60", 0),
+        ("silicone-90", 0),
+        ("braided-40", 0),
+    ]
+    for air, noise in [(0, 5), (3_000, 8), (10_000, 3)]
+]
+
+
+@pytest.mark.parametrize(("rate", "interval"), BASAL.items())
+def test_a_30_percent_leak_is_found_on_every_line_that_can_show_it(
+    rate: str, interval: int
+) -> None:
+    limited = found = 0
+    for k, spec in enumerate(LEAK_LINES):
+        rig = Rig(spec, 901 + k)
+        rig.run(interval, 16 + 256 + 40)  # learned, the slow window's reference set
+        rig.inject("LEAK", 30)
+        if rig.leak.slow_limited():
+            limited += 1
+            assert rig.learner.nominal_x10 < 120, (spec.label(), rig.learner.nominal_x10)
+            continue
+        out = rig.run(interval, 300, stop_on=(AL.LEAK, AL.SLOW_LEAK))
+        hit = [out.first[a] for a in (AL.LEAK, AL.SLOW_LEAK) if a in out.first]
+        assert hit, (spec.label(), rate, rig.learner.nominal_x10, out.raised)
+        found += 1
+    assert limited and found  # both sides of the bound are exercised
+
+
 # --- sensor faults are named -------------------------------------------------------------------
 @pytest.mark.parametrize(("rate", "interval"), RATES_MS.items())
 def test_a_600_mmhg_sensor_offset_is_a_sensor_fault_never_an_occlusion(
