@@ -533,3 +533,21 @@ def test_a_low_csf_pressure_with_its_pulsation_is_not_a_break() -> None:
     rig.inject("CSF_PRESSURE", 10)
     out = rig.run(17_280, 4 * HOUR_MS // 17_280)
     assert rig.leak.level_is_low() and AL.LEAK not in out.raised, out.first
+
+
+# --- the campaign (make bench: bench.benchmarks.sensing_campaign) -------------------------------
+def test_the_campaign_runs_every_fault_at_every_rate_and_counts_false_alarms() -> None:
+    # the make bench campaign in its smallest form, fixed seed: each fault on
+    # one random line at each rate it applies to; one patient-day of daily life
+    from bench import sensing
+
+    rows, nominal = sensing.campaign(1, 1, 1, 20_261_205)
+    by_name = {row.fault: row for row in rows}
+    assert set(by_name) == {f[0] for f in sensing.FAULTS + sensing.STOPPED_FAULTS}
+    for row in rows:
+        assert row.cases and row.found + row.limited <= row.cases, row
+        assert len(row.times_ms) == row.found == len(row.volumes_nl), row
+    for name in ("full occlusion at the tip", "sensor offset +600 mmHg", "sensor stuck"):
+        assert by_name[name].found == by_name[name].cases and not by_name[name].wrong, name
+    assert by_name["disconnection while stopped"].found == 1
+    assert nominal["false"] == {} and nominal["patient_years"] == 1 / 365
