@@ -33,7 +33,10 @@
 #                  under-delivery to be confirmed at refill, not a reason to
 #                  stop an intrathecal drug. A compliant line's rise hardly
 #                  changes with a leak (it is set by Q T / C): there the
-#                  slow window sees only the larger leaks.
+#                  slow window sees only the larger leaks: under a learned
+#                  rise of SLOW_MIN_RISE_X10 (12 mmHg) a 30 % leak moves it
+#                  13 % or less, and slow_limited() makes the app raise
+#                  SENSING_LIMITED (README, "the bound").
 #   LEAK           n weak strokes in a row; cleared by _RECOVER_STROKES normal
 #                  strokes in a row. Before the line is learned, a rise under
 #                  MIN_RISE_X10 (1 mmHg) is weak (a disconnection at start).
