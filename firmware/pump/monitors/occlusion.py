@@ -144,6 +144,9 @@ class OcclusionMonitor:
         self._cusum = 0  # limited lines: the residual's CUSUM, 0.1 mmHg
         self._cn = 0  # strokes in it
         self._cspan = 0  # ms they span
+        self._c1 = 0  # the CUSUM 1, 2 and 3 strokes ago
+        self._c2 = 0
+        self._c3 = 0
 
     def reset(self):
         # A new line (implant, priming, refill, catheter revision): relearn.
@@ -173,6 +176,9 @@ class OcclusionMonitor:
         self._cusum = 0
         self._cn = 0
         self._cspan = 0
+        self._c1 = 0
+        self._c2 = 0
+        self._c3 = 0
 
     def cleared(self):
         return self.alarm == 0
@@ -221,8 +227,11 @@ class OcclusionMonitor:
         # resets the sum when the pressure falls below where a stroke
         # started or drained before the next one (a blocked line keeps its
         # pressure). OCCLUSION at h, once the sum holds FULL_STROKES strokes
-        # spanning _FULL_SPAN_MS. True while S is at or above h (the line
-        # stores: the ceiling is then an occlusion, not a sensor fault).
+        # spanning _FULL_SPAN_MS and is still growing (above what it was
+        # FULL_STROKES strokes ago): a strain rises for 2 s at most and then
+        # holds (the sum falls), a blocked line stores on every stroke.
+        # True while S is at or above h (the line stores: the ceiling is
+        # then an occlusion, not a sensor fault).
         r = self.learner
         m = r.nominal_x10
         base = r.res_x10
@@ -231,6 +240,9 @@ class OcclusionMonitor:
             return False
         if reset:
             self._cusum = 0
+            self._c1 = 0
+            self._c2 = 0
+            self._c3 = 0
             self._cn = 0
             return False
         if rising:
@@ -238,10 +250,15 @@ class OcclusionMonitor:
         t = r.res_sd_x10
         cap = m + t
         c = self._cusum + (residual if residual < cap else cap) - (base + m) // 2
+        ago = self._c3
+        self._c3 = self._c2
+        self._c2 = self._c1
         if c <= 0:
             self._cusum = 0
+            self._c1 = 0
             self._cn = 0
             return False
+        self._c1 = c
         if self._cn:
             self._cspan += interval_ms
         else:
@@ -250,7 +267,7 @@ class OcclusionMonitor:
         self._cusum = c
         if c < _SUM_LN_X10 * t * t // (10 * (m - base)):
             return False
-        if self._cn >= FULL_STROKES and self._cspan >= _FULL_SPAN_MS:
+        if self._cn >= FULL_STROKES and self._cspan >= _FULL_SPAN_MS and c > ago:
             self.occluded = True
         return True
 
