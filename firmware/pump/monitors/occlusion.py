@@ -144,9 +144,7 @@ class OcclusionMonitor:
         self._cusum = 0  # limited lines: the residual's CUSUM, 0.1 mmHg
         self._cn = 0  # strokes in it
         self._cspan = 0  # ms they span
-        self._c1 = 0  # the CUSUM 1, 2 and 3 strokes ago
-        self._c2 = 0
-        self._c3 = 0
+        self._stored = 0  # strokes in a row that added to it
 
     def reset(self):
         # A new line (implant, priming, refill, catheter revision): relearn.
@@ -176,9 +174,7 @@ class OcclusionMonitor:
         self._cusum = 0
         self._cn = 0
         self._cspan = 0
-        self._c1 = 0
-        self._c2 = 0
-        self._c3 = 0
+        self._stored = 0
 
     def cleared(self):
         return self.alarm == 0
@@ -226,12 +222,15 @@ class OcclusionMonitor:
         # stroke, counts nothing while the CSF rises after the peak, and
         # resets the sum when the pressure falls below where a stroke
         # started or drained before the next one (a blocked line keeps its
-        # pressure). OCCLUSION at h, once the sum holds FULL_STROKES strokes
-        # spanning _FULL_SPAN_MS and is still growing (above what it was
-        # FULL_STROKES strokes ago): a strain rises for 2 s at most and then
-        # holds (the sum falls), a blocked line stores on every stroke.
-        # True while S is at or above h (the line stores: the ceiling is
-        # then an occlusion, not a sensor fault).
+        # pressure) or rose between the strokes (a blocked line no longer
+        # sees the CSF: its pressure holds from one stroke to the next).
+        # OCCLUSION at h, once the sum spans _FULL_SPAN_MS and its last
+        # FULL_STROKES strokes each added to it: a strain rises for 2 s at
+        # most and then holds (the sum falls, its strokes add with
+        # probability Q((k - r) / t)), a blocked line stores on every stroke
+        # (each adds with probability Phi((m - r) / 2t), 70-85 %). True while
+        # S is at or above h (the line stores: the ceiling is then an
+        # occlusion, not a sensor fault).
         r = self.learner
         m = r.nominal_x10
         base = r.res_x10
@@ -240,25 +239,20 @@ class OcclusionMonitor:
             return False
         if reset:
             self._cusum = 0
-            self._c1 = 0
-            self._c2 = 0
-            self._c3 = 0
+            self._stored = 0
             self._cn = 0
             return False
         if rising:
             return False
         t = r.res_sd_x10
         cap = m + t
-        c = self._cusum + (residual if residual < cap else cap) - (base + m) // 2
-        ago = self._c3
-        self._c3 = self._c2
-        self._c2 = self._c1
+        add = (residual if residual < cap else cap) - (base + m) // 2
+        c = self._cusum + add
+        self._stored = self._stored + 1 if add > 0 else 0
         if c <= 0:
             self._cusum = 0
-            self._c1 = 0
             self._cn = 0
             return False
-        self._c1 = c
         if self._cn:
             self._cspan += interval_ms
         else:
@@ -267,7 +261,7 @@ class OcclusionMonitor:
         self._cusum = c
         if c < _SUM_LN_X10 * t * t // (10 * (m - base)):
             return False
-        if self._cn >= FULL_STROKES and self._cspan >= _FULL_SPAN_MS and c > ago:
+        if self._stored >= FULL_STROKES and self._cspan >= _FULL_SPAN_MS:
             self.occluded = True
         return True
 
@@ -314,11 +308,13 @@ class OcclusionMonitor:
         falling = residual < -(3 * learner.res_sd_x10 + OUTLIER_X10)
         # ... and between strokes a blocked line keeps what it holds: a run
         # whose pressure drained away before this stroke was a CSF event
-        dropped = before_x10 < self._last_after - (4 * learner.res_sd_x10 + OUTLIER_X10)
+        step = 4 * learner.res_sd_x10 + OUTLIER_X10
+        dropped = before_x10 < self._last_after - step
         if self._full and dropped:
             self._full = 0
+        jumped = before_x10 > self._last_after + step  # the CSF rose between strokes
         self._last_after = after_x10
-        stores = self._store(residual, interval_ms, rising, falling or dropped)
+        stores = self._store(residual, interval_ms, rising, falling or dropped or jumped)
         if held:
             if self._full:
                 self._span += interval_ms
