@@ -234,10 +234,7 @@ class OcclusionMonitor:
         r = self.learner
         m = r.nominal_x10
         base = r.res_x10
-        if not r.learned() or m <= base or held_x10(r) * 100 <= m * _LIMITED_PCT:
-            self._cusum = 0
-            return False
-        if reset:
+        if reset or not r.learned() or m <= base or held_x10(r) * 100 <= m * _LIMITED_PCT:
             self._cusum = 0
             self._stored = 0
             self._cn = 0
@@ -308,11 +305,13 @@ class OcclusionMonitor:
         falling = residual < -(3 * learner.res_sd_x10 + OUTLIER_X10)
         # ... and between strokes a blocked line keeps what it holds: a run
         # whose pressure drained away before this stroke was a CSF event
+        # (or rose since the last one ended: the CSF, which a blocked line
+        # no longer sees, rose between the strokes)
         step = 4 * learner.res_sd_x10 + OUTLIER_X10
         dropped = before_x10 < self._last_after - step
-        if self._full and dropped:
+        jumped = before_x10 > self._last_after + step
+        if self._full and (dropped or jumped):
             self._full = 0
-        jumped = before_x10 > self._last_after + step  # the CSF rose between strokes
         self._last_after = after_x10
         stores = self._store(residual, interval_ms, rising, falling or dropped or jumped)
         if held:
