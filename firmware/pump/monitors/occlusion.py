@@ -337,8 +337,13 @@ class OcclusionMonitor:
                 self._span += interval_ms
         if self._evidence:
             self._pspan += interval_ms
-        if held or stores:
+        if (held and self._full >= 2) or stores:
+            # two held strokes in a row (or the limited line's sum): one held
+            # stroke can be a CSF transient under it (a 600 mmHg offset with
+            # a cough on the stroke read as OCCLUSION at 0.048 mL/day)
             self._drains = False
+        elif held:
+            pass  # one held stroke: the drain evidence stands as it was
         elif not rising and not falling:
             self._drains = True  # it drained (fully, or at least partly)
         if restricted:
