@@ -516,6 +516,7 @@ def _mask_after(entries: list[dict[str, Any]], mask: int) -> int:
     return mask
 
 
+@pytest.mark.timeout(360)  # 24 runs of 40 steps: 60-180 s of wall time on a busy 2-core host
 def test_safety_invariants_under_random_commands() -> None:
     run_state_machine_as_test(
         PumpInvariants,
