@@ -33,9 +33,11 @@ Figures, all against the real firmware on virtual boards (bench.sim):
   stroke (beside the 64-bit host's figure above), strokes per wall second in
   fast mode. Skipped, with the reason, where Node or the UF2 is missing;
 - the frozen firmware (make firmware): a clean build's time, firmware.bin and
-  the pump's frozen bytecode, and the heap the frozen image uses on the
-  emulated Pico beside the .mpy install (MICROPYTHON_SRC and the Arm
-  toolchain, else skipped);
+  the pump's frozen bytecode, the Pico 2 (RP2350) image built and checked,
+  and the heap on the emulated Pico, frozen image beside the .mpy install
+  beside the 64-bit host: in a stroke, and the peak live heap while the pump
+  holds a session and runs a bolus (bench/pico_heap.py) (MICROPYTHON_SRC and
+  the Arm toolchain, else skipped);
 - the clock check: device time from a timer 1.1, 3 and 10 times fast
   (TIMER_FAST) to CLOCK_FAULT at 0.048, 0.5, 4 and 24 mL/day.
 
@@ -58,9 +60,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.client import PumpClient, RigClient, alarm_names
-from bench.errors import PumpRefused
+from bench.errors import BenchError, PumpRefused
 from bench.image import compile_all, ensure_compiled
 from bench.programfile import load_program
 from bench.robustness import program_fields
@@ -821,12 +824,22 @@ def frozen_firmware() -> list[Row]:
         ]
     with tempfile.TemporaryDirectory(prefix="firmware-") as scratch:
         started = time.perf_counter()
-        firmware.build(out=Path(scratch))  # a clean build, as on a fresh clone
+        clean = firmware.build(out=Path(scratch))  # a clean build, as on a fresh clone
         clean_s = time.perf_counter() - started
+        clean_bytes = clean.read_bytes()
     uf2 = firmware.build()  # the project's own build/firmware (reused by tests)
     record = json.loads((uf2.parent / "manifest.json").read_text())
+    # The same sources give the same bytes (issue 18): two builds in two folders
+    # (moved here from make test: two clean builds cost 2-7 minutes).
+    same = clean_bytes == uf2.read_bytes()
     rows = [
         Row("frozen: clean build", f"{clean_s:.0f}", "s", "MicroPython rp2 port + the pump"),
+        Row(
+            "frozen: two builds, same bytes",
+            "yes" if same else "NO",
+            "",
+            f"UF2 sha256 {record['uf2']['sha256'][:16]}..., clean folder vs build/firmware",
+        ),
         Row("frozen: firmware.bin", f"{record['firmware_bin']['size']:,}", "B", uf2.name),
         Row(
             "frozen: pump bytecode",
@@ -835,17 +848,30 @@ def frozen_firmware() -> list[Row]:
             f"{len(record['frozen_modules'])} modules in flash",
         ),
     ]
+    rows += _rp2350_rows(firmware)
     lack = pico.missing()
     if lack:
         return [*rows, Row("frozen: heap", "skipped", "", lack)]
+    from bench import keys as keysmod
+    from bench import pico_heap
+
+    work = pico_heap.session_and_bolus(program_fields(), PICO_BOLUS_NL)
     for label, options in (
         ("frozen image", {"firmware": False, "keys": None, "uf2": uf2}),
         (".mpy on stock MicroPython", {}),
     ):
         with pico.PicoBoard(**options) as board:  # type: ignore[arg-type]
+            # the frozen image's filesystem is empty: its keys come by PROVISION
+            keys = board.keys or keysmod.generate()
+
+            def provisioned(pump: PumpClient, keys: keysmod.DeviceKeys = keys) -> None:
+                pump.provision(keys)  # (refused as PROVISIONED on the .mpy install)
+                work(pump)
+
             pico.wait_hello(board)
             pico.maintenance(board)
             heap = pico.measure_heap(board)
+            peak = pico_heap.measure(board, provisioned, keys=keys)
         rows.append(
             Row(
                 f"heap used, {label}",
@@ -854,10 +880,79 @@ def frozen_firmware() -> list[Row]:
                 f"gc.mem_alloc() in a stroke, 32-bit, of 245,888 (free {heap['stroke_free']:,})",
             )
         )
-    rows.append(
-        Row("heap used, 64-bit host", "see above", "", "the virtual board's peak live heap (soak)")
-    )
+        rows.append(
+            Row(
+                f"heap peak, {label}",
+                f"{peak['peak_alloc']:,}",
+                "B",
+                f"live at the loop's passes: session {peak['session_alloc']:,}, "
+                f"bolus {peak['bolus_alloc']:,} ({peak['samples']} passes)",
+            )
+        )
+    rows.append(host_heap())
+    rows.append(_frozen_scenario(pico, uf2, "motor-stall"))
     return rows
+
+
+def _frozen_scenario(pico: Any, uf2: Path, name: str) -> Row:
+    """A standard scenario on the emulated Pico booting the frozen image
+    (``pumpbench run --target pico --uf2``)."""
+    from bench.runner import run_scenario
+    from bench.scenario import load_scenario
+
+    scenario = load_scenario(Path(__file__).resolve().parent / "scenarios" / f"{name}.yaml")
+    started = time.perf_counter()
+    record = run_scenario(scenario, pico.pico_target(uf2))
+    why = record.problems[0][:50] if record.problems else ""
+    wall = time.perf_counter() - started
+    return Row(f"frozen: {name}", record.outcome.name, "", f"{wall:.0f} s wall {why}".rstrip())
+
+
+PICO_BOLUS_NL = 1_000  # a clinician bolus of 5 strokes
+
+
+def _rp2350_rows(firmware: Any) -> list[Row]:
+    """The Pico 2 image: built and checked (family, addresses, E10 block, IMAGE_DEF),
+    never booted (there is no RP2350 emulator)."""
+    started = time.perf_counter()
+    try:
+        uf2 = firmware.build(board_name="RPI_PICO2")
+    except BenchError as exc:
+        return [Row("frozen RP2350", "failed", "", str(exc).splitlines()[0][:80])]
+    record = json.loads(firmware.manifest_path("RPI_PICO2").read_text())
+    return [
+        Row(
+            "frozen RP2350: build",
+            f"{time.perf_counter() - started:.0f}",
+            "s",
+            "FIRMWARE_BOARD=RPI_PICO2 (its folder kept: incremental after the first)",
+        ),
+        Row(
+            "frozen RP2350: firmware.bin",
+            f"{record['firmware_bin']['size']:,}",
+            "B",
+            f"{uf2.name}: family 0xe48bff59 + E10 block; not booted (no RP2350 emulator)",
+        ),
+    ]
+
+
+def host_heap() -> Row:
+    """The 64-bit host figure: the Pico configuration (rp2 HAL on fake machine/rp2)
+    under the unix port, live after boot (tests/firmware/test_rp2_hal.py's guard)."""
+    try:
+        from tests.firmware import upy
+        from tests.firmware.test_rp2_hal import FAKES, _hello_frame
+    except ImportError as exc:  # outside a checkout
+        return Row("heap used, 64-bit host", "skipped", "", str(exc))
+    result = upy.run("check_rp2_main.py", "hello", _hello_frame(), heap="4M", path=FAKES)
+    used = result["heap_imports"] + result["heap_boot"]
+    return Row(
+        "heap used, 64-bit host",
+        f"{used:,}",
+        "B",
+        f"unix port, fake machine/rp2: {result['heap_imports']:,} modules "
+        f"+ {result['heap_boot']:,} objects after boot",
+    )
 
 
 CAMPAIGN_PATIENTS = 10

@@ -834,7 +834,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.target == "pico":
         from bench.pico import pico_target
 
-        target = pico_target()  # an emulated Pico and its rig per scenario
+        target = pico_target(args.uf2)  # an emulated Pico and its rig per scenario
+    elif args.uf2 is not None:
+        raise BenchError("--uf2 needs --target pico (a board's own image is what it runs)")
     else:
         target = PortTarget(args.target, args.rig)
     jobs = args.jobs or (min(os.cpu_count() or 1, max(1, len(scenarios))) if target.parallel else 1)
@@ -1075,6 +1077,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--rig", type=_url, metavar="URL", help="the rig port URL (hardware targets only)"
+    )
+    run.add_argument(
+        "--uf2",
+        type=Path,
+        metavar="FILE",
+        help="--target pico: boot this UF2 with the pump frozen in (make firmware) "
+        "instead of stock MicroPython with the .mpy files",
     )
     _add_firmware_option(run)
     run.add_argument(
