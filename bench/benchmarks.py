@@ -856,9 +856,10 @@ def frozen_firmware() -> list[Row]:
     from bench import pico_heap
 
     work = pico_heap.session_and_bolus(program_fields(), PICO_BOLUS_NL)
+    # real time: maintenance() presses BOOTSEL within the 2 s window after a reset
     for label, options in (
-        ("frozen image", {"firmware": False, "keys": None, "uf2": uf2}),
-        (".mpy on stock MicroPython", {}),
+        ("frozen image", {"firmware": False, "keys": None, "uf2": uf2, "mode": "realtime"}),
+        (".mpy on stock MicroPython", {"mode": "realtime"}),
     ):
         with pico.PicoBoard(**options) as board:  # type: ignore[arg-type]
             # the frozen image's filesystem is empty: its keys come by PROVISION

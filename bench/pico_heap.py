@@ -108,6 +108,8 @@ def _result(port: str, timeout_s: float) -> dict[str, int]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             data += ser.read(4096)
+            if b"Traceback" in data and data.endswith(b"\x04>"):
+                break  # the probed pump stopped on an error, not on BOOTSEL
             found = _RESULT.search(data)
             if found:
                 peak, session, bolus, samples, total = (int(v) for v in found.groups())
@@ -133,6 +135,11 @@ def measure(
     -> peak_alloc (every pass), session_alloc (a session open, no bolus),
     bolus_alloc (a bolus running), samples (passes), heap_total.
     """
+    # Real time while this runs: maintenance() presses BOOTSEL inside the 2 s
+    # window after a reset, which fast mode (idle time skipped) can leap over
+    # on a loaded machine (seen: the pump booted, no REPL).
+    mode = board.status()["mode"]
+    board.set_mode("realtime")
     pico.maintenance(board)
     # a sensor's noise on the pressure: a reading that never moves is a stuck
     # sensor to the pump (SENSOR_FAULT stops delivery); +-2 counts is 0.5 mmHg
@@ -148,6 +155,7 @@ def measure(
     finally:
         board.bootsel(False)
         board.set_adc(pico.ADC_PRESSURE, PRESSURE_AT_REST)
+        board.set_mode(mode)
     board.reset()
     return figures
 
