@@ -861,7 +861,7 @@ def frozen_firmware() -> list[Row]:
         ("frozen image", {"firmware": False, "keys": None, "uf2": uf2, "mode": "realtime"}),
         (".mpy on stock MicroPython", {"mode": "realtime"}),
     ):
-        with pico.PicoBoard(**options) as board:  # type: ignore[arg-type]
+        with pico.PicoBoard(**options) as board:
             # the frozen image's filesystem is empty: its keys come by PROVISION
             keys = board.keys or keysmod.generate()
 
