@@ -315,6 +315,10 @@ LOG_CODES = (
     (26, "REFILL_DRUG"),  # after REFILL: a = drug id, b = concentration ug/mL
     (27, "TIP_DRUG"),  # the drug path: a = drug id, b = concentration now at the tip
     (28, "CATHETER"),  # a = path nL (pump + catheter), b = 1 new (empty) catheter
+    # What SENSING_LIMITED is about, logged when it changes: a = mask (1 held
+    # strokes, 2 weak strokes, 4 30 % leaks, 8 the CSF pulsation), b = the
+    # measured noise of a reading pair (sqrt(2) sigma), 0.1 mmHg
+    (29, "LINE_LIMITS"),
     # The line's stroke response as measured (pump/monitors/response.py),
     # 0.1 mmHg: a = nominal rise, b = its standard deviation
     (42, "LINE_LEARNED"),

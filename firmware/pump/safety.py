@@ -47,6 +47,11 @@ SELF_TEST_S = selftest.PERIOD_S
 # from the RTC is a fault (crystal and RTC agree within ppm).
 CLOCK_WINDOW_MS = 300_000
 CLOCK_TOLERANCE_PCT = 5
+# LINE_LIMITS mask: what SENSING_LIMITED is about (SPEC log code 29)
+LIMIT_OCCLUSION = 1  # a held stroke is not clear of the noise (the CUSUM finds it)
+LIMIT_LEAK = 2  # a weak stroke would need more than 8 in a row
+LIMIT_SLOW_LEAK = 4  # a 30 % leak moves the rise too little (learned rise < 12 mmHg)
+LIMIT_PULSE = 8  # the CSF pulsation is too weak for the noise (tip migration)
 
 # Findings that can no longer be re-tested once delivery has stopped: they
 # latch as events and are cleared by a clinician (CLEAR_ALARM).
@@ -92,6 +97,7 @@ class Safety:
         self._stroke_at = 0  # ticks of the last stroke's start
         self._interval = 0  # ms between the last two strokes (0: first)
         self._learned = -1  # the learner's figures last logged (version)
+        self._limits = 0  # the LINE_LIMITS mask last logged
         self._encoder_idle = 0
         self._last_self_test_s = 0
         self.after_pending = False
@@ -173,7 +179,9 @@ class Safety:
             return
         self._phase = 0
         after = self._after
-        self._edge("sensor", self.sensor.on_triple(self._pre, after, self._read()))
+        post = self._read()
+        self._edge("sensor", self.sensor.on_triple(self._pre, after, post))
+        self.learner.noise(self._pre, after, post)  # the floor of the learned sds
         self.after_pending = False
         if self.sensor.alarm:
             return  # a blind sensor says nothing about the line
@@ -194,9 +202,21 @@ class Safety:
         app.schedule_stroke(app.clock.ticks_ms())  # a stroke waiting for this sample
 
     def _limited(self):
-        pulse = self.pulse.limited()
-        limited = self.leak.limited() or self.occlusion.limited() or pulse
-        self._edge("limited", alarmsmod.SENSING_LIMITED if limited else 0)
+        # SENSING_LIMITED while any figure cannot be watched; LINE_LIMITS
+        # logs which (a mask) and the measured noise whenever that changes.
+        mask = 0
+        if self.occlusion.limited():
+            mask |= LIMIT_OCCLUSION
+        if self.leak.limited():
+            mask |= LIMIT_LEAK
+        if self.leak.slow_limited():
+            mask |= LIMIT_SLOW_LEAK
+        if self.pulse.limited():
+            mask |= LIMIT_PULSE
+        if mask != self._limits:
+            self._limits = mask
+            self.app.log(logcodes.LINE_LIMITS, mask, self.learner.noise_floor_x10)
+        self._edge("limited", alarmsmod.SENSING_LIMITED if mask else 0)
 
     # --- the CSF pulsation through the catheter (tip migration) -----
     def _on_pulse(self, now):

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bench.sensing import RATES_MS, LineSpec, Rig, ids
+from bench.sensing import RATES_MS, LineSpec, Rig, ids, modules
 
 AL = ids()
 STOPS = (AL.OCCLUSION, AL.LEAK)
@@ -140,13 +142,24 @@ def test_csf_ramps_during_strokes_never_stop_delivery(compliance_x10: int, slope
         assert not set(out.raised) & set(STOPS), (compliance_x10, slope, interval, out.raised)
 
 
-@pytest.mark.parametrize("name", ["nominal", "pu-60", "silicone-60"])
+@pytest.mark.parametrize("name", ["nominal", "pu-60", "silicone-60", "limited"])
 def test_valsalva_strains_during_a_bolus_never_stop_it(name: str) -> None:
     # strains rising at 50-90 mmHg/s for 0.5-2 s, 33 of them, on lines
-    # inside the old documented range and on real ones
-    for compliance_x10 in (50, 100) if name == "nominal" else (0,):
-        rig = Rig(LineSpec(name, compliance_x10=compliance_x10), 51)
-        rig.run(720, 40)
+    # inside the old documented range and on real ones; "limited": lines
+    # where the CUSUM watches for occlusion (a strain's rise stores for up to
+    # 2 s: 3 of 33 stopped a bolus on silicone-60 with 10 uL of air at 0.8
+    # mmHg noise before the sum had to be still growing)
+    specs = {
+        "nominal": [LineSpec("nominal", compliance_x10=c) for c in (50, 100)],
+        "limited": [
+            LineSpec("silicone-60", air_nl=10_000, noise_x10=8),
+            LineSpec("silicone-90", air_nl=30_000, noise_x10=8),
+        ],
+    }.get(name, [LineSpec(name)])
+    for spec in specs:
+        rig = Rig(spec, 51)
+        rig.run(720, 300 if name == "limited" else 40)
+        assert rig.occlusion.limited() == (name == "limited")
         for k in range(33):
             slope = 50 + (k * 13) % 41
             rise_ms = 500 + (k * 211) % 1_500
@@ -159,10 +172,10 @@ def test_valsalva_strains_during_a_bolus_never_stop_it(name: str) -> None:
                     return s * x
                 return s * r if x < r + 5_000 else 0
 
-            rig.plant.csf.fast_x1000 = Rig(LineSpec(name), 0).plant.csf.fast_x1000
+            rig.plant.csf.fast_x1000 = Rig(spec, 0).plant.csf.fast_x1000
             rig.add_csf(extra)
             out = rig.run(250, 40)  # a 10 s bolus
-            assert not set(out.raised) & set(STOPS), (name, compliance_x10, k, out.raised)
+            assert not set(out.raised) & set(STOPS), (spec.label(), k, out.raised)
             rig.run(17_280, 2)
 
 
@@ -188,6 +201,161 @@ def test_daily_life_on_random_lines_raises_nothing() -> None:
         )
         interval = list(RATES_MS.values())[case % 4]
         nominal(spec, interval, 7_100 + case)
+
+
+# --- the learned spread holds the sensor's noise (a false OCCLUSION, issue 14) --------------
+# 90 cm of silicone with 30 uL of air (C ~ 70 nL/mmHg: a rise of 2.9 mmHg) and
+# a sensor noise of 0.8 mmHg (the residual's noise alone: 1.13 mmHg). The
+# learner kept only strokes whose residual was under half the rise, so it
+# measured the residual's sd at 0.5 mmHg and held strokes from 2.3 mmHg: a
+# healthy stroke looked held 1 time in 30, and 3 of 4 in a row stopped
+# delivery as OCCLUSION every few days (11 of 30 seeds within 3 days at 1
+# mL/day; these three within 600 strokes).
+@pytest.mark.parametrize("seed", [8, 17, 23])
+def test_a_soft_noisy_line_with_air_never_stops_falsely_over_a_day(seed: int) -> None:
+    rig = Rig(LineSpec("silicone-90", air_nl=30_000, noise_x10=8), seed, pulse=True)
+    out = rig.run(17_280, 5_000)  # a day at 1 mL/day, daily-life CSF
+    assert not set(out.raised) & {*STOPS, AL.PARTIAL_OCCLUSION, AL.SLOW_LEAK}, out.raised
+    # the residual's spread is at least the two readings' noise (sqrt(2) x 0.8 mmHg)
+    assert rig.learner.res_sd_x10 >= 11 and rig.learner.rise_sd_x10 >= 11
+    assert rig.occlusion.limited()  # and the line says it is hard to watch
+
+
+# A line that soft and noisy is limited (SENSING_LIMITED): one stroke's
+# residual cannot tell a full occlusion (V/C >= the rise) from noise, so a
+# CUSUM of the residuals (occlusion.py _store) finds it, at every rate, in
+# 7-35 strokes where the plain 517 mmHg detector needs 120-190.
+@pytest.mark.parametrize(
+    "spec",
+    [
+        LineSpec("silicone-90", air_nl=30_000, noise_x10=8),
+        LineSpec("silicone-90", air_nl=30_000, modulus_kpa=2_000),
+        LineSpec("silicone-90", modulus_kpa=2_000, noise_x10=8),
+    ],
+    ids=["air30-0.8mmHg", "2MPa-air30", "2MPa-0.8mmHg"],
+)
+@pytest.mark.parametrize(("rate", "interval"), RATES_MS.items())
+def test_a_full_occlusion_on_a_limited_line_is_found_long_before_517(
+    spec: LineSpec, rate: str, interval: int
+) -> None:
+    rig = Rig(spec, 5)
+    rig.run(max(interval, 720), 300)  # learned, and the noise window full
+    assert rig.occlusion.limited()
+    rig.inject("OCCLUSION", 0)
+    out = rig.run(interval, 200, stop_on=(AL.OCCLUSION,))
+    found = out.alarm(AL.OCCLUSION)
+    assert found and not {AL.LEAK, AL.SENSOR_FAULT} & set(out.raised), (rate, out.raised)
+    assert found[0] <= 40 and 3 * found[0] < threshold_strokes(spec, interval, 5), (rate, found)
+
+
+def test_a_strain_between_strokes_is_not_stored_pressure_on_a_limited_line() -> None:
+    # 24 mL/day on the nominal line with 30 uL of air (limited): a strain of
+    # 80 mmHg rising over 2 s put 3 strokes' residuals into the CUSUM, and
+    # the sum was still over its level 2.9 s after the run began: a false
+    # OCCLUSION after 67 minutes. The pressure rose between the strokes (a
+    # blocked line no longer sees the CSF): that resets the sum, and the last
+    # 3 strokes must each have added to it.
+    rig = Rig(LineSpec("nominal", air_nl=30_000, noise_x10=3), 1_107)
+    out = rig.run(720, 6_000)
+    assert rig.occlusion.limited()
+    assert not set(out.raised) & {*STOPS, AL.PARTIAL_OCCLUSION}, out.first
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    rise_x10=st.integers(20, 250),
+    residual_x10=st.integers(-5, 5),
+    noise_x10=st.integers(2, 12),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_learned_spread_is_never_below_the_sensors_noise(
+    rise_x10: int, residual_x10: int, noise_x10: int, seed: int
+) -> None:
+    # Any line (rise, residual) under any sensor noise: the sds the learner
+    # ends with (after the 256 triples of its noise window) are at least
+    # 85 % of sqrt(2) sigma, whatever its learning window cut away, and a
+    # healthy stroke is held (the occlusion monitor's threshold) at 3.3 of
+    # its true sds at the nearest.
+    import random
+
+    m = modules()
+    rng = random.Random(seed)
+    learner = m.response.RiseLearner()
+
+    def read(x: float) -> int:
+        return round(x + rng.gauss(0, noise_x10))
+
+    for _ in range(300):
+        b, p = read(0), read(rise_x10)
+        pre, a, post = read(residual_x10), read(residual_x10), read(residual_x10)
+        learner.noise(pre, a, post)
+        learner.offer(p - b, a - b)
+    true_sd = 1.4142 * noise_x10
+    assert learner.learned()
+    assert learner.res_sd_x10 >= 0.85 * true_sd and learner.rise_sd_x10 >= 0.85 * true_sd
+    assert m.occlusion.held_x10(learner) >= residual_x10 + 3.3 * true_sd
+
+
+@pytest.mark.parametrize(
+    ("spec", "seed"),
+    [
+        (LineSpec("silicone-60", air_nl=10_000, modulus_kpa=2_000, csf_x10=121), 982_603_071),
+        (LineSpec("pu-60-air10", air_nl=30_000, csf_x10=108), 339_396_780),
+    ],
+    ids=["silicone-60-air10", "pu-60-air30"],
+)
+def test_a_600_mmhg_offset_with_a_csf_transient_on_the_stroke_is_still_a_sensor_fault(
+    spec: LineSpec, seed: int
+) -> None:
+    # the campaign (seed 2026): at 0.048 mL/day the one stroke after the
+    # onset met a CSF transient and looked held; the ceiling then read as
+    # OCCLUSION. One held stroke is not a line that stores: two in a row are.
+    rig = Rig(spec, seed)
+    rig.run(360_000, 40)
+    rig.inject("SENSOR_OFFSET", 6_000)
+    out = rig.run(360_000, 10, stop_on=(AL.SENSOR_FAULT, *STOPS))
+    assert AL.SENSOR_FAULT in out.first and not set(out.raised) & set(STOPS), out.first
+
+
+# --- 30 % leaks: found where the line can show them, SENSING_LIMITED where not -------------
+# The slow window (leak.py: the long-window mean rise against its reference,
+# 256 settled strokes after learning) sees a 30 % leak where the learned
+# rise is at least 12 mmHg; below it the leak moves the rise by 13 % or less
+# (README "the bound") and the line is slow_limited(): SENSING_LIMITED.
+LEAK_LINES = [
+    LineSpec(name, compliance_x10=c, air_nl=air, noise_x10=noise)
+    for name, c in [
+        ("nominal", 0),
+        ("nominal", 25),
+        ("nominal", 80),
+        ("nominal", 150),
+        ("pu-60", 0),
+        ("silicone-60", 0),
+        ("silicone-90", 0),
+        ("braided-40", 0),
+    ]
+    for air, noise in [(0, 5), (3_000, 8), (10_000, 3)]
+]
+
+
+@pytest.mark.parametrize(("rate", "interval"), BASAL.items())
+def test_a_30_percent_leak_is_found_on_every_line_that_can_show_it(
+    rate: str, interval: int
+) -> None:
+    limited = found = 0
+    for k, spec in enumerate(LEAK_LINES):
+        rig = Rig(spec, 901 + k)
+        rig.run(interval, 16 + 256 + 40)  # learned, the slow window's reference set
+        rig.inject("LEAK", 30)
+        if rig.leak.slow_limited():
+            limited += 1
+            assert rig.learner.nominal_x10 < 120, (spec.label(), rig.learner.nominal_x10)
+            continue
+        out = rig.run(interval, 300, stop_on=(AL.LEAK, AL.SLOW_LEAK))
+        hit = [out.first[a] for a in (AL.LEAK, AL.SLOW_LEAK) if a in out.first]
+        assert hit, (spec.label(), rate, rig.learner.nominal_x10, out.raised)
+        found += 1
+    assert limited and found  # both sides of the bound are exercised
 
 
 # --- sensor faults are named -------------------------------------------------------------------
@@ -410,3 +578,21 @@ def test_a_low_csf_pressure_with_its_pulsation_is_not_a_break() -> None:
     rig.inject("CSF_PRESSURE", 10)
     out = rig.run(17_280, 4 * HOUR_MS // 17_280)
     assert rig.leak.level_is_low() and AL.LEAK not in out.raised, out.first
+
+
+# --- the campaign (make bench: bench.benchmarks.sensing_campaign) -------------------------------
+def test_the_campaign_runs_every_fault_at_every_rate_and_counts_false_alarms() -> None:
+    # the make bench campaign in its smallest form, fixed seed: each fault on
+    # one random line at each rate it applies to; one patient-day of daily life
+    from bench import sensing
+
+    rows, nominal = sensing.campaign(1, 1, 1, 20_261_205)
+    by_name = {row.fault: row for row in rows}
+    assert set(by_name) == {f[0] for f in sensing.FAULTS + sensing.STOPPED_FAULTS}
+    for row in rows:
+        assert row.cases and row.found + row.limited <= row.cases, row
+        assert len(row.times_ms) == row.found == len(row.volumes_nl), row
+    for name in ("full occlusion at the tip", "sensor offset +600 mmHg", "sensor stuck"):
+        assert by_name[name].found == by_name[name].cases and not by_name[name].wrong, name
+    assert by_name["disconnection while stopped"].found == 1
+    assert nominal["false"] == {} and nominal["patient_years"] == 1 / 365

@@ -96,6 +96,9 @@ _RELIEF_MARGIN_X10 = const(200)
 _RELIEF_READINGS = const(2)
 _DEFAULT_BASELINE_X10 = const(74)
 _BASELINE_STEP_X10 = const(10)
+# The stored-pressure sum on a limited line (a CUSUM of the residual, see
+# on_stroke): its decision level is ln(1e14) t^2 / (m - r), x 10.
+_SUM_LN_X10 = const(322)
 # A stroke interval not given (tests feeding strokes only): long enough that
 # a run of held strokes always spans _FULL_SPAN_MS.
 _LONG_MS = const(60_000)
@@ -138,6 +141,10 @@ class OcclusionMonitor:
         self._high = 0  # consecutive level readings at or above the ceiling
         self._low = 0  # consecutive relieved level readings while occluded
         self._drains = False  # the last strokes drained like the learned line
+        self._cusum = 0  # limited lines: the residual's CUSUM, 0.1 mmHg
+        self._cn = 0  # strokes in it
+        self._cspan = 0  # ms they span
+        self._stored = 0  # strokes in a row that added to it
 
     def reset(self):
         # A new line (implant, priming, refill, catheter revision): relearn.
@@ -164,6 +171,10 @@ class OcclusionMonitor:
         self._high = 0
         self._low = 0
         self._drains = False
+        self._cusum = 0
+        self._cn = 0
+        self._cspan = 0
+        self._stored = 0
 
     def cleared(self):
         return self.alarm == 0
@@ -197,6 +208,59 @@ class OcclusionMonitor:
             self.baseline_x10 = b - _BASELINE_STEP_X10
         else:
             self.baseline_x10 = reading_x10
+
+    def _store(self, residual, interval_ms, rising, reset):
+        # Limited lines (held_x10 above 80 % of the rise: a soft, noisy
+        # line, where a full occlusion's V/C >= m is not clear of one
+        # stroke's noise): a CUSUM of the residual, S = max(0, S + min(res,
+        # m + t) - k), k = (r + m) / 2 halfway between the healthy residual
+        # r and the smallest full occlusion's (m). Healthy (mean r, sd t),
+        # S crosses h with probability exp(-(m - r) h / t^2): h = ln(1e14)
+        # t^2 / (m - r); blocked, S gains (m - r) / 2 a stroke: found in
+        # 2 h / (m - r) strokes (10-25 on the softest, noisiest lines, the
+        # 517 mmHg ceiling needs 120-190). A CSF event is capped at m + t a
+        # stroke, counts nothing while the CSF rises after the peak, and
+        # resets the sum when the pressure falls below where a stroke
+        # started or drained before the next one (a blocked line keeps its
+        # pressure) or rose between the strokes (a blocked line no longer
+        # sees the CSF: its pressure holds from one stroke to the next).
+        # OCCLUSION at h, once the sum spans _FULL_SPAN_MS and its last
+        # FULL_STROKES strokes each added to it: a strain rises for 2 s at
+        # most and then holds (the sum falls, its strokes add with
+        # probability Q((k - r) / t)), a blocked line stores on every stroke
+        # (each adds with probability Phi((m - r) / 2t), 70-85 %). True while
+        # S is at or above h (the line stores: the ceiling is then an
+        # occlusion, not a sensor fault).
+        r = self.learner
+        m = r.nominal_x10
+        base = r.res_x10
+        if reset or not r.learned() or m <= base or held_x10(r) * 100 <= m * _LIMITED_PCT:
+            self._cusum = 0
+            self._stored = 0
+            self._cn = 0
+            return False
+        if rising:
+            return False
+        t = r.res_sd_x10
+        cap = m + t
+        add = (residual if residual < cap else cap) - (base + m) // 2
+        c = self._cusum + add
+        self._stored = self._stored + 1 if add > 0 else 0
+        if c <= 0:
+            self._cusum = 0
+            self._cn = 0
+            return False
+        if self._cn:
+            self._cspan += interval_ms
+        else:
+            self._cspan = 0
+        self._cn += 1
+        self._cusum = c
+        if c < _SUM_LN_X10 * t * t // (10 * (m - base)):
+            return False
+        if self._stored >= FULL_STROKES and self._cspan >= _FULL_SPAN_MS:
+            self.occluded = True
+        return True
 
     # --- hot path ------------------------------------------------------------
     def on_stroke(self, before_x10, peak_x10, after_x10, interval_ms=_LONG_MS):
@@ -241,9 +305,15 @@ class OcclusionMonitor:
         falling = residual < -(3 * learner.res_sd_x10 + OUTLIER_X10)
         # ... and between strokes a blocked line keeps what it holds: a run
         # whose pressure drained away before this stroke was a CSF event
-        if self._full and before_x10 < self._last_after - (4 * learner.res_sd_x10 + OUTLIER_X10):
+        # (or rose since the last one ended: the CSF, which a blocked line
+        # no longer sees, rose between the strokes)
+        step = 4 * learner.res_sd_x10 + OUTLIER_X10
+        dropped = before_x10 < self._last_after - step
+        jumped = before_x10 > self._last_after + step
+        if self._full and (dropped or jumped):
             self._full = 0
         self._last_after = after_x10
+        stores = self._store(residual, interval_ms, rising, falling or dropped or jumped)
         if held:
             if self._full:
                 self._span += interval_ms
@@ -267,8 +337,13 @@ class OcclusionMonitor:
                 self._span += interval_ms
         if self._evidence:
             self._pspan += interval_ms
-        if held:
+        if (held and self._full >= 2) or stores:
+            # two held strokes in a row (or the limited line's sum): one held
+            # stroke can be a CSF transient under it (a 600 mmHg offset with
+            # a cough on the stroke read as OCCLUSION at 0.048 mL/day)
             self._drains = False
+        elif held:
+            pass  # one held stroke: the drain evidence stands as it was
         elif not rising and not falling:
             self._drains = True  # it drained (fully, or at least partly)
         if restricted:

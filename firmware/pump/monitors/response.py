@@ -43,6 +43,15 @@ _ADAPT_SHIFT = const(8)
 _WINDOW_STROKES = const(256)  # the slow window's length: 1 << _ADAPT_SHIFT
 _REF_STEP_SD = const(4)
 _FRAC = const(12)  # the long-window mean is kept x4096 (the shift's rounding bias: 0.03 x 0.1 mmHg)
+# The sensor's noise, from the second difference d = a - 2 b + c of the three
+# readings 20 ms apart around each stroke's "after" sample (var(d) = 6
+# sigma^2 on a settled line: the line's decay and the CSF pulsation curve by
+# hundredths of a mmHg in 40 ms). A difference of two readings (the rise, the
+# residual) has sd sqrt(2) sigma at least, whatever the learning window
+# kept: that is the floor of both learned sds (noise()). Each d is clipped
+# (a cough's kink, a glitch) to _NOISE_CLIP_X10 (2 x sensor.JUMP_X10).
+_NOISE_CLIP_X10 = const(106)
+_NOISE_TRIPLES = const(256)
 
 
 def isqrt(n):
@@ -95,9 +104,49 @@ class RiseLearner:
         self.adapted = 0  # quiet strokes in the long-window mean since learning
         self.ref_x10 = 0  # the slow window's reference (0: not yet)
         self.version = 0  # + 1 each time the figures are set (learned, adapted, restored)
+        self._nd2 = 0  # sum of the clipped d^2 while learning (noise())
+        self._nn = 0  # triples summed
+        self.noise_floor_x10 = 0  # sqrt(2) sigma, rounded up (0: no triples)
 
     def learned(self):
         return self.count >= LEARN_STROKES
+
+    def noise(self, a_x10, b_x10, c_x10):
+        # The after triple of every stroke (judged or not) until
+        # _NOISE_TRIPLES have been summed: the sensor's noise, measured, the
+        # floor of the learned sds. Learning ends after 16 strokes (a floor
+        # from 16 or more triples); at _NOISE_TRIPLES the floor is measured
+        # again (sd of the estimate 4 %) and the sds raised to it if needed.
+        nn = self._nn
+        if nn >= _NOISE_TRIPLES:
+            return
+        d = a_x10 - 2 * b_x10 + c_x10
+        if d > _NOISE_CLIP_X10:
+            d = _NOISE_CLIP_X10
+        elif d < -_NOISE_CLIP_X10:
+            d = -_NOISE_CLIP_X10
+        self._nd2 += d * d  # at most 256 x 106^2: a small int on the Pico
+        nn += 1
+        self._nn = nn
+        if nn == _NOISE_TRIPLES and self.count >= LEARN_STROKES and self._floor():
+            self.version += 1
+
+    def _floor(self):
+        # sqrt(2) sigma from the triples so far (2 sigma^2 = 2 mean(d^2) / 6),
+        # rounded up; raises the learned sds to it. True if one was raised.
+        nn = self._nn
+        if not nn:
+            return False
+        f = isqrt((self._nd2 + 3 * nn - 1) // (3 * nn)) + 1
+        self.noise_floor_x10 = f
+        raised = False
+        if self.rise_sd_x10 < f:
+            self.rise_sd_x10 = f
+            raised = True
+        if self.res_sd_x10 < f:
+            self.res_sd_x10 = f
+            raised = True
+        return raised
 
     def offer(self, rise_x10, residual_x10):
         # One stroke's response; measured while learning if it looks healthy.
@@ -129,6 +178,13 @@ class RiseLearner:
         self.res_x10 = self._ss // n
         sd = _sd(self._ss, self._ss2, n)
         self.res_sd_x10 = sd if sd > _MIN_SD_X10 else _MIN_SD_X10
+        # The learning window keeps only strokes whose residual is under half
+        # their rise (a held stroke teaches nothing): on a soft, noisy line
+        # (a rise of 3 mmHg, a residual's noise of 1.1 mmHg) that cuts the
+        # residual's spread at +-1.2 sd, and the sds it measures came out at
+        # half the truth (a false OCCLUSION every few days: issue 14). The
+        # measured noise is their floor.
+        self._floor()
         self.version += 1
 
     def adapt(self, rise_x10, residual_x10):
