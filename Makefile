@@ -27,7 +27,8 @@ help:
 	@echo "make bench      benchmarks that print figures"
 	@echo "make flash PORT=/dev/ttyACM0 KEYS=FILE   compile, copy to a Pico, provision keys, check"
 	@echo "make pico       install the emulated Pico (npm ci in pico/; needs Node.js)"
-	@echo "make firmware MICROPYTHON_SRC=PATH   the pump frozen into its own UF2 (build/firmware/)"
+	@echo "make firmware MICROPYTHON_SRC=PATH   the pump frozen into its own UF2 (build/firmware/;"
+	@echo "                FIRMWARE_BOARD=RPI_PICO2 for a Pico 2, RP2350)"
 	@echo "make venv       create or update .venv (what every target does first)"
 	@echo "make lint | typecheck | mpy | vectors | clean"
 
@@ -95,7 +96,9 @@ vectors: $(STAMP)
 	$(BIN)/python -m protocol.generate
 
 # The pump frozen into its own UF2 (bench/board/firmware.py; docs/hardware.md):
-# MICROPYTHON_SRC=a MicroPython release tarball or checkout.
+# MICROPYTHON_SRC=a MicroPython release tarball or checkout; FIRMWARE_BOARD=RPI_PICO
+# (RP2040, the default) or RPI_PICO2 (RP2350: pump-<version>-RPI_PICO2.uf2, family
+# 0xe48bff59, its record in manifest-RPI_PICO2.json).
 firmware: $(STAMP)
 	$(BIN)/python -m bench.board.firmware --board $(FIRMWARE_BOARD) $(if $(MICROPYTHON_SRC),--src $(MICROPYTHON_SRC),)
 

@@ -145,6 +145,20 @@ const pins = makePinState();
 // board_config's calibration: 7.4 mmHg on the 0-15 psi pressure sensor
 // (GP26: 16-bit 6554 + 508 counts) and 3.0 V of battery on VSYS/3 (GP29).
 const adcRaw = [441, 0, 0, 1241, 0];
+// Without the plant: each conversion reads adcBase +- adcNoise counts (uniform,
+// a fixed xorshift sequence), as a real sensor's noise; 0: the value as set.
+// (A pressure that never moves is a stuck sensor to the pump: SENSOR_FAULT.)
+const adcBase = adcRaw.slice();
+const adcNoise = [0, 0, 0, 0, 0];
+let noiseState = 0x2545f491;
+function noisyRaw(ch) {
+  noiseState ^= noiseState << 13;
+  noiseState ^= noiseState >>> 17;
+  noiseState ^= noiseState << 5;
+  noiseState >>>= 0;
+  const n = adcNoise[ch];
+  return Math.min(4095, Math.max(0, adcBase[ch] + (noiseState % (2 * n + 1)) - n));
+}
 const hostInput = []; // Buffers from the host not yet given to the device
 let hostInputBytes = 0;
 let cutAtStep = 0; // power cut when the STEP pin has risen this often (0: never)
@@ -431,6 +445,7 @@ function installPins(rp2040, clock) {
   const convert = adc.onADCRead;
   adc.onADCRead = (channel) => {
     if (!rigSocket || !PLANT_ADC.includes(channel) || elapsedNs() < adcUntilNs[channel]) {
+      if (!rigSocket && adcNoise[channel]) adcRaw[channel] = noisyRaw(channel);
       convert(channel);
       return;
     }
@@ -695,7 +710,8 @@ function handle(req, out) {
         return undefined;
       }
       case 'adc':
-        adcRaw[req.channel] = req.raw & 0xfff;
+        adcRaw[req.channel] = adcBase[req.channel] = req.raw & 0xfff;
+        adcNoise[req.channel] = Math.max(0, req.noise ?? 0);
         return reply(id, {});
       case 'encoder':
         encoderMode = req.mode ?? encoderMode;

@@ -35,9 +35,11 @@ and ``main`` (which prints them all) here:
   stroke (beside the 64-bit host's figure above), strokes per wall second in
   fast mode. Skipped, with the reason, where Node or the UF2 is missing;
 - the frozen firmware (make firmware): a clean build's time, firmware.bin and
-  the pump's frozen bytecode, and the heap the frozen image uses on the
-  emulated Pico beside the .mpy install (MICROPYTHON_SRC and the Arm
-  toolchain, else skipped);
+  the pump's frozen bytecode, the Pico 2 (RP2350) image built and checked,
+  and the heap on the emulated Pico, frozen image beside the .mpy install
+  beside the 64-bit host: in a stroke, and the peak live heap while the pump
+  holds a session and runs a bolus (bench/board/pico_heap.py) (MICROPYTHON_SRC and
+  the Arm toolchain, else skipped);
 - the clock check: device time from a timer 1.1, 3 and 10 times fast
   (TIMER_FAST) to CLOCK_FAULT at 0.048, 0.5, 4 and 24 mL/day.
 
@@ -57,6 +59,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from bench.benchmarks.common import DAY_MS, Row, _check_alive, print_table
 from bench.benchmarks.link import (
@@ -82,6 +85,7 @@ from bench.benchmarks.therapy import (
 from bench.board.image import compile_all, ensure_compiled
 from bench.board.sim import BoardOptions, VirtualBoard, micropython_command
 from bench.link.client import alarm_names
+from bench.link.errors import BenchError
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from bench.program.file import load_program
@@ -428,12 +432,22 @@ def frozen_firmware() -> list[Row]:
         ]
     with tempfile.TemporaryDirectory(prefix="firmware-") as scratch:
         started = time.perf_counter()
-        firmware.build(out=Path(scratch))  # a clean build, as on a fresh clone
+        clean = firmware.build(out=Path(scratch))  # a clean build, as on a fresh clone
         clean_s = time.perf_counter() - started
+        clean_bytes = clean.read_bytes()
     uf2 = firmware.build()  # the project's own build/firmware (reused by tests)
     record = json.loads((uf2.parent / "manifest.json").read_text())
+    # The same sources give the same bytes (issue 18): two builds in two folders
+    # (moved here from make test: two clean builds cost 2-7 minutes).
+    same = clean_bytes == uf2.read_bytes()
     rows = [
         Row("frozen: clean build", f"{clean_s:.0f}", "s", "MicroPython rp2 port + the pump"),
+        Row(
+            "frozen: two builds, same bytes",
+            "yes" if same else "NO",
+            "",
+            f"UF2 sha256 {record['uf2']['sha256'][:16]}..., clean folder vs build/firmware",
+        ),
         Row("frozen: firmware.bin", f"{record['firmware_bin']['size']:,}", "B", uf2.name),
         Row(
             "frozen: pump bytecode",
@@ -442,17 +456,31 @@ def frozen_firmware() -> list[Row]:
             f"{len(record['frozen_modules'])} modules in flash",
         ),
     ]
+    rows += _rp2350_rows(firmware)
     lack = pico.missing()
     if lack:
         return [*rows, Row("frozen: heap", "skipped", "", lack)]
+    from bench.board import pico_heap
+    from bench.link import keys as keysmod
+
+    work = pico_heap.session_and_bolus(program_fields(), PICO_BOLUS_NL)
+    # real time: maintenance() presses BOOTSEL within the 2 s window after a reset
     for label, options in (
-        ("frozen image", {"firmware": False, "keys": None, "uf2": uf2}),
-        (".mpy on stock MicroPython", {}),
+        ("frozen image", {"firmware": False, "keys": None, "uf2": uf2, "mode": "realtime"}),
+        (".mpy on stock MicroPython", {"mode": "realtime"}),
     ):
-        with pico.PicoBoard(**options) as board:  # type: ignore[arg-type]
+        with pico.PicoBoard(**options) as board:
+            # the frozen image's filesystem is empty: its keys come by PROVISION
+            keys = board.keys or keysmod.generate()
+
+            def provisioned(pump: PumpClient, keys: keysmod.DeviceKeys = keys) -> None:
+                pump.provision(keys)  # (refused as PROVISIONED on the .mpy install)
+                work(pump)
+
             pico.wait_hello(board)
             pico.maintenance(board)
             heap = pico.measure_heap(board)
+            peak = pico_heap.measure(board, provisioned, keys=keys)
         rows.append(
             Row(
                 f"heap used, {label}",
@@ -461,10 +489,79 @@ def frozen_firmware() -> list[Row]:
                 f"gc.mem_alloc() in a stroke, 32-bit, of 245,888 (free {heap['stroke_free']:,})",
             )
         )
-    rows.append(
-        Row("heap used, 64-bit host", "see above", "", "the virtual board's peak live heap (soak)")
-    )
+        rows.append(
+            Row(
+                f"heap peak, {label}",
+                f"{peak['peak_alloc']:,}",
+                "B",
+                f"live at the loop's passes: session {peak['session_alloc']:,}, "
+                f"bolus {peak['bolus_alloc']:,} ({peak['samples']} passes)",
+            )
+        )
+    rows.append(host_heap())
+    rows.append(_frozen_scenario(pico, uf2, "motor-stall"))
     return rows
+
+
+def _frozen_scenario(pico: Any, uf2: Path, name: str) -> Row:
+    """A standard scenario on the emulated Pico booting the frozen image
+    (``pumpbench run --target pico --uf2``)."""
+    from bench.scenario.load import load_scenario
+    from bench.scenario.runner import run_scenario
+
+    scenario = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / f"{name}.yaml")
+    started = time.perf_counter()
+    record = run_scenario(scenario, pico.pico_target(uf2))
+    why = record.problems[0][:50] if record.problems else ""
+    wall = time.perf_counter() - started
+    return Row(f"frozen: {name}", record.outcome.name, "", f"{wall:.0f} s wall {why}".rstrip())
+
+
+PICO_BOLUS_NL = 1_000  # a clinician bolus of 5 strokes
+
+
+def _rp2350_rows(firmware: Any) -> list[Row]:
+    """The Pico 2 image: built and checked (family, addresses, E10 block, IMAGE_DEF),
+    never booted (there is no RP2350 emulator)."""
+    started = time.perf_counter()
+    try:
+        uf2 = firmware.build(board_name="RPI_PICO2")
+    except BenchError as exc:
+        return [Row("frozen RP2350", "failed", "", str(exc).splitlines()[0][:80])]
+    record = json.loads(firmware.manifest_path("RPI_PICO2").read_text())
+    return [
+        Row(
+            "frozen RP2350: build",
+            f"{time.perf_counter() - started:.0f}",
+            "s",
+            "FIRMWARE_BOARD=RPI_PICO2 (its folder kept: incremental after the first)",
+        ),
+        Row(
+            "frozen RP2350: firmware.bin",
+            f"{record['firmware_bin']['size']:,}",
+            "B",
+            f"{uf2.name}: family 0xe48bff59 + E10 block; not booted (no RP2350 emulator)",
+        ),
+    ]
+
+
+def host_heap() -> Row:
+    """The 64-bit host figure: the Pico configuration (rp2 HAL on fake machine/rp2)
+    under the unix port, live after boot (tests/firmware/test_rp2_hal.py's guard)."""
+    try:
+        from tests.firmware import upy
+        from tests.firmware.test_rp2_hal import FAKES, _hello_frame
+    except ImportError as exc:  # outside a checkout
+        return Row("heap used, 64-bit host", "skipped", "", str(exc))
+    result = upy.run("check_rp2_main.py", "hello", _hello_frame(), heap="4M", path=FAKES)
+    used = result["heap_imports"] + result["heap_boot"]
+    return Row(
+        "heap used, 64-bit host",
+        f"{used:,}",
+        "B",
+        f"unix port, fake machine/rp2: {result['heap_imports']:,} modules "
+        f"+ {result['heap_boot']:,} objects after boot",
+    )
 
 
 CAMPAIGN_PATIENTS = 10

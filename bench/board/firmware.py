@@ -56,11 +56,12 @@ class Board:
     name: str  # ports/rp2/boards/<name>
     family: int  # the UF2 family id the bootrom accepts
     flash_base: int
+    rp2350: bool = False  # an IMAGE_DEF block in the binary; the E10 block in the UF2
 
 
 BOARDS = {
     "RPI_PICO": Board("RPI_PICO", 0xE48BFF56, 0x10000000),  # RP2040
-    "RPI_PICO2": Board("RPI_PICO2", 0xE48BFF59, 0x10000000),  # RP2350, Arm secure
+    "RPI_PICO2": Board("RPI_PICO2", 0xE48BFF59, 0x10000000, rp2350=True),  # Arm secure
 }
 
 # --- UF2 (github.com/microsoft/uf2: the block format the bootrom reads) --------------
@@ -68,14 +69,49 @@ UF2_MAGIC_START0 = 0x0A324655
 UF2_MAGIC_START1 = 0x9E5D5157
 UF2_MAGIC_END = 0x0AB16F30
 UF2_FLAG_FAMILY = 0x00002000
+UF2_FLAG_EXTENSIONS = 0x00008000
 UF2_PAYLOAD = 256
 UF2_BLOCK = 512
+# RP2350 erratum E10 (drag and drop meets a partition table): picotool starts
+# every RP2350 flash UF2 with one block of the "absolute" family at the end of
+# a 16 MB flash, 256 bytes of 0xEF tagged "ignore me" for bootroms that know
+# the tag. The SDK asks for it (--abs-block) while PICO_RP2350_A2_SUPPORTED.
+ABSOLUTE_FAMILY = 0xE48BFF57
+E10_ADDRESS = 0x10FFFF00
+UF2_EXTENSION_RP2_IGNORE_BLOCK = 0x9957E304
+# The RP2350 bootrom boots only a binary with an IMAGE_DEF block (PICOBIN
+# start marker) in its first 4 KB; the SDK's crt0 embeds it (no picotool).
+PICOBIN_BLOCK_MARKER_START = bytes.fromhex("d3deffff")  # 0xFFFFDED3, little-endian
 
 
-def uf2_from_bin(data: bytes, base: int, family: int) -> bytes:
-    """The UF2 image of ``data`` placed at ``base``: one 512-byte block per 256 bytes."""
+def e10_block() -> bytes:
+    """The RP2350-E10 block picotool writes first (``--abs-block``), byte for byte."""
+    header = struct.pack(
+        "<IIIIIIII",
+        UF2_MAGIC_START0,
+        UF2_MAGIC_START1,
+        UF2_FLAG_FAMILY | UF2_FLAG_EXTENSIONS,
+        E10_ADDRESS,
+        UF2_PAYLOAD,
+        0,
+        2,
+        ABSOLUTE_FAMILY,
+    )
+    payload = b"\xef" * UF2_PAYLOAD + struct.pack("<I", UF2_EXTENSION_RP2_IGNORE_BLOCK)
+    return header + payload.ljust(476, b"\x00") + struct.pack("<I", UF2_MAGIC_END)
+
+
+def _ignored(block: bytes) -> bool:
+    """The E10 block: not flashed, not part of the image."""
+    family = struct.unpack_from("<I", block, 28)[0]
+    return family == ABSOLUTE_FAMILY and block[32 : 32 + UF2_PAYLOAD] == b"\xef" * UF2_PAYLOAD
+
+
+def uf2_from_bin(data: bytes, base: int, family: int, e10: bool = False) -> bytes:
+    """The UF2 image of ``data`` placed at ``base``: one 512-byte block per 256 bytes
+    (after the RP2350-E10 block when ``e10``)."""
     count = (len(data) + UF2_PAYLOAD - 1) // UF2_PAYLOAD
-    blocks = []
+    blocks = [e10_block()] if e10 else []
     for index in range(count):
         chunk = data[index * UF2_PAYLOAD : (index + 1) * UF2_PAYLOAD]
         header = struct.pack(
@@ -105,13 +141,49 @@ def bin_from_uf2(image: bytes) -> tuple[int, bytes]:
         (end,) = struct.unpack_from("<I", block, UF2_BLOCK - 4)
         if (m0, m1, end) != (UF2_MAGIC_START0, UF2_MAGIC_START1, UF2_MAGIC_END):
             raise BenchError(f"not a UF2 image: bad magic in the block at byte {offset}")
+        if _ignored(block):
+            continue
         blocks.append((addr, block[32 : 32 + size]))
+    if not blocks:
+        raise BenchError("not a UF2 image: no block to flash")
     blocks.sort()
     base = blocks[0][0]
     data = bytearray()
     for addr, payload in blocks:
         data[addr - base : addr - base + len(payload)] = payload
     return base, bytes(data)
+
+
+def uf2_family(image: bytes) -> int:
+    """The family id of the image's blocks (the E10 block aside)."""
+    for offset in range(0, len(image) - UF2_BLOCK + 1, UF2_BLOCK):
+        block = image[offset : offset + UF2_BLOCK]
+        if not _ignored(block):
+            return int(struct.unpack_from("<I", block, 28)[0])
+    raise BenchError("not a UF2 image: no block to flash")
+
+
+def check_uf2(image: bytes, board: Board) -> None:
+    """BenchError unless ``image`` is what ``board``'s bootrom takes: every block of
+    its family, numbered in order, contiguous from the flash base; on an RP2350 the
+    E10 block first and an IMAGE_DEF block in the first 4 KB of the binary."""
+    blocks = [image[i : i + UF2_BLOCK] for i in range(0, len(image), UF2_BLOCK)]
+    if board.rp2350:
+        if not blocks or not _ignored(blocks[0]):
+            raise BenchError(f"{board.name}: the UF2 does not start with the RP2350-E10 block")
+        blocks = blocks[1:]
+    for number, block in enumerate(blocks):
+        _m0, _m1, _flags, addr, size, no, count, family = struct.unpack_from("<IIIIIIII", block)
+        expected = (board.flash_base + number * UF2_PAYLOAD, UF2_PAYLOAD, number, len(blocks))
+        if family != board.family or (addr, size, no, count) != expected:
+            raise BenchError(
+                f"{board.name}: UF2 block {number} is family {family:#x} at {addr:#x} "
+                f"({no}/{count}); expected family {board.family:#x} at {expected[0]:#x}"
+            )
+    if board.rp2350:
+        _base, binary = bin_from_uf2(image)
+        if PICOBIN_BLOCK_MARKER_START not in binary[:4096]:
+            raise BenchError(f"{board.name}: no IMAGE_DEF block in the first 4 KB")
 
 
 # --- the sources ----------------------------------------------------------------------
@@ -225,17 +297,26 @@ def build(
         f'include("{firmware.firmware / "manifest.py"}")\n'
     )
     build_dir = out / f"build-{board.name}"
-    _start_clean_if_changed(build_dir, _recipe(tree, board.name, frozen, env))
+    # CMAKE_ARGS on the make command line replaces the port's own, and with
+    # them its -DMICROPY_BOARD: without it here every board built RPI_PICO
+    # (measured: a "RPI_PICO2" build gave the RPI_PICO bytes, PICO_PLATFORM
+    # rp2040). The board, its folder and the manifest all go inside it.
+    port = tree / "ports" / "rp2"
+    cmake_args = (
+        f"-DPICO_NO_PICOTOOL=1 -DMICROPY_BOARD={board.name} "
+        f"-DMICROPY_BOARD_DIR={port / 'boards' / board.name} "
+        f"-DMICROPY_FROZEN_MANIFEST={frozen}"
+    )
+    _start_clean_if_changed(build_dir, _recipe(tree, board.name, frozen, env, cmake_args))
     print(f"firmware: building MicroPython {version} for {board.name} in {build_dir}", flush=True)
     _make(
         [
             "-C",
-            str(tree / "ports" / "rp2"),
+            str(port),
             f"BOARD={board.name}",
             f"BUILD={build_dir}",
             f"-j{jobs}",
-            # CMAKE_ARGS replaces the port's own: the manifest goes inside it
-            f"CMAKE_ARGS=-DPICO_NO_PICOTOOL=1 -DMICROPY_FROZEN_MANIFEST={frozen}",
+            f"CMAKE_ARGS={cmake_args}",
         ],
         env,
         out / f"build-{board.name}.log",
@@ -243,7 +324,9 @@ def build(
     binary = (build_dir / "firmware.bin").read_bytes()
     fw_version = firmware.version()
     uf2 = out / f"pump-{fw_version}-{board.name}.uf2"
-    uf2.write_bytes(uf2_from_bin(binary, board.flash_base, board.family))
+    image = uf2_from_bin(binary, board.flash_base, board.family, e10=board.rp2350)
+    check_uf2(image, board)
+    uf2.write_bytes(image)
     modules = _frozen_modules(build_dir)
     record = {
         "firmware_version": fw_version,
@@ -257,14 +340,22 @@ def build(
         "build_date_epoch": int(env["SOURCE_DATE_EPOCH"]),
         "build_seconds": round(time.monotonic() - started, 1),
     }
-    (out / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
+    manifest_path(board.name, out).write_text(json.dumps(record, indent=2) + "\n")
     return uf2
 
 
-def _recipe(tree: Path, board_name: str, frozen: Path, env: dict[str, str]) -> str:
-    """A digest of everything the image is made of but the MicroPython tree's own files."""
+def manifest_path(board_name: str = "RPI_PICO", out: Path = OUT_DIR) -> Path:
+    """``manifest.json`` for the Pico (RP2040); ``manifest-<BOARD>.json`` for another
+    board, so that building one never overwrites the other's record."""
+    return out / ("manifest.json" if board_name == "RPI_PICO" else f"manifest-{board_name}.json")
+
+
+def _recipe(tree: Path, board_name: str, frozen: Path, env: dict[str, str], cmake_args: str) -> str:
+    """A digest of everything the image is made of but the MicroPython tree's own files
+    (cmake configures a build folder once: changed arguments need a new folder)."""
     digest = hashlib.sha256()
-    for part in (str(tree), board_name, env["SOURCE_DATE_EPOCH"], env["MICROPY_GIT_HASH"]):
+    parts = (str(tree), board_name, env["SOURCE_DATE_EPOCH"], env["MICROPY_GIT_HASH"], cmake_args)
+    for part in parts:
         digest.update(part.encode() + b"\0")
     digest.update(frozen.read_bytes())
     for item in sorted(board_files(), key=lambda f: f.target):
@@ -318,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"make firmware: {exc}", file=sys.stderr)
         return 2
-    record = json.loads((OUT_DIR / "manifest.json").read_text())
+    record = json.loads(manifest_path(args.board).read_text())
     print(
         f"firmware: {uf2} ({record['uf2']['size']:,} B; firmware.bin "
         f"{record['firmware_bin']['size']:,} B, {len(record['frozen_modules'])} pump modules "

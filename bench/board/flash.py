@@ -316,7 +316,7 @@ def flash_uf2(
     except OSError as exc:
         raise BenchError(f"{uf2}: cannot read the image ({exc.strerror})") from None
     firmware_build.bin_from_uf2(image_bytes)  # a UF2 at all, before anything touches the board
-    family = int.from_bytes(image_bytes[28:32], "little")
+    family = firmware_build.uf2_family(image_bytes)  # (an RP2350's E10 block aside)
     drive = drive or bootsel.find_drive()
     found = bootsel.board_id(drive)
     expected = UF2_BOARD_IDS.get(family)

@@ -409,8 +409,10 @@ class PicoBoard:
         """Lockstep: lets ``ms`` of idle emulated time pass; -> emulated ns now."""
         return int(self.request("advance", timeout_s=timeout_s, ms=ms)["now_ns"])
 
-    def set_adc(self, channel: int, raw12: int) -> None:
-        self.request("adc", channel=channel, raw=raw12)
+    def set_adc(self, channel: int, raw12: int, noise: int = 0) -> None:
+        """ADC ``channel`` reads ``raw12`` (12-bit), +- ``noise`` counts per conversion
+        (uniform; without the rig: a sensor's noise, so the pump sees no stuck sensor)."""
+        self.request("adc", channel=channel, raw=raw12, noise=noise)
 
     def set_encoder(self, mode: str = "echo", lost_every: int = 0, extra_per_step: int = 0) -> None:
         self.request("encoder", mode=mode, lost_every=lost_every, extra_per_step=extra_per_step)
@@ -728,18 +730,24 @@ def run_sim(args: Any, keys: keysmod.DeviceKeys, key_file: Path) -> int:
 PICO_TARGET = "pico"
 
 
-def pico_target() -> Any:
+def pico_target(uf2: Path | None = None) -> Any:
     """A runner Target: a fresh emulated Pico (pump firmware, fresh keys) per session,
     with the rig around it (firmware/rig/pico.py: the plant seeded as the scenario
-    says, device time in lockstep as on the virtual board)."""
+    says, device time in lockstep as on the virtual board).
+
+    uf2: a UF2 with the pump frozen in (``make firmware``) booted instead of stock
+    MicroPython with the .mpy files; its filesystem holds only the key store
+    (a board just flashed and provisioned). Everything else is the same path."""
     from contextlib import contextmanager
 
     from bench.board import image
     from bench.board.targets import Ports, Target
     from bench.scenario.model import NEED_RIG
 
+    frozen = Path(uf2) if uf2 is not None else None
+
     class PicoTarget(Target):
-        label = PICO_TARGET
+        label = PICO_TARGET if frozen is None else f"{PICO_TARGET} ({frozen.name})"
         parallel = True
         provides = frozenset({NEED_RIG})
         sets_seed = True
@@ -748,12 +756,18 @@ def pico_target() -> Any:
             lack = missing()
             if lack:
                 raise BenchError(f"emulated Pico: {lack}")
-            staged_image()  # once, before any board starts
+            if frozen is None:
+                staged_image()  # once, before any board starts
+            elif not frozen.is_file():
+                raise BenchError(f"emulated Pico: no UF2 at {frozen} (make firmware builds one)")
             image.ensure_compiled()  # the plant process's image
 
         @contextmanager
         def session(self, seed: int) -> Iterator[Ports]:
-            with PicoBoard(rig=True, seed=seed) as board:
+            options: dict[str, Any] = {}
+            if frozen is not None:
+                options = {"firmware": False, "uf2": frozen, "keys": keysmod.generate()}
+            with PicoBoard(rig=True, seed=seed, **options) as board:
                 wait_hello(board)  # (a request lets lockstep time run: it boots)
                 yield Ports(board.pump_port, board.rig_port)
 

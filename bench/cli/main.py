@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--rig", type=_url, metavar="URL", help="the rig port URL (hardware targets only)"
     )
+    run.add_argument(
+        "--uf2",
+        type=Path,
+        metavar="FILE",
+        help="--target pico: boot this UF2 with the pump frozen in (make firmware) "
+        "instead of stock MicroPython with the .mpy files",
+    )
     _add_firmware_option(run)
     run.add_argument(
         "--report", default=DEFAULT_REPORT, metavar="DIR", help=f"default {DEFAULT_REPORT}"

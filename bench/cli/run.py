@@ -29,7 +29,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.target == "pico":
         from bench.board.pico import pico_target
 
-        target = pico_target()  # an emulated Pico and its rig per scenario
+        target = pico_target(args.uf2)  # an emulated Pico and its rig per scenario
+    elif args.uf2 is not None:
+        raise BenchError("--uf2 needs --target pico (a board's own image is what it runs)")
     else:
         target = PortTarget(args.target, args.rig)
     jobs = args.jobs or (min(os.cpu_count() or 1, max(1, len(scenarios))) if target.parallel else 1)

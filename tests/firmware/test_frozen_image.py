@@ -72,14 +72,6 @@ def test_the_image_says_what_is_inside(frozen_uf2: Path) -> None:
     assert record["uf2"]["sha256"] == firmware.hashlib.sha256(frozen_uf2.read_bytes()).hexdigest()
 
 
-def test_the_same_sources_give_the_same_bytes(frozen_uf2: Path, tmp_path: Path) -> None:
-    again = firmware.build(out=tmp_path / "again")
-    first = json.loads((frozen_uf2.parent / "manifest.json").read_text())
-    second = json.loads((again.parent / "manifest.json").read_text())
-    assert second["firmware_bin"] == first["firmware_bin"]
-    assert again.read_bytes() == frozen_uf2.read_bytes()
-
-
 def test_a_uf2_round_trips_any_payload() -> None:
     payload = bytes(range(256)) * 3 + b"\x01\x02"
     base, back = firmware.bin_from_uf2(firmware.uf2_from_bin(payload, 0x10000000, 0xE48BFF56))
@@ -87,6 +79,51 @@ def test_a_uf2_round_trips_any_payload() -> None:
     assert back[: len(payload)] == payload and set(back[len(payload) :]) <= {0}
     with pytest.raises(BenchError, match="not a UF2"):
         firmware.bin_from_uf2(b"\x00" * 512)
+
+
+def _fake_binary(rp2350: bool) -> bytes:
+    # 3 KB and a bit: an RP2350 binary carries the IMAGE_DEF start marker early
+    data = bytearray(bytes(range(256)) * 12 + b"\x01\x02")
+    if rp2350:
+        data[312:316] = firmware.PICOBIN_BLOCK_MARKER_START
+    return bytes(data)
+
+
+def test_an_rp2350_uf2_starts_with_the_e10_block_and_is_read_past_it() -> None:
+    board = firmware.BOARDS["RPI_PICO2"]
+    binary = _fake_binary(rp2350=True)
+    image = firmware.uf2_from_bin(binary, board.flash_base, board.family, e10=True)
+    first = image[:512]
+    assert first == firmware.e10_block()
+    # what picotool --abs-block writes: absolute family, at the end of 16 MB,
+    # block 0 of 2, 256 bytes of 0xEF, tagged "ignore" for the bootrom
+    assert int.from_bytes(first[28:32], "little") == 0xE48BFF57
+    assert int.from_bytes(first[12:16], "little") == 0x10FFFF00
+    assert int.from_bytes(first[8:12], "little") == 0x0000A000
+    assert first[32:288] == b"\xef" * 256 and first[288:292] == bytes.fromhex("04e35799")
+    assert firmware.uf2_family(image) == 0xE48BFF59
+    base, back = firmware.bin_from_uf2(image)  # (not a 16 MB hole up to the E10 block)
+    assert base == 0x10000000 and back[: len(binary)] == binary
+    firmware.check_uf2(image, board)
+
+
+def test_a_uf2_the_bootrom_would_not_take_is_refused_before_it_is_written() -> None:
+    pico2 = firmware.BOARDS["RPI_PICO2"]
+    pico = firmware.BOARDS["RPI_PICO"]
+    rp2040_bin = _fake_binary(rp2350=False)
+    # an RP2040 binary dressed as an RP2350 image (no IMAGE_DEF): what the
+    # build gave before -DMICROPY_BOARD went inside CMAKE_ARGS
+    with pytest.raises(BenchError, match="IMAGE_DEF"):
+        firmware.check_uf2(firmware.uf2_from_bin(rp2040_bin, 0x10000000, pico2.family, True), pico2)
+    with pytest.raises(BenchError, match="E10"):
+        firmware.check_uf2(
+            firmware.uf2_from_bin(_fake_binary(True), 0x10000000, pico2.family), pico2
+        )
+    with pytest.raises(BenchError, match="family 0xe48bff59"):
+        firmware.check_uf2(firmware.uf2_from_bin(rp2040_bin, 0x10000000, pico2.family), pico)
+    with pytest.raises(BenchError, match="at 0x10000100"):
+        firmware.check_uf2(firmware.uf2_from_bin(rp2040_bin, 0x10000100, pico.family), pico)
+    firmware.check_uf2(firmware.uf2_from_bin(rp2040_bin, 0x10000000, pico.family), pico)
 
 
 def test_without_sources_make_firmware_says_what_is_missing_in_one_line(
@@ -151,6 +188,33 @@ def test_the_frozen_firmware_runs_in_64_kb_of_heap(
 
 
 @pytest.mark.realtime  # the board runs in real-time mode
+def test_the_frozen_firmware_s_peak_heap_in_a_session_and_a_bolus_is_under_64_kb(
+    frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
+) -> None:
+    # The whole pump as main.py runs it, watched at every pass of its loop
+    # (bench/board/pico_heap.py): a session with a few requests, then a program
+    # and a clinician bolus run to its end.
+    from bench.board import pico_heap
+    from tests.firmware import kit
+
+    board, keys = frozen_pico
+    program = pico_heap.session_and_bolus(kit.program(basal_nl_day=1_000_000), 1_000)
+
+    def work(pump: PumpClient) -> None:
+        pump.provision(keys)  # (idempotent: the first test may have done it)
+        program(pump)
+
+    heap = pico_heap.measure(board, work, keys=keys)
+    print(f"frozen image on the emulated Pico, in a session and a bolus: {heap}")
+    pico.wait_hello(board)
+    assert heap["heap_total"] == 245_888  # the RP2040 port's heap
+    assert heap["session_alloc"] > 0 and heap["bolus_alloc"] > 0, heap
+    assert heap["session_alloc"] <= FROZEN_HEAP_BUDGET, heap
+    assert heap["bolus_alloc"] <= FROZEN_HEAP_BUDGET, heap
+    assert heap["peak_alloc"] <= FROZEN_HEAP_BUDGET, heap
+
+
+@pytest.mark.realtime  # the board runs in real-time mode
 def test_a_power_cut_mid_stroke_on_the_frozen_image_is_recovered_within_a_stroke(
     frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
 ) -> None:
@@ -195,6 +259,30 @@ def test_a_power_cut_mid_stroke_on_the_frozen_image_is_recovered_within_a_stroke
         after = pump.status()["delivered_nl"]
     # what the cut stroke moved (4 steps) is counted, at most the whole stroke
     assert before + 4 * nl_per_step <= after <= before + 8 * nl_per_step, (before, after)
+
+
+def test_scenarios_run_on_the_frozen_uf2_through_the_pico_target(frozen_uf2: Path) -> None:
+    # `pumpbench run --target pico --uf2 FILE`: the emulated Pico and its rig,
+    # the same path as the .mpy install, booting the frozen image (its key
+    # store alone on the filesystem). `handshake` needs the rig and costs
+    # seconds; `motor-stall` (2 h of device time, about 2 minutes of wall
+    # time) passes on it too, in `make bench` ("frozen: motor-stall").
+    from bench.report.records import Outcome
+    from bench.scenario.load import load_scenario
+    from bench.scenario.runner import run_scenario
+
+    lack = pico.missing()
+    if lack:
+        pytest.skip(f"emulated Pico: {lack}")
+    target = pico.pico_target(frozen_uf2)
+    target.preflight()
+    assert target.label == f"pico ({frozen_uf2.name})"
+    scenario = load_scenario(firmware.ROOT / "bench" / "scenarios" / "handshake.yaml")
+    record = run_scenario(scenario, target)
+    assert record.outcome is Outcome.PASS, (record.outcome, record.problems, record.log[-8:])
+    # (its filesystem holds no pump module: only the frozen image can answer)
+    assert record.device is not None and record.device.board == "pico"
+    assert record.device.firmware_version == firmware_tree().version()
 
 
 def test_a_changed_recipe_starts_the_build_folder_clean(tmp_path: Path) -> None:

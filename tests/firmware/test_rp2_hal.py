@@ -624,6 +624,7 @@ def test_flash_copies_resets_and_checks_hello_on_a_board(
 
     key_file = tmp_path / "pump.keys"
     with VirtualBoard(BoardOptions()) as vb:
+        assert vb.keys is not None
         # the stand-in copies nothing: the board already holds these keys
         keys.write(key_file, vb.keys)
         args = ["--port", vb.pump_port, "--mpremote", str(fake_mpremote)]
