@@ -179,7 +179,7 @@ def test_usb_cdc_polls_and_writes_as_the_fake_stream(board: pico.PicoBoard) -> N
         "print(json.dumps([events, waited, now, written]))"
     )
     assert fake == [0, 200, 0, 3]
-    out = pico.repl_exec(board.pump_port, USB, timeout_s=120.0).split()
+    out = pico.repl_exec(board.pump_port, USB, timeout_s=120.0).splitlines()[-1].split()
     assert out[0] == "usb", out
     events, waited, now, written = (int(v) for v in out[1:])
     assert [events, now, written] == [fake[0], fake[2], fake[3]]
