@@ -101,7 +101,7 @@ firmware: $(STAMP)
 
 flash: $(STAMP)
 	@test -n "$(PORT)" -a -n "$(KEYS)" || { echo "make flash: give the port and the pump's key file: make flash PORT=/dev/ttyACM0 KEYS=~/pump-0001.keys (made if missing)" >&2; exit 2; }
-	$(BIN)/python -m bench.flash --port $(PORT) --key-file $(KEYS) $(if $(ARCH),--arch $(ARCH),) $(if $(UF2),--uf2 $(filter-out 1,$(UF2)),)
+	$(BIN)/python -m bench.flash --port $(PORT) --key-file $(KEYS) $(if $(ARCH),--arch $(ARCH),) $(if $(UF2),--uf2 $(filter-out 1,$(UF2)),) $(if $(BOOT_TIMEOUT),--boot-timeout $(BOOT_TIMEOUT),)
 
 clean:
 	rm -rf build reports .pytest_cache .mypy_cache .ruff_cache

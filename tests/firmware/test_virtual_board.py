@@ -68,11 +68,11 @@ def test_pump_port_serves_while_an_advance_runs(board: VirtualBoard) -> None:
     with PumpClient(board.pump_port) as pump, RigClient(board.rig_port) as rig:
         seq = rig.next_seq()
         rig.transport.expect(seq)
-        rig.transport.send(codec.encode("ADVANCE", seq, {"duration_ms": 200 * DAY_MS}))
+        rig.transport.send(codec.encode("ADVANCE", seq, {"duration_ms": 20 * DAY_MS}))
         seen = pump.status()["device_time_ms"]
-        done = rig.transport.wait_reply(seq, 120.0)  # 200 days: seconds, more on a busy host
-        assert done is not None and done.fields["device_time_ms"] == 200 * DAY_MS
-        assert 0 <= seen <= 200 * DAY_MS
+        done = rig.transport.wait_reply(seq, 120.0)  # 20 days: a few seconds of wall time
+        assert done is not None and done.fields["device_time_ms"] == 20 * DAY_MS
+        assert 0 <= seen < 20 * DAY_MS  # answered while the ADVANCE ran, not after it
 
 
 def test_firmware_runs_in_the_stated_heap() -> None:

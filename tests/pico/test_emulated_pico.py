@@ -41,6 +41,10 @@ def _config() -> dict[str, int]:
 
 
 CFG = _config()
+# Saline at 12 mL/day: a stroke (8 steps, 200 nL) every 1.44 s of emulated
+# time, so a few strokes cost seconds of wall time, not minutes.
+FAST_PROGRAM = kit.program(drug_id=0, conc_ug_ml=0, basal_nl_day=12_000_000)
+STROKE_INTERVAL_NS = 1_440_000_000
 PRESSURE_AT_REST = 441  # the harness's 12-bit ADC0 value at power-on: 7.4 mmHg
 
 
@@ -98,7 +102,7 @@ def test_ctrl_c_bytes_on_the_port_while_the_pump_boots_do_not_stop_it(
 
 def test_a_confirmed_program_strokes_at_the_pins(board: pico.PicoBoard, pump: PumpClient) -> None:
     board.request("reset_pins")
-    pico.start_program(pump, kit.program(basal_nl_day=1_000_000))  # a stroke every 17.28 s
+    pico.start_program(pump, FAST_PROGRAM)
 
     def two_strokes() -> dict | None:  # type: ignore[type-arg]
         s = board.status()
@@ -268,7 +272,7 @@ def test_the_stroke_check_on_the_real_pio_encoder_raises_the_alarm(
         pico.wait_hello(b)
         b.set_encoder(**encoder)
         with PumpClient(b.pump_port, timeout_s=30.0) as pump:
-            pico.start_program(pump, kit.program(basal_nl_day=1_000_000))
+            pico.start_program(pump, FAST_PROGRAM)
             _wait(
                 lambda: any(kit.alarm_active(pump.status(), a) for a in alarms),
                 90.0,
@@ -276,11 +280,11 @@ def test_the_stroke_check_on_the_real_pio_encoder_raises_the_alarm(
             )
             first = b.status()
             # delivery stops at the first bad stroke: no further strokes follow
-            # in a minute of emulated time (3 stroke intervals at 1 mL/day)
+            # in 4 stroke intervals of emulated time
             _wait(
-                lambda: b.status()["now_ns"] >= first["now_ns"] + 60e9,
+                lambda: b.status()["now_ns"] >= first["now_ns"] + 4 * STROKE_INTERVAL_NS,
                 120.0,
-                "a minute of emulated time",
+                "4 stroke intervals of emulated time",
             )
             assert b.status()["step_rises_enabled"] == first["step_rises_enabled"]
 

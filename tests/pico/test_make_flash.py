@@ -29,9 +29,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _make_flash(port: str, keys: Path) -> subprocess.CompletedProcess[str]:
-    # (bench.flash waits 30 s for a person when it finds the pump, not a REPL)
+    # bench.flash waits 30 s for a person when it finds the pump, not a REPL.
+    # The emulated board boots in about 3 s of its own time, but on a busy host
+    # that is many more seconds of wall time (CI failed on the default 20 s).
     return subprocess.run(
-        ["make", "--no-print-directory", "flash", f"PORT={port}", f"KEYS={keys}"],
+        [
+            "make",
+            "--no-print-directory",
+            "flash",
+            f"PORT={port}",
+            f"KEYS={keys}",
+            "BOOT_TIMEOUT=300",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

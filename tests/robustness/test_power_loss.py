@@ -16,9 +16,11 @@ every byte of the journal writes of each therapy command.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +80,11 @@ def test_restart_is_a_new_process_on_the_same_journal(tmp_path: Path) -> None:
 
 
 # --- cuts at every byte of one command's journal writes -----------------------------------
-@pytest.fixture
-def board() -> Iterator[tuple[VirtualBoard, PumpClient, RigClient]]:
+Board = tuple[VirtualBoard, PumpClient, RigClient]
+
+
+@contextlib.contextmanager
+def filled_board() -> Iterator[Board]:
     with VirtualBoard(BoardOptions()) as vb:
         pump = PumpClient(vb.pump_port, timeout_s=0.3, retries=0)
         rig = RigClient(vb.rig_port)
@@ -91,6 +96,35 @@ def board() -> Iterator[tuple[VirtualBoard, PumpClient, RigClient]]:
             pump.close()
             rig.close()
         assert vb.alive, f"virtual board died:\n{vb.stderr_text()}"
+
+
+@pytest.fixture
+def board() -> Iterator[Board]:
+    with filled_board() as made:
+        yield made
+
+
+@dataclass
+class Swept:
+    records: list[dict[str, Any]]  # one per cut
+    log_after: list[dict[str, Any]]  # the board's whole log once the sweep is over
+
+
+@pytest.fixture(scope="module")
+def swept() -> Callable[..., Swept]:
+    """Runs each sweep once per module, on a board of its own, for every test that
+    judges it (a sweep is a hundred power cuts; the tests ask different questions
+    of the same cuts)."""
+    done: dict[str, Swept] = {}
+
+    def run(sweep_of: Callable[..., list[dict[str, Any]]], *args: Any) -> Swept:
+        key = sweep_of.__name__ + repr(args)
+        if key not in done:
+            with filled_board() as made:
+                done[key] = Swept(sweep_of(made, *args), made[1].log())
+        return done[key]
+
+    return run
 
 
 def cut_during(
@@ -169,9 +203,7 @@ STOPPED = program_fields(drug_id=0, conc_ug_ml=0, mode=0, basal_nl_day=0)
 FASTER = program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=4_800_000)
 
 
-def confirm_sweep(
-    board: tuple[VirtualBoard, PumpClient, RigClient], old: dict[str, Any], new: dict[str, Any]
-) -> list[dict[str, Any]]:
+def confirm_sweep(board: Board, old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
     """Cuts CONFIRM(new) over ``old`` at every byte it writes; one record per cut."""
     _vb, pump, rig = board
     old_crc, new_crc = program_crc_of(old), program_crc_of(new)
@@ -214,9 +246,9 @@ def confirm_sweep(
     ids=["rate change", "to stopped", "from stopped"],
 )
 def test_a_cut_anywhere_in_confirm_leaves_the_old_or_the_new_program_whole(
-    board: tuple[VirtualBoard, PumpClient, RigClient], old: dict[str, Any], new: dict[str, Any]
+    swept: Callable[..., Swept], old: dict[str, Any], new: dict[str, Any]
 ) -> None:
-    for record in confirm_sweep(board, old, new):
+    for record in swept(confirm_sweep, old, new).records:
         program, status = record["program"], record["status"]
         crc = program["crc"]
         fields = {k: v for k, v in program.items() if k != "crc"}
@@ -233,9 +265,9 @@ def test_a_cut_anywhere_in_confirm_leaves_the_old_or_the_new_program_whole(
 
 @pytest.mark.parametrize(("old", "new"), [(CONTINUOUS, STOPPED), (STOPPED, CONTINUOUS)])
 def test_a_cut_in_confirm_never_runs_the_old_program_with_the_new_running_state(
-    board: tuple[VirtualBoard, PumpClient, RigClient], old: dict[str, Any], new: dict[str, Any]
+    swept: Callable[..., Swept], old: dict[str, Any], new: dict[str, Any]
 ) -> None:
-    for record in confirm_sweep(board, old, new):
+    for record in swept(confirm_sweep, old, new).records:
         crc = record["program"]["crc"]
         running = record["status"]["state"] == STATE["RUNNING"]
         active = old if crc == record["old"] else new
@@ -251,24 +283,24 @@ def test_a_cut_in_confirm_never_runs_the_old_program_with_the_new_running_state(
     ids=["rate change", "to stopped", "from stopped"],
 )
 def test_after_a_cut_anywhere_in_confirm_the_log_names_the_active_program(
-    board: tuple[VirtualBoard, PumpClient, RigClient], old: dict[str, Any], new: dict[str, Any]
+    swept: Callable[..., Swept], old: dict[str, Any], new: dict[str, Any]
 ) -> None:
     # Issue 12: a cut between the snapshot that makes the program active and
     # its PROGRAM_ACTIVE entry left a program running that the log never
     # named. The boot finishes the entry (SPEC 22, section 15).
-    _vb, pump, _rig = board
-    for record in confirm_sweep(board, old, new):
+    done = swept(confirm_sweep, old, new)
+    for record in done.records:
         crc = record["program"]["crc"]
         if crc != record["new"]:
             continue
         where = f"cut after {record['n']} bytes"
         named = [e for e in record["log"] if e["code"] == LOG["PROGRAM_ACTIVE"] and e["a"] == crc]
         assert len(named) >= 1, f"{where}: program {crc:#x} runs, no PROGRAM_ACTIVE entry"
-    assert any(e["code"] == LOG["PROGRAM_ACTIVE"] for e in pump.log())
+    assert any(e["code"] == LOG["PROGRAM_ACTIVE"] for e in done.log_after)
 
 
 def refill_with_program_sweep(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    board: Board,
 ) -> list[dict[str, Any]]:
     """Cuts a REFILL that commits a program for a new concentration (SPEC 22.2)."""
     _vb, pump, rig = board
@@ -308,9 +340,9 @@ def refill_with_program_sweep(
 
 
 def test_a_cut_in_a_refill_with_its_program_commits_both_or_neither(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    swept: Callable[..., Swept],
 ) -> None:
-    records = refill_with_program_sweep(board)
+    records = swept(refill_with_program_sweep).records
     assert len(records) > 10
     for record in records:
         where = f"cut after {record['n']} bytes"
@@ -326,9 +358,9 @@ def test_a_cut_in_a_refill_with_its_program_commits_both_or_neither(
 
 
 def test_a_cut_in_confirm_never_logs_a_program_that_is_not_active(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    swept: Callable[..., Swept],
 ) -> None:
-    for record in confirm_sweep(board, CONTINUOUS, FASTER):
+    for record in swept(confirm_sweep, CONTINUOUS, FASTER).records:
         logged = [e for e in record["log"] if e["code"] == LOG["PROGRAM_ACTIVE"]]
         if any(e["a"] == record["new"] for e in logged):
             assert record["program"]["crc"] == record["new"], (
@@ -337,7 +369,7 @@ def test_a_cut_in_confirm_never_logs_a_program_that_is_not_active(
             )
 
 
-def refill_sweep(board: tuple[VirtualBoard, PumpClient, RigClient]) -> list[dict[str, Any]]:
+def refill_sweep(board: Board) -> list[dict[str, Any]]:
     _vb, pump, rig = board
     pump.confirm(pump.program(CONTINUOUS)["crc"])
     rig.advance(60_000)
@@ -368,9 +400,9 @@ def refill_sweep(board: tuple[VirtualBoard, PumpClient, RigClient]) -> list[dict
 
 
 def test_a_cut_anywhere_in_refill_leaves_the_old_or_the_new_account(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    swept: Callable[..., Swept],
 ) -> None:
-    for record in refill_sweep(board):
+    for record in swept(refill_sweep).records:
         where = f"cut after {record['n']} bytes"
         assert record["account"] in (record["old"], record["added"]), where
         if record["acked"]:
@@ -378,16 +410,14 @@ def test_a_cut_anywhere_in_refill_leaves_the_old_or_the_new_account(
 
 
 def test_a_cut_in_refill_never_logs_a_refill_the_pump_forgot(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    swept: Callable[..., Swept],
 ) -> None:
-    for record in refill_sweep(board):
+    for record in swept(refill_sweep).records:
         if any(e["code"] == LOG["REFILL"] for e in record["log"]):
             assert record["account"] == record["added"], f"cut after {record['n']} bytes"
 
 
-def bolus_sweep(
-    board: tuple[VirtualBoard, PumpClient, RigClient], name: str, fields: dict[str, Any] | None
-) -> list[dict[str, Any]]:
+def bolus_sweep(board: Board, name: str, fields: dict[str, Any] | None) -> list[dict[str, Any]]:
     _vb, pump, rig = board
     program = program_fields(
         drug_id=0,
@@ -441,9 +471,9 @@ def bolus_sweep(
     ids=["clinician", "patient"],
 )
 def test_a_cut_anywhere_in_a_bolus_request_never_gives_it_twice(
-    board: tuple[VirtualBoard, PumpClient, RigClient], name: str, fields: dict[str, Any] | None
+    swept: Callable[..., Swept], name: str, fields: dict[str, Any] | None
 ) -> None:
-    for record in bolus_sweep(board, name, fields):
+    for record in swept(bolus_sweep, name, fields).records:
         where = f"cut after {record['n']} bytes"
         starts = [e for e in record["log"] if e["code"] == LOG["BOLUS_START"]]
         assert len(starts) <= 1 + (record["again"] == "granted"), where
@@ -465,11 +495,11 @@ def test_a_cut_anywhere_in_a_bolus_request_never_gives_it_twice(
     ids=["clinician", "patient"],
 )
 def test_a_cut_in_a_bolus_request_never_logs_an_end_without_a_start(
-    board: tuple[VirtualBoard, PumpClient, RigClient], name: str, fields: dict[str, Any] | None
+    swept: Callable[..., Swept], name: str, fields: dict[str, Any] | None
 ) -> None:
-    records = bolus_sweep(board, name, fields)
-    _vb, pump, _rig = board
-    problems, _open = bolus_story(pump.log())
+    done = swept(bolus_sweep, name, fields)
+    records = done.records
+    problems, _open = bolus_story(done.log_after)
     assert problems == [], [r["n"] for r in records if r["cut"]]
     for record in records:
         where = f"cut after {record['n']} bytes"
@@ -482,7 +512,7 @@ def test_a_cut_in_a_bolus_request_never_logs_an_end_without_a_start(
 
 
 def test_a_cut_anywhere_in_the_end_of_a_bolus_ends_it_once_in_the_log(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    board: Board,
 ) -> None:
     """Cuts at every byte of a bolus's last stroke end: stroke record, close, entry."""
     _vb, pump, rig = board
@@ -521,7 +551,7 @@ def test_a_cut_anywhere_in_the_end_of_a_bolus_ends_it_once_in_the_log(
 
 @pytest.mark.parametrize("volume_nl", [200, 1_000])
 def test_power_lost_in_the_last_stroke_of_a_bolus_still_ends_it_in_the_log(
-    board: tuple[VirtualBoard, PumpClient, RigClient], volume_nl: int
+    board: Board, volume_nl: int
 ) -> None:
     _vb, pump, rig = board
     pump.confirm(pump.program(program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=100_000))["crc"])
@@ -543,7 +573,7 @@ def test_power_lost_in_the_last_stroke_of_a_bolus_still_ends_it_in_the_log(
 
 
 def test_stop_survives_a_cut_anywhere_or_did_not_happen(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    board: Board,
 ) -> None:
     _vb, pump, rig = board
     pump.confirm(pump.program(CONTINUOUS)["crc"])
@@ -562,7 +592,7 @@ def test_stop_survives_a_cut_anywhere_or_did_not_happen(
 
 
 def test_power_off_then_on_in_one_breath_reboots_the_pump(
-    board: tuple[VirtualBoard, PumpClient, RigClient],
+    board: Board,
 ) -> None:
     _vb, pump, rig = board
     pump.confirm(pump.program(CONTINUOUS)["crc"])
