@@ -102,11 +102,11 @@ def test_a_power_cut_keeps_the_flash_and_the_rig_s_time_goes_on(rigged: pico.Pic
     assert status["boot_count"] >= 2  # the journal on littlefs survived the cut
 
 
-# The standard scenarios on the emulated Pico with its rig, unchanged. The
-# pump's own loop wakes at least twice a second (lightsleep at most 500 ms,
-# the watchdog fed every 4 s), so a device hour costs about a minute of wall
-# time on two busy cores: motor-stall (2 h) is the one in `make test`;
-# `make bench` runs every standard scenario of up to 8 h.
+# The standard scenarios on the emulated Pico with its rig, unchanged. A
+# device hour costs 20-45 s of wall time on two busy cores (the emulated CPU:
+# the pump's loop wakes at least twice a second, lightsleep at most 500 ms):
+# motor-stall (2 h) is the one in `make test`; `make bench` runs every
+# standard scenario of up to 8 h, and leak and occlusion-minimum-rate.
 def test_the_motor_stall_scenario_passes_on_the_emulated_pico() -> None:
     scenario = load_scenario(SCENARIOS / "motor-stall.yaml")
     record = run_scenario(scenario, pico.pico_target())
