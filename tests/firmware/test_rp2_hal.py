@@ -182,15 +182,17 @@ def test_a_full_occlusion_read_through_the_rp2_sensor_is_occlusion_at_every_rate
     SENSOR_FAULT at the 517 mmHg ceiling, then LEAK at the ADC's full scale,
     never OCCLUSION. Here the monitors get the rig's plant through the rp2
     HAL as pump/safety.py samples it, at 0.048, 1 and 24 mL/day and a
-    bolus's stroke interval."""
+    bolus's stroke interval, blocked at the catheter's tip and at the pump."""
     result = hal("occlusion_through_the_rp2_sensor")
     for interval in (360_000, 17_280, 720, 250):
+        for where in ("", " at the pump"):
+            occluded = result[f"{interval} occluded{where}"]
+            assert occluded["alarms"] == ["OCCLUSION"], (interval, where, occluded)
+            # 3 held strokes at basal rates, a few more at a bolus's pace (a
+            # run must span 2.5 s or store 160 mmHg: not a strain)
+            assert occluded["first"][1] <= (2 if interval > 1_000 else 5), (interval, occluded)
+            assert occluded["pressure_x10"] < 5170  # before the 517 mmHg ceiling
         occluded = result[f"{interval} occluded"]
-        assert occluded["alarms"] == ["OCCLUSION"], (interval, occluded)
-        # 3 held strokes at basal rates, a few more at a bolus's pace (a run
-        # must span 2.5 s or store 160 mmHg: not a strain)
-        assert occluded["first"][1] <= (2 if interval > 1_000 else 5), (interval, occluded)
-        assert occluded["pressure_x10"] < 5170  # before the 517 mmHg ceiling
         healthy = result[f"{interval} healthy"]
         assert healthy["alarms"] == [], (interval, healthy)
         if interval >= 700:  # a bolus's strokes never settle: nothing learned

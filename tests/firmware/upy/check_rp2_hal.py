@@ -340,7 +340,7 @@ def _u16_of_x10(x10):
 SWEEP_INTERVALS = (360_000, 17_280, 720, 250)
 
 
-def _occlusion_run(adc, hal_sensor, interval, fault):
+def _occlusion_run(adc, hal_sensor, interval, fault, site):
     # One run (see occlusion_through_the_rp2_sensor): -> its result.
     from pump.drive import STROKE_MS, STROKE_STEPS
     from pump.monitors import LEAK, OCCLUSION, PARTIAL_OCCLUSION, SENSOR_FAULT, SLOW_LEAK
@@ -360,6 +360,8 @@ def _occlusion_run(adc, hal_sensor, interval, fault):
     }
     plant = plantmod.Plant(seed=interval)
     plant.fill(20_000_000, 0)  # 20 mL
+    if site:
+        plant.configure_line(0, 0, 0, 0, 0, site)  # the occlusion at the pump outlet
     learner = RiseLearner()
     occlusion = OcclusionMonitor(learner=learner)
     leak = LeakMonitor(learner=learner)
@@ -420,9 +422,10 @@ def occlusion_through_the_rp2_sensor():
     # pump/safety.py samples a stroke (before; the stroke's end; three
     # readings PAIR_MS apart around AFTER_MS after it; a level reading a
     # minute) on the rig's plant (rig/plant.py, the emulated Pico's physics),
-    # its pressure on the fake ADC. A full occlusion at the catheter after
-    # LEARN_STROKES + 4 strokes: the first alarm and the stroke it came at,
-    # for each stroke interval; and the same run without the fault.
+    # its pressure on the fake ADC. A full occlusion at the catheter's tip
+    # (and one at the pump's outlet) after LEARN_STROKES + 4 strokes: the
+    # first alarm and the stroke it came at, for each stroke interval; and
+    # the same run without the fault.
     cfg = rp2kit.config()
     b, _i, _o, _p = rp2kit.board(cfg)
     adc = machine.ADCS[cfg.PRESSURE_ADC_PIN]
@@ -430,7 +433,9 @@ def occlusion_through_the_rp2_sensor():
     for interval in SWEEP_INTERVALS:
         for fault in (True, False):
             key = str(interval) + (" occluded" if fault else " healthy")
-            out[key] = _occlusion_run(adc, b.pressure, interval, fault)
+            out[key] = _occlusion_run(adc, b.pressure, interval, fault, 0)
+        key = str(interval) + " occluded at the pump"
+        out[key] = _occlusion_run(adc, b.pressure, interval, True, 1)
     return out
 
 
