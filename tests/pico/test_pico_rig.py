@@ -113,37 +113,43 @@ def test_the_motor_stall_scenario_passes_on_the_emulated_pico() -> None:
     assert record.outcome is Outcome.PASS, (record.outcome, record.problems, record.log[-8:])
 
 
-# A full occlusion on the emulated Pico, the plant on its ADC: what the
-# standard occlusion-intermediate-rate scenario (2.5 h of device time, a few
-# minutes of wall time: `make bench`) found, in 25 minutes of device time.
-# The rp2 sensor once filtered every reading, so a held stroke looked
-# drained: PARTIAL_OCCLUSION, SENSOR_FAULT at the ceiling, LEAK at the ADC's
-# full scale, never OCCLUSION (tests/firmware/test_rp2_hal.py sweeps the
-# rates on the host).
-SHORT_OCCLUSION = """
-id: pico-occlusion-short
-title: A full occlusion at 1 mL/day on the emulated Pico is OCCLUSION, and the motor stops
-requirements: [REQ-OCCL-001]
+# A full occlusion and a large leak on the emulated Pico, the plant on its
+# ADC, each in under 5 minutes of device time (about 60 strokes): what the
+# standard occlusion-intermediate-rate and leak scenarios (2.5 h and a day of
+# device time: `make bench`) check. The rp2 sensor once filtered every
+# reading, so a held stroke looked drained: PARTIAL_OCCLUSION, SENSOR_FAULT at
+# the ceiling, LEAK at the ADC's full scale, never OCCLUSION
+# (tests/firmware/test_rp2_hal.py sweeps the rates on the host).
+SHORT_FAULT = """
+id: pico-line-fault-short
+title: {alarm} at 4 mL/day on the emulated Pico is raised, and the motor stops
+requirements: [REQ-OCCL-001, REQ-LEAK-001]
 seed: 91
 setup:
-  - refill: {volume: 20 mL}
-  - program: {drug: none, concentration: 0 ug/mL, mode: continuous, rate: 1 mL/day, confirm: true}
-  - advance: {duration: 10min, sample: 5min}   # the line learned (16 strokes)
+  - refill: {{volume: 20 mL}}
+  - program: {{drug: none, concentration: 0 ug/mL, mode: continuous, rate: 4 mL/day, confirm: true}}
+  - advance: {{duration: 2min, sample: 1min}}   # the line learned (16 strokes, 4.32 s apart)
 steps:
-  - inject_fault: {fault: OCCLUSION, param: 0}
-  - expect_alarm: {alarm: OCCLUSION, within: 10min, slice: 30s, since: fault}
-  - measure: {name: pressure_at_alarm, from: expect_alarm.pressure_at_alarm, unit: mmHg, max: 517}
-  - expect_state: {state: ALARM}
-  - mark: {name: stopped}
-  - advance: {duration: 5min, sample: 1min}
-  - measure: {name: pumped_after_stop, from: pumped_volume, since: stopped, unit: uL, max: 0}
+  - inject_fault: {{fault: {fault}, param: {param}}}
+  - expect_alarm: {{alarm: {alarm}, within: 5min, slice: 10s, since: fault}}
+  - expect_state: {{state: ALARM}}
+  - mark: {{name: stopped}}
+  - advance: {{duration: 2min, sample: 1min}}   # 27 stroke intervals
+  - measure: {{name: pumped_after_stop, from: pumped_volume, since: stopped, unit: uL, max: 0}}
 teardown:
-  - clear_fault: {}
+  - clear_fault: {{}}
 """
 
 
-def test_a_full_occlusion_is_occlusion_on_the_emulated_pico(tmp_path: Path) -> None:
-    path = tmp_path / "pico-occlusion-short.yaml"
-    path.write_text(SHORT_OCCLUSION)
+@pytest.mark.parametrize(
+    ("fault", "param", "alarm"),
+    [("OCCLUSION", 0, "OCCLUSION"), ("LEAK", 80, "LEAK")],
+    ids=["full-occlusion", "leak-80-percent"],
+)
+def test_a_line_fault_is_named_and_stops_the_motor_on_the_emulated_pico(
+    tmp_path: Path, fault: str, param: int, alarm: str
+) -> None:
+    path = tmp_path / "short.yaml"
+    path.write_text(SHORT_FAULT.format(fault=fault, param=param, alarm=alarm))
     record = run_scenario(load_scenario(path), pico.pico_target())
     assert record.outcome is Outcome.PASS, (record.outcome, record.problems, record.log[-8:])
