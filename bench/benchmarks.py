@@ -768,9 +768,10 @@ def emulated_pico() -> list[Row]:
 
 
 # Scenarios planning more device time than this are not run on the emulated
-# Pico: a device hour costs 20-45 s of wall time on two cores (most of it the
-# emulated CPU: the pump's loop, its strokes and journal writes), so the
-# 90-day soak would take a day and the multi-day dose scenarios an hour each.
+# Pico: a device hour costs about 20 s of wall time plus 0.1-0.5 s a stroke
+# on two cores (most of it the emulated CPU: the pump's loop, its strokes and
+# journal writes), so the 90-day soak would take a day and the multi-day dose
+# scenarios an hour or more each.
 PICO_SCENARIO_MAX_MS = 8 * 3_600_000
 # ... except these, which plan days but end at their alarm: `leak` (a day of
 # flow, then LEAK) and `occlusion-minimum-rate` (12 h, OCCLUSION, 2 h after),

@@ -103,8 +103,9 @@ def test_a_power_cut_keeps_the_flash_and_the_rig_s_time_goes_on(rigged: pico.Pic
 
 
 # The standard scenarios on the emulated Pico with its rig, unchanged. A
-# device hour costs 20-45 s of wall time on two busy cores (the emulated CPU:
-# the pump's loop wakes at least twice a second, lightsleep at most 500 ms):
+# device hour costs about 20 s of wall time plus 0.1-0.5 s a stroke on two
+# busy cores (the emulated CPU: the pump's loop wakes at least twice a
+# second, lightsleep at most 500 ms, and each stroke's work):
 # motor-stall (2 h) is the one in `make test`; `make bench` runs every
 # standard scenario of up to 8 h, and leak and occlusion-minimum-rate.
 def test_the_motor_stall_scenario_passes_on_the_emulated_pico() -> None:
