@@ -75,7 +75,8 @@ PRESSURE_ADC_PIN = const(26)  # ADC0
 PRESSURE_OFFSET_RAW = const(6554)  # read_u16() counts at 0 mmHg (gauge)
 PRESSURE_GAIN = const(9696)  # 0.1 mmHg per 65536 counts above the offset
 PRESSURE_OVERSAMPLE = const(8)  # ADC reads per sample (min and max dropped)
-PRESSURE_FILTER_SHIFT = const(2)  # IIR: new = old + (sample - old) / 2**shift
+# No filter across samples: each reading is the pressure at that instant (the
+# monitors compare readings 20 ms to minutes apart; hal/rp2.py says why).
 
 # --- battery (ADC) ---------------------------------------------------------------
 # GP29 = ADC3 reads VSYS through the Pico's own 3:1 divider. For a battery

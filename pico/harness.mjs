@@ -324,6 +324,7 @@ function installUsb(rp2040) {
   cdc.onSerialData = (buffer) => {
     if (firstTxNs < 0) firstTxNs = rp2040.clock.nanos;
     hostGraceNs = 0; // the board answered
+    booting = false;
     if (cdcSocket) cdcSocket.write(Buffer.from(buffer));
   };
   rp2040.usbCtrl.onEndpointRead = (endpoint, size) => {
@@ -466,8 +467,18 @@ const plantAnswers = { step: null, adc: null };
 
 
 let firstTxNs = -1; // emulated time of the first byte the board sent on USB CDC
+// Lockstep: a chip that (re)boots runs its idle time (the pump's 2 s
+// maintenance window sleeps) until it sends its first byte (the pump's BOOT),
+// at most BOOT_GRACE_NS past the grant: after a rig RESET or POWER on, nobody
+// sends it a byte until its BOOT has come, as on silicon, where a boot takes
+// its time whatever the rig grants.
+const BOOT_GRACE_NS = 10e9;
+let booting = false;
+let bootUntilNs = 0; // 0: not yet set (at the first slice of the new chip)
 function powerOn(reason = 0, scratch = null) {
   firstTxNs = -1;
+  booting = true;
+  bootUntilNs = 0;
   chip = buildChip(reason, scratch);
   powered = true;
 }
@@ -536,7 +547,11 @@ function loop() {
     if (core.waiting) {
       let jump = clock.nanosToNextAlarm;
       let limit = Infinity;
-      if (mode === 'lockstep') limit = Math.max(grantedNs, hostGraceNs) - elapsedNs();
+      if (mode === 'lockstep') {
+        if (booting && bootUntilNs === 0) bootUntilNs = elapsedNs() + BOOT_GRACE_NS;
+        const boot = booting ? bootUntilNs : 0;
+        limit = Math.max(grantedNs, hostGraceNs, boot) - elapsedNs();
+      }
       else if (mode === 'realtime') limit = emuStartNs + wallNs() - clock.nanos;
       if (jump <= 0) jump = Infinity;
       if (jump > limit || jump === Infinity) {

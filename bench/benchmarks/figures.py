@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from bench.benchmarks.common import DAY_MS, Row, _check_alive, print_table
 from bench.benchmarks.link import (
@@ -70,6 +68,7 @@ from bench.benchmarks.link import (
     session_costs,
     status_round_trips,
 )
+from bench.benchmarks.pico import emulated_pico, frozen_firmware
 from bench.benchmarks.therapy import (
     ADVANCE_BOARDS,
     ADVANCE_DAYS,
@@ -85,7 +84,6 @@ from bench.benchmarks.therapy import (
 from bench.board.image import compile_all, ensure_compiled
 from bench.board.sim import BoardOptions, VirtualBoard, micropython_command
 from bench.link.client import alarm_names
-from bench.link.errors import BenchError
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from bench.program.file import load_program
@@ -313,255 +311,6 @@ def false_alarms(seeds: tuple[int, ...], days: int) -> list[Row]:
             f"{sum(counts)} in {len(seeds)} seeds x {days} days, 1 mL/day flex",
         )
     ]
-
-
-# --- the emulated Pico ------------------------------------------------------------
-PICO_STROKE_WALL_S = 20.0
-
-
-def emulated_pico() -> list[Row]:
-    """Boot, heap and stroke figures of the firmware on the emulated Pico."""
-    from bench.board import pico
-
-    lack = pico.missing()
-    if lack:
-        return [Row("emulated Pico", "skipped", "", lack)]
-    pico.staged_image()
-    rows = []
-    started = time.perf_counter()
-    with pico.PicoBoard() as board:
-        pico.wait_hello(board)
-        wall = time.perf_counter() - started
-        emulated = board.status()["first_tx_ns"] / 1e9
-        rows.append(
-            Row("pico: boot to HELLO, emulated", f"{emulated:.2f}", "s", "reset to the reply")
-        )
-        rows.append(Row("pico: boot to HELLO, wall", f"{wall:.1f}", "s", "incl. Node start"))
-        with PumpClient(board.pump_port, timeout_s=30.0) as pump:
-            pico.start_program(pump, load_program(THERAPY_PROGRAM))
-            first = board.status()
-            t0 = time.perf_counter()
-            time.sleep(PICO_STROKE_WALL_S)
-            last = board.status()
-            spent = time.perf_counter() - t0
-        strokes = (last["step_rises_enabled"] - first["step_rises_enabled"]) / 8
-        ratio = (last["now_ns"] - first["now_ns"]) / 1e9 / spent
-        rows.append(
-            Row(
-                "pico: strokes per wall second",
-                f"{strokes / spent:.2f}",
-                "1/s",
-                f"{THERAPY_PROGRAM.name}, emulated {ratio:.1f} x wall time",
-            )
-        )
-        pico.maintenance(board)
-        heap = pico.measure_heap(board)
-        rows.append(
-            Row("pico: free heap at idle", f"{heap['idle_free']:,}", "B", "gc.mem_free(), 32-bit")
-        )
-        rows.append(
-            Row(
-                "pico: free heap in a stroke",
-                f"{heap['stroke_free']:,}",
-                "B",
-                f"{heap['stroke_alloc']:,} B allocated (board and app built)",
-            )
-        )
-    rows += pico_scenarios()
-    return rows
-
-
-# Scenarios planning more device time than this are not run on the emulated
-# Pico: the pump's loop wakes at least twice a second, so a device hour costs
-# about a minute of wall time on two busy cores (the 90-day soak would take
-# days, `leak` and `occlusion-minimum-rate` most of an hour each).
-PICO_SCENARIO_MAX_MS = 8 * 3_600_000
-
-
-def pico_scenarios(max_device_ms: int = PICO_SCENARIO_MAX_MS) -> list[Row]:
-    """The standard scenarios (bench/scenarios) on the emulated Pico and its rig:
-    which pass, and which are not physically possible there (or too long)."""
-    from bench.board import pico
-    from bench.report.records import Outcome
-    from bench.scenario.load import load_scenario
-    from bench.scenario.runner import run_scenario
-
-    lack = pico.missing()
-    if lack:
-        return [Row("pico: standard scenarios", "skipped", "", lack)]
-    target = pico.pico_target()
-    target.preflight()
-    folder = Path(__file__).resolve().parents[1] / "scenarios"
-    rows: list[Row] = []
-    passed: list[str] = []
-    counted = 0
-    for path in sorted(folder.glob("*.yaml")):
-        scenario = load_scenario(path)
-        started = time.perf_counter()
-        record = run_scenario(scenario, target, max_device_ms=max_device_ms)
-        wall = time.perf_counter() - started
-        why = record.problems[0] if record.problems else ""
-        if record.outcome is Outcome.SKIP:
-            rows.append(Row(f"pico: {scenario.id}", "not run", "", why[:70]))
-            continue
-        counted += 1
-        if record.outcome is Outcome.PASS:
-            passed.append(scenario.id)
-        rows.append(
-            Row(f"pico: {scenario.id}", record.outcome.name, "", f"{wall:.0f} s wall {why[:50]}")
-        )
-    rows.append(
-        Row(
-            "pico: standard scenarios passing",
-            f"{len(passed)}/{counted}",
-            "",
-            "run on the emulated Pico and its rig (the rest: not run, see above)",
-        )
-    )
-    return rows
-
-
-def frozen_firmware() -> list[Row]:
-    """make firmware: a clean build's time, the image's sizes, and the real heap of the
-    frozen image beside the .mpy install on the emulated Pico (board and app built)."""
-    from bench.board import firmware, pico
-
-    if shutil.which("arm-none-eabi-gcc") is None or not os.environ.get(firmware.ENV_SOURCES):
-        return [
-            Row("frozen firmware", "skipped", "", "needs the Arm toolchain and MICROPYTHON_SRC")
-        ]
-    with tempfile.TemporaryDirectory(prefix="firmware-") as scratch:
-        started = time.perf_counter()
-        clean = firmware.build(out=Path(scratch))  # a clean build, as on a fresh clone
-        clean_s = time.perf_counter() - started
-        clean_bytes = clean.read_bytes()
-    uf2 = firmware.build()  # the project's own build/firmware (reused by tests)
-    record = json.loads((uf2.parent / "manifest.json").read_text())
-    # The same sources give the same bytes (issue 18): two builds in two folders
-    # (moved here from make test: two clean builds cost 2-7 minutes).
-    same = clean_bytes == uf2.read_bytes()
-    rows = [
-        Row("frozen: clean build", f"{clean_s:.0f}", "s", "MicroPython rp2 port + the pump"),
-        Row(
-            "frozen: two builds, same bytes",
-            "yes" if same else "NO",
-            "",
-            f"UF2 sha256 {record['uf2']['sha256'][:16]}..., clean folder vs build/firmware",
-        ),
-        Row("frozen: firmware.bin", f"{record['firmware_bin']['size']:,}", "B", uf2.name),
-        Row(
-            "frozen: pump bytecode",
-            f"{record['frozen_bytecode_bytes']:,}",
-            "B",
-            f"{len(record['frozen_modules'])} modules in flash",
-        ),
-    ]
-    rows += _rp2350_rows(firmware)
-    lack = pico.missing()
-    if lack:
-        return [*rows, Row("frozen: heap", "skipped", "", lack)]
-    from bench.board import pico_heap
-    from bench.link import keys as keysmod
-
-    work = pico_heap.session_and_bolus(program_fields(), PICO_BOLUS_NL)
-    # real time: maintenance() presses BOOTSEL within the 2 s window after a reset
-    for label, options in (
-        ("frozen image", {"firmware": False, "keys": None, "uf2": uf2, "mode": "realtime"}),
-        (".mpy on stock MicroPython", {"mode": "realtime"}),
-    ):
-        with pico.PicoBoard(**options) as board:
-            # the frozen image's filesystem is empty: its keys come by PROVISION
-            keys = board.keys or keysmod.generate()
-
-            def provisioned(pump: PumpClient, keys: keysmod.DeviceKeys = keys) -> None:
-                pump.provision(keys)  # (refused as PROVISIONED on the .mpy install)
-                work(pump)
-
-            pico.wait_hello(board)
-            pico.maintenance(board)
-            heap = pico.measure_heap(board)
-            peak = pico_heap.measure(board, provisioned, keys=keys)
-        rows.append(
-            Row(
-                f"heap used, {label}",
-                f"{heap['stroke_alloc']:,}",
-                "B",
-                f"gc.mem_alloc() in a stroke, 32-bit, of 245,888 (free {heap['stroke_free']:,})",
-            )
-        )
-        rows.append(
-            Row(
-                f"heap peak, {label}",
-                f"{peak['peak_alloc']:,}",
-                "B",
-                f"live at the loop's passes: session {peak['session_alloc']:,}, "
-                f"bolus {peak['bolus_alloc']:,} ({peak['samples']} passes)",
-            )
-        )
-    rows.append(host_heap())
-    rows.append(_frozen_scenario(pico, uf2, "motor-stall"))
-    return rows
-
-
-def _frozen_scenario(pico: Any, uf2: Path, name: str) -> Row:
-    """A standard scenario on the emulated Pico booting the frozen image
-    (``pumpbench run --target pico --uf2``)."""
-    from bench.scenario.load import load_scenario
-    from bench.scenario.runner import run_scenario
-
-    scenario = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / f"{name}.yaml")
-    started = time.perf_counter()
-    record = run_scenario(scenario, pico.pico_target(uf2))
-    why = record.problems[0][:50] if record.problems else ""
-    wall = time.perf_counter() - started
-    return Row(f"frozen: {name}", record.outcome.name, "", f"{wall:.0f} s wall {why}".rstrip())
-
-
-PICO_BOLUS_NL = 1_000  # a clinician bolus of 5 strokes
-
-
-def _rp2350_rows(firmware: Any) -> list[Row]:
-    """The Pico 2 image: built and checked (family, addresses, E10 block, IMAGE_DEF),
-    never booted (there is no RP2350 emulator)."""
-    started = time.perf_counter()
-    try:
-        uf2 = firmware.build(board_name="RPI_PICO2")
-    except BenchError as exc:
-        return [Row("frozen RP2350", "failed", "", str(exc).splitlines()[0][:80])]
-    record = json.loads(firmware.manifest_path("RPI_PICO2").read_text())
-    return [
-        Row(
-            "frozen RP2350: build",
-            f"{time.perf_counter() - started:.0f}",
-            "s",
-            "FIRMWARE_BOARD=RPI_PICO2 (its folder kept: incremental after the first)",
-        ),
-        Row(
-            "frozen RP2350: firmware.bin",
-            f"{record['firmware_bin']['size']:,}",
-            "B",
-            f"{uf2.name}: family 0xe48bff59 + E10 block; not booted (no RP2350 emulator)",
-        ),
-    ]
-
-
-def host_heap() -> Row:
-    """The 64-bit host figure: the Pico configuration (rp2 HAL on fake machine/rp2)
-    under the unix port, live after boot (tests/firmware/test_rp2_hal.py's guard)."""
-    try:
-        from tests.firmware import upy
-        from tests.firmware.test_rp2_hal import FAKES, _hello_frame
-    except ImportError as exc:  # outside a checkout
-        return Row("heap used, 64-bit host", "skipped", "", str(exc))
-    result = upy.run("check_rp2_main.py", "hello", _hello_frame(), heap="4M", path=FAKES)
-    used = result["heap_imports"] + result["heap_boot"]
-    return Row(
-        "heap used, 64-bit host",
-        f"{used:,}",
-        "B",
-        f"unix port, fake machine/rp2: {result['heap_imports']:,} modules "
-        f"+ {result['heap_boot']:,} objects after boot",
-    )
 
 
 CAMPAIGN_PATIENTS = 10

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.board import pico
-from bench.link.pump import PumpClient
 from bench.link.errors import BenchError
+from bench.link.pump import PumpClient
 
 # Run in the raw REPL of a board in maintenance. Peaks are kept per slot:
 # 0 every pass, 1 passes with a session open and no bolus, 2 passes during a

@@ -8,8 +8,8 @@
 #                completion and step count read back), DIR and EN pins,
 #                driver disabled between moves
 #   encoder      PioEncoder / IrqEncoder / StallEncoder (board_config.ENCODER)
-#   pressure     PressureSensor: ADC, calibration (offset, gain), integer
-#                filter; read_x10() in 0.1 mmHg
+#   pressure     PressureSensor: ADC (oversampled), calibration (offset,
+#                gain), integer math; read_x10() in 0.1 mmHg, no filter
 #   battery      BatteryMonitor: ADC, millivolts
 #   annunciator  Annunciator: buzzer(priority) on PWM, led(priority)
 #   pump_port    CdcPort (USB CDC) or UartPort; rig_port: UartPort or NullPort
@@ -527,20 +527,25 @@ def _burst(adc, count):
 class PressureSensor:
     """Pressure on an ADC input, in 0.1 mmHg, integer math throughout.
 
-    mmHg x 10 = (raw - offset_raw) * gain >> 16, with raw the filtered
-    read_u16() counts. gain is 0.1 mmHg per 65536 counts (at most 16383, so
-    that the product stays a small int). The filter is a first-order IIR
-    updated by each sample(): filtered += (raw - filtered) / 2**shift.
+    mmHg x 10 = (raw - offset_raw) * gain >> 16, with raw the mean of one
+    burst of PRESSURE_OVERSAMPLE read_u16() counts (lowest and highest
+    dropped). gain is 0.1 mmHg per 65536 counts (at most 16383, so that the
+    product stays a small int).
+
+    Every reading is the sensor now, with no memory of earlier readings, as
+    the virtual board's sensor is: the monitors compare readings taken 20 ms,
+    200 ms and minutes apart (pump/safety.py) and take each as the pressure
+    at that instant. A filter updated per reading has no time constant at
+    such uneven spacing: it showed a held stroke as one that drained (no
+    OCCLUSION on a blocked line, the emulated Pico found it).
     """
 
     def __init__(self, cfg):
         self._adc = machine.ADC(machine.Pin(cfg.PRESSURE_ADC_PIN))
         self._count = cfg.PRESSURE_OVERSAMPLE
-        self._shift = cfg.PRESSURE_FILTER_SHIFT
         self.offset_raw = 0
         self.gain = 0
         self.calibrate(cfg.PRESSURE_OFFSET_RAW, cfg.PRESSURE_GAIN)
-        self._acc = -1  # filtered raw << shift; -1 until the first sample
 
     def calibrate(self, offset_raw, gain):
         if not 0 <= offset_raw <= 65535 or not 0 < gain <= 16383:
@@ -549,22 +554,12 @@ class PressureSensor:
         self.gain = gain
 
     def read_raw(self):
-        # One oversampled reading (counts 0-65535), not filtered.
+        # One oversampled reading (counts 0-65535).
         return _burst(self._adc, self._count)
 
-    def sample(self):
-        # Takes a reading into the filter; -> filtered counts.
-        raw = _burst(self._adc, self._count)
-        shift = self._shift
-        if self._acc < 0:
-            self._acc = raw << shift
-        else:
-            self._acc += raw - (self._acc >> shift)
-        return self._acc >> shift
-
     def read_x10(self):
-        # Samples, filters, converts: the pressure now, in 0.1 mmHg (gauge).
-        return self.to_x10(self.sample())
+        # The pressure now, in 0.1 mmHg (gauge).
+        return self.to_x10(_burst(self._adc, self._count))
 
     def to_x10(self, raw):
         return ((raw - self.offset_raw) * self.gain) >> 16
@@ -573,11 +568,8 @@ class PressureSensor:
         # The reading for the end of a stroke: the app asks at the stroke's
         # deadline, which the Pico's loop meets within a pass (the link's
         # work per pass is bounded); not yet a conversion started by the
-        # move-done interrupt as on the virtual board. Oversampled but not
-        # through the IIR filter, which would show a quarter of the stroke's
-        # rise (found on the emulated Pico with the plant on its ADC: the
-        # line learner judged a nominal line SENSING_LIMITED).
-        return self.to_x10(_burst(self._adc, self._count))
+        # move-done interrupt as on the virtual board.
+        return self.read_x10()
 
 
 class BatteryMonitor:

@@ -163,16 +163,40 @@ def test_driver_stall_pin_halts_the_move_and_counts_only_steps_issued() -> None:
 
 
 # --- sensors and annunciator ---------------------------------------------------------
-def test_pressure_uses_calibration_and_an_integer_filter() -> None:
-    result = hal("pressure_calibrated_and_filtered")
+def test_pressure_uses_calibration_and_reads_the_sensor_now() -> None:
+    result = hal("pressure_calibrated_without_memory")
     assert result["zero"] == 0
-    rise = result["rise"]
-    assert rise == sorted(rise) and rise[0] < rise[-1] <= 7757  # settles on 775.7 mmHg
-    assert rise[-1] >= 7440
-    assert abs(result["spiked"] - rise[-1]) < 120  # one spike per burst is dropped (12 mmHg)
+    assert result["full"] == 7756  # 90 % of supply: 775.7 mmHg (0-15 psi) at once
+    assert result["spiked"] == result["full"]  # one spike per burst is dropped
+    # 300 random bursts: each reading is its own burst's, never the earlier ones'
+    assert result["with_history"] == 0
     assert result["recalibrated"] == 99  # 65536/10 counts at gain 1000: 9.9 mmHg
     assert result["refused"] == [True, True, True, True]
     assert result["below_offset"] < 0
+
+
+def test_a_full_occlusion_read_through_the_rp2_sensor_is_occlusion_at_every_rate() -> None:
+    """The emulated Pico's finding: the rp2 sensor filtered every reading
+    (an IIR updated per reading, whatever the time between them), so a held
+    stroke's "after" samples showed it draining: PARTIAL_OCCLUSION, then
+    SENSOR_FAULT at the 517 mmHg ceiling, then LEAK at the ADC's full scale,
+    never OCCLUSION. Here the monitors get the rig's plant through the rp2
+    HAL as pump/safety.py samples it, at 0.048, 1 and 24 mL/day and a
+    bolus's stroke interval, blocked at the catheter's tip and at the pump."""
+    result = hal("occlusion_through_the_rp2_sensor")
+    for interval in (360_000, 17_280, 720, 250):
+        for where in ("", " at the pump"):
+            occluded = result[f"{interval} occluded{where}"]
+            assert occluded["alarms"] == ["OCCLUSION"], (interval, where, occluded)
+            # 3 held strokes at basal rates, a few more at a bolus's pace (a
+            # run must span 2.5 s or store 160 mmHg: not a strain)
+            assert occluded["first"][1] <= (2 if interval > 1_000 else 5), (interval, occluded)
+            assert occluded["pressure_x10"] < 5170  # before the 517 mmHg ceiling
+        occluded = result[f"{interval} occluded"]
+        healthy = result[f"{interval} healthy"]
+        assert healthy["alarms"] == [], (interval, healthy)
+        if interval >= 700:  # a bolus's strokes never settle: nothing learned
+            assert healthy["learned"] and occluded["learned"]
 
 
 def test_battery_reads_millivolts() -> None:

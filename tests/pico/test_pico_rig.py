@@ -104,12 +104,55 @@ def test_a_power_cut_keeps_the_flash_and_the_rig_s_time_goes_on(rigged: pico.Pic
     assert status["boot_count"] >= 2  # the journal on littlefs survived the cut
 
 
-# The standard scenarios on the emulated Pico with its rig, unchanged. The
-# pump's own loop wakes at least twice a second (lightsleep at most 500 ms,
-# the watchdog fed every 4 s), so a device hour costs about a minute of wall
-# time on two busy cores: motor-stall (2 h) is the one in `make test`;
-# `make bench` runs every standard scenario of up to 8 h.
+# The standard scenarios on the emulated Pico with its rig, unchanged. A
+# device hour costs about 20 s of wall time plus 0.1-0.5 s a stroke on two
+# busy cores (the emulated CPU: the pump's loop wakes at least twice a
+# second, lightsleep at most 500 ms, and each stroke's work):
+# motor-stall (2 h) is the one in `make test`; `make bench` runs every
+# standard scenario of up to 8 h, and leak and occlusion-minimum-rate.
 def test_the_motor_stall_scenario_passes_on_the_emulated_pico() -> None:
     scenario = load_scenario(SCENARIOS / "motor-stall.yaml")
     record = run_scenario(scenario, pico.pico_target())
+    assert record.outcome is Outcome.PASS, (record.outcome, record.problems, record.log[-8:])
+
+
+# A full occlusion and a large leak on the emulated Pico, the plant on its
+# ADC, each in under 5 minutes of device time (about 60 strokes): what the
+# standard occlusion-intermediate-rate and leak scenarios (2.5 h and a day of
+# device time: `make bench`) check. The rp2 sensor once filtered every
+# reading, so a held stroke looked drained: PARTIAL_OCCLUSION, SENSOR_FAULT at
+# the ceiling, LEAK at the ADC's full scale, never OCCLUSION
+# (tests/firmware/test_rp2_hal.py sweeps the rates on the host).
+SHORT_FAULT = """
+id: pico-line-fault-short
+title: {alarm} at 4 mL/day on the emulated Pico is raised, and the motor stops
+requirements: [REQ-OCCL-001, REQ-LEAK-001]
+seed: 91
+setup:
+  - refill: {{volume: 20 mL}}
+  - program: {{drug: none, concentration: 0 ug/mL, mode: continuous, rate: 4 mL/day, confirm: true}}
+  - advance: {{duration: 2min, sample: 1min}}   # the line learned (16 strokes, 4.32 s apart)
+steps:
+  - inject_fault: {{fault: {fault}, param: {param}}}
+  - expect_alarm: {{alarm: {alarm}, within: 5min, slice: 10s, since: fault}}
+  - expect_state: {{state: ALARM}}
+  - mark: {{name: stopped}}
+  - advance: {{duration: 2min, sample: 1min}}   # 27 stroke intervals
+  - measure: {{name: pumped_after_stop, from: pumped_volume, since: stopped, unit: uL, max: 0}}
+teardown:
+  - clear_fault: {{}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("fault", "param", "alarm"),
+    [("OCCLUSION", 0, "OCCLUSION"), ("LEAK", 80, "LEAK")],
+    ids=["full-occlusion", "leak-80-percent"],
+)
+def test_a_line_fault_is_named_and_stops_the_motor_on_the_emulated_pico(
+    tmp_path: Path, fault: str, param: int, alarm: str
+) -> None:
+    path = tmp_path / "short.yaml"
+    path.write_text(SHORT_FAULT.format(fault=fault, param=param, alarm=alarm))
+    record = run_scenario(load_scenario(path), pico.pico_target())
     assert record.outcome is Outcome.PASS, (record.outcome, record.problems, record.log[-8:])

@@ -270,7 +270,7 @@ def stall_diag_halts():
     }
 
 
-def pressure_calibrated_and_filtered():
+def pressure_calibrated_without_memory():
     cfg = rp2kit.config()
     b, _i, _o, _p = rp2kit.board(cfg)
     adc = machine.ADCS[cfg.PRESSURE_ADC_PIN]
@@ -279,10 +279,28 @@ def pressure_calibrated_and_filtered():
     zero = p.read_x10()
     # full scale of the default sensor: 90 % of supply = 775.7 mmHg (0-15 psi)
     adc.samples = [58982]
-    steps = [p.read_x10() for _ in range(12)]
+    full = p.read_x10()
     # one spike per burst is dropped by the oversampling
     adc.samples = [58982] * 7 + [65535]
     spiked = p.read_x10()
+    # a sweep of random levels (steps, ramps, spikes inside a burst): every
+    # reading is its own burst's trimmed mean through the calibration, never
+    # anything of the readings before it (the monitors compare readings 20
+    # ms to minutes apart, each taken as the pressure at that instant)
+    x = 0x2545F491
+    history = 0
+    for _case in range(300):
+        burst = []
+        for _i in range(cfg.PRESSURE_OVERSAMPLE):
+            x ^= (x << 13) & 0xFFFFFFFF
+            x ^= x >> 17
+            x ^= (x << 5) & 0xFFFFFFFF
+            burst.append(x & 0xFFFF)
+        trimmed = (sum(burst) - min(burst) - max(burst)) // (len(burst) - 2)
+        adc.samples = burst
+        adc._next = 0
+        if p.read_x10() != p.to_x10(trimmed) or p.stroke_end_x10() != p.to_x10(trimmed):
+            history += 1
     p.calibrate(1000, 1000)
     adc.samples = [1000 + 65536 // 10]
     fresh = p.to_x10(p.read_raw())
@@ -298,13 +316,127 @@ def pressure_calibrated_and_filtered():
     negative = p.to_x10(0)
     return {
         "zero": zero,
-        "rise": steps,
+        "full": full,
         "spiked": spiked,
+        "with_history": history,
         "recalibrated": fresh,
         "refused": refused,
         "below_offset": negative,
         "reads_per_sample": cfg.PRESSURE_OVERSAMPLE,
     }
+
+
+def _u16_of_x10(x10):
+    # What the ADC reads for the plant's pressure: rig/pico.py's 12-bit level
+    # (the emulated Pico's rig answers each conversion with it), scaled to
+    # 16 bits as the rp2 port's read_u16() does.
+    from rig.pico import pressure_raw12
+
+    raw = pressure_raw12(x10)
+    return (raw << 4) | (raw >> 8)
+
+
+# Stroke intervals, ms: 0.048, 1 and 24 mL/day, and a bolus's strokes.
+SWEEP_INTERVALS = (360_000, 17_280, 720, 250)
+
+
+def _occlusion_run(adc, hal_sensor, interval, fault, site):
+    # One run (see occlusion_through_the_rp2_sensor): -> its result.
+    from pump.drive import STROKE_MS, STROKE_STEPS
+    from pump.monitors import LEAK, OCCLUSION, PARTIAL_OCCLUSION, SENSOR_FAULT, SLOW_LEAK
+    from pump.monitors.leak import LeakMonitor
+    from pump.monitors.occlusion import OcclusionMonitor
+    from pump.monitors.response import LEARN_STROKES, RiseLearner
+    from pump.monitors.sensor import PAIR_MS, SensorCheck
+    from pump.safety import AFTER_MS, MONITOR_MS
+    from rig import plant as plantmod
+
+    names = {
+        OCCLUSION: "OCCLUSION",
+        PARTIAL_OCCLUSION: "PARTIAL_OCCLUSION",
+        SENSOR_FAULT: "SENSOR_FAULT",
+        LEAK: "LEAK",
+        SLOW_LEAK: "SLOW_LEAK",
+    }
+    plant = plantmod.Plant(seed=interval)
+    plant.fill(20_000_000, 0)  # 20 mL
+    if site:
+        plant.configure_line(0, 0, 0, 0, 0, site)  # the occlusion at the pump outlet
+    learner = RiseLearner()
+    occlusion = OcclusionMonitor(learner=learner)
+    leak = LeakMonitor(learner=learner)
+    sensor = SensorCheck()
+    alarms = []
+
+    def read(at, end=False):
+        adc.samples = [_u16_of_x10(plant.sensor_x10(at))]
+        x = hal_sensor.stroke_end_x10() if end else hal_sensor.read_x10()
+        if sensor.on_sample(x):
+            alarms.append(names[SENSOR_FAULT])
+        return x
+
+    next_level = MONITOR_MS
+    onset = LEARN_STROKES + 4
+    first = None
+    at = 0
+    for k in range(onset + 40):
+        at = 1_000 + k * interval
+        while next_level < at:
+            level = read(next_level)
+            for a in (occlusion.on_level(level), leak.on_level(level, True)):
+                if a:
+                    alarms.append(names.get(a, a))
+            next_level += MONITOR_MS
+        if fault and k == onset:
+            plant.inject(plantmod.FAULT_OCCLUSION, 0, at, at)  # full, at the tip
+        before = read(at)
+        plant.move(STROKE_STEPS, at)
+        end = at + STROKE_MS
+        peak = read(end, True)
+        pre = read(end + AFTER_MS - PAIR_MS)
+        after = read(end + AFTER_MS)
+        post = read(end + AFTER_MS + PAIR_MS)
+        sensor.on_triple(pre, after, post)
+        if not sensor.alarm and not sensor.suspect():
+            gap = interval if k else 60_000
+            for a in (
+                occlusion.on_stroke(before, peak, after, gap),
+                leak.on_stroke(before, peak, after, gap),
+            ):
+                if a:
+                    alarms.append(names.get(a, a))
+        if alarms and first is None:
+            first = [alarms[0], k - onset]
+        if names[OCCLUSION] in alarms:
+            break
+    return {
+        "first": first,
+        "alarms": sorted(set(alarms)),
+        "learned": learner.learned(),
+        "pressure_x10": plant.pressure_x10(at),
+    }
+
+
+def occlusion_through_the_rp2_sensor():
+    # The monitors fed through the rp2 HAL's PressureSensor exactly as
+    # pump/safety.py samples a stroke (before; the stroke's end; three
+    # readings PAIR_MS apart around AFTER_MS after it; a level reading a
+    # minute) on the rig's plant (rig/plant.py, the emulated Pico's physics),
+    # its pressure on the fake ADC. A full occlusion at the catheter's tip
+    # (and one at the pump's outlet) after LEARN_STROKES + 4 strokes: the
+    # first alarm and the stroke it came at, for each stroke interval; and
+    # the same run without the fault.
+    cfg = rp2kit.config()
+    b, _i, _o, _p = rp2kit.board(cfg)
+    adc = machine.ADCS[cfg.PRESSURE_ADC_PIN]
+    out = {}
+    for interval in SWEEP_INTERVALS:
+        for fault in (True, False):
+            key = str(interval) + (" occluded" if fault else " healthy")
+            out[key] = _occlusion_run(adc, b.pressure, interval, fault, 0)
+        key = str(interval) + " occluded at the pump"
+        out[key] = _occlusion_run(adc, b.pressure, interval, True, 1)
+    return out
 
 
 def battery_millivolts():
@@ -376,7 +508,8 @@ rp2kit.run_cases(
         "encoder_scaled": encoder_scaled,
         "encoder_irq_no_alloc": encoder_irq_no_alloc,
         "stall_diag_halts": stall_diag_halts,
-        "pressure_calibrated_and_filtered": pressure_calibrated_and_filtered,
+        "pressure_calibrated_without_memory": pressure_calibrated_without_memory,
+        "occlusion_through_the_rp2_sensor": occlusion_through_the_rp2_sensor,
         "battery_millivolts": battery_millivolts,
         "annunciator_patterns": annunciator_patterns,
     }
