@@ -42,6 +42,7 @@ from __future__ import annotations
 import bisect
 import os
 import queue
+import time
 from collections import Counter
 from typing import Any
 
@@ -389,7 +390,10 @@ class PumpInvariants(RuleBasedStateMachine):
 
     def wait_for_boot(self) -> None:
         seen = sum(1 for e in self.events if e.name == "BOOT")
-        for _ in range(100):
+        # The boot takes device time the rig grants at once, then wall time
+        # for MicroPython to run it: seconds on a busy host, so a generous wait.
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
             self.drain_events()
             if sum(1 for e in self.events if e.name == "BOOT") > seen:
                 return
