@@ -93,6 +93,19 @@ def _x10(value: int) -> str:
     return f"{sign}{abs(value) // 10}.{abs(value) % 10} mmHg"
 
 
+# LINE_LIMITS a: what SENSING_LIMITED is about (SPEC log code 29)
+_LIMITS = (
+    (1, "held strokes (occlusion by the residuals' sum)"),
+    (2, "weak strokes (per-stroke leak)"),
+    (4, "30 % leaks (learned rise under 12 mmHg)"),
+    (8, "CSF pulsation (tip migration)"),
+)
+
+
+def _limits(mask: int) -> list[str]:
+    return [name for bit, name in _LIMITS if mask & bit]
+
+
 _DECODERS: dict[str, Callable[[int, int], str]] = {
     "BOOT": _boot,
     "PROGRAM_PENDING": _program,
@@ -125,6 +138,9 @@ _DECODERS: dict[str, Callable[[int, int], str]] = {
     "TIP_DRUG": lambda a, b: f"{_drug(a)} {pf.format_concentration(b)} at the tip",
     "CATHETER": lambda a, b: f"drug path {_vol(a)}" + (", a new empty catheter" if b else ""),
     "LINE_LEARNED": lambda a, b: f"stroke rise {_x10(a)}, sd {_x10(b)}",
+    "LINE_LIMITS": lambda a, b: (
+        f"limited: {', '.join(_limits(a)) or 'nothing any more'}; noise {_x10(b)}"
+    ),
     "KEYS_PROVISIONED": lambda a, _b: f"keys for {_roles_mask(a)}",
 }
 
