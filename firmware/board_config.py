@@ -30,7 +30,11 @@ DRIVER_SETTLE_US = const(50)
 # (the state machine clock itself cannot go below 1908 Hz at 125 MHz).
 STEP_SM = const(0)
 STEP_PIO_HZ = const(1_000_000)  # 1 us per PIO cycle
-STEP_RATE_HZ = const(800)  # default steps/s: an 8-step stroke takes 10 ms
+# Default steps/s: an 8-step stroke takes 20 ms, pump.drive.STROKE_MS, the
+# instant its "peak" pressure is read and the span the monitors' model (and the
+# virtual plant) spreads it over. At 800 Hz the line drained for 10 ms before
+# the peak and read half the rise (pico/README.md).
+STEP_RATE_HZ = const(400)
 MIN_STEP_RATE_HZ = const(1)
 MAX_STEP_RATE_HZ = const(5_000)
 # Volume per motor step of this pump head and tube, in picolitres: what the
