@@ -503,28 +503,35 @@ def repl_exec(port: str, code: str, timeout_s: float = 60.0) -> str:
     import serial
 
     with serial.Serial(port, 115200, timeout=0.1) as ser:
-        reader = _Reader(ser)
-        # Ctrl-C twice, then raw REPL; again every second while the board
-        # boots (bytes sent before its USB comes up may meet a busy script).
-        deadline = time.monotonic() + timeout_s
-        while True:
-            ser.write(b"\r\x03\x03\x01")
-            try:
-                reader.until(b"raw REPL; CTRL-B to exit\r\n>", 1.0)
-                break
-            except BenchError as exc:
-                if time.monotonic() > deadline:
-                    raise BenchError(f"{port}: no raw REPL ({exc})") from None
-        time.sleep(0.2)
-        reader.drain()  # the answers to the repeated entries
-        ser.write(code.encode() + b"\x04")
-        reader.until(b"OK", timeout_s)
+        reader = start_in_raw_repl(ser, port, code, timeout_s)
         out = reader.until(b"\x04", timeout_s)[:-1]
         err = reader.until(b"\x04", timeout_s)[:-1]
         ser.write(b"\x02")
     if err.strip():
         raise BenchError(f"on the board: {err.decode(errors='replace').strip()}")
     return out.decode(errors="replace")
+
+
+def start_in_raw_repl(ser: Any, port: str, code: str, timeout_s: float) -> _Reader:
+    """Enters the raw REPL on the open port ``ser`` and starts ``code``; returns
+    once the board has taken it (its output follows on the returned reader)."""
+    reader = _Reader(ser)
+    # Ctrl-C twice, then raw REPL; again every second while the board
+    # boots (bytes sent before its USB comes up may meet a busy script).
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ser.write(b"\r\x03\x03\x01")
+        try:
+            reader.until(b"raw REPL; CTRL-B to exit\r\n>", 1.0)
+            break
+        except BenchError as exc:
+            if time.monotonic() > deadline:
+                raise BenchError(f"{port}: no raw REPL ({exc})") from None
+    time.sleep(0.2)
+    reader.drain()  # the answers to the repeated entries
+    ser.write(code.encode() + b"\x04")
+    reader.until(b"OK", timeout_s)
+    return reader
 
 
 class _Reader:

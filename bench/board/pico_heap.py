@@ -84,20 +84,7 @@ def _start(port: str, code: str, timeout_s: float = 120.0) -> None:
     import serial
 
     with serial.Serial(port, 115200, timeout=0.1) as ser:
-        reader = pico._Reader(ser)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            ser.write(b"\r\x03\x03\x01")
-            try:
-                reader.until(b"raw REPL; CTRL-B to exit\r\n>", 1.0)
-                break
-            except BenchError as exc:
-                if time.monotonic() > deadline:
-                    raise BenchError(f"{port}: no raw REPL ({exc})") from None
-        time.sleep(0.2)
-        reader.drain()
-        ser.write(code.encode() + b"\x04")
-        reader.until(b"OK", timeout_s)
+        pico.start_in_raw_repl(ser, port, code, timeout_s)
 
 
 def _result(port: str, timeout_s: float) -> dict[str, int]:
