@@ -28,3 +28,11 @@ def test_scheduler_and_wrapping_ticks() -> None:
 def test_link_work_per_pass_is_bounded_under_a_flood() -> None:
     result = upy.run("check_link_budget.py")
     assert 0 < result["bytes"] <= 128 and result["frames"] > 0
+
+
+def test_a_bolus_keeps_its_schedule_when_strokes_start_late() -> None:
+    # 80 boluses (sizes x durations x lag patterns), each stroke's start
+    # checked: on time despite the lag, never two closer than the minimum
+    # interval, no window with more strokes than the schedule gives + 1.
+    result = upy.run("check_bolus_cadence.py")
+    assert result["runs"] == 80 and result["strokes"] > 2_000
