@@ -318,13 +318,21 @@ class Executor:
         rig = self.need_rig()
         left = duration_ms
         step = min(slice_ms or duration_ms, schema.MAX_ADVANCE_MS) or 0
+        end_ms = None
         while True:
             if self.cancel.is_set():
                 raise Interrupted("interrupted")
             chunk = min(left, step)
             self.now_ms = rig.advance(chunk, timeout_s=self.advance_timeout(chunk))
-            left -= chunk
             self.advanced_ms += chunk
+            # The slices aim at one end, counted from where the first began:
+            # on a clock that runs by itself (a rig, a free-running board)
+            # the samples between slices take device time, and counting each
+            # slice from its own start added it (a 3-minute advance sampled
+            # every 10 s ran 6 s long at 600x). In lockstep both are the same.
+            if end_ms is None:
+                end_ms = self.now_ms - chunk + duration_ms
+            left = end_ms - self.now_ms
             if self.on_progress is not None:
                 self.on_progress(self.advanced_ms)
             if sample and (slice_ms or left <= 0):

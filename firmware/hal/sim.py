@@ -69,7 +69,13 @@ class VirtualClock:
         self.speed = speed
         self._now_ms = 0  # device time since power-on; a host int, no wrap
         self._grant_end_ms = 0  # lockstep: time may run up to here
-        self._host_start = time.ticks_ms()
+        # free-running: host microseconds since start, summed from ticks_us
+        # steps (never a difference across a wrap). Microseconds, not ms: at
+        # 600 x wall time a host millisecond is 600 ms of device time, and a
+        # clock that moved in such jumps made every stroke and sample that
+        # much late (a 10-minute bolus delivered 6 % short at 600x).
+        self._host_us = 0
+        self._host_last = time.ticks_us()
         # free-running: device time given up because the host was late (the
         # clock slips rather than leaping past a deadline), and the latest
         # device time the clock may show before the board idles again
@@ -114,8 +120,10 @@ class VirtualClock:
 
     def _follow_host(self):
         if self.mode == FREE_RUNNING:
-            host = time.ticks_diff(time.ticks_ms(), self._host_start)
-            t = host * self.speed - self._slip_ms
+            now = time.ticks_us()
+            self._host_us += time.ticks_diff(now, self._host_last)
+            self._host_last = now
+            t = self._host_us * self.speed // 1000 - self._slip_ms
             limit = self._limit_ms
             if 0 <= limit < t:
                 self._slip_ms += t - limit
