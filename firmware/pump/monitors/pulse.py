@@ -155,8 +155,11 @@ class PulseMonitor:
         self.n += 1
         return self.n >= BURST_SAMPLES
 
-    def end(self):
+    def end(self, line_open=False):
         # The burst's verdict: TIP_MIGRATION or 0 (the condition now).
+        # line_open: a leak before the tip is known; a low burst is then
+        # explained by it (absent, for the disconnection check) and does not
+        # count towards TIP_MIGRATION.
         n = self.n
         if n < BURST_SAMPLES or self._nd < BURST_SAMPLES // 2:
             self.begin()
@@ -187,7 +190,7 @@ class PulseMonitor:
         # burst's noise alone: v / sqrt(N)) above zero
         if p < self.pulse_x16 * LOW_PCT // 100 and p < Z_MIN * noise // isqrt(BURST_SAMPLES):
             self.absent = True
-            self.low += 1
+            self.low = 0 if line_open else self.low + 1
             if self.low >= RUN_BURSTS:
                 self.alarm = TIP_MIGRATION
         else:
