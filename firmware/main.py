@@ -47,10 +47,10 @@ def _options(argv):
 def run_virtual_board(argv):
     import gc
 
-    from hal import sim
-    from hal.simfs import PowerCut
     from pump.app import PumpApp
-    from rig.virtual import VirtualRig
+    from virtual import board as sim
+    from virtual.fs import PowerCut
+    from virtual.rig import VirtualRig
 
     options = _options(argv)
     speed = int(options["--speed"])

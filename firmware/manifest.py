@@ -1,9 +1,9 @@
 # What ships to a Pico, in MicroPython's manifest format (the one
 # micropython-lib and the ports use): `make flash` copies these files as
 # .mpy, `make firmware` freezes them into the UF2. Paths are relative to
-# this folder. The virtual board's HAL (hal/sim.py, hal/simfs.py) and the
-# rig (rig/: the plant and the simulator) are not listed: they never run on
-# a Pico. bench/board/manifest.py reads this file on the host.
+# this folder. Nothing under virtual/ (the virtual board's HAL, its
+# filesystem adapter, the rig and its plant) is listed: it never runs on a
+# Pico (virtual/README.md). bench/board/manifest.py reads this file on the host.
 
 module("main.py")  # frozen too: the board boots into the pump
 module("board_config.py")

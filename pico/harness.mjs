@@ -11,7 +11,7 @@
 // offset). --cdc-fd is a socket carrying the USB CDC bytes both ways (the
 // Python side relays it to a pty); --control-fd carries JSON lines
 // (requests with an "id", answers with the same "id", and events).
-// --rig-fd is the plant process (firmware/rig/pico.py, the rig around this
+// --rig-fd is the plant process (firmware/virtual/pico_rig.py, the rig around this
 // board): the same requests, and the pins ask it for the plant's answer. On
 // every STEP edge with the driver on, and on an ADC conversion of the
 // pressure or battery input, the chip stops (emulated time stands still)

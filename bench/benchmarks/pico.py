@@ -92,7 +92,7 @@ PICO_SCENARIO_MAX_MS = 8 * 3_600_000
 # 5-20 minutes of wall time each.
 PICO_LONG_SCENARIOS = ("leak", "occlusion-minimum-rate")
 # ... and these are not physically possible there: not run (the rig refuses
-# what a fixture cannot do to a chip from outside, firmware/rig/pico.py).
+# what a fixture cannot do to a chip from outside, firmware/virtual/pico_rig.py).
 PICO_NOT_POSSIBLE = {
     "clock-fast-1.1x": "TIMER_FAST: the crystal is the chip's own",
     "clock-fast-3x": "TIMER_FAST: the crystal is the chip's own",

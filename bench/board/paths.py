@@ -40,7 +40,7 @@ PROTOCOL_ON_BOARD = ("__init__.py", "table.py", "wire.py")
 class FirmwareTree:
     """The sources a board image is built from."""
 
-    firmware: Path  # the folder holding main.py, pump/, hal/, rig/
+    firmware: Path  # the folder holding main.py, pump/, hal/, virtual/
     protocol: Path  # the folder holding table.py and wire.py
     origin: str  # how it was chosen, for messages
 

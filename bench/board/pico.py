@@ -175,7 +175,7 @@ class PicoBoard:
     an existing file is used as it is). mode: ``fast`` (idle time skipped),
     ``realtime`` (emulated time never ahead of wall time) or ``lockstep``
     (idle time passes only through :meth:`advance`).
-    rig: True also starts the rig around the board (firmware/rig/pico.py under
+    rig: True also starts the rig around the board (firmware/virtual/pico_rig.py under
     the unix-port MicroPython: the plant's physics on the pins, the rig
     protocol on :attr:`rig_port`); the board then runs in lockstep, device
     time granted by the rig's ADVANCE. seed: the plant's.
@@ -270,8 +270,8 @@ class PicoBoard:
             raise BenchError(f"emulated Pico did not start:\n{self.stderr_text()}")
 
     def _start_rig(self, harness_end: socket.socket, seed: int) -> None:
-        # The plant process: firmware/rig/pico.py under the unix-port
-        # MicroPython, in the host image (where rig/ and hal/sim live).
+        # The plant process: firmware/virtual/pico_rig.py under the unix-port
+        # MicroPython, in the host image (where rig/ and virtual/board live).
         from bench.board import image
         from bench.board.sim import micropython_command
 
@@ -290,7 +290,7 @@ class PicoBoard:
                     "-X",
                     "heapsize=512k",
                     "-m",
-                    "rig.pico",
+                    "virtual.pico_rig",
                     "--rig-fd",
                     str(master),
                     "--harness-fd",
@@ -739,7 +739,7 @@ PICO_TARGET = "pico"
 
 def pico_target(uf2: Path | None = None) -> Any:
     """A runner Target: a fresh emulated Pico (pump firmware, fresh keys) per session,
-    with the rig around it (firmware/rig/pico.py: the plant seeded as the scenario
+    with the rig around it (firmware/virtual/pico_rig.py: the plant seeded as the scenario
     says, device time in lockstep as on the virtual board).
 
     uf2: a UF2 with the pump frozen in (``make firmware``) booted instead of stock

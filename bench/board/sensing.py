@@ -1,7 +1,7 @@
 """The line monitors on the rig's plant, in CPython (issue 14).
 
 The firmware's monitors (firmware/pump/monitors/) and the rig's plant
-(firmware/rig/plant.py, line.py, noise.py) are plain MicroPython that CPython
+(firmware/virtual/plant.py, line.py, noise.py) are plain MicroPython that CPython
 also runs; here they are wired together the way pump/safety.py wires them on
 the pump: before a stroke, at its end (peak), AFTER_MS later with a reading
 20 ms on either side, every sample
@@ -47,13 +47,13 @@ def modules() -> SimpleNamespace:
         sys.modules["micropython"] = mp
     sys.path[:0] = [str(FIRMWARE_DIR)]
     for name in list(sys.modules):
-        if name in ("pump", "rig") or name.startswith(("pump.", "rig.")):
+        if name in ("pump", "virtual") or name.startswith(("pump.", "virtual.")):
             del sys.modules[name]
     try:
         _MODULES = SimpleNamespace(
-            plant=importlib.import_module("rig.plant"),
-            line=importlib.import_module("rig.line"),
-            noise=importlib.import_module("rig.noise"),
+            plant=importlib.import_module("virtual.plant"),
+            line=importlib.import_module("virtual.line"),
+            noise=importlib.import_module("virtual.noise"),
             ids=importlib.import_module("pump.monitors"),
             response=importlib.import_module("pump.monitors.response"),
             occlusion=importlib.import_module("pump.monitors.occlusion"),
@@ -73,7 +73,7 @@ def modules() -> SimpleNamespace:
 
 @dataclass
 class LineSpec:
-    """One line and patient: a standard line (rig/line.py STANDARD) or the
+    """One line and patient: a standard line (virtual/line.py STANDARD) or the
     lumped one with a given compliance; air, noise, CSF, daily life."""
 
     name: str = "nominal"

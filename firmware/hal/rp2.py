@@ -1,5 +1,5 @@
 # The Raspberry Pi Pico board (RP2040; Pico 2 / RP2350 alike) under stock
-# MicroPython: the same HAL interface as hal/sim.py, on real peripherals.
+# MicroPython: the same HAL interface as virtual/board.py, on real peripherals.
 #
 #   clock        time.ticks_ms (wraps at 2**30), device time, device seconds
 #                kept across resets through a small file; the seconds follow

@@ -1,7 +1,7 @@
 # Filesystem adapter of the Pico: the journal's files on littlefs, with
 # appends batched in RAM.
 #
-# Same interface and ordering contract as hal/simfs.py (read, read_into,
+# Same interface and ordering contract as virtual/fs.py (read, read_into,
 # write, append, remove; see the contract there). How this adapter keeps it:
 # - append() copies the bytes into one preallocated batch buffer, as
 #   segments in issue order (consecutive appends to one file share a

@@ -1,7 +1,7 @@
 # Persistent journal: state snapshots, a delta log and an event log, every
 # record CRC-32 protected, on the filesystem adapter the board hands in
-# (hal/simfs.SimFs on the virtual board, a littlefs adapter on the Pico; the
-# interface and the ordering contract it keeps are in hal/simfs.py). The
+# (virtual/fs.SimFs on the virtual board, a littlefs adapter on the Pico; the
+# interface and the ordering contract it keeps are in virtual/fs.py). The
 # journal never opens a file itself.
 #
 # State = the newest valid snapshot + the deltas appended after it. The

@@ -11,7 +11,7 @@
 # Invariants:
 # - a reply the client can have seen is journalled (done before sending);
 # - an effect that landed has its intent journalled before it (the
-#   filesystem keeps the order of writes: hal/simfs.py), so a request that
+#   filesystem keeps the order of writes: virtual/fs.py), so a request that
 #   may have run is never run again.
 #
 # Records go to a journal Ring per role (a patient's flood can never push

@@ -41,7 +41,7 @@ MONITOR_MS = 60_000
 _FIRST_INTERVAL_MS = 60_000
 # The supervisor runs twice per watchdog period of the board (an RP2040
 # watchdog is at most 8.3 s: a feed every 4 s; the virtual board's watchdog is
-# slower so that lockstep time can jump, hal/sim.py says why).
+# slower so that lockstep time can jump, virtual/board.py says why).
 SELF_TEST_S = selftest.PERIOD_S
 # The clock check (SPEC 14.8): 5-minute windows of the ms timer, 5 % apart
 # from the RTC is a fault (crystal and RTC agree within ppm).

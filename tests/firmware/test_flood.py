@@ -9,7 +9,7 @@ timing. Delivery stays within one stroke of the program, no reset, no alarm.
 The flood is written at the speed the firmware reads it: a thread writes
 frames to the port's pty until the pty's buffer is full and the write
 blocks, so the firmware always has bytes waiting. In lockstep the virtual
-board then lets device time run at the pace of a 115,200-baud line (hal/sim.py
+board then lets device time run at the pace of a 115,200-baud line (virtual/board.py
 LINE_BYTES_PER_S): 10 s of device time is 115 KB of flood.
 """
 

@@ -66,9 +66,7 @@ def test_the_image_says_what_is_inside(frozen_uf2: Path) -> None:
     assert record["micropython_version"] == "1.28.0"
     assert record["frozen_modules"] == sorted(f.target for f in image.board_files())
     assert "main.py" in record["frozen_modules"]  # the board boots into the pump
-    assert not any(
-        m.startswith("rig/") or m.startswith("hal/sim") for m in record["frozen_modules"]
-    )
+    assert not any(m.startswith("virtual/") for m in record["frozen_modules"])
     assert record["uf2"]["sha256"] == firmware.hashlib.sha256(frozen_uf2.read_bytes()).hexdigest()
 
 

@@ -1,5 +1,5 @@
 """The persistent journal (firmware/pump/journal.py) under the real MicroPython
-interpreter, on the virtual board's filesystem adapter (firmware/hal/simfs.py),
+interpreter, on the virtual board's filesystem adapter (firmware/virtual/fs.py),
 with a simulated power cut at every byte offset."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from bench.board.paths import FIRMWARE_DIR
 from tests.firmware import upy
 
 UPY = Path(__file__).with_name("upy")
-FIRMWARE_FILES = (FIRMWARE_DIR / "pump" / "journal.py", FIRMWARE_DIR / "hal" / "simfs.py")
+FIRMWARE_FILES = (FIRMWARE_DIR / "pump" / "journal.py", FIRMWARE_DIR / "virtual" / "fs.py")
 
 
 def run_upy_code(code: str, *args: str, path: str = "", heap: str = "96k") -> dict:
@@ -41,7 +41,7 @@ def check_results(tmp_path_factory: pytest.TempPathFactory) -> dict:
         check=True,
     )
     return run_upy_code(
-        "import pump.journal, hal.simfs; import check_journal",
+        "import pump.journal, virtual.fs; import check_journal",
         str(scratch),
         path=str(build),
     )
@@ -71,7 +71,7 @@ def test_power_cut_during_recovery_repair_and_event_writes(check_results: dict) 
 
 FORMAT_WRITER = """
 import json, sys
-from hal.simfs import SimFs
+from virtual.fs import SimFs
 from pump.journal import Journal
 j = Journal(SimFs(sys.argv[1]), 4)
 j.recover()

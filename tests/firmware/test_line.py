@@ -1,4 +1,4 @@
-"""The plant's line as real catheters make it (firmware/rig/line.py, issue 14):
+"""The plant's line as real catheters make it (firmware/virtual/line.py, issue 14):
 wall compliance from material and geometry, trapped air, inertance (a damped
 second-order line), occlusion site, the absolute sensor, daily-life CSF.
 
@@ -34,15 +34,15 @@ def rig() -> Iterator[SimpleNamespace]:
     sys.path[:0] = [str(FIRMWARE_DIR)]
     try:
         mods = SimpleNamespace(
-            line=importlib.import_module("rig.line"),
-            plant=importlib.import_module("rig.plant"),
-            noise=importlib.import_module("rig.noise"),
+            line=importlib.import_module("virtual.line"),
+            plant=importlib.import_module("virtual.plant"),
+            noise=importlib.import_module("virtual.noise"),
         )
     finally:
         sys.path[:] = saved_path
     yield mods
     for name in list(sys.modules):
-        if name in ("pump", "rig") or name.startswith(("pump.", "rig.")):
+        if name in ("pump", "virtual") or name.startswith(("pump.", "virtual.")):
             del sys.modules[name]
     if shim:
         del sys.modules["micropython"]

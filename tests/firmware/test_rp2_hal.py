@@ -571,12 +571,9 @@ def test_flash_stages_compiled_files_and_keeps_main_py_as_source(tmp_path: Path)
 def test_the_pico_image_holds_no_simulator_or_rig_file() -> None:
     on_board = {item.target for item in image.board_files()}
     virtual = {item.target for item in image.shipped_files()}
-    assert not any(t.startswith("rig/") or t in ("hal/sim.py", "hal/simfs.py") for t in on_board)
+    assert not any(t.startswith("virtual/") for t in on_board)
     # everything else the virtual board runs also ships: the manifest forgets nothing
-    assert virtual - on_board == {t for t in virtual if t.startswith("rig/")} | {
-        "hal/sim.py",
-        "hal/simfs.py",
-    }
+    assert virtual - on_board == {t for t in virtual if t.startswith("virtual/")}
     assert "manifest.py" not in on_board | virtual  # build metadata, not firmware
 
 

@@ -1,5 +1,5 @@
 """Sensing that holds on real catheters (issue 14): every failure row of the
-issue's table, on the rig's plant (firmware/rig/) with the pump's monitors
+issue's table, on the rig's plant (firmware/virtual/) with the pump's monitors
 (firmware/pump/monitors/) wired as pump/safety.py wires them, in CPython
 (bench/board/sensing.py), with fixed seeds. The MicroPython side (no allocation,
 the same arithmetic) is checked by upy/check_monitors_*.py.

@@ -1,6 +1,6 @@
-"""The rig around the emulated Pico (firmware/rig/pico.py, pico/harness.mjs --rig-fd).
+"""The rig around the emulated Pico (firmware/virtual/pico_rig.py, pico/harness.mjs --rig-fd).
 
-The pump firmware on the stock UF2, with the plant's physics (rig/plant.py
+The pump firmware on the stock UF2, with the plant's physics (virtual/plant.py
 under the unix-port MicroPython) on its pins: each STEP edge asks the plant
 for the encoder edges the head made, each conversion of the pressure or
 battery input for the plant's reading; the rig protocol on a pty of its own,

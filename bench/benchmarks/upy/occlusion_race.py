@@ -1,5 +1,5 @@
 # Runs under MicroPython (make bench): the firmware's occlusion monitor and a
-# plain threshold detector watch the same plant (firmware/rig/plant.py) through
+# plain threshold detector watch the same plant (firmware/virtual/plant.py) through
 # a full occlusion, at one delivery rate. Both get the samples the app takes:
 # before a stroke, at its end, 200 ms after it, and the level once a minute.
 # Neither stops the pump, so both are timed on the same pressure history.
@@ -12,7 +12,7 @@ import sys
 
 from pump.monitors.occlusion import OcclusionMonitor
 from pump.monitors.threshold import ThresholdDetector
-from rig.plant import FAULT_OCCLUSION, Plant
+from virtual.plant import FAULT_OCCLUSION, Plant
 
 STROKE_STEPS = 8
 STROKE_NL = 200

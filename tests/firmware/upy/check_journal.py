@@ -1,5 +1,5 @@
 # Runs under MicroPython: the persistent journal (pump/journal.py) on the
-# virtual board's filesystem adapter (hal/simfs.py), with simulated power
+# virtual board's filesystem adapter (virtual/fs.py), with simulated power
 # cuts. argv[1]: an empty scratch directory. Prints one JSON line with
 # figures; raises on the first failure.
 import json
@@ -8,7 +8,6 @@ import struct
 import sys
 
 import micropython
-from hal.simfs import PowerCut, SimFs
 from pump.journal import (
     EVENT_SIZE,
     MAX_DELTA,
@@ -16,6 +15,7 @@ from pump.journal import (
     Journal,
     JournalError,
 )
+from virtual.fs import PowerCut, SimFs
 
 ROOT = sys.argv[1]
 _dirs = [0]

@@ -1,5 +1,5 @@
 # Runs under MicroPython: the CSF pulsation monitor (pump/monitors/pulse.py)
-# on the rig's own plant (rig/plant.py: sensor noise, the CSF's cardiac and
+# on the rig's own plant (virtual/plant.py: sensor noise, the CSF's cardiac and
 # breathing pulsations, daily life off), sampled as pump/safety.py samples
 # it (SAMPLE_MS apart, no strokes). on_sample() and end() run under
 # heap_lock(); the sums stay small ints on the Pico (31 bits). Prints one
@@ -10,7 +10,7 @@ import micropython
 from pump.monitors import TIP_MIGRATION
 from pump.monitors import pulse as P
 from pump.monitors.pulse import PulseMonitor
-from rig.plant import FAULT_TIP_MIGRATION, Plant
+from virtual.plant import FAULT_TIP_MIGRATION, Plant
 
 # the worst sums of a burst fit the Pico's small ints (2**30)
 assert P.BURST_SAMPLES * P.CLIP_X10 * P.CLIP_X10 * 16 < 1 << 30

@@ -13,13 +13,13 @@ from array import array
 from binascii import crc32
 
 import micropython
-from hal.simfs import SimFs
 from pump import journal as journalmod
 from pump.journal import LOG_FILES, SLOT_FILES, Journal
 from pump.monitors import MEMORY, selftest
 from pump.monitors import supervisor as V
 from pump.monitors.supervisor import NONE, Supervisor
 from pump.ticks import TICKS_MAX, ticks_add
+from virtual.fs import SimFs
 
 # --- supervisor -----------------------------------------------------------------------------
 sup = Supervisor()

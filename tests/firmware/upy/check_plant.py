@@ -1,5 +1,5 @@
-# Runs under MicroPython: the plant (rig/plant.py, rig/noise.py) and the
-# virtual board's sensors, annunciator, watchdog and trace (hal/sim.py).
+# Runs under MicroPython: the plant (virtual/plant.py, virtual/noise.py) and the
+# virtual board's sensors, annunciator, watchdog and trace (virtual/board.py).
 # argv[1]: an empty scratch directory. Prints one JSON line with figures;
 # raises on the first failure.
 import json
@@ -8,13 +8,13 @@ import sys
 import time
 
 import schema
-from hal import sim
 from pump.journal import SLOT_FILES, Journal
-from rig import noise
-from rig import plant as P
-from rig.noise import Csf
-from rig.plant import Plant
-from rig.virtual import VirtualRig
+from virtual import board as sim
+from virtual import noise
+from virtual import plant as P
+from virtual.noise import Csf
+from virtual.plant import Plant
+from virtual.rig import VirtualRig
 
 ROOT = sys.argv[1]
 STROKE = 8  # steps

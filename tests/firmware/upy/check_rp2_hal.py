@@ -327,10 +327,10 @@ def pressure_calibrated_without_memory():
 
 
 def _u16_of_x10(x10):
-    # What the ADC reads for the plant's pressure: rig/pico.py's 12-bit level
+    # What the ADC reads for the plant's pressure: virtual/pico_rig.py's 12-bit level
     # (the emulated Pico's rig answers each conversion with it), scaled to
     # 16 bits as the rp2 port's read_u16() does.
-    from rig.pico import pressure_raw12
+    from virtual.pico_rig import pressure_raw12
 
     raw = pressure_raw12(x10)
     return (raw << 4) | (raw >> 8)
@@ -349,7 +349,7 @@ def _occlusion_run(adc, hal_sensor, interval, fault, site):
     from pump.monitors.response import LEARN_STROKES, RiseLearner
     from pump.monitors.sensor import PAIR_MS, SensorCheck
     from pump.safety import AFTER_MS, MONITOR_MS
-    from rig import plant as plantmod
+    from virtual import plant as plantmod
 
     names = {
         OCCLUSION: "OCCLUSION",
@@ -421,7 +421,7 @@ def occlusion_through_the_rp2_sensor():
     # The monitors fed through the rp2 HAL's PressureSensor exactly as
     # pump/safety.py samples a stroke (before; the stroke's end; three
     # readings PAIR_MS apart around AFTER_MS after it; a level reading a
-    # minute) on the rig's plant (rig/plant.py, the emulated Pico's physics),
+    # minute) on the rig's plant (virtual/plant.py, the emulated Pico's physics),
     # its pressure on the fake ADC. A full occlusion at the catheter's tip
     # (and one at the pump's outlet) after LEARN_STROKES + 4 strokes: the
     # first alarm and the stroke it came at, for each stroke interval; and

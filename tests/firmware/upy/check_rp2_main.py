@@ -100,7 +100,7 @@ def _fault():
     return {
         "raised": raised,
         "events": events,
-        "sim_imported": "hal.sim" in sys.modules or "rig.virtual" in sys.modules,
+        "sim_imported": any(name.startswith("virtual") for name in sys.modules),
     }
 
 

@@ -20,7 +20,7 @@ from protocol.table import (
     POWER_ON,
     RESET_CAUSE_RIG_RESET,
 )
-from rig import plant as plantmod
+from virtual import plant as plantmod
 
 _RIG_HELLO_FMT = t.RIG_HELLO_REPLY
 _ADVANCE_FMT = t.ADVANCE_REPLY
@@ -245,7 +245,7 @@ class VirtualRig:
         (material, modulus, air, dissolve_s, inertance, site, ambient, daily) = struct.unpack_from(
             _LINE_REQUEST, payload, 0
         )
-        from rig import line as linemod  # the first LINE loads the line's physics
+        from virtual import line as linemod  # the first LINE loads the line's physics
 
         bad = linemod.check_line(material, modulus, air, inertance, site, ambient)
         if bad < 0 and daily > 1:

@@ -23,7 +23,7 @@ import math
 
 from micropython import const
 
-from rig.noise import HOUR_MS, hash_at, mix32
+from virtual.noise import HOUR_MS, hash_at, mix32
 
 _PA_PER_MMHG = 133.322
 ATM_MMHG = const(760)  # the sensor's calibration reference (sea level)
@@ -192,7 +192,7 @@ class SecondOrder:
         return int_f, g * int_e
 
 
-# --- daily life: the CSF of docs/plant.md section 2 (rig/noise.py Csf) ------------
+# --- daily life: the CSF of docs/plant.md section 2 (virtual/noise.py Csf) ------------
 # (daily_life(): off by default, on in the standard
 # configurations and the campaign; docs/plant.md section 2) -------------------
 # Upright, lumbar: +20-30 mmHg over lying (the hydrostatic column; Magnaes
@@ -350,7 +350,7 @@ def absolute_mmhg(plant, t):
 def check_line(material, modulus_kpa, air_nl, inertance_on, site, ambient_x10):
     # -> index of the first LINE field out of range (schema order), or -1;
     # air_dissolve_s (field 3) takes any value.
-    if not 0 <= material <= 3:  # rig/line.py MATERIALS
+    if not 0 <= material <= 3:  # virtual/line.py MATERIALS
         return 0
     if modulus_kpa and not 500 <= modulus_kpa <= 1_000_000:
         return 1

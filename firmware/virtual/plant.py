@@ -1,5 +1,5 @@
 # The plant: what really happens outside the firmware. Shared by the virtual
-# board (hal/sim binds the motor, encoder, pressure sensor and battery to
+# board (virtual/board binds the motor, encoder, pressure sensor and battery to
 # it) and a future rig board. Every parameter, its units, value, source and
 # range: docs/plant.md.
 #
@@ -15,7 +15,7 @@
 # the compliance now stores (C x E): that volume leaves through the catheter
 # (to the tip) or through a leak (to the pocket) in proportion to their
 # conductances. The pressure the sensor sees is reference + E, the reference
-# being CSF pressure (rig/noise.py) or, with a leak, a mix of CSF and the
+# being CSF pressure (virtual/noise.py) or, with a leak, a mix of CSF and the
 # pocket's atmospheric pressure.
 #
 # Faults (schema FAULTS) start at an onset time in device time and last
@@ -28,7 +28,7 @@ from micropython import const
 from pump.drive import STROKE_MS, STROKE_STEPS
 from pump.ticks import TICKS_MAX
 
-from rig.noise import STREAM_NOISE, Csf, noise_x1000, stream_key
+from virtual.noise import STREAM_NOISE, Csf, noise_x1000, stream_key
 
 # --- pump head and reservoir -------------------------------------------------------
 # 25 nL/step nominal (pump/drive.py); the real head differs by
@@ -76,7 +76,7 @@ _SENSOR_MIN_X10 = const(-4_000)  # an absolute sensor reads down to 360 mmHg
 _SENSOR_MAX_X10 = const(30_000)
 _CSF_X10_MIN = const(-500)
 _CSF_X10_MAX = const(1_500)
-# LINE's ranges (trapped air, ambient) are checked in rig/line.py check_line().
+# LINE's ranges (trapped air, ambient) are checked in virtual/line.py check_line().
 # A disconnected catheter: the outlet opens to the pocket through about 1 %
 # of the catheter's resistance.
 _DISCONNECT_CONDUCTANCE = const(100)
@@ -99,7 +99,7 @@ FAULT_BATTERY = const(9)  # param: battery voltage, mV
 FAULT_RESERVOIR_EMPTY = const(10)
 FAULT_CORRUPT_JOURNAL = const(11)  # param: byte offset in the newest state slot
 FAULT_CSF_PRESSURE = const(12)  # param: CSF pressure, 0.1 mmHg
-# 13 is TIMER_FAST (rig/virtual.py: the board's timer, not the plant)
+# 13 is TIMER_FAST (virtual/rig.py: the board's timer, not the plant)
 # param: the pressure where the tip now lies, 0.1 mmHg: the line no longer
 # sees CSF (its level, posture, coughs, pulsations) behind the catheter
 FAULT_TIP_MIGRATION = const(14)
@@ -203,7 +203,7 @@ class Plant:
         self._weight = 1.0  # reference pressure = weight x CSF
         self._frozen = False  # full occlusion: the reference stays as it was
         self._ref_frozen = 0  # 0.001 mmHg
-        # the line as real catheters make it (rig/line.py; LINE message):
+        # the line as real catheters make it (virtual/line.py; LINE message):
         # trapped air (nL at 1 atm, dissolving with a time constant), the
         # column's inertance (a second-order line), where an occlusion sits,
         # and the ambient pressure the sealed (absolute) sensor also reads
@@ -213,7 +213,7 @@ class Plant:
         self.inertance_on = 0
         self.occlusion_site = 0  # 0 at the tip (whole line upstream), 1 at the pump outlet
         self.ambient_x10 = 0  # ambient - 760 mmHg, 0.1 mmHg (weather, cabin)
-        self._line = None  # rig/line.py, imported by the first LINE (heap)
+        self._line = None  # virtual/line.py, imported by the first LINE (heap)
         self._line2 = None
         self._l = 0.0  # mmHg ms^2/nL; 0: first-order line
         self._derive(0)
@@ -252,7 +252,7 @@ class Plant:
     def configure_line(
         self, material, modulus_kpa, air_nl, air_dissolve_ms, inertance_on, site, now=0
     ):
-        # The line as real catheters make it (rig message LINE; rig/line.py):
+        # The line as real catheters make it (rig message LINE; virtual/line.py):
         # material 0 keeps compliance_x10 (PLANT), otherwise the catheter
         # wall (Lame, modulus_kpa 0: the material's nominal) plus the pump
         # outlet. Trapped air (nL at 1 atm) adds V/P; it dissolves with
@@ -271,10 +271,10 @@ class Plant:
         self._derive(now)
 
     def line_module(self):
-        # rig/line.py, imported at the first LINE (it stays off the heap of
+        # virtual/line.py, imported at the first LINE (it stays off the heap of
         # a board that never uses it).
         if self._line is None:
-            from rig import line as linemod
+            from virtual import line as linemod
 
             self._line = linemod
             self._line2 = linemod.SecondOrder()

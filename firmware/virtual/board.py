@@ -6,7 +6,7 @@
 # - FdPort: a serial port on a file descriptor handed over by the launcher
 #   (the master side of a pty; the bench opens the slave with pyserial).
 # - SimBoard: the ports, the clock and the wait-for-deadline-or-I/O loop.
-# - On the plant (rig/plant.py): the motor and encoder, the pressure sensor
+# - On the plant (virtual/plant.py): the motor and encoder, the pressure sensor
 #   (board.pressure.read_x10()), the battery (board.battery.read_mv()).
 # - SimAnnunciator: buzzer and LED, recorded with device time for the rig's
 #   ANNUNCIATION.
@@ -25,10 +25,10 @@ from array import array
 from micropython import const
 from pump.journal import SLOT_FILES
 from pump.ticks import TICKS_MAX
-from rig.plant import Plant
 
-from hal.simfs import PowerCut, SimFs
 from protocol.table import RESET_CAUSE_POWER_ON, RESET_CAUSE_WATCHDOG
+from virtual.fs import PowerCut, SimFs
+from virtual.plant import Plant
 
 BOARD_NAME = "sim"
 

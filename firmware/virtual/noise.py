@@ -142,7 +142,7 @@ class Csf:
         self._cough_n = 1
         self.strains_per_hour = 0
         self.weather_amp_x1000 = 0
-        # rig/line.py's strain() and weather_x1000(), set by its daily_life()
+        # virtual/line.py's strain() and weather_x1000(), set by its daily_life()
         # and weather(): the code stays off the heap of a quiet patient
         self.strain_fn = None
         self.weather_fn = None

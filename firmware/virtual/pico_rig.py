@@ -1,11 +1,11 @@
 # The rig around an emulated Pico (pico/harness.mjs): the plant process.
 #
-#   micropython -m rig.pico --rig-fd N --harness-fd M [--seed S]
+#   micropython -m virtual.pico_rig --rig-fd N --harness-fd M [--seed S]
 #
 # The pump firmware runs on the emulated RP2040; this process plays the
 # physical rig of docs/hardware.md section 8 around it, with the same
-# physics as the virtual board (rig/plant.py, rig/line.py) and the same rig
-# message handlers (rig/virtual.py) on its own pty (--rig-fd, the master
+# physics as the virtual board (virtual/plant.py, virtual/line.py) and the same rig
+# message handlers (virtual/rig.py) on its own pty (--rig-fd, the master
 # side). Its hands on the board are the harness's rig socket (--harness-fd,
 # JSON lines, one object a line):
 #
@@ -39,8 +39,8 @@ from micropython import const
 from pump import link as linkmod
 
 from protocol import table as t
-from rig import plant as plantmod
-from rig import virtual
+from virtual import plant as plantmod
+from virtual import rig as rigmod
 
 RIG_KIND = b"pico-emu"
 _NS_PER_MS = const(1_000_000)
@@ -48,7 +48,7 @@ _ADC_PRESSURE = const(0)
 _ADC_BATTERY = const(3)
 _FAULT_CORRUPT_JOURNAL = const(11)
 # Power cuts from the rig: a timed switch-off (POWER 3) is exact in emulated time.
-_POWER_CUT_AFTER_BYTES = virtual.POWER_CUT_AFTER_BYTES
+_POWER_CUT_AFTER_BYTES = rigmod.POWER_CUT_AFTER_BYTES
 
 
 def raw12_of_u16(u16):
@@ -184,10 +184,10 @@ class Harness:
 
 
 class PicoRigBoard:
-    """What rig/virtual.VirtualRig needs of a board, for the emulated Pico."""
+    """What virtual/rig.VirtualRig needs of a board, for the emulated Pico."""
 
     def __init__(self, rig_fd, harness_fd, seed):
-        from hal.sim import FdPort
+        from virtual.board import FdPort
 
         self.clock = PicoClock()
         self.plant = plantmod.Plant(seed)
@@ -290,7 +290,7 @@ class PicoRigBoard:
                 self._advancing = -1
 
 
-class PicoRig(virtual.VirtualRig):
+class PicoRig(rigmod.VirtualRig):
     """The virtual rig's messages, less what an emulated chip cannot do."""
 
     def _on_hello(self, link, payload):
@@ -304,14 +304,14 @@ class PicoRig(virtual.VirtualRig):
         if action == _POWER_CUT_AFTER_BYTES:
             link.nack(t.BAD_VALUE, 0)  # journal bytes are inside the chip
             return linkmod.DONE
-        return virtual.VirtualRig._on_power(self, link, payload)
+        return rigmod.VirtualRig._on_power(self, link, payload)
 
     def _on_inject(self, link, payload):
         fault = payload[0]
-        if fault in (virtual.FAULT_TIMER_FAST, _FAULT_CORRUPT_JOURNAL):
+        if fault in (rigmod.FAULT_TIMER_FAST, _FAULT_CORRUPT_JOURNAL):
             link.nack(t.BAD_VALUE, 0)  # the crystal and the flash are the chip's own
             return linkmod.DONE
-        return virtual.VirtualRig._on_inject(self, link, payload)
+        return rigmod.VirtualRig._on_inject(self, link, payload)
 
     def _on_heap(self, link, _payload):
         link.nack(t.BAD_VALUE, 0)  # as on a physical board
@@ -325,7 +325,7 @@ def _options(argv):
         options[argv[i]] = argv[i + 1]
         i += 2
     if "--rig-fd" not in options or "--harness-fd" not in options:
-        raise SystemExit("usage: rig.pico --rig-fd N --harness-fd M [--seed S]")
+        raise SystemExit("usage: virtual.pico_rig --rig-fd N --harness-fd M [--seed S]")
     return options
 
 
