@@ -5,10 +5,9 @@
 # USB CDC (or a UART), and no rig runs inside the pump (a physical rig is a
 # separate fixture).
 #
-# On the virtual board (MicroPython unix port) the launcher (bench/board/sim.py)
-# runs:  micropython main.py --pump-fd N --rig-fd M --journal DIR
-#        [--device-id ID] [--seed S] [--speed F]
-# with MICROPYPATH pointing at firmware/ and the project root.
+# The virtual board (MicroPython unix port) does not start here: its
+# launcher (bench/board/sim.py) runs virtual/main.py, which is never flashed
+# (virtual/README.md). Nothing shipped to a Pico imports from virtual/.
 
 import micropython
 
@@ -22,67 +21,6 @@ micropython.kbd_intr(-1)
 import sys  # noqa: E402
 
 from protocol.table import RESET_CAUSE_POWER_ON  # noqa: E402
-
-_OPTIONS = ("--pump-fd", "--rig-fd", "--journal", "--device-id", "--seed", "--speed")
-
-
-def _options(argv):
-    options = {"--device-id": "SIM-0001", "--seed": "0", "--speed": "0"}
-    i = 1
-    while i < len(argv):
-        key = argv[i]
-        if key not in _OPTIONS or i + 1 >= len(argv):
-            raise SystemExit(
-                "usage: main.py --pump-fd N --rig-fd M --journal DIR "
-                "[--device-id ID] [--seed S] [--speed F]  (bad argument %r)" % key
-            )
-        options[key] = argv[i + 1]
-        i += 2
-    for required in ("--pump-fd", "--rig-fd", "--journal"):
-        if required not in options:
-            raise SystemExit("main.py: %s is required" % required)
-    return options
-
-
-def run_virtual_board(argv):
-    import gc
-
-    from pump.app import PumpApp
-    from virtual import board as sim
-    from virtual.fs import PowerCut
-    from virtual.rig import VirtualRig
-
-    options = _options(argv)
-    speed = int(options["--speed"])
-    board = sim.SimBoard(
-        int(options["--pump-fd"]),
-        int(options["--rig-fd"]),
-        options["--device-id"],
-        options["--journal"],
-        int(options["--seed"]),
-        sim.FREE_RUNNING if speed > 0 else sim.LOCKSTEP,
-        speed if speed > 0 else 1,
-    )
-    board.rig = VirtualRig(board, int(options["--seed"]))
-    drain = bytearray(64)
-    cause = RESET_CAUSE_POWER_ON
-    while not board.orphaned:
-        if not board.powered:
-            board.wait_for_power(drain)
-            cause = RESET_CAUSE_POWER_ON
-            continue
-        # The last boot's application is garbage now: collect it before the
-        # new one allocates, so that what lasts is not laid out between the
-        # holes it leaves (a long sweep of reboots fragmented the heap).
-        gc.collect()
-        try:
-            cause = PumpApp(board, cause).run()
-        except PowerCut:
-            # Everything in RAM is gone; only the journal's files remain.
-            board.power_off()
-            cause = RESET_CAUSE_POWER_ON
-        if cause < 0:
-            cause = RESET_CAUSE_POWER_ON
 
 
 def run_rp2_board(config=None, make_board=None, app_class=None):
@@ -132,11 +70,12 @@ def frozen_first(path):
 
 
 def main():
-    if sys.platform == "rp2":
-        frozen_first(sys.path)
-        run_rp2_board()
-        return
-    run_virtual_board(sys.argv)
+    if sys.platform != "rp2":
+        raise SystemExit(
+            "main.py runs on a Pico; the virtual board runs `micropython -m virtual.main`"
+        )
+    frozen_first(sys.path)
+    run_rp2_board()
 
 
 if __name__ == "__main__":

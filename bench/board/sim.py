@@ -1,7 +1,7 @@
 """Virtual-board launcher: the real firmware under the MicroPython unix port.
 
 It makes two pseudo-terminal pairs (pump port, rig port), hands the master
-ends to a ``micropython`` process running ``firmware/main.py`` and keeps the
+ends to a ``micropython`` process running ``firmware/virtual/main.py`` and keeps the
 slave ends open for the life of the board (the "USB cable stays plugged in").
 The bench then opens ``/dev/pts/N`` with pyserial exactly as it would open
 ``/dev/ttyACM0``; so can ``screen``, ``miniterm`` or ser2net.
@@ -101,7 +101,7 @@ class VirtualBoard:
             "-X",
             f"heapsize={opts.heap}",
             "-m",
-            "main",
+            "virtual.main",
             "--pump-fd",
             str(pump_master),
             "--rig-fd",
