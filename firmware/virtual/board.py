@@ -17,13 +17,11 @@
 
 import gc
 import select
-import struct
 import sys
 import time
 from array import array
 
 from micropython import const
-from pump.journal import SLOT_FILES
 from pump.ticks import TICKS_MAX
 
 from protocol.table import RESET_CAUSE_POWER_ON, RESET_CAUSE_WATCHDOG
@@ -58,9 +56,6 @@ PL_PER_STEP = const(25_000)
 _OUTPUT_BUZZER = const(1)
 _OUTPUT_LED = const(2)
 _ANNUNCIATION_RING = const(128)
-# Journal state slots: magic u16, version u8, flags u8, seq u32 (pump/journal.py)
-_SLOT_HEADER = "<HBBI"
-_SLOT_MAGIC = const(0x4A53)
 
 
 class VirtualClock:
@@ -308,7 +303,6 @@ class SimBoard:
         self.battery = SimBattery(self.plant, self.clock)
         self.annunciator = SimAnnunciator(self.clock)
         self.fs = SimFs(journal_dir)
-        self.plant.corrupt_journal = self.corrupt_journal
         self.watchdog_ms = WATCHDOG_MS  # the supervisor feeds twice per period
         self.pl_per_step = PL_PER_STEP
         self._watchdog_at_ms = -1  # device time the watchdog fires; -1: off
@@ -489,36 +483,6 @@ class SimBoard:
             if at >= 0 and (soonest < 0 or at < soonest):
                 soonest = at
         return soonest
-
-    # --- journal corruption (rig fault CORRUPT_JOURNAL) -----------------------------
-    def corrupt_journal(self, offset):
-        # Flips (xor 0xFF) the byte at offset (modulo the file's size) of
-        # the newest journal state slot: the valid-looking header with the
-        # higher sequence number. Straight to the file: not counted as a
-        # journal write, never cut by an armed power cut.
-        newest = None
-        newest_seq = -1
-        for name in SLOT_FILES:
-            header = self.fs.read(name)
-            if header is None or len(header) < 8:
-                continue
-            magic, _version, _flags, seq = struct.unpack_from(_SLOT_HEADER, header, 0)
-            if magic == _SLOT_MAGIC and seq > newest_seq:
-                newest, newest_seq = name, seq
-        if newest is None:
-            return False
-        f = open(self.fs.directory + "/" + newest, "r+b")
-        try:
-            size = f.seek(0, 2)
-            if size <= 0:
-                return False
-            f.seek(offset % size)
-            byte = f.read(1)[0]
-            f.seek(offset % size)
-            f.write(bytes((byte ^ 0xFF,)))
-        finally:
-            f.close()
-        return True
 
     def _wait_io(self, timeout_ms):
         events = self._poll.poll(timeout_ms)

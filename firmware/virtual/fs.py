@@ -118,6 +118,30 @@ class SimFs:
     def disarm(self):
         self._budget = -1
 
+    # --- the rig's hand on the medium (rig fault CORRUPT_JOURNAL) ---------------
+    def flip_byte(self, name, offset):
+        # Xors 0xFF into the byte at offset (modulo the file's size): damage
+        # from outside the pump, straight to the file. Not a journal write
+        # (bytes_written stays), never cut by an armed power cut. False if
+        # the file is missing or empty.
+        try:
+            f = open(self._path(name), "r+b")
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+        try:
+            size = f.seek(0, 2)
+            if size <= 0:
+                return False
+            f.seek(offset % size)
+            byte = f.read(1)[0]
+            f.seek(offset % size)
+            f.write(bytes((byte ^ 0xFF,)))
+        finally:
+            f.close()
+        return True
+
     def close(self):
         # Closes the append handles (nothing is lost: writes are unbuffered).
         for name in list(self._appending):

@@ -191,7 +191,6 @@ class PicoRigBoard:
 
         self.clock = PicoClock()
         self.plant = plantmod.Plant(seed)
-        self.plant.corrupt_journal = None
         self.rig_port = FdPort(rig_fd)
         self.harness = Harness(harness_fd, self)
         self.clock.sync = self._sync

@@ -170,7 +170,7 @@ class Plant:
         self.released_at_ms = -1
         self.steps = 0  # real steps the head turned
         self.encoder = 0  # encoder counter (wraps at 2**30)
-        self.corrupt_journal = None  # fn(offset), bound by the board
+        self.corrupt_journal = None  # fn(offset), bound by the rig (virtual/rig.py)
         self._remainder_pl = 0
         self._lost_acc = 0  # LOST_STEPS: commanded steps x % carried
         self._noise_key = stream_key(seed, STREAM_NOISE)

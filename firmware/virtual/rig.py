@@ -11,6 +11,7 @@ from array import array
 
 from micropython import const
 from pump import link as linkmod
+from pump.journal import SLOT_FILES
 
 from protocol import table as t
 from protocol.table import (
@@ -42,6 +43,9 @@ _TRACE_RING = const(512)
 _PAGE = const(12)  # the schema's array size in TRACE and ANNUNCIATION replies
 # A fault of the virtual board's timer, not of the plant (schema FAULTS 13).
 FAULT_TIMER_FAST = 13
+# Journal state slots: magic u16, version u8, flags u8, seq u32 (pump/journal.py)
+_SLOT_HEADER = "<HBBI"
+_SLOT_MAGIC = const(0x4A53)
 
 
 class Trace:
@@ -128,6 +132,30 @@ class VirtualRig:
             t.ANNUNCIATION: self._on_annunciation,
         }
         self.link = linkmod.Link(board.rig_port, t.RIG_REQUESTS, handlers)
+        # CORRUPT_JOURNAL is the rig's hand on the journal's medium, through
+        # the board's fs adapter (the emulated Pico's flash is the chip's own:
+        # no flip_byte there, and virtual/pico_rig.py refuses the fault).
+        if hasattr(board.fs, "flip_byte"):
+            board.plant.corrupt_journal = self.corrupt_journal
+
+    def corrupt_journal(self, offset):
+        # The rig fault CORRUPT_JOURNAL, at its onset (the plant schedules
+        # it): flips the byte at offset (modulo the file's size) of the
+        # newest journal state slot, the valid-looking header with the
+        # higher sequence number. -> False if there is no slot yet.
+        fs = self.board.fs
+        newest = None
+        newest_seq = -1
+        for name in SLOT_FILES:
+            header = fs.read(name)
+            if header is None or len(header) < 8:
+                continue
+            magic, _version, _flags, seq = struct.unpack_from(_SLOT_HEADER, header, 0)
+            if magic == _SLOT_MAGIC and seq > newest_seq:
+                newest, newest_seq = name, seq
+        if newest is None:
+            return False
+        return fs.flip_byte(newest, offset)
 
     def advancing(self):
         # An ADVANCE is waiting for its grant to run out.

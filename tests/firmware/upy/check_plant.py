@@ -409,7 +409,9 @@ class Board(sim.SimBoard):
 
 null = [open("/dev/null", "r+b"), open("/dev/null", "r+b")]
 board = Board(null[0].fileno(), null[1].fileno(), "CHECK", ROOT + "/journal", 1)
+assert board.plant.corrupt_journal is None  # the HAL binds no rig fault
 board.rig = VirtualRig(board, 1)
+assert board.plant.corrupt_journal == board.rig.corrupt_journal  # the rig does
 resets = []
 
 
@@ -487,10 +489,14 @@ for name in SLOT_FILES:
     if board.fs.read(name)[10:15] == b"newer":
         newest = name
 before = board.fs.read(newest)
+written = board.fs.bytes_written
 board.plant.inject(P.FAULT_CORRUPT_JOURNAL, 30, board.clock.time_ms() + 500, board.clock.time_ms())
 run(499)
 assert board.fs.read(newest) == before
+board.fs.arm_cut(0)  # the rig's flip is no journal write: an armed cut does not fire
 run(1)
+board.fs.disarm()
+assert board.fs.bytes_written == written
 after = board.fs.read(newest)
 assert len(after) == len(before)
 assert [i for i in range(len(before)) if before[i] != after[i]] == [30]
