@@ -49,6 +49,12 @@ MAX_LATE_MS = const(250)
 # Lockstep under a flood: a pass that served bytes while more keep coming
 # costs the time those bytes take on a 115,200-baud line (10 bits a byte).
 LINE_BYTES_PER_S = const(11_520)
+# The virtual stepper driver: its rate (steps/s) until set_rate() changes
+# it, the Pico's default (board_config.STEP_RATE_HZ), and its range. The
+# plant turns the head at the rate of each move, as a stepper does.
+STEP_RATE_HZ = const(400)
+_MIN_STEP_RATE_HZ = const(1)
+_MAX_STEP_RATE_HZ = const(5_000)
 # The firmware's calibration of the virtual head, pL per step: the plant's
 # nominal head (PLANT calibration_ppm is how far the real head is off it).
 PL_PER_STEP = const(25_000)
@@ -194,18 +200,25 @@ class FdPort:
 
 
 class SimMotor:
-    """The stepper as the plant sees it: a bounded move, then off."""
+    """The stepper as the plant sees it: a bounded move at the set rate, then off."""
 
     def __init__(self, plant, clock):
         self._plant = plant
         self._clock = clock
         self.enabled = False
         self.moves = 0
+        self.rate = STEP_RATE_HZ
+
+    def set_rate(self, steps_per_s):
+        # As hal/rp2.StepperMotor.set_rate: steps per second for the next moves.
+        if steps_per_s < _MIN_STEP_RATE_HZ or steps_per_s > _MAX_STEP_RATE_HZ:
+            raise ValueError("step rate out of range")
+        self.rate = steps_per_s
 
     def start(self, steps):
         self.enabled = True
         self.moves += 1
-        self._plant.move(steps, self._clock.time_ms())
+        self._plant.move(steps, self._clock.time_ms(), self.rate)
 
     def stop(self):
         self.enabled = False

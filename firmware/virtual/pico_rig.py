@@ -47,6 +47,10 @@ _NS_PER_MS = const(1_000_000)
 _ADC_PRESSURE = const(0)
 _ADC_BATTERY = const(3)
 _FAULT_CORRUPT_JOURNAL = const(11)
+# STEP edges this many of the board's configured step periods apart (or
+# closer) belong to one move: the later one's rate is read from the gap.
+_MOVE_GAP_PERIODS = const(4)
+_NS_PER_S = const(1_000_000_000)
 # Power cuts from the rig: a timed switch-off (POWER 3) is exact in emulated time.
 _POWER_CUT_AFTER_BYTES = rigmod.POWER_CUT_AFTER_BYTES
 
@@ -205,13 +209,23 @@ class PicoRigBoard:
         self._poll.register(self.rig_port.stream, select.POLLIN)
         self._poll.register(self.harness.stream, select.POLLIN)
         self._advancing = -1  # id of the harness advance in flight
+        self._last_step_ns = -1  # emulated time of the last STEP edge
 
     # --- the pins -------------------------------------------------------------------
     def step(self):
         # One STEP edge with the driver on: the head's answer, as encoder edges.
+        # The head turns at the rate the STEP pin shows, as a stepper driver
+        # sees it: the gap since the edge before, when both belong to one
+        # move; the board's configured rate for the first edge of a move.
         plant = self.plant
+        now_ns = self.clock.now_ns
+        rate = cfg.STEP_RATE_HZ
+        gap = now_ns - self._last_step_ns
+        if self._last_step_ns >= 0 and 0 < gap <= _MOVE_GAP_PERIODS * _NS_PER_S // rate:
+            rate = _NS_PER_S // gap if gap < _NS_PER_S else 1
+        self._last_step_ns = now_ns
         before = plant.encoder
-        plant.move(1, self.clock.time_ms())
+        plant.move(1, self.clock.time_ms(), rate)
         return (plant.encoder - before) & 0x3FFFFFFF
 
     def adc(self, channel):

@@ -25,18 +25,22 @@
 import math
 
 from micropython import const
-from pump.drive import STROKE_MS, STROKE_STEPS
 from pump.ticks import TICKS_MAX
 
 from virtual.noise import STREAM_NOISE, Csf, noise_x1000, stream_key
 
 # --- pump head and reservoir -------------------------------------------------------
-# 25 nL/step nominal (pump/drive.py); the real head differs by
-# calibration_ppm (parts per million, signed).
+# 25 nL/step nominal; the real head differs by calibration_ppm (parts per
+# million, signed).
 _NOMINAL_PL_PER_STEP = const(25_000)
 _CALIBRATION_PPM_MAX = const(200_000)
-# The head turns at STROKE_STEPS / STROKE_MS (400 steps/s): a stroke's volume
-# flows into the line over its steps' duration.
+# The head turns as the motor is told: a move's steps at the driver's step
+# rate (move(steps, now, rate_hz)), its volume flowing into the line over
+# those steps' duration. The plant knows nothing of the pump's strokes. A
+# caller that gives no rate (plant-level tests, the CPython campaigns of
+# bench/board/sensing.py) turns it at the Pico's default driver rate
+# (board_config.STEP_RATE_HZ).
+HEAD_RATE_HZ = const(400)
 # A new pump arrives empty; the rig's FILL (the clinician's syringe) fills it.
 _DEFAULT_RESERVOIR_NL = const(0)
 
@@ -297,10 +301,11 @@ class Plant:
         return self._tau
 
     # --- the head -----------------------------------------------------------------
-    def move(self, commanded_steps, now=0):
-        # The head turns; returns the steps it really made. The encoder
+    def move(self, commanded_steps, now=0, rate_hz=HEAD_RATE_HZ):
+        # The head turns commanded_steps at rate_hz steps/s (what the motor
+        # driver was told); returns the steps it really made. The encoder
         # counts them at once; their volume flows into the line over their
-        # duration (STROKE_MS per STROKE_STEPS).
+        # duration at that rate (whole ms, rounded up).
         self.update(now)
         self.latched = False  # a new move: what was held is stale
         self._latch_at = -1
@@ -333,7 +338,7 @@ class Plant:
         self.pumped_nl += volume
         if self.air_nl:
             self._derive(now)  # the bubble's compliance at today's size and pressure
-        duration = (steps * STROKE_MS + STROKE_STEPS - 1) // STROKE_STEPS
+        duration = (steps * 1000 + rate_hz - 1) // rate_hz
         end = now + duration
         left = 0.0
         if self._q_end > now:

@@ -453,3 +453,13 @@ def test_line_refuses_values_out_of_range(
 def test_plant_physics_under_micropython(tmp_path: Path) -> None:
     figures = upy.run("check_plant.py", str(tmp_path), heap="512k")
     assert figures["coughs_per_hour"] > 2
+
+
+def test_the_plant_follows_the_motor_not_the_pump_drive() -> None:
+    # Every stroke length a bounded move allows (pump.drive.STROKE_STEPS
+    # patched), every driver rate (SimMotor.set_rate), three head
+    # calibrations: the volume and pressure rise the plant gives (closed
+    # form, in the script) follow the motor's commands, under MicroPython.
+    figures = upy.run("check_plant_motion.py", "full", heap="512k")
+    assert figures["cases"] == 64 * 9 * 3
+    assert figures["peak_16_steps_mmhg"] > figures["peak_8_steps_mmhg"] > 0
