@@ -48,6 +48,7 @@ from bench.link.errors import BenchError
 # Images not used for this long are removed when a new one is built.
 CACHE_KEEP_S = 14 * 24 * 3600
 COMPLETE = ".complete"  # written last: a folder without it was never finished
+VIRTUAL = "virtual/"  # firmware/virtual/: never flashed (its README)
 
 
 @dataclass(frozen=True)
@@ -69,18 +70,25 @@ def shipped_files(tree: FirmwareTree | None = None) -> list[ShippedFile]:
 
 
 def board_files(tree: FirmwareTree | None = None) -> list[ShippedFile]:
-    """What a Pico gets: the files firmware/manifest.py lists (no simulator, no rig)."""
+    """What a Pico gets: the files firmware/manifest.py lists (no simulator, no rig).
+
+    A manifest naming anything under firmware/virtual/ is refused here, so
+    ``make flash``, ``make firmware`` and the emulated Pico never take it.
+    """
     tree = tree or firmware_tree()
+    virtual = (tree.firmware / VIRTUAL).resolve()
     files = []
     for item in read_manifest(tree.firmware):
         source = item.source
+        if item.target.startswith(VIRTUAL) or virtual in source.resolve().parents:
+            raise BenchError(
+                f"{tree.firmware / MANIFEST} ships {item.target}: nothing under "
+                "firmware/virtual/ is ever flashed (firmware/virtual/README.md)"
+            )
         if item.target.startswith("protocol/"):  # the tree's protocol, wherever it is
             source = tree.protocol / item.target.removeprefix("protocol/")
         files.append(ShippedFile(source, item.target))
     return files
-
-
-VIRTUAL = "virtual/"  # firmware/virtual/: never flashed (its README)
 
 
 @dataclass(frozen=True)
