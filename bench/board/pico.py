@@ -271,7 +271,7 @@ class PicoBoard:
 
     def _start_rig(self, harness_end: socket.socket, seed: int) -> None:
         # The plant process: firmware/virtual/pico_rig.py under the unix-port
-        # MicroPython, in the host image (where rig/ and virtual/board live).
+        # MicroPython, in the host image (where firmware/virtual/ lives: never flashed).
         from bench.board import image
         from bench.board.sim import micropython_command
 
