@@ -460,6 +460,6 @@ def test_the_plant_follows_the_motor_not_the_pump_drive() -> None:
     # patched), every driver rate (SimMotor.set_rate), three head
     # calibrations: the volume and pressure rise the plant gives (closed
     # form, in the script) follow the motor's commands, under MicroPython.
-    figures = upy.run("check_plant_motion.py", "full", heap="512k")
+    figures = upy.run("check_plant_motion.py", heap="512k")
     assert figures["cases"] == 64 * 9 * 3
     assert figures["peak_16_steps_mmhg"] > figures["peak_8_steps_mmhg"] > 0

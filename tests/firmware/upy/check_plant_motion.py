@@ -4,15 +4,14 @@
 # 1..MAX_MOVE_STEPS) and motors at other rates (SimMotor.set_rate) must give
 # the plant the volume the steps pumped and the pressure rise of that volume
 # flowing in over the steps' duration at that rate (closed form, computed
-# here). argv[1]: "full" or "quick". Prints one JSON line; raises on the
-# first failure.
+# here). Prints one JSON line; raises on the first failure.
 import json
 import math
 import sys
 
 # The plant and the virtual board's motor load without the pump's drive.
 from virtual import plant as P
-from virtual.board import SimMotor, SimEncoder
+from virtual.board import SimEncoder, SimMotor
 
 assert "pump.drive" not in sys.modules, "the plant imports the pump's drive"
 
@@ -86,12 +85,10 @@ def one(steps, rate, ppm):
     return peak
 
 
-quick = sys.argv[1] == "quick" if len(sys.argv) > 1 else False
 cases = 0
 peaks = {}
-step_counts = (1, 3, 8, 16, 64) if quick else range(1, MAX_MOVE_STEPS + 1)
 for ppm in CALIBRATIONS:
-    for steps in step_counts:
+    for steps in range(1, MAX_MOVE_STEPS + 1):
         for rate in RATES:
             peak = one(steps, rate, ppm)
             cases += 1
