@@ -12,7 +12,8 @@
 # - the harness asks, and the chip stands still until it is answered:
 #   {"ev": "step", "q", "t"}: the STEP pin rose with the driver on at t
 #   (emulated ns since the harness started): the head is asked to make one
-#   step (Plant.move); the answer is the encoder edges it really made
+#   step (Plant.move, at the rate the STEP edges show: PicoRigBoard.step);
+#   the answer is the encoder edges it really made
 #   (0 for a stall, lost step or dead encoder, 1 + extra for a runaway);
 #   {"ev": "adc", "ch", "q", "t"}: a conversion of the pressure (ch 0) or
 #   battery (ch 3) input: the answer is the 12-bit level of the plant's
