@@ -21,7 +21,7 @@ from bench.board import pico
 from bench.board.paths import firmware_tree
 from bench.link.pump import PumpClient
 from protocol import schema
-from tests.firmware import kit
+from tests.system import kit
 
 pytestmark = [
     pytest.mark.timeout(300),

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bench.board import pico
-from tests.firmware import test_rp2_hal as host
-from tests.firmware import upy
+from tests.modules import test_rp2_hal as host
+from tests.modules import upy
 
 pytestmark = [
     pytest.mark.timeout(300),

@@ -22,7 +22,7 @@ from bench.link.rig import RigClient
 from bench.report.records import Outcome
 from bench.scenario.load import load_scenario
 from bench.scenario.runner import run_scenario
-from tests.firmware import kit
+from tests.system import kit
 
 pytestmark = [
     pytest.mark.timeout(600),

@@ -215,7 +215,7 @@ def test_every_frame_of_a_session_decodes_from_the_spec_alone(pump: Any, rig: An
     # refusals included) is decoded again from the SPEC and compared with
     # the bench codec's reading.
     from bench.link.client import PumpRefused
-    from tests.firmware import kit
+    from tests.system import kit
 
     seen: list[tuple[bytes, Any]] = []
     for client in (pump, rig):

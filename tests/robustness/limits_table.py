@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from tests.firmware import upy
+from tests.modules import upy
 
 _PRINT_DRUGS = "import json; from pump import limits; print(json.dumps(limits.DRUGS))"
 

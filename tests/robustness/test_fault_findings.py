@@ -26,7 +26,7 @@ from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from bench.robustness.common import ALARM, HOUR_MS
-from tests.firmware import kit
+from tests.system import kit
 
 
 def test_three_hours_of_short_strokes_keep_the_program_and_the_alarm_in_the_log(

@@ -19,7 +19,7 @@ from bench.link.rig import RigClient
 from bench.link.transports.protocol_fault import Rates, Serial, parse_url
 from bench.robustness.common import LOG, program_fields
 from bench.robustness.link_faults import clean_scenario, compare_outcomes, link_fault_scenario
-from tests.firmware import kit
+from tests.system import kit
 
 assert bench.link.transports.PACKAGE in serial.protocol_handler_packages
 

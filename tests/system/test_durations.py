@@ -15,7 +15,7 @@ from bench.link.client import Refusal
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from protocol import schema
-from tests.firmware.kit import (
+from tests.system.kit import (
     CLINICIAN,
     HOUR_MS,
     MINIMUM_RATE,

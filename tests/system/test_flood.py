@@ -31,7 +31,7 @@ from bench.link.errors import BenchError
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from protocol import codec
-from tests.firmware.kit import DAY_MS, MINUTE_MS, STROKE_NL, program, start_therapy
+from tests.system.kit import DAY_MS, MINUTE_MS, STROKE_NL, program, start_therapy
 
 FLOOD_FRAMES = b"".join(
     # sequence numbers the clients never use, all different (no reply-cache hit)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from bench.board.paths import FIRMWARE_DIR
-from tests.firmware import upy
-from tests.firmware.integer_only import assert_integer_only
+from tests.modules import upy
+from tests.modules.integer_only import assert_integer_only
 
 HEAP = "256k"  # the check scripts also import the host schema (its canonical text) to compare
 

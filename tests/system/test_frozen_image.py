@@ -195,7 +195,7 @@ def test_the_frozen_firmware_s_peak_heap_in_a_session_and_a_bolus_is_under_64_kb
     # (bench/board/pico_heap.py): a session with a few requests, then a program
     # and a clinician bolus run to its end.
     from bench.board import pico_heap
-    from tests.firmware import kit
+    from tests.system import kit
 
     board, keys = frozen_pico
     program = pico_heap.session_and_bolus(kit.program(basal_nl_day=1_000_000), 1_000)
@@ -223,7 +223,7 @@ def test_a_power_cut_mid_stroke_on_the_frozen_image_is_recovered_within_a_stroke
     # it was at that instant); after power-on the accounting is within one
     # stroke of what the pins moved, never under. Real time: the cut is armed
     # between two strokes 17 s apart, which fast mode could leap over.
-    from tests.firmware import kit
+    from tests.system import kit
 
     board, keys = frozen_pico
     nl_per_step = 25  # board_config PL_PER_STEP / 1000

@@ -22,7 +22,7 @@ from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from bench.robustness.common import bolus_fields
 from protocol import auth, codec, schema
-from tests.firmware import kit
+from tests.system import kit
 
 PB = {"pb_dose_nl": 20_000, "pb_lockout_s": 3600, "pb_max_per_day": 4}
 BOLUS = bolus_fields(volume_nl=10_000)

@@ -24,8 +24,8 @@ import pytest
 
 from bench.board.paths import FIRMWARE_DIR
 from protocol import schema
-from tests.firmware import upy
-from tests.firmware.integer_only import assert_integer_only
+from tests.modules import upy
+from tests.modules.integer_only import assert_integer_only
 
 HEAP = "128k"
 UPY = Path(__file__).with_name("upy")

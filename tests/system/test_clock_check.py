@@ -13,7 +13,7 @@ import pytest
 
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
-from tests.firmware.kit import (
+from tests.system.kit import (
     MINIMUM_RATE,
     MINUTE_MS,
     alarm_active,

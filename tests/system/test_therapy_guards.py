@@ -12,7 +12,7 @@ from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from protocol import schema
 from protocol.table import POWER_CUT_AFTER_BYTES, POWER_CUT_IN_MS, POWER_OFF, POWER_ON
-from tests.firmware.kit import (
+from tests.system.kit import (
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,

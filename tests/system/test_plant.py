@@ -21,8 +21,8 @@ from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from protocol import schema
-from tests.firmware import upy
-from tests.firmware.kit import HOUR_MS, MINUTE_MS, STROKE_NL, program, start_therapy, truth
+from tests.modules import upy
+from tests.system.kit import HOUR_MS, MINUTE_MS, STROKE_NL, program, start_therapy, truth
 
 FAULT = {name: code for code, name in schema.FAULTS}
 STROKE_PERIOD_MS = 17_280  # 1 mL/day in 200 nL strokes

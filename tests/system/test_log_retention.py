@@ -16,7 +16,7 @@ from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from protocol import schema
-from tests.firmware import kit
+from tests.system import kit
 
 DAYS = 180
 PRESSES = 4  # granted a day

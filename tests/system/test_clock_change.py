@@ -26,7 +26,7 @@ import pytest
 from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
-from tests.firmware.kit import ALARM_BITS, HOUR_MS, STROKE_NL, flex, start_therapy
+from tests.system.kit import ALARM_BITS, HOUR_MS, STROKE_NL, flex, start_therapy
 
 DAY_S = 86_400
 WEEK_S = 7 * DAY_S

@@ -19,7 +19,7 @@ import pytest
 from bench.board import flash, image
 from bench.board.paths import ROOT
 from protocol import codec, schema
-from tests.firmware import upy
+from tests.modules import upy
 
 FAKES = str(Path(__file__).with_name("fakes"))
 FIRMWARE_VERSION = "0.1.0"

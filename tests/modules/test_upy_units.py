@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bench.board.paths import ROOT
-from tests.firmware import upy
+from tests.modules import upy
 
 
 def test_firmware_codec_matches_golden_vectors() -> None:

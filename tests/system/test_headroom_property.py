@@ -23,8 +23,8 @@ from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from protocol import schema
-from tests.firmware.kit import HOUR_MS, MINUTE_MS, activate, program, refill, truth
 from tests.robustness.limits_table import read_drugs
+from tests.system.kit import HOUR_MS, MINUTE_MS, activate, program, refill, truth
 
 DRUGS = read_drugs()
 LOG = {name: code for code, name in schema.LOG_CODES}

@@ -12,7 +12,7 @@ from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from protocol import schema
-from tests.firmware.kit import (
+from tests.system.kit import (
     DAY_MS,
     HOUR_MS,
     MINIMUM_RATE,

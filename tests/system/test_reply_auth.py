@@ -19,7 +19,7 @@ from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from bench.robustness.common import bolus_fields
 from protocol import auth, codec, schema
-from tests.firmware import kit
+from tests.system import kit
 
 
 @pytest.fixture

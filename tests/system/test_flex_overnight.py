@@ -20,7 +20,7 @@ from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from bench.program import programmed
 from protocol import schema
-from tests.firmware.kit import HOUR_MS, MINUTE_MS, STROKE_NL, flex, start_therapy, truth
+from tests.system.kit import HOUR_MS, MINUTE_MS, STROKE_NL, flex, start_therapy, truth
 
 NIGHT = 2_000_000  # nL/day from 22:00 to 02:00
 DAYTIME = 500_000  # the background and the 02:00 step

@@ -13,7 +13,7 @@ import pytest
 
 from bench.board.image import mpy_cross_command
 from bench.board.paths import FIRMWARE_DIR
-from tests.firmware import upy
+from tests.modules import upy
 
 UPY = Path(__file__).with_name("upy")
 FIRMWARE_FILES = (FIRMWARE_DIR / "pump" / "journal.py", FIRMWARE_DIR / "hal" / "simfs.py")

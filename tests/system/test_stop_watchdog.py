@@ -16,7 +16,7 @@ import pytest
 
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
-from tests.firmware.kit import (
+from tests.system.kit import (
     ALARM_BITS,
     HOUR_MS,
     MINIMUM_RATE,
