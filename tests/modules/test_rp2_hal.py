@@ -1,5 +1,5 @@
 """The Pico HAL (firmware/hal/rp2.py, rp2fs.py, main.py's rp2 wiring) under
-MicroPython, on fake ``machine`` and ``rp2`` modules (tests/firmware/fakes)
+MicroPython, on fake ``machine`` and ``rp2`` modules (tests/modules/fakes)
 that record every pin, PWM, ADC, PIO, WDT and timer call and emulate the PIO
 programs; littlefs is real (``vfs.VfsLfs2`` on a RAM flash). No board needed.
 Also ``bench.board.flash`` (pumpbench flash) against a virtual board and a stand-in
@@ -491,7 +491,7 @@ def test_main_runs_the_pump_app_on_the_pico_and_answers_hello_over_usb() -> None
 # of the emulated Pico (bench/board/pico.py): with .mpy files at least 64 KB of the
 # 245,888 B heap stays free (tests/pico, 141,888 B used at the end of issue
 # 16), and the frozen image (make firmware) uses at most 64 KB
-# (tests/firmware/test_frozen_image.py, 52,192 B). Host figure at the same
+# (tests/system/test_frozen_image.py, 52,192 B). Host figure at the same
 # point: 209,920 B (195,008 B before issues 12, 13, 15 added the drug path,
 # the clock check, the outcome journal and signed replies).
 RP2_HEAP_BUDGET = 216 * 1024

@@ -410,7 +410,7 @@ def test_inject_fault_refuses_unknown_faults_and_bad_params(
     rig.request("CLEAR_FAULT", {"fault": 0})  # every fault
 
 
-# --- LINE: the line as real catheters make it (rig/line.py; tests/firmware/test_line.py) ---
+# --- LINE: the line as real catheters make it (rig/line.py; tests/modules/test_line.py) ---
 def test_line_makes_a_90_cm_silicone_catheter_with_air_swallow_the_stroke(
     pump: PumpClient, rig: RigClient
 ) -> None:

@@ -1,6 +1,6 @@
 # ruff: noqa: ARG002  (fakes keep the real signatures)
 # Test kit for the rp2 HAL under the MicroPython unix port (check scripts in
-# tests/firmware/upy/check_rp2_*.py). Builds a board config, a littlefs
+# tests/modules/upy/check_rp2_*.py). Builds a board config, a littlefs
 # volume on a RAM block device, fake USB CDC streams and poller, and runs
 # interrupt handlers under micropython.heap_lock().
 

@@ -1,6 +1,6 @@
 # Synthetic pressure samples for the monitor checks: the physics the plant
 # engineer stated, small enough to run under MicroPython and CPython alike
-# (the check scripts and tests/firmware/test_monitors.py share it). Not
+# (the check scripts and tests/modules/test_monitors.py share it). Not
 # firmware: floats are fine here.
 #
 # The line: compliance C (nL/mmHg) at the sensor, draining into the CSF

@@ -1,4 +1,4 @@
-# Runs under MicroPython with tests/firmware/fakes on MICROPYPATH: the Pico
+# Runs under MicroPython with tests/modules/fakes on MICROPYPATH: the Pico
 # board object (hal/rp2.Rp2Board): watchdog, idle and lightsleep, ports,
 # start-up faults, device seconds across resets. Prints {case: result}.
 import machine

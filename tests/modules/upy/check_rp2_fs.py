@@ -1,4 +1,4 @@
-# Runs under MicroPython with tests/firmware/fakes on MICROPYPATH: the Pico's
+# Runs under MicroPython with tests/modules/fakes on MICROPYPATH: the Pico's
 # journal adapter (hal/rp2fs.LfsFs) on real littlefs (vfs.VfsLfs2) over a RAM
 # flash that can lose power at any erase or program. Prints {case: result}.
 import os

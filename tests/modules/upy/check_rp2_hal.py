@@ -1,4 +1,4 @@
-# Runs under MicroPython with tests/firmware/fakes on MICROPYPATH: the Pico
+# Runs under MicroPython with tests/modules/fakes on MICROPYPATH: the Pico
 # HAL (hal/rp2.py) against fake machine and rp2 modules. One case per name
 # on the command line (all when none); prints {case: result} as JSON.
 import machine

@@ -1,4 +1,4 @@
-# Runs under MicroPython with tests/firmware/fakes on MICROPYPATH: main.py's
+# Runs under MicroPython with tests/modules/fakes on MICROPYPATH: main.py's
 # rp2 wiring with the real PumpApp on the Pico HAL (fake machine/rp2, real
 # littlefs on a RAM flash). argv: case [hex of a request frame].
 import gc
