@@ -190,7 +190,7 @@ def _windows(series: list[tuple[int, int]], window_ms: int) -> int:
 
 def concentration_change(old: int, new: int, hours: int = 48) -> list[Row]:
     """Baclofen 600 ug/day refilled from ``old`` to ``new`` ug/mL with its
-    program (SPEC 22.2): over the ``hours`` after the change, from the rig's
+    program (docs/pump.md 22.2): over the ``hours`` after the change, from the rig's
     truth of the dose at the tip sampled every minute, the most in any 1 h
     and any 24 h, and the longest time without drug at the tip."""
     with (

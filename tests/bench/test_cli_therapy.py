@@ -521,7 +521,7 @@ def test_program_rejects_incomplete_fields(bench: Bench) -> None:
         pump.program({"drug_id": 1})
 
 
-# --- dose at the tip (SPEC 22) -----------------------------------------------------------
+# --- dose at the tip (docs/pump.md 22) -----------------------------------------------------------
 
 
 def test_refill_with_a_new_concentration_and_its_program(bench: Bench, tmp_path: Path) -> None:

@@ -332,7 +332,7 @@ def test_board_ticks_wrap_at_2_30() -> None:
     }
 
 
-# --- the clock check's second source (issue 13 item 6, SPEC 14.8) -------------------
+# --- the clock check's second source (issue 13 item 6, docs/pump.md 14.8) -------------------
 def test_the_seconds_follow_the_ring_oscillator_when_the_crystal_strays() -> None:
     # FC0 counts the ROSC against the crystal; hal/rp2.RoscClockCheck. 600 s
     # of true time at each crystal error: seconds() keeps true time (within

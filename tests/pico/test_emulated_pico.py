@@ -357,7 +357,7 @@ print(err, c.fails)
 def test_the_emulator_has_no_frequency_counter_so_the_clock_check_is_unavailable(
     board: pico.PicoBoard,
 ) -> None:
-    # What the emulator cannot show (issue 13 item 6, SPEC 14.8): rp2040js
+    # What the emulator cannot show (issue 13 item 6, docs/pump.md 14.8): rp2040js
     # 1.4.1 models the CLOCKS block's clock selection registers (0x00-0x7c)
     # but not FC0 (0x80-0x9c: writes dropped, reads 0xffffffff) and the ROSC
     # block not at all. So RoscClockCheck, run here on the real 32-bit port,

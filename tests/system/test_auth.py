@@ -481,7 +481,7 @@ def test_no_reply_carries_a_key(board: VirtualBoard, pump: PumpClient) -> None:
 def test_every_refusal_is_in_the_access_log_with_its_tally_and_a_reset_loses_none(
     stranger: PumpClient, rig: RigClient
 ) -> None:
-    # SPEC 15: one access-log entry per refusal, b = refusals ever; the
+    # docs/pump.md 15: one access-log entry per refusal, b = refusals ever; the
     # tally lives in the journal, not in RAM (issue 15: 502 refusals, 2 in
     # the log after a reset).
     def entries() -> list[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""Clock changes cannot overdose (issue 13, item 5; SPEC 11.5).
+"""Clock changes cannot overdose (issue 13, item 5; docs/pump.md 11.3).
 
 The flex schedule follows local time (device time + the SET_CLOCK offset);
 the governor, lockouts and windows run on monotonic device time. After a
@@ -33,7 +33,7 @@ WEEK_S = 7 * DAY_S
 # Baclofen-like flex: 0.4 mL/day from 08:00, 0.1 mL/day from 20:00 (and
 # before 08:00): the day's two halves differ fourfold. Morphine 1 mg/mL (4
 # mg/day at most, far below its limits): the governor's windows (STATUS)
-# count dose at the tip, 1 ng per nL here (SPEC 22).
+# count dose at the tip, 1 ng per nL here (docs/pump.md 22).
 HIGH, LOW = 400_000, 100_000
 STEPS = [(8 * 60, HIGH, 0), (20 * 60, LOW, 0)]
 BOUNDARIES_MIN = [0, 8 * 60, 20 * 60]
@@ -54,7 +54,7 @@ def worst_windows(pump: PumpClient, fields: dict) -> tuple[int, int]:
 
 
 POWER_OFF, POWER_ON = 0, 1
-# the one alarm a reset raises (every boot that finds state, SPEC 10.3)
+# the one alarm a reset raises (every boot that finds state, docs/pump.md 10.3)
 UNEXPECTED_RESET = 1 << (ALARM_BITS["UNEXPECTED_RESET"] - 1)
 
 

@@ -1,4 +1,4 @@
-"""An independent clock check (issue 13, item 6; SPEC 14.8).
+"""An independent clock check (issue 13, item 6; docs/pump.md 14.8).
 
 The millisecond timer that times every stroke is compared with the RTC
 (device seconds) over 5-minute windows of the timer; more than 5 % + 1 s

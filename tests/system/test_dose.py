@@ -1,4 +1,4 @@
-"""Dose, not volume (issue 12, SPEC 22): concentration changes, the drug in the
+"""Dose, not volume (issue 12, docs/pump.md 22): concentration changes, the drug in the
 catheter, refills with a drug, priming, and bolus headroom, each measured
 against the rig's truth of the dose that left the catheter tip (TRUTH tip_ng,
 the plant's own model of the drug path) over every 1 h and 24 h window."""
@@ -80,7 +80,7 @@ def change_concentration(
     pump: PumpClient, rig: RigClient, old: int, new: int, dose_ug_day: int
 ) -> None:
     """Steady state at `old`, then a refill with `new` committed with its
-    program for the same dose (SPEC 22.2)."""
+    program for the same dose (docs/pump.md 22.2)."""
     start_therapy(pump, rig, baclofen(dose_ug_day, old), reservoir_nl=10_000_000)
     rig.advance(2 * DAY_MS)
     fields = baclofen(dose_ug_day, new)
@@ -95,7 +95,7 @@ def test_a_concentration_change_keeps_the_dose_rate_at_the_tip(
 ) -> None:
     # 600 ug/day either way. The old drug still in the path (20 uL pump +
     # 156 uL catheter) leaves the tip at a volume rate that keeps the dose
-    # rate (the bridge, SPEC 22.3): no stop, no gap, no overdose.
+    # rate (the bridge, docs/pump.md 22.3): no stop, no gap, no overdose.
     change_concentration(pump, rig, old, new, 600)
     status = pump.status()
     assert status["tip_conc_ug_ml"] == old and 0 < status["new_drug_at_tip_s"] < 2 * 86_400

@@ -71,7 +71,7 @@ def test_a_morphine_bolus_is_not_spread_over_32_years(pump: PumpClient, rig: Rig
 def test_a_patient_bolus_lockout_longer_than_a_day_is_refused(
     pump: PumpClient, rig: RigClient, lockout_s: int
 ) -> None:
-    # SPEC 12.4: PROGRAM pb_lockout_s at most PB_LOCKOUT_MAX_S (a day),
+    # docs/pump.md 12.4: PROGRAM pb_lockout_s at most PB_LOCKOUT_MAX_S (a day),
     # refused HARD_LIMIT (limit patient_bolus); a day itself is accepted
     start_therapy(pump, rig, program())
     pb = {"pb_dose_nl": 50_000, "pb_max_per_day": 1}

@@ -3,7 +3,7 @@
 180 days of a busy patient on the virtual board: 4 patient boluses a day,
 each from a patient programmer in a session of its own, a refill and a new
 program every 30 days, and on top 1,000 refused presses and 1,000 idle
-session opens. Sessions and refusals go to the access log (SPEC section 15),
+session opens. Sessions and refusals go to the access log (docs/pump.md section 15),
 so the event log still holds every entry of the 180 days: nothing aged out,
 every REFILL, PROGRAM_ACTIVE and bolus is there, and the access log's tally
 counts every refused press.

@@ -320,7 +320,7 @@ def test_a_stopped_program_cancels_a_running_bolus(pump: PumpClient, rig: RigCli
     assert truth(rig)["pumped_nl"] == pumped
     codes = [code for _t, code, _a, _b in log_entries(pump)]
     assert LOG["BOLUS_CANCELLED"] in codes and LOG["PROGRAM_ACTIVE"] in codes
-    assert LOG["STOP"] not in codes, "a CONFIRM logs PROGRAM_ACTIVE, not STOP (SPEC 15)"
+    assert LOG["STOP"] not in codes, "a CONFIRM logs PROGRAM_ACTIVE, not STOP (docs/pump.md 15)"
 
 
 def test_bolus_events_report_start_and_finish(pump: PumpClient, rig: RigClient) -> None:
@@ -349,7 +349,7 @@ def test_bolus_events_report_start_and_finish(pump: PumpClient, rig: RigClient) 
 def test_bridge_bolus_pushes_the_old_drug_out_of_the_path(pump: PumpClient, rig: RigClient) -> None:
     # After a refill with a new concentration the catheter (here 40 cm) and
     # the pump's internal volume still hold the old drug: the bridge bolus
-    # pushes exactly that volume, worked out by the pump (SPEC 22.3).
+    # pushes exactly that volume, worked out by the pump (docs/pump.md 22.3).
     start_therapy(pump, rig, program(basal_nl_day=500_000, conc_ug_ml=1_000))
     new = program(basal_nl_day=250_000, conc_ug_ml=2_000)
     crc = pump.request("PROGRAM", new)["crc"]

@@ -46,7 +46,7 @@ def test_a_pump_whose_scheduler_runs_wild_is_stopped_within_the_hourly_dose(
     # the scheduler ask for 10 strokes where 1 is due. With the pressure
     # sensor stuck, the line monitors are blind to the short strokes this
     # gives; every stroke moves its 8 steps. The clock check (timer against
-    # RTC, SPEC 14.8) stops it within two 5-minute windows of the timer;
+    # RTC, docs/pump.md 14.8) stops it within two 5-minute windows of the timer;
     # behind it the governor, counting what the encoder moved against the
     # RTC, would stop it at the hourly hard dose.
     blind_the_line_monitors(pump, rig)
@@ -103,7 +103,7 @@ def test_patient_bolus_lockout_and_daily_maximum(pump: PumpClient, rig: RigClien
     elapsed = rig.advance(HOUR_MS)  # device time since the therapy started
     basal = 200_000 * elapsed // DAY_MS
     assert abs(truth(rig)["pumped_nl"] - (4 * 40_000 + basal)) <= 2 * STROKE_NL
-    # the refusals are in the access log (SPEC 15), a = code | detail << 8,
+    # the refusals are in the access log (docs/pump.md 15), a = code | detail << 8,
     # b = patient-bolus refusals ever
     refusals = [
         (e["a"] & 0xFF, e["b"])
