@@ -13,6 +13,7 @@ from bench.link.rig import RigClient
 from protocol import schema
 from protocol.table import POWER_CUT_AFTER_BYTES, POWER_CUT_IN_MS, POWER_OFF, POWER_ON
 from tests.system.kit import (
+    ALARM_BITS,
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
@@ -72,8 +73,7 @@ def test_the_clock_alarm_can_be_cleared_once_the_timer_is_true_again(
     rig.advance(2 * HOUR_MS)  # a true window ends the condition
     for name in ("CLOCK_FAULT", "DOSE_LIMIT"):
         if alarm_active(pump.status(), name):
-            alarm = {"CLOCK_FAULT": 20, "DOSE_LIMIT": 3}[name]
-            pump.request("CLEAR_ALARM", {"alarm": alarm})
+            pump.request("CLEAR_ALARM", {"alarm": ALARM_BITS[name]})
     before = truth(rig)["pumped_nl"]
     rig.advance(HOUR_MS)
     assert pump.status()["state_name"] == "RUNNING"
