@@ -31,6 +31,7 @@ from protocol.table import (
     ALARM_LEAK as LEAK,
     ALARM_LOST_STEPS as LOST_STEPS,
     ALARM_LOW_RESERVOIR as LOW_RESERVOIR,
+    ALARM_MAX_ID,
     ALARM_MEMORY as MEMORY,
     ALARM_MOTOR_STALL as MOTOR_STALL,
     ALARM_OCCLUSION as OCCLUSION,
@@ -55,7 +56,7 @@ LOW = 1
 ACK_SILENCE_MS = 120_000
 
 
-COUNT = 26  # the highest id; known() says which ids exist (18-19, 21-23: other issues')
+COUNT = ALARM_MAX_ID  # the highest id (the schema's); known() says which ids exist
 
 # (id, priority, latching, stops delivery, clearable)
 TABLE = (

@@ -38,7 +38,7 @@ from pump import reservoir as reservoirmod
 
 # 2: the battery monitor's ERI date follows the ring; 3: the drug path and
 # the index of the active program's PROGRAM_ACTIVE entry; governor in ng;
-# 4: the clock offsets a clock change still holds binding (SPEC 11.5)
+# 4: the clock offsets a clock change still holds binding (docs/pump.md 11.3)
 SNAPSHOT_VERSION = 4
 
 # Delta kinds and their payload formats.
