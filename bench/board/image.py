@@ -20,6 +20,7 @@ Usage: ``python -m bench.board.image --out build/mpy [--arch armv6m]``.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import fcntl
 import functools
@@ -88,6 +89,11 @@ def board_files(tree: FirmwareTree | None = None) -> list[ShippedFile]:
         if item.target.startswith("protocol/"):  # the tree's protocol, wherever it is
             source = tree.protocol / item.target.removeprefix("protocol/")
         files.append(ShippedFile(source, item.target))
+    problems = boundary_problems(files, tree.firmware)
+    if problems:
+        raise BenchError(
+            f"{tree.firmware / MANIFEST}: the image breaks its boundary: " + "; ".join(problems)
+        )
     return files
 
 
@@ -120,6 +126,75 @@ def image_sizes(arch: str | None = "armv6m", tree: FirmwareTree | None = None) -
     shipped = [size for target, size in sizes.items() if target in on_board]
     extra = [size for target, size in sizes.items() if target not in on_board]
     return ImageSizes(sum(shipped), len(shipped), sum(extra), len(extra))
+
+
+# MicroPython's built-in modules the shipped firmware may import (the rp2
+# port's and the unix port's). typing: only inside a try, for the type checker.
+MICROPYTHON_MODULES = frozenset(
+    {
+        "array",
+        "binascii",
+        "errno",
+        "gc",
+        "hashlib",
+        "machine",
+        "micropython",
+        "os",
+        "rp2",
+        "select",
+        "struct",
+        "sys",
+        "time",
+        "typing",
+    }
+)
+
+
+def module_of(target: str) -> str:
+    """``pump/app.py`` -> ``pump.app``; ``pump/__init__.py`` -> ``pump``."""
+    parts = target.removesuffix(".py").split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(source: Path) -> list[tuple[str, list[str]]]:
+    """Every import in the file, at any depth: (module, names imported from it)."""
+    found = []
+    for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level or not node.module:
+                raise BenchError(f"{source}: a relative import (firmware imports are absolute)")
+            found.append((node.module, [alias.name for alias in node.names]))
+    return found
+
+
+def boundary_problems(files: list[ShippedFile], firmware: Path) -> list[str]:
+    """What breaks the image boundary in ``files`` (an image for a Pico); empty if nothing.
+
+    A file under firmware/virtual/, or an import (at any depth, inside a
+    function too) of virtual/ or of a module that does not ship: every import
+    of a shipped module is a shipped module or one of MicroPython's own.
+    """
+    shipped = {module_of(item.target) for item in files}
+    problems = [f"{item.target} ships" for item in files if item.target.startswith("virtual/")]
+    for item in files:
+        for module, names in imports_of(item.source):
+            top = module.split(".")[0]
+            if top == "virtual":
+                problems.append(f"{item.target} imports {module}")
+                continue
+            if module not in shipped and top not in MICROPYTHON_MODULES:
+                problems.append(f"{item.target} imports {module}, which does not ship")
+            # `from pump import link`: a module of the tree must ship too
+            for name in names:
+                sub = f"{module}.{name}"
+                in_tree = (firmware / sub.replace(".", "/")).with_suffix(".py").is_file()
+                if in_tree and sub not in shipped:
+                    problems.append(f"{item.target} imports {sub}, which does not ship")
+    return problems
 
 
 def mpy_cross_command() -> str:

@@ -8,12 +8,12 @@ host: the manifest's list (bench.board.image.board_files), the folder
 and the frozen build's manifest (bench.board.firmware includes the same
 file). And no shipped module imports from virtual/, not even inside a
 function: every import of a shipped module is a shipped module or one of
-MicroPython's own.
+MicroPython's own (bench.board.image.boundary_problems, which board_files
+applies, so the bench refuses such an image before it flashes or freezes it).
 """
 
 from __future__ import annotations
 
-import ast
 import shutil
 from pathlib import Path
 
@@ -21,78 +21,15 @@ import pytest
 
 from bench.board import firmware as firmware_build
 from bench.board import flash, image
-from bench.board.image import ShippedFile
 from bench.board.manifest import read_manifest
 from bench.board.paths import FirmwareTree, firmware_tree
 from bench.link.errors import BenchError
-
-# MicroPython's built-in modules the shipped firmware may import (the rp2
-# port's and the unix port's). typing: only inside a try, for the type checker.
-MICROPYTHON_MODULES = frozenset(
-    {
-        "array",
-        "binascii",
-        "errno",
-        "gc",
-        "hashlib",
-        "machine",
-        "micropython",
-        "os",
-        "rp2",
-        "select",
-        "struct",
-        "sys",
-        "time",
-        "typing",
-    }
-)
-
-
-def module_of(target: str) -> str:
-    """``pump/app.py`` -> ``pump.app``; ``pump/__init__.py`` -> ``pump``."""
-    parts = target.removesuffix(".py").split("/")
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def imports_of(source: Path) -> list[tuple[str, list[str]]]:
-    """Every import in the file, at any depth: (module, names imported from it)."""
-    found = []
-    for node in ast.walk(ast.parse(source.read_text(), str(source))):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, []) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0 and node.module, f"{source}: a relative import"
-            found.append((node.module, [alias.name for alias in node.names]))
-    return found
-
-
-def boundary_problems(files: list[ShippedFile], firmware: Path) -> list[str]:
-    """What breaks the boundary in ``files`` (an image for a Pico); empty if nothing."""
-    shipped = {module_of(item.target) for item in files}
-    problems = [f"{item.target} ships" for item in files if item.target.startswith("virtual/")]
-    for item in files:
-        for module, names in imports_of(item.source):
-            top = module.split(".")[0]
-            if top == "virtual":
-                problems.append(f"{item.target} imports {module}")
-                continue
-            if module not in shipped and top not in MICROPYTHON_MODULES:
-                problems.append(f"{item.target} imports {module}, which does not ship")
-            # `from pump import link`: a module of the tree must ship too
-            for name in names:
-                sub = f"{module}.{name}"
-                in_tree = (firmware / sub.replace(".", "/")).with_suffix(".py").is_file()
-                if in_tree and sub not in shipped:
-                    problems.append(f"{item.target} imports {sub}, which does not ship")
-    return problems
 
 
 def test_the_manifest_ships_no_virtual_file_and_no_import_of_one() -> None:
     tree = firmware_tree()
     files = image.board_files(tree)
-    assert boundary_problems(files, tree.firmware) == []
+    assert image.boundary_problems(files, tree.firmware) == []
     virtual = (tree.firmware / "virtual").resolve()
     assert not any(virtual in item.source.resolve().parents for item in files)
     # what the virtual board adds is firmware/virtual/ and nothing else
@@ -163,8 +100,8 @@ def test_a_shipped_module_importing_from_virtual_is_found(tmp_path: Path) -> Non
     main.write_text(main.read_text() + "\n\ndef _virtual():\n    from virtual import board\n")
     pump_app = tree.firmware / "pump" / "app.py"
     pump_app.write_text(pump_app.read_text() + "\nimport hal.sim\n")
-    problems = boundary_problems(image.board_files(tree), tree.firmware)
-    assert problems == [
-        "main.py imports virtual",
-        "pump/app.py imports hal.sim, which does not ship",
-    ]
+    with pytest.raises(BenchError) as refused:
+        image.board_files(tree)  # make flash, make firmware and the emulated Pico stop here
+    assert str(refused.value).endswith(
+        "main.py imports virtual; pump/app.py imports hal.sim, which does not ship"
+    )
