@@ -160,7 +160,7 @@ def module_of(target: str) -> str:
 
 def imports_of(source: Path) -> list[tuple[str, list[str]]]:
     """Every import in the file, at any depth: (module, names imported from it)."""
-    found = []
+    found: list[tuple[str, list[str]]] = []
     for node in ast.walk(ast.parse(source.read_text(), str(source))):
         if isinstance(node, ast.Import):
             found += [(alias.name, []) for alias in node.names]
