@@ -20,6 +20,8 @@
 # Names and ids are the schema's (protocol/schema.py ALARMS, generated into
 # protocol/table.py); a test checks the priorities below against it.
 
+from micropython import const
+
 # isort: off
 from protocol.table import (
     ALARM_BATTERY_EOS as BATTERY_EOS,
@@ -48,14 +50,14 @@ from protocol.table import (
 # isort: on
 from pump.ticks import ticks_add, ticks_diff
 
-HIGH = 3
-MEDIUM = 2
-LOW = 1
+HIGH = const(3)
+MEDIUM = const(2)
+LOW = const(1)
 
-ACK_SILENCE_MS = 120_000
+ACK_SILENCE_MS = const(120_000)
 
 
-COUNT = 26  # the highest id; known() says which ids exist (18-19, 21-23: other issues')
+_COUNT = const(26)  # the highest id; known() says which ids exist (18-19, 21-23: other issues')
 
 # (id, priority, latching, stops delivery, clearable)
 TABLE = (
@@ -121,20 +123,20 @@ TABLE = (
     (SLOW_LEAK, MEDIUM, True, False, True),
 )
 
-_PRIORITY = 1
-_LATCHING = 2
-_STOPS = 3
-_CLEARABLE = 4
+_PRIORITY = const(1)
+_LATCHING = const(2)
+_STOPS = const(3)
+_CLEARABLE = const(4)
 
 LATCHING_MASK = 0
 for _row_ in TABLE:
     if _row_[_LATCHING]:
         LATCHING_MASK |= 1 << (_row_[0] - 1)
 
-ACTION_CLEARED = 0
-ACTION_RAISED = 1
-ACTION_ACKNOWLEDGED = 2
-ACTION_RESOUNDED = 3
+ACTION_CLEARED = const(0)
+ACTION_RAISED = const(1)
+ACTION_ACKNOWLEDGED = const(2)
+ACTION_RESOUNDED = const(3)
 
 
 def _row(alarm_id):
@@ -172,7 +174,7 @@ class Alarms:
         self.active = 0
         self.acknowledged = 0
         self._condition = 0
-        self._silence_until = [0] * (COUNT + 1)  # ticks, for acknowledged ones
+        self._silence_until = [0] * (_COUNT + 1)  # ticks, for acknowledged ones
         self._notify = notify
 
     def raise_alarm(self, alarm_id, lasting=True):

@@ -18,6 +18,8 @@
 # ug/mL is about 7.2e11, above the RP2040's 31-bit small ints) only cost a
 # short-lived allocation there. Every value stored in the table is below 2**30.
 
+from micropython import const
+
 from protocol.table import (
     DRUG_BACLOFEN,
     DRUG_BUPIVACAINE,
@@ -30,13 +32,13 @@ from protocol.table import (
 )
 
 # --- library -----------------------------------------------------------------
-LIBRARY_VERSION = 1  # reported with every program check that reaches the log
+LIBRARY_VERSION = const(1)  # reported with every program check that reaches the log
 
 # Pump mechanism (clinical.md 2.1, SynchroMed II): minimum programmable rate
 # 0.048 mL/day; maximum UNCONFIRMED ("often quoted 24 mL/day"), used here as
 # this pump's mechanical maximum. 0 is allowed: the pump is stopped.
-RATE_MIN_NL_DAY = 48_000
-RATE_MAX_NL_DAY = 24_000_000
+RATE_MIN_NL_DAY = const(48_000)
+RATE_MAX_NL_DAY = const(24_000_000)
 
 # The governor's conservative windows (pump/governor.py): one hour is counted
 # as the current minute plus the 60 previous full minutes, so it spans up to
@@ -44,35 +46,35 @@ RATE_MAX_NL_DAY = 24_000_000
 # quarters, up to 24 h 15 min. A program's worst-case volumes passed to
 # check_program() should be taken over the same spans, so that a program the
 # library accepts can never trip the governor.
-WINDOW_1H_S = 61 * 60
-WINDOW_24H_S = 97 * 15 * 60
+WINDOW_1H_S = const(61 * 60)
+WINDOW_24H_S = const(97 * 15 * 60)
 
 # Most the mechanism can move in each window at RATE_MAX_NL_DAY (rounded up):
 # 1,016,667 nL and 24,250,000 nL. Used for the saline/no-drug governor
 # limits, to cap every drug's governor limits, and to reject programs that
 # claim volumes the pump cannot deliver.
-MAX_1H_NL = (RATE_MAX_NL_DAY * WINDOW_1H_S + 86_399) // 86_400
-MAX_24H_NL = (RATE_MAX_NL_DAY * WINDOW_24H_S + 86_399) // 86_400
+MAX_1H_NL = const((RATE_MAX_NL_DAY * WINDOW_1H_S + 86_399) // 86_400)
+MAX_24H_NL = const((RATE_MAX_NL_DAY * WINDOW_24H_S + 86_399) // 86_400)
 
 # Patient bolus sanity (clinical.md 2.1/2.2: lockout range and max
 # activations/day are UNCONFIRMED for implanted pumps). The lockout floor is
 # the upper end of the external PCA lockouts (5-10 min, clinical.md 6 [61]);
 # intrathecal onset is slower, so nothing shorter is plausible. 24 per day is
 # a project choice (one an hour on average), not a sourced figure.
-PB_LOCKOUT_MIN_S = 600
-PB_LOCKOUT_MAX_S = 86_400
-PB_MAX_PER_DAY = 24
+PB_LOCKOUT_MIN_S = const(600)
+PB_LOCKOUT_MAX_S = const(86_400)
+PB_MAX_PER_DAY = const(24)
 
 # Row fields.
-D_ID = 0
-D_NAME = 1
-D_CONC_MIN = 2  # ug/mL, inclusive
-D_CONC_MAX = 3  # ug/mL, inclusive
-D_DAILY_SOFT = 4  # ng/day
-D_DAILY_HARD = 5  # ng/day
-D_BOLUS_SOFT = 6  # ng per single bolus
-D_BOLUS_HARD = 7  # ng per single bolus
-D_HOUR_HARD = 8  # ng in any 60 min (basal + boluses)
+D_ID = const(0)
+D_NAME = const(1)
+D_CONC_MIN = const(2)  # ug/mL, inclusive
+D_CONC_MAX = const(3)  # ug/mL, inclusive
+D_DAILY_SOFT = const(4)  # ng/day
+D_DAILY_HARD = const(5)  # ng/day
+D_BOLUS_SOFT = const(6)  # ng per single bolus
+D_BOLUS_HARD = const(7)  # ng per single bolus
+D_HOUR_HARD = const(8)  # ng in any 60 min (basal + boluses)
 
 # How the values were chosen (clinical.md section 7, its source numbers in
 # brackets; the "PACC 2012 maxima" there are marked UNCONFIRMED and are used
@@ -163,27 +165,27 @@ DRUGS = (
 
 # --- results and reasons -----------------------------------------------------
 # First element of every check result.
-ALLOWED = 0
-REFUSED_HARD = 1  # a hard limit is exceeded; override does not help
-NEEDS_OVERRIDE = 2  # a soft limit is exceeded and override was not given
+ALLOWED = const(0)
+REFUSED_HARD = const(1)  # a hard limit is exceeded; override does not help
+NEEDS_OVERRIDE = const(2)  # a soft limit is exceeded and override was not given
 
 # Limit (reason) codes, second element of a refusal. Soft limits are also
 # reported as bits (1 << code) in the mask of an overridden program.
 # Ids and names are protocol/schema.py LIMITS (NACK details); a test checks.
-LIMIT_NONE = 0
-LIMIT_UNKNOWN_DRUG = 1  # drug id not in the library
-LIMIT_CONCENTRATION = 2  # concentration outside the drug's range
-LIMIT_RATE = 3  # rate or volume outside what the mechanism can do
-LIMIT_DAILY_HARD = 4
-LIMIT_BOLUS_HARD = 5
-LIMIT_HOURLY_HARD = 6
-LIMIT_DAILY_SOFT = 7
-LIMIT_BOLUS_SOFT = 8
-LIMIT_PATIENT_BOLUS = 9  # lockout / max per day not sane
+LIMIT_NONE = const(0)
+LIMIT_UNKNOWN_DRUG = const(1)  # drug id not in the library
+LIMIT_CONCENTRATION = const(2)  # concentration outside the drug's range
+LIMIT_RATE = const(3)  # rate or volume outside what the mechanism can do
+LIMIT_DAILY_HARD = const(4)
+LIMIT_BOLUS_HARD = const(5)
+LIMIT_HOURLY_HARD = const(6)
+LIMIT_DAILY_SOFT = const(7)
+LIMIT_BOLUS_SOFT = const(8)
+LIMIT_PATIENT_BOLUS = const(9)  # lockout / max per day not sane
 
 
-SOFT_DAILY_BIT = 1 << LIMIT_DAILY_SOFT
-SOFT_BOLUS_BIT = 1 << LIMIT_BOLUS_SOFT
+SOFT_DAILY_BIT = const(1 << LIMIT_DAILY_SOFT)
+SOFT_BOLUS_BIT = const(1 << LIMIT_BOLUS_SOFT)
 
 
 # --- conversions ---------------------------------------------------------------

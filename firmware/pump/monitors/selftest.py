@@ -14,9 +14,11 @@
 
 from binascii import crc32
 
+from micropython import const
+
 from pump.monitors import MEMORY
 
-PERIOD_S = 3_600  # GIP: CPU test every 60 min; the CRCs are checked as often
+PERIOD_S = const(3_600)  # GIP: CPU test every 60 min; the CRCs are checked as often
 
 
 def program_ok(raw, crc):
