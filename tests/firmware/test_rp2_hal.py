@@ -8,8 +8,9 @@ for mpremote.
 
 from __future__ import annotations
 
-import os
+import re
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from protocol import codec, schema
 from tests.firmware import upy
 
 FAKES = str(Path(__file__).with_name("fakes"))
-FIRMWARE_VERSION = "0.1.0"
 
 
 def check(script: str, case: str, *args: str) -> Any:
@@ -476,7 +476,7 @@ def test_main_runs_the_pump_app_on_the_pico_and_answers_hello_over_usb() -> None
     assert frames[0].fields["reset_cause"] == 2  # WATCHDOG
     hello = next(frame for frame in frames if frame.name == "HELLO")
     assert hello.seq == 7
-    assert hello.fields["firmware_version"].rstrip("\x00") == FIRMWARE_VERSION
+    assert hello.fields["firmware_version"].rstrip("\x00") == flash.firmware_version()
     assert hello.fields["board"].rstrip("\x00") == "pico"
     assert hello.fields["device_id"].rstrip("\x00") == "E66058388B3A5A2C"
     assert hello.fields["schema_fingerprint"] == schema.FINGERPRINT
@@ -666,7 +666,7 @@ def test_flash_copies_resets_and_checks_hello_on_a_board(
     # copied from the staging directory: compiled modules, main.py as source
     assert "main.py" in install["files"] and "pump/app.mpy" in install["files"]
     assert "armv6m" in out.out
-    assert FIRMWARE_VERSION in out.out and f"{schema.FINGERPRINT:#010x}" in out.out
+    assert flash.firmware_version() in out.out and f"{schema.FINGERPRINT:#010x}" in out.out
 
 
 def test_flash_parser_registers_in_one_line() -> None:
@@ -682,9 +682,27 @@ def test_flash_parser_registers_in_one_line() -> None:
     assert args.key_file == Path("k.keys")
 
 
-def test_firmware_version_constant_matches() -> None:
-    assert flash.firmware_version() == FIRMWARE_VERSION
-    assert os.path.exists(ROOT / "firmware" / "board_config.py")
+def test_the_version_string_is_written_once() -> None:
+    # firmware/pump/version.py is the one place; pyproject.toml reads it
+    # (dynamic), the bench, flash and the UF2's name read it from the tree.
+    version = flash.firmware_version()
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\S*)", version), version
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    # Not copies: a sample HELLO payload in the codec's vectors, and the
+    # emulator's own npm package (pico/), whose version is its own.
+    others = {"protocol/generate.py", "protocol/vectors.json", "pico/package.json"}
+    others.add("pico/package-lock.json")
+    copies = []
+    for name in filter(None, (n.decode() for n in tracked)):
+        path = ROOT / name
+        if name in others or name == "firmware/pump/version.py" or not path.is_file():
+            continue
+        if version.encode() in path.read_bytes():
+            copies.append(name)
+    assert copies == [], f"the firmware version {version} is also written in {copies}"
+    assert 'dynamic = ["version"]' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_one_version_string_names_the_bench_package_and_the_firmware() -> None:
