@@ -22,11 +22,9 @@ What must be present, each overridable:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import queue
-import re
 import selectors
 import shutil
 import socket
@@ -555,22 +553,6 @@ class _Reader:
         cut = self.data.index(marker) + len(marker)
         found, self.data = self.data[:cut], self.data[cut:]
         return found
-
-
-BOOT_BANNER = re.compile(rb"MicroPython (v[\d.]+)")
-
-
-@contextlib.contextmanager
-def pico_board(**kwargs: Any) -> Iterator[PicoBoard]:
-    board = PicoBoard(**kwargs)
-    try:
-        yield board
-    finally:
-        board.close()
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick manual check
