@@ -109,7 +109,7 @@ TABLE = (
     (CLOCK_FAULT, HIGH, True, True, True),
     # The line as measured is too compliant or noisy for some per-stroke
     # detection (a silicone catheter, air after a refill): the clinician
-    # should know; delivery is fine and must not stop (issue 14). The
+    # should know; delivery is fine and must not stop. The
     # measured figures are in the log (LINE_LEARNED).
     (SENSING_LIMITED, LOW, False, False, True),
     # The catheter tip no longer sees CSF (no pressure component, no

@@ -1,4 +1,4 @@
-# The independent over-delivery guard (DESIGN.md 4): counts what the encoder
+# The independent over-delivery guard: counts what the encoder
 # says moved, never what the scheduler asked for, over a 1-hour and a 24-hour
 # window that include basal and boluses alike, and tells the caller to
 # fail-stop the pump as soon as either window holds more than its limit.
@@ -62,9 +62,9 @@ DAILY = const(2)
 # current minute i32, current quarter i32, then the 61 minute buckets and the
 # 97 quarter buckets as i32, oldest slot first in ring order (slot index =
 # absolute bucket number modulo the ring size).
-# 2: buckets hold ng of dose at the tip (1: nL); 3: the limits and the
-# stroke grain follow the bucket numbers (a boot restores them with the
-# windows, without the drug library)
+# The limits and the stroke grain follow the buckets, so a boot restores
+# them with the windows, without the drug library. A change of this layout
+# changes _PACK_VERSION: restore() refuses a pack of any other version.
 _PACK_VERSION = const(3)
 _HDR_FMT = "<BBBBiiiii"
 _HDR_SIZE = const(24)

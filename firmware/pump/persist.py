@@ -38,16 +38,16 @@ from pump import path as pathmod
 from pump import program as programmod
 from pump import reservoir as reservoirmod
 
-# 2: the battery monitor's ERI date follows the ring; 3: the drug path and
-# the index of the active program's PROGRAM_ACTIVE entry; governor in ng;
-# 4: the clock offsets a clock change still holds binding (SPEC 11.5)
+# A change of the snapshot's layout changes _SNAPSHOT_VERSION: a snapshot of
+# any other version is refused (_restore() returns False), never read as
+# this layout.
 _SNAPSHOT_VERSION = const(4)
 
 # Delta kinds and their payload formats.
 D_STROKE_BEGIN = const(1)  # kind B, time_s I
 D_STROKE_END = const(2)  # kind B, moved H, volume nL I, time_s I
-# 3, 4, 5: bolus start, bolus end and patient-bolus records of snapshot
-# version 2 and before (no longer written; their snapshots are refused)
+# 3, 4, 5 are not used: kinds are never reused, so that a record of another
+# layout cannot read as one of these
 D_RUNNING = const(6)  # running B
 D_ALARMS = const(7)  # active alarm mask I
 # bolus id H, bolus kind B, target nL I, index of its BOLUS_START entry I,

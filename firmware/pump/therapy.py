@@ -239,7 +239,7 @@ class Therapy:
         self.delivered_nl += volume_nl
         if kind == KIND_BASAL:
             self.basal_delivered_nl += volume_nl
-            # Lost steps (issue 14): the encoder says a part of the stroke
+            # Lost steps: the encoder says a part of the stroke
             # did not move; the next basal stroke comes that much of an
             # interval sooner, so the rate is kept. A stroke that moved
             # nothing is a stall (StrokeCheck retries, then stops); the
