@@ -8,7 +8,7 @@
 # hard limits refuse it (an override never helps), soft limits refuse it
 # unless the clinician confirms (override), and the overridden soft limits are
 # reported as a bit mask for the event log (GIP: "hard -> reject, soft -> warn
-# + confirm; log library version", clinical.md section 5). The independent
+# + confirm; log library version", docs/sources.md [55]). The independent
 # dose governor (pump/governor.py) then enforces the hard hourly and daily
 # limits on the dose that left the catheter tip (what the encoder says moved,
 # through the drug path model); governor_limits() gives it its limits in ng.
@@ -34,7 +34,7 @@ from protocol.table import (
 # --- library -----------------------------------------------------------------
 LIBRARY_VERSION = const(1)  # reported with every program check that reaches the log
 
-# Pump mechanism (clinical.md 2.1, SynchroMed II): minimum programmable rate
+# Pump mechanism (SynchroMed II [6]): minimum programmable rate
 # 0.048 mL/day; maximum UNCONFIRMED ("often quoted 24 mL/day"), used here as
 # this pump's mechanical maximum. 0 is allowed: the pump is stopped.
 RATE_MIN_NL_DAY = const(48_000)
@@ -56,9 +56,9 @@ WINDOW_24H_S = const(97 * 15 * 60)
 MAX_1H_NL = const((RATE_MAX_NL_DAY * WINDOW_1H_S + 86_399) // 86_400)
 MAX_24H_NL = const((RATE_MAX_NL_DAY * WINDOW_24H_S + 86_399) // 86_400)
 
-# Patient bolus sanity (clinical.md 2.1/2.2: lockout range and max
-# activations/day are UNCONFIRMED for implanted pumps). The lockout floor is
-# the upper end of the external PCA lockouts (5-10 min, clinical.md 6 [61]);
+# Patient bolus sanity (no public source gives the lockout range or the most
+# activations a day of an implanted pump: UNCONFIRMED). The lockout floor is
+# the upper end of the external PCA lockouts (5-10 min [61]);
 # intrathecal onset is slower, so nothing shorter is plausible. 24 per day is
 # a project choice (one an hour on average), not a sourced figure.
 PB_LOCKOUT_MIN_S = const(600)
@@ -76,22 +76,22 @@ D_BOLUS_SOFT = const(6)  # ng per single bolus
 D_BOLUS_HARD = const(7)  # ng per single bolus
 D_HOUR_HARD = const(8)  # ng in any 60 min (basal + boluses)
 
-# How the values were chosen (clinical.md section 7, its source numbers in
-# brackets; the "PACC 2012 maxima" there are marked UNCONFIRMED and are used
+# How the values were chosen (source numbers in brackets: docs/sources.md;
+# the "PACC 2012 maxima" are UNCONFIRMED, no primary source, and are used
 # only as the line between soft and hard, never as established fact):
 # - daily soft: the top of the usual maintenance range, or the UNCONFIRMED
 #   PACC maximum where that is lower: above it the clinician must confirm;
 # - daily hard: the highest daily dose the sources mention at all (a labelled
 #   maximum, the top of a published range, or the label's caution level plus
 #   a margin); nothing above it is programmable;
-# - bolus: clinical.md gives no intrathecal bolus maxima except baclofen's
+# - bolus: the sources give no intrathecal bolus maxima except baclofen's
 #   screening doses, so a single bolus is limited to 10 % of the daily soft
 #   (soft) and daily hard (hard) dose, i.e. about 2.4 h of the day's dose;
 # - hourly hard: one largest bolus on top of 61 minutes of basal at the hard
 #   daily dose, rounded up to a round figure: a maximal basal plus one
 #   maximal bolus passes, two maximal boluses within an hour do not (the
-#   CADD-Solis style window that counts basal and boluses, clinical.md 2.3;
-#   the Open PCA lesson that the window must include basal, clinical.md 6).
+#   CADD-Solis style window that counts basal and boluses [38]; the PCA
+#   model's lesson that the window must include basal [60]).
 # - concentration: the commercial strengths listed, up to the UNCONFIRMED
 #   PACC maximum where one is given; the lower bound is the weakest dilution
 #   considered plausible (project choice).
@@ -118,7 +118,7 @@ DRUGS = (
     # 1.5 mg (10 %). 1 h hard 2.2 mg >= 1.5 mg + 61 min of 15 mg/day (0.635 mg).
     (DRUG_HYDROMORPHONE, "hydromorphone", 500, 15_000,
      10_000_000, 15_000_000, 1_000_000, 1_500_000, 2_200_000),
-    # Ziconotide: 25 ug/mL undiluted, 100 ug/mL (clinical.md 7); start <= 2.4
+    # Ziconotide: 25 ug/mL undiluted, 100 ug/mL diluted; start <= 2.4
     # ug/day, steps <= 2.4 ug 2-3x/week, labelled max 19.2 ug/day (0.8 ug/h)
     # by day 21 [65][6][66]; UNCONFIRMED PACC 2012: 100 ug/mL, 19.2 ug/day.
     # Hard 19.2 ug/day (label). Soft 9.6 ug/day: the 2.4 ug/day start plus
@@ -130,8 +130,8 @@ DRUGS = (
     (DRUG_ZICONOTIDE, "ziconotide", 1, 100,
      9_600, 19_200, 960, 1_920, 2_800),
     # Baclofen: 50, 500, 1000, 2000 ug/mL; screening boluses 50/75/100 ug;
-    # maintenance 300-800 ug/day spinal, 90-700 cerebral [67][68]; no maximum
-    # in clinical.md. Soft 800 ug/day (top of spinal maintenance); hard 1,200
+    # maintenance 300-800 ug/day spinal, 90-700 cerebral [67][68]; no source
+    # gives a maximum. Soft 800 ug/day (top of spinal maintenance); hard 1,200
     # ug/day (1.5 x that; a project choice, UNCONFIRMED, no source gives a
     # ceiling). Concentration 50-2000 ug/mL (the products). Bolus soft 100 ug
     # (largest screening dose), hard 150 ug (1.5 x). 1 h hard 210 ug >= 150 ug
@@ -153,10 +153,10 @@ DRUGS = (
     # of 2,000 ug/day (84.7 ug).
     (DRUG_CLONIDINE, "clonidine", 50, 1_000,
      600_000, 2_000_000, 60_000, 200_000, 290_000),
-    # Sufentanil (compounded): 10-100 ug/day [64]; no PACC figure in
-    # clinical.md. Soft 50 ug/day (mid-range, project choice); hard 100 ug/day
-    # (top of the range). Concentration 1-50 ug/mL: UNCONFIRMED, no source in
-    # clinical.md (50 ug/mL is the usual injection strength; verify). Bolus 5
+    # Sufentanil (compounded): 10-100 ug/day [64]; no PACC figure
+    # found. Soft 50 ug/day (mid-range, project choice); hard 100 ug/day
+    # (top of the range). Concentration 1-50 ug/mL: UNCONFIRMED, no source found
+    # (50 ug/mL is the usual injection strength; verify). Bolus 5
     # / 10 ug (10 %). 1 h hard 15 ug >= 10 ug + 61 min of 100 ug/day (4.2 ug).
     (DRUG_SUFENTANIL, "sufentanil", 1, 50,
      50_000, 100_000, 5_000, 10_000, 15_000),

@@ -8,10 +8,10 @@
 # arithmetic (volume x 86,400 s can reach 3.5e12) makes big integers on the
 # RP2040; it runs when a program, a bolus or a refill changes, not per stroke.
 #
-# Clinical anchors (clinical.md):
+# Clinical anchors (sources in brackets: docs/sources.md):
 # - low-reservoir alarm level default 2 mL (SynchroMed II [20]; MiniMed 2007
-#   low <= 2 mL [21]); the level is programmable (2.1);
-# - empty at computed 0 mL (GIP, section 5);
+#   low <= 2 mL [21]); the level is programmable (SynchroMed II);
+# - empty at computed 0 mL (GIP [55]);
 # - next refill date = when the reservoir reaches the alarm level assuming
 #   every allotted patient bolus is taken (Prometra PTC, 3.0 mL [33]);
 # - over-infusion is found at refill as withdrawn < expected; SynchroMed
@@ -38,7 +38,7 @@ COUNTER_MAX = const((1 << 30) - 1)  # counters saturate here instead of growing
 # larger of a fixed floor and _RECONCILE_PERMILLE of the volume the pump
 # believes it delivered since the last fill. The percentage is taken of the
 # delivered volume, not of the expected remainder, because the labelled
-# accuracy (14.5 % over programmed, clinical.md 2.1 [7]) is about delivery: a
+# accuracy (14.5 % over programmed, SynchroMed II [7]) is about delivery: a
 # pump that is 14.5 % fast over 20 mL leaves 2.9 mL less than expected,
 # whatever the remainder. The 0.5 mL floor keeps small deliveries from being
 # flagged for syringe-reading error (project choice; measured per-refill

@@ -1,16 +1,16 @@
 # Battery: elective replacement indicator (ERI) and end of service (EOS).
 #
-# SynchroMed (clinical.md 2.1): ERI is non-critical (an hourly beep), and the
-# pump stops 90 days after ERI; a battery too low to run the pump is
-# critical. So:
+# SynchroMed II (docs/sources.md [9][18][19]): ERI is non-critical (an
+# hourly beep), and the pump stops 90 days after ERI; a battery too low to
+# run the pump is critical. So:
 #   BATTERY_ERI  the mean of the last _AVERAGE samples is at or below eri_mv:
 #                latched for good (a primary cell does not recover), and the
 #                device second of the first ERI starts a countdown of
 #                EOS_AFTER_ERI_S;
 #   BATTERY_EOS  the mean is at or below eos_mv, or the countdown has run
 #                out: delivery stops; latched for good.
-# Debounce: decisions use the mean of the last _AVERAGE samples (GIP,
-# clinical.md 5: "battery every 3 min (mean of 10)"); none is taken before
+# Debounce: decisions use the mean of the last _AVERAGE samples (GIP [55]:
+# "battery every 3 min (mean of 10)"); none is taken before
 # _AVERAGE samples have arrived, so a single low reading under motor load
 # never raises ERI (the app should sample between strokes). The ERI date
 # survives reboots through pack()/unpack() (the journal keeps it); after a
@@ -29,7 +29,7 @@ from micropython import const
 from pump.monitors import BATTERY_EOS, BATTERY_ERI
 
 # Defaults for a 3.0-3.2 V lithium primary cell (the implant chemistry and
-# its ERI voltage are not public, clinical.md: UNCONFIRMED): ERI at 2.60 V,
+# its ERI voltage are not public: UNCONFIRMED): ERI at 2.60 V,
 # EOS at 2.40 V. The app passes the cell's own values.
 _DEFAULT_ERI_MV = const(2_600)
 _DEFAULT_EOS_MV = const(2_400)

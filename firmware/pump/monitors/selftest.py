@@ -1,7 +1,7 @@
 # Periodic self-test of what the pump trusts between boots: the active
 # program's bytes against the CRC they were confirmed with, and the journal's
 # current snapshot slot and delta log (what a reboot would recover). GIP
-# (clinical.md 5): periodic RAM/ROM CRC, a CPU test every 60 minutes. A
+# (docs/sources.md [55]): periodic RAM/ROM CRC, a CPU test every 60 minutes. A
 # failure is MEMORY (stops delivery): corrupted configuration or state is
 # not acted on.
 #

@@ -58,7 +58,7 @@ RETRY_DELAY_MS = const(1_000)
 # encoder edge) ...
 _LOST_STROKES = const(3)
 # ... and so does losing more than 10 % of the steps over the last 32
-# strokes (GIP, clinical.md 5: under 90 % of the rate for 15 min is an
+# strokes (GIP [55]: under 90 % of the rate for 15 min is an
 # under-infusion alarm; 32 strokes are 3.2 h at the minimum rate, 23 s at
 # the maximum).
 _LOST_PCT = const(10)

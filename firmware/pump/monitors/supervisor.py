@@ -1,5 +1,5 @@
 # Supervisor: feeds the watchdog only while every monitor has run on time
-# (GIP, clinical.md 5: a per-task watchdog; alarm if a task is silent for
+# (GIP, docs/sources.md [55]: a per-task watchdog; alarm if a task is silent for
 # more than 3 minutes). A task that stops running - a hung monitor, a
 # scheduler that lost a deadline - stops the feeding, and the hardware
 # watchdog resets the pump, which then raises WATCHDOG_RESET.
