@@ -13,8 +13,11 @@ What must be present, each overridable:
 
 - Node.js 18 or later on PATH (``$PUMPBENCH_NODE``), and ``pico/node_modules``
   (``make pico``: ``npm ci`` in ``pico/``);
-- the UF2: ``$PICO_UF2``, default ``../shared/rp2/micropython-v1.28.0-RPI_PICO.uf2``;
-- the RP2040 bootrom: ``$PICO_BOOTROM``, default ``../shared/rp2/rp2040-bootrom-b1.bin``.
+- the UF2, stock MicroPython v1.28.0 for RPI_PICO: ``$PICO_UF2``;
+- the RP2040 B1 bootrom: ``$PICO_BOOTROM``.
+
+Either, when not given, is looked for by its file name in ``shared/rp2/``
+beside the checkout, the folder CI's inputs come in (docs/ci.md).
 
 :func:`missing` says in one line what is absent and how to get it.
 """

@@ -31,7 +31,7 @@ def _missing() -> str:
     if shutil.which("arm-none-eabi-gcc") is None or shutil.which("cmake") is None:
         return "no Arm toolchain: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi cmake"
     if not os.environ.get(firmware.ENV_SOURCES):
-        return "no MicroPython sources: set MICROPYTHON_SRC (.ci/run points it at ../shared/rp2)"
+        return "no MicroPython sources: set MICROPYTHON_SRC (.ci/run sets it from CI's inputs)"
     return ""
 
 
