@@ -173,8 +173,8 @@ def frozen_firmware() -> list[Row]:
         clean_bytes = clean.read_bytes()
     uf2 = firmware.build()  # the project's own build/firmware (reused by tests)
     record = json.loads((uf2.parent / "manifest.json").read_text())
-    # The same sources give the same bytes (issue 18): two builds in two folders
-    # (moved here from make test: two clean builds cost 2-7 minutes).
+    # The same sources give the same bytes: two builds in two folders (a
+    # benchmark, not a test: two clean builds cost 2-7 minutes).
     same = clean_bytes == uf2.read_bytes()
     rows = [
         Row("frozen: clean build", f"{clean_s:.0f}", "s", "MicroPython rp2 port + the pump"),

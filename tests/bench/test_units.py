@@ -242,7 +242,7 @@ def test_a_unit_of_another_kind_is_refused_everywhere(kind: str, name: str, numb
         assert "\n" not in message, where
 
 
-# --- the examples of issue 17 -----------------------------------------------------
+# --- where the grammars disagreed: one unit grammar everywhere ------------------------
 
 
 def test_a_measurement_limit_takes_the_units_a_refill_takes() -> None:

@@ -1,4 +1,4 @@
-"""Clock changes cannot overdose (issue 13, item 5; SPEC 11.5).
+"""Clock changes cannot overdose (SPEC 11.5).
 
 The flex schedule follows local time (device time + the SET_CLOCK offset);
 the governor, lockouts and windows run on monotonic device time. After a

@@ -137,7 +137,7 @@ def test_without_sources_make_firmware_says_what_is_missing_in_one_line(
 
 
 # --- the frozen image on the emulated Pico (bench/board/pico.py) ----------------------------
-# The budget of issue 18: the frozen firmware's heap, with the board and the app
+# The frozen firmware's heap budget, with the board and the app
 # built and during a stroke's PIO move, under 64 KB of the RP2040 port's 245,888.
 FROZEN_HEAP_BUDGET = 64 * 1024
 
@@ -218,7 +218,7 @@ def test_the_frozen_firmware_s_peak_heap_in_a_session_and_a_bolus_is_under_64_kb
 def test_a_power_cut_mid_stroke_on_the_frozen_image_is_recovered_within_a_stroke(
     frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
 ) -> None:
-    # The frozen pump with its journal on real littlefs (issue 18, item 3):
+    # The frozen pump with its journal on real littlefs:
     # the power is cut at the STEP pin halfway through a stroke (flash kept as
     # it was at that instant); after power-on the accounting is within one
     # stroke of what the pins moved, never under. Real time: the cut is armed

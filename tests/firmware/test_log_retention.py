@@ -1,4 +1,4 @@
-"""The therapy history outlives the refill interval (issue 12 item 6, issue 15 item 3).
+"""The therapy history outlives the refill interval.
 
 180 days of a busy patient on the virtual board: 4 patient boluses a day,
 each from a patient programmer in a session of its own, a refill and a new

@@ -332,7 +332,7 @@ def test_board_ticks_wrap_at_2_30() -> None:
     }
 
 
-# --- the clock check's second source (issue 13 item 6, SPEC 14.8) -------------------
+# --- the clock check's second source (SPEC 14.8) -----------------------------------
 def test_the_seconds_follow_the_ring_oscillator_when_the_crystal_strays() -> None:
     # FC0 counts the ROSC against the crystal; hal/rp2.RoscClockCheck. 600 s
     # of true time at each crystal error: seconds() keeps true time (within
@@ -489,11 +489,9 @@ def test_main_runs_the_pump_app_on_the_pico_and_answers_hello_over_usb() -> None
 # objects are about 1.5 times the RP2040's. This is a regression guard that
 # runs everywhere; the budgets that bind are measured on the real 32-bit port
 # of the emulated Pico (bench/board/pico.py): with .mpy files at least 64 KB of the
-# 245,888 B heap stays free (tests/pico, 141,888 B used at the end of issue
-# 16), and the frozen image (make firmware) uses at most 64 KB
-# (tests/firmware/test_frozen_image.py, 52,192 B). Host figure at the same
-# point: 209,920 B (195,008 B before issues 12, 13, 15 added the drug path,
-# the clock check, the outcome journal and signed replies).
+# 245,888 B heap stays free (tests/pico), and the frozen image (make
+# firmware) uses at most 64 KB (tests/firmware/test_frozen_image.py).
+# Measured figures of each: firmware/README.md, README's memory budget.
 RP2_HEAP_BUDGET = 216 * 1024
 
 

@@ -190,9 +190,9 @@ def test_the_real_heap_of_the_32_bit_port_leaves_the_budget_free(board: pico.Pic
     assert heap["stroke_free"] >= PICO_HEAP_FREE_MIN, heap
 
 
-# The .mpy install's own budget (issue 18): its peak live heap while the pump
-# works (a session with a few requests, a program, a clinician bolus) stays
-# under this, so at least 64 KB of the 245,888 stay free. Measured 159,520 B.
+# The .mpy install's own budget: its peak live heap while the pump works (a
+# session with a few requests, a program, a clinician bolus) stays under
+# this, so at least 64 KB of the 245,888 stay free (measured: firmware/README.md).
 PICO_MPY_HEAP_BUDGET = 176 * 1024
 
 
@@ -357,7 +357,7 @@ print(err, c.fails)
 def test_the_emulator_has_no_frequency_counter_so_the_clock_check_is_unavailable(
     board: pico.PicoBoard,
 ) -> None:
-    # What the emulator cannot show (issue 13 item 6, SPEC 14.8): rp2040js
+    # What the emulator cannot show (SPEC 14.8): rp2040js
     # 1.4.1 models the CLOCKS block's clock selection registers (0x00-0x7c)
     # but not FC0 (0x80-0x9c: writes dropped, reads 0xffffffff) and the ROSC
     # block not at all. So RoscClockCheck, run here on the real 32-bit port,
