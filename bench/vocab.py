@@ -26,9 +26,7 @@ def _table(entries: Iterable[tuple[Any, ...]]) -> dict[str, int]:
 
 
 ALARMS: dict[str, int] = _table(schema.ALARMS)
-# The schema's fault table arrived with the safety issue; before it, the rig
-# knew one fault (runaway, id 1: bench/link/client.py FAULT_RUNAWAY).
-FAULTS: dict[str, int] = _table(getattr(schema, "FAULTS", ((1, "RUNAWAY"),)))
+FAULTS: dict[str, int] = _table(schema.FAULTS)
 STATES: dict[str, int] = _table(schema.STATES)
 LOG_EVENTS: dict[str, int] = _table(schema.LOG_CODES)
 ERRORS: dict[str, int] = _table(schema.ERRORS)

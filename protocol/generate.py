@@ -344,6 +344,7 @@ def table_text() -> str:
     for prefix, table in schema.VOCABULARIES:
         lines += [f"{prefix}{name.upper()} = {code}" for code, name in table]
     lines += [f"ALARM_{name} = {code}" for code, name, _priority in schema.ALARMS]
+    lines.append(f"ALARM_MAX_ID = {max(code for code, _name, _priority in schema.ALARMS)}")
     lines.append("\n# error codes (NACK)")
     lines += [f"{name} = {code}" for code, name in schema.ERRORS]
     lines.append("\n# message ids; <NAME>_REQUEST / _REPLY / _EVENT: struct formats")

@@ -178,7 +178,7 @@ ID_REUSED = 54
 NO_REQUEST_ID = 55
 PROVISIONED = 61
 
-# Durations on the wire and their maxima (SPEC 12, 6.3). A bolus runs at most a
+# Durations on the wire and their maxima (docs/pump.md 12.4). A bolus runs at most a
 # day: its strokes are timed on the wrapping millisecond ticks (period 2**30
 # ms, intervals unambiguous below 2**29 ms = 6.2 days), and its hourly share
 # is checked against the governor's windows. Above: NACK DURATION.
@@ -235,7 +235,7 @@ ALARMS = (
     (15, "BATTERY_ERI", 1),
     (16, "BATTERY_EOS", 3),
     (17, "WATCHDOG_RESET", 2),
-    (20, "CLOCK_FAULT", 3),  # the ms timer and the RTC disagree (SPEC 14.8)
+    (20, "CLOCK_FAULT", 3),  # the ms timer and the RTC disagree (docs/pump.md 14.8)
     (24, "SENSING_LIMITED", 1),  # the line is too compliant/noisy for some sensing
     (25, "TIP_MIGRATION", 2),  # the catheter tip no longer sees CSF
     (26, "SLOW_LEAK", 2),  # a leak below the per-stroke limit, over hours
@@ -327,7 +327,7 @@ LOG_CODES = (
 # These go to the access log (GET_ACCESS_LOG), a ring of its own, never to
 # the therapy history (GET_LOG): no peer can push therapy out of the log.
 # A PB_REFUSED or AUTH_REFUSED entry with a = 0 starts an access-log file and
-# carries its tally over (SPEC section 15).
+# carries its tally over (docs/pump.md section 15).
 ACCESS_LOG_CODES = ("SESSION_OPENED", "SESSION_CLOSED", "PB_REFUSED", "AUTH_REFUSED")
 
 # --- reset causes reported by the BOOT event -------------------------------
@@ -405,7 +405,7 @@ VOCABULARIES = (
 # A flex step with this bit in its flex_days runs on past midnight into the
 # next day until that day's first step starts (22:00-02:00 is one step and
 # the step at 02:00 that ends it), instead of midnight returning to the
-# background rate (SPEC 11.3).
+# background rate (docs/pump.md 11.3).
 FLEX_OVERNIGHT = 0x80
 # fmt: off
 PROGRAM_FIELDS = (
@@ -526,7 +526,7 @@ MESSAGES = (
         ("drug_id", "B", ""),  # the drug put in (drug library id)
         ("conc_ug_ml", "I", "ug/mL"),  # its concentration
         # 0, or the CRC of the pending program for the new drug/concentration:
-        # refill and program are then committed together (SPEC 22)
+        # refill and program are then committed together (docs/pump.md 22)
         ("program_crc", "I", ""),
     ), (
         ("expected_nl", "I", "nL"),
@@ -580,7 +580,7 @@ MESSAGES = (
         ("max_s", "I", "s"),
     )),
     (0x15, "AUTH_CLOSE", PORT_PUMP, (), ()),
-    # The access log (SPEC section 15): as GET_LOG, from its own ring.
+    # The access log (docs/pump.md section 15): as GET_LOG, from its own ring.
     (0x21, "GET_ACCESS_LOG", PORT_PUMP, (
         ("start", "I", ""),
         ("count", "B", ""),
@@ -609,7 +609,7 @@ MESSAGES = (
         ("size", "B", "B"),
         ("reply", "20s", "bytes"),
     )),
-    # The drug path (SPEC 22): the catheter fitted, for the pump's model of the
+    # The drug path (docs/pump.md 22): the catheter fitted, for the pump's model of the
     # volume between reservoir and tip. empty 1: a new (empty) catheter.
     (0x16, "CATHETER", PORT_PUMP, (
         ("catheter_mm", "H", "mm"),

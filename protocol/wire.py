@@ -2,7 +2,7 @@
 # `struct`, all into buffers allocated once at construction.
 #
 # MicroPython subset; it ships to the board and also runs on the host under
-# the MicroPython unix port (tests/firmware). The bench has its own codec
+# the MicroPython unix port (tests/modules). The bench has its own codec
 # (protocol/codec.py, construct) built from the same schema; the golden
 # vectors in protocol/vectors.json keep the two honest.
 

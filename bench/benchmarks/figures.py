@@ -59,7 +59,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.benchmarks.common import DAY_MS, Row, _check_alive, print_table
+from bench.benchmarks.common import (
+    DAY_MS,
+    Row,
+    _check_alive,
+    filled_board,
+    print_table,
+    refill_monthly,
+)
 from bench.benchmarks.link import (
     STATUS_REQUESTS,
     exactly_once_costs,
@@ -72,7 +79,6 @@ from bench.benchmarks.pico import emulated_pico, frozen_firmware
 from bench.benchmarks.therapy import (
     ADVANCE_BOARDS,
     ADVANCE_DAYS,
-    RESERVOIR_NL,
     THERAPY_DAYS,
     THERAPY_PROGRAM,
     advance_wall_time,
@@ -82,10 +88,8 @@ from bench.benchmarks.therapy import (
     therapy_soak,
 )
 from bench.board.image import compile_all, ensure_compiled
-from bench.board.sim import BoardOptions, VirtualBoard, micropython_command
+from bench.board.sim import BoardOptions, micropython_command
 from bench.link.client import alarm_names
-from bench.link.pump import PumpClient
-from bench.link.rig import RigClient
 from bench.program.file import load_program
 from bench.robustness.common import program_fields
 from protocol import codec, schema
@@ -173,18 +177,13 @@ def flood_delivery(speed: int = FLOOD_SPEED, span_ms: int = FLOOD_DEVICE_MS) -> 
     firmware drains them: delivered against the programme over the flood
     (the pump's own STATUS before and after), frames served, resets, alarms."""
     frames = b"".join(codec.encode("PING", 40_000 + i, {"token": i}) for i in range(256))
+    no_drug = program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=FLOOD_RATE_NL_DAY)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        VirtualBoard(BoardOptions(speed=speed)) as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
+        filled_board(no_drug, BoardOptions(speed=speed)) as (board, pump, rig),
     ):
         blob = Path(tmp) / "flood.bin"
         blob.write_bytes(frames * 16)
-        rig.fill(RESERVOIR_NL)
-        pump.refill(0, RESERVOIR_NL)
-        no_drug = program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=FLOOD_RATE_NL_DAY)
-        pump.confirm(pump.program(no_drug)["crc"])
         rig.advance(60_000, timeout_s=30)
         served = pump.request("LINK_STATS")["frames_ok"]
         writer = subprocess.Popen(
@@ -238,17 +237,10 @@ def clock_detection() -> list[Row]:
     for rate in CLOCK_RATES_NL_DAY:
         found = []
         for factor in CLOCK_FACTORS:
-            with (
-                VirtualBoard(BoardOptions()) as board,
-                PumpClient(board.pump_port) as pump,
-                RigClient(board.rig_port) as rig,
-            ):
-                rig.fill(RESERVOIR_NL)
-                pump.refill(0, RESERVOIR_NL)
-                fields = program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=rate)
-                if rate == 0:
-                    fields["mode"] = 3
-                pump.confirm(pump.program(fields)["crc"])
+            fields = program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=rate)
+            if rate == 0:
+                fields["mode"] = 3
+            with filled_board(fields) as (board, pump, rig):
                 rig.advance(7 * 60_000)
                 rig.inject_fault("TIMER_FAST", factor)
                 waited = 0
@@ -279,18 +271,10 @@ SOAK_DAYS = 90
 
 def _nominal_alarms(seed: int, days: int) -> int:
     fields = load_program(THERAPY_PROGRAM)
-    with (
-        VirtualBoard(BoardOptions(seed=seed)) as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        rig.fill(RESERVOIR_NL)
-        pump.refill(0, RESERVOIR_NL)
-        pump.confirm(pump.program(fields)["crc"])
+    with filled_board(fields, BoardOptions(seed=seed)) as (board, pump, rig):
         for day in range(days):
             rig.advance(DAY_MS, timeout_s=600)
-            if day % 30 == 29:
-                pump.refill(rig.fill(RESERVOIR_NL), RESERVOIR_NL)
+            refill_monthly(day, pump, rig)
         _check_alive(board)
         raised = [e for e in pump.log() if e["name"] == "ALARM_RAISED"]
     # a refill that finds a discrepancy is not a false alarm of a detector

@@ -283,10 +283,10 @@ def _rp2350_rows(firmware: Any) -> list[Row]:
 
 def host_heap() -> Row:
     """The 64-bit host figure: the Pico configuration (rp2 HAL on fake machine/rp2)
-    under the unix port, live after boot (tests/firmware/test_rp2_hal.py's guard)."""
+    under the unix port, live after boot (tests/modules/test_rp2_hal.py's guard)."""
     try:
-        from tests.firmware import upy
-        from tests.firmware.test_rp2_hal import FAKES, _hello_frame
+        from tests.modules import upy
+        from tests.modules.test_rp2_hal import FAKES, _hello_frame
     except ImportError as exc:  # outside a checkout
         return Row("heap used, 64-bit host", "skipped", "", str(exc))
     result = upy.run("check_rp2_main.py", "hello", _hello_frame(), heap="4M", path=FAKES)

@@ -10,7 +10,13 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.benchmarks.common import DAY_MS, Row, _check_alive
+from bench.benchmarks.common import (
+    DAY_MS,
+    Row,
+    _check_alive,
+    filled_board,
+    refill_monthly,
+)
 from bench.board.sim import BoardOptions, VirtualBoard
 from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
@@ -108,29 +114,18 @@ def advance_wall_time(boards: int, days: int) -> list[Row]:
 THERAPY_PROGRAM = Path(__file__).parents[1] / "programs" / "benchmark-flex-1ml.toml"
 
 
-RESERVOIR_NL = 40_000_000
-
-
 def therapy_soak(days: int) -> list[Row]:
     """A flex schedule averaging 1 mL/day with a daily patient bolus, for
     ``days`` of device time (refilled every 30 days): wall time, and the
     live heap the rig sampled along the way."""
     fields = load_program(THERAPY_PROGRAM)
-    with (
-        VirtualBoard(BoardOptions()) as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        rig.fill(RESERVOIR_NL)
-        pump.refill(0, RESERVOIR_NL)
-        pump.confirm(pump.program(fields)["crc"])
+    with filled_board(fields) as (board, pump, rig):
         started = time.perf_counter()
         for day in range(days):
             rig.advance(DAY_MS // 2)
             pump.patient_bolus()
             rig.advance(DAY_MS // 2)
-            if day % 30 == 29:
-                pump.refill(rig.fill(RESERVOIR_NL), RESERVOIR_NL)
+            refill_monthly(day, pump, rig)
         wall = time.perf_counter() - started
         _check_alive(board)
         status = pump.status()
@@ -190,7 +185,7 @@ def _windows(series: list[tuple[int, int]], window_ms: int) -> int:
 
 def concentration_change(old: int, new: int, hours: int = 48) -> list[Row]:
     """Baclofen 600 ug/day refilled from ``old`` to ``new`` ug/mL with its
-    program (SPEC 22.2): over the ``hours`` after the change, from the rig's
+    program (docs/pump.md 22.2): over the ``hours`` after the change, from the rig's
     truth of the dose at the tip sampled every minute, the most in any 1 h
     and any 24 h, and the longest time without drug at the tip."""
     with (
@@ -230,22 +225,14 @@ def log_history(days: int = 40, presses: int = 4) -> list[Row]:
     PROGRAM_ACTIVE entries are still in the log at the end."""
     fields = load_program(THERAPY_PROGRAM)
     fields.update(pb_dose_nl=10_000, pb_lockout_s=3_600, pb_max_per_day=presses)
-    with (
-        VirtualBoard(BoardOptions()) as board,
-        PumpClient(board.pump_port) as pump,
-        RigClient(board.rig_port) as rig,
-    ):
-        rig.fill(RESERVOIR_NL)
-        pump.refill(0, RESERVOIR_NL)
-        pump.confirm(pump.program(fields)["crc"])
+    with filled_board(fields) as (board, pump, rig):
         for day in range(days):
             for _ in range(presses):
                 rig.advance(DAY_MS // presses // 2)
                 pump.patient_bolus()
                 pump.close_session()
                 rig.advance(DAY_MS // presses // 2)
-            if day % 30 == 29:
-                pump.refill(rig.fill(RESERVOIR_NL), RESERVOIR_NL)
+            refill_monthly(day, pump, rig)
         entries = pump.log()
         total = pump.request("GET_LOG", {"start": 0, "count": 0})["total"]
         _check_alive(board)

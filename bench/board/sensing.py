@@ -7,7 +7,7 @@ the pump: before a stroke, at its end (peak), AFTER_MS later with a reading
 20 ms on either side, every sample
 through the sensor check, the level once a minute. No virtual board, no
 link: fast enough to sweep lines, rates, CSF activity and faults over
-patient-months (tests/firmware/test_sensing.py, the `make bench` campaign).
+patient-months (tests/modules/test_sensing.py, the `make bench` campaign).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from protocol import schema
 # 304k holds the live firmware (outcome journal, access log, signed replies,
 # the line monitors: 214,720 B in the Pico configuration on this host), the
 # rig's 6 KB trace ring and a 1 KB snapshot; at 288k TRACE_CONFIG finds no
-# block (BUSY). The Pico-configuration budget is in tests/firmware/test_rp2_hal.py.
+# block (BUSY). The Pico-configuration budget is in tests/modules/test_rp2_hal.py.
 DEFAULT_HEAP = "304k"
 
 

@@ -93,7 +93,7 @@ def _x10(value: int) -> str:
     return f"{sign}{abs(value) // 10}.{abs(value) % 10} mmHg"
 
 
-# LINE_LIMITS a: what SENSING_LIMITED is about (SPEC log code 29)
+# LINE_LIMITS a: what SENSING_LIMITED is about (docs/pump.md 15, log code 29)
 _LIMITS = (
     (1, "held strokes (occlusion by the residuals' sum)"),
     (2, "weak strokes (per-stroke leak)"),

@@ -173,7 +173,7 @@ def cmd_bolus(args: argparse.Namespace) -> int:
         )
     over = f" over {pf.format_duration(args.duration)}" if args.duration else ""
     # priming and bridge push what the path holds, not the program's drug:
-    # the pump checked their dose at the tip (SPEC 22.3)
+    # the pump checked their dose at the tip (docs/pump.md 22.3)
     shown = pf.volume_text(reply["volume_nl"], conc if args.kind == "clinician" else 0)
     print(f"{url}: {args.kind} bolus {reply['bolus_id']} started: {shown}{over}")
     return EXIT_OK

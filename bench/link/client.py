@@ -62,10 +62,6 @@ RESERVOIR_REASONS = {
 }
 
 
-# Rig POWER actions (schema POWER comment) and INJECT_FAULT faults.
-FAULT_RUNAWAY = 1  # param: extra steps per commanded step
-
-
 # Read-only requests whose reply the bench takes as proof: sent in the
 # session when the client has a key, so that the reply is signed (SPEC 21.6).
 SIGNED_READS = ("GET_PROGRAM", "OUTCOME")

@@ -399,7 +399,7 @@ class PumpClient(Client):
         ``volume_nl``, or ``dose_ng`` turned into a volume by the pump from the
         drug its path will push out of the tip; ``duration_s`` spreads it (0: as
         fast as the pump goes). Priming and bridge volumes are the pump's, from
-        its drug path (SPEC 22.3): priming fills what is empty of a new catheter
+        its drug path (docs/pump.md 22.3): priming fills what is empty of a new catheter
         (``catheter_mm`` at ``nl_per_cm`` given: that catheter was just fitted),
         bridge pushes out the old drug still in the path (given: the catheter's
         size). ``override_soft`` accepts a bolus above the soft limit.
@@ -443,7 +443,7 @@ class PumpClient(Client):
         ``drug_id`` and ``conc_ug_ml`` name the drug put in (None: the active
         program's, read back first). A new drug or concentration needs
         ``program_crc``, the CRC of the pending program for it: refill and
-        program are then committed together (SPEC 22.2); without it the pump
+        program are then committed together (docs/pump.md 22.2); without it the pump
         refuses with DRUG_MISMATCH.
 
         Returns ``expected_nl`` (what the pump believed was left),
@@ -494,7 +494,7 @@ class PumpClient(Client):
 
         ``access``: the access log instead of the therapy history: sessions
         and refusals (schema ACCESS_LOG_CODES), whose PB_REFUSED and
-        AUTH_REFUSED entries carry the refusals ever in ``b`` (SPEC 15).
+        AUTH_REFUSED entries carry the refusals ever in ``b`` (docs/pump.md 15).
         Pages through GET_LOG or GET_ACCESS_LOG (LOG_PAGE entries a reply). Each entry has
         ``index``, ``time_s`` (device seconds), ``code``, ``name``
         (schema LOG_CODES) and the arguments ``a`` and ``b`` as the schema

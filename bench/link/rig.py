@@ -1,4 +1,4 @@
-"""The rig port's client: device time, truth, faults, power, the plant (SPEC 14)."""
+"""The rig port's client: device time, truth, faults, power, the plant (SPEC 16)."""
 
 from __future__ import annotations
 

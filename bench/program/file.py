@@ -356,7 +356,7 @@ def _flex(reader: _Reader, fields: dict[str, Any], steps: object, conc: int) -> 
         if "days" in step:
             fields["flex_days"][i] = reader.value(f"{where}.days", step["days"], _days) or 0
         if "overnight" in step:
-            # runs on past midnight until the next step (SPEC 11.3)
+            # runs on past midnight until the next step (docs/pump.md 11.3)
             if not isinstance(step["overnight"], bool):
                 reader.problem(f"{where}.overnight", "expected true or false")
             elif step["overnight"]:

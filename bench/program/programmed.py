@@ -3,7 +3,7 @@
 The delivered-volume plot shows what really left the catheter (the rig's
 truth) against what the program asked for; the gap between them is what a
 person looks for (an occlusion flattens the real line, a runaway steepens
-it). This module integrates the prescription exactly as protocol/SPEC.md
+it). This module integrates the prescription exactly as docs/pump.md
 section 11 states it: continuous basal, the flex rule (latest step started
 today that applies to today; before the first, yesterday's last step if
 it runs overnight, else the background rate), the minimum rate, plus every bolus the pump
@@ -24,7 +24,7 @@ from protocol import schema
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 WEEK_DAYS = 7
-MINIMUM_RATE_NL_DAY = 48_000  # mode MINIMUM_RATE (SPEC 11.1)
+MINIMUM_RATE_NL_DAY = 48_000  # mode MINIMUM_RATE (docs/pump.md 11.1)
 STOPPED, CONTINUOUS, FLEX, MINIMUM_RATE = 0, 1, 2, 3
 EVERY_DAY = 0x7F  # flex_days bits 0-6; bit 7 is schema.FLEX_OVERNIGHT
 
@@ -109,7 +109,7 @@ class ProgrammedLine:
         return self.volume_nl + spread
 
     def confirm(self, t_ms: int, fields: Mapping[str, Any]) -> None:
-        """A program became active: it runs unless it is STOPPED (SPEC 11.4)."""
+        """A program became active: it runs unless it is STOPPED (docs/pump.md 11.4)."""
         self.volume_at(t_ms)
         self.fields = dict(fields)
         self.running = fields["mode"] != STOPPED

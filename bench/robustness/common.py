@@ -70,7 +70,7 @@ def refill_request(
     withdrawn_nl: int, added_nl: int, drug_id: int = 1, conc_ug_ml: int = 10_000
 ) -> dict[str, Any]:
     """REFILL fields for the drug of :func:`program_fields` (morphine 10 mg/mL)
-    unless told: a refill that changes no drug (SPEC 22.2)."""
+    unless told: a refill that changes no drug (docs/pump.md 22.2)."""
     return {
         "withdrawn_nl": withdrawn_nl,
         "added_nl": added_nl,
@@ -95,7 +95,7 @@ def bolus_fields(**fields: Any) -> dict[str, Any]:
 
 
 def program_crc_of(fields: dict[str, Any]) -> int:
-    """CRC-32 of a program's packed fields (SPEC section 11.2), whatever the pump says."""
+    """CRC-32 of a program's packed fields (SPEC section 4.5), whatever the pump says."""
     payload = codec.MESSAGE_TYPES["PROGRAM"].request.build(
         {name: fields[name] for name, _fmt, _unit in schema.PROGRAM_FIELDS}
     )

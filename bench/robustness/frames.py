@@ -344,7 +344,8 @@ def _refuse(
 # The fuzzed pump runs morphine 10 mg/mL (bolus hard limit 250 uL) and has no
 # pending program. Every entry is (message, maker of (fields, NACK code,
 # detail)) for an intact request that its handler must refuse, changing
-# nothing (SPEC sections 5 and 10-16).
+# nothing (SPEC sections 5 and 16, docs/pump.md
+# sections 10-15).
 _PUMP_REFUSALS = [
     _refuse("PROGRAM", schema.BAD_PROGRAM, 2, lambda r: program_fields(mode=r.randint(4, 255))),
     _refuse(

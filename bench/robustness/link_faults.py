@@ -41,7 +41,7 @@ class ScenarioResult:
 
 
 # What the scenario commands, each once: the log must show each once (a
-# CONFIRM that starts delivery logs PROGRAM_ACTIVE, not START: SPEC 15).
+# CONFIRM that starts delivery logs PROGRAM_ACTIVE, not START: docs/pump.md 15).
 SCENARIO_ONCE = {
     "PROGRAM_PENDING": 2,
     "PROGRAM_ACTIVE": 2,

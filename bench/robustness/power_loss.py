@@ -38,7 +38,7 @@ from protocol.table import RESET_CAUSE_POWER_ON
 def bolus_story(entries: Sequence[dict[str, Any]]) -> tuple[list[str], dict[int, int]]:
     """Problems in the boluses an event log tells, and the boluses still open.
 
-    Rules (SPEC sections 12 and 15): a bolus id starts once (BOLUS_START
+    Rules (docs/pump.md sections 12 and 15): a bolus id starts once (BOLUS_START
     a = id | kind << 16); it ends at most once, with BOLUS_DONE,
     BOLUS_CANCELLED or BOLUS_INTERRUPTED, never before it started. Returns
     (problems, {open bolus id: index of its BOLUS_START}).
@@ -473,7 +473,7 @@ class PowerLossCampaign:
         if resumed:
             self._violation(f"{where}: started again after boot: {resumed}")
         # A PROGRAM_ACTIVE after BOOT finishes an activation whose entry a cut
-        # lost (SPEC 22, section 15): only for the program now active, and
+        # lost (docs/pump.md 22, section 15): only for the program now active, and
         # only when its entry is not already there.
         for entry in after_boot:
             if entry["code"] != LOG["PROGRAM_ACTIVE"]:

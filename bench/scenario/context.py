@@ -56,7 +56,7 @@ class Snapshot:
     truth: dict[str, Any] | None
     status: dict[str, Any] | None
     log_total: int | None
-    access_total: int | None = None  # the access log's (SPEC 15)
+    access_total: int | None = None  # the access log's (docs/pump.md 15)
 
 
 def step_where(step: Step) -> str:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from bench.scenario.model import window_label
 
 DAY_MS = 86_400_000
-# The nominal stroke: 8 steps of 25 nL (protocol/SPEC.md section 11.1).
+# The nominal stroke: 8 steps of 25 nL (docs/pump.md section 11.1).
 STROKE_NL = 200
 
 

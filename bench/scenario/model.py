@@ -271,7 +271,7 @@ class RefillStep(CommandStep):
 
     ``withdrawn_nl`` None: the clinician withdraws exactly what FILL says was
     left. ``flagged`` None: no expectation about the discrepancy flag.
-    ``drug_id``/``conc_ug_ml`` None: the active program's drug (SPEC 22.2);
+    ``drug_id``/``conc_ug_ml`` None: the active program's drug (docs/pump.md 22.2);
     ``with_program``: the pending program is committed with the refill.
     """
 
@@ -309,7 +309,7 @@ class SetClockStep(Step):
 @dataclass(frozen=True)
 class NewCatheterStep(Step):
     """The rig's plant gets a new, empty catheter of ``volume_nl`` (PLANT, the
-    real reservoir kept): what a priming bolus must fill (SPEC 22.3)."""
+    real reservoir kept): what a priming bolus must fill (docs/pump.md 22.3)."""
 
     KIND: ClassVar[str] = "new_catheter"
     NEEDS: ClassVar[frozenset[str]] = RIG_ONLY
@@ -468,7 +468,7 @@ QUANTITIES: dict[str, str] = {
     "tip_dose": "ng",  # rig TRUTH tip_ng: the drug dose that left the catheter tip
     # over the samples taken since the mark (``since`` required): the most
     # tip dose in any 1 h / 24 h between samples, and the longest time the
-    # tip dose did not grow (SPEC 22: dose at the tip)
+    # tip dose did not grow (docs/pump.md 22: dose at the tip)
     "tip_dose_max_1h": "ng",
     "tip_dose_max_24h": "ng",
     "tip_dose_gap": "ms",

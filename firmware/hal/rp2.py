@@ -123,7 +123,7 @@ class Rp2Clock:
 
 
 # --- the clock check's second source: the ring oscillator ------------------------
-# The pump's clock check (SPEC 14.8) compares the ms timer with seconds()
+# The pump's clock check (docs/pump.md 14.8) compares the ms timer with seconds()
 # over 5-minute windows. On the Pico both would come from the 12 MHz crystal:
 # time.ticks_ms counts the TIMER's 1 us ticks, which the watchdog tick
 # generator makes from clk_ref = XOSC; the RP2040's RTC runs on clk_rtc =

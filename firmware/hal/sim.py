@@ -404,7 +404,7 @@ class SimBoard:
         if not self.powered and self._off_unseen:
             # Off and on again before the application saw the off (both
             # handled in one pass of its loop): it still restarts, with the
-            # cause of a power-on (SPEC 10.2). The motor and annunciator
+            # cause of a power-on (SPEC 16.8). The motor and annunciator
             # were already stopped by power_off().
             self._off_unseen = False
             self.request_reset(RESET_CAUSE_POWER_ON)

@@ -33,6 +33,7 @@ from protocol.table import (
     ALARM_LEAK as LEAK,
     ALARM_LOST_STEPS as LOST_STEPS,
     ALARM_LOW_RESERVOIR as LOW_RESERVOIR,
+    ALARM_MAX_ID,
     ALARM_MEMORY as MEMORY,
     ALARM_MOTOR_STALL as MOTOR_STALL,
     ALARM_OCCLUSION as OCCLUSION,
@@ -57,7 +58,7 @@ LOW = const(1)
 ACK_SILENCE_MS = const(120_000)
 
 
-_COUNT = const(26)  # the highest id; known() says which ids exist (18-19, 21-23: other issues')
+COUNT = ALARM_MAX_ID  # the highest id (the schema's); known() says which ids exist
 
 # (id, priority, latching, stops delivery, clearable)
 TABLE = (
@@ -174,7 +175,7 @@ class Alarms:
         self.active = 0
         self.acknowledged = 0
         self._condition = 0
-        self._silence_until = [0] * (_COUNT + 1)  # ticks, for acknowledged ones
+        self._silence_until = [0] * (COUNT + 1)  # ticks, for acknowledged ones
         self._notify = notify
 
     def raise_alarm(self, alarm_id, lasting=True):

@@ -81,7 +81,7 @@ class PumpApp:
         self.therapy.path = self.path
         self.journal = Journal(board.fs)
         # refusals ever (patient boluses, session rules): the access log's
-        # PB_REFUSED and AUTH_REFUSED entries carry them (SPEC section 15)
+        # PB_REFUSED and AUTH_REFUSED entries carry them (docs/pump.md section 15)
         self.tallies = [0, 0]
         self._restore_tallies()
         self.battery = BatteryMonitor()
@@ -246,7 +246,7 @@ class PumpApp:
 
     def log(self, code, a, b):
         # Therapy history to the event log; sessions and refusals to the
-        # access log (SPEC section 15), with the refusal tallies in b.
+        # access log (docs/pump.md section 15), with the refusal tallies in b.
         now_s = self.clock.seconds()
         if code not in logcodes.ACCESS:
             self.journal.log_event(now_s, code, a, b)
@@ -491,7 +491,7 @@ class PumpApp:
         # with its running state (a STOPPED program stops delivery, any
         # other runs), so a cut leaves the old program with its state or
         # the new one with its own; it is logged (PROGRAM_ACTIVE only, not
-        # START or STOP: SPEC 15) once it is durable.
+        # START or STOP: docs/pump.md 15) once it is durable.
         therapy = self.therapy
         therapy.program = program
         therapy.running = program.mode != t.MODE_STOPPED

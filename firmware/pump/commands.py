@@ -161,7 +161,7 @@ def handlers(app):
         return DONE
 
     def bolus(link, payload):
-        # Priming and bridge volumes are the pump's, from its drug path (SPEC
+        # Priming and bridge volumes are the pump's, from its drug path (docs/pump.md
         # 22.3): typed catheter fields only say which catheter is fitted.
         (kind, volume, dose, duration_s, catheter_mm, nl_per_cm, override) = struct.unpack_from(
             t.BOLUS_REQUEST, payload, 0
@@ -234,7 +234,7 @@ def handlers(app):
     def refill(link, payload):
         limits = drug_library().limits
         # The drug put in is recorded; a new drug or concentration needs the
-        # confirmed program for it, committed with the refill (SPEC 22.2).
+        # confirmed program for it, committed with the refill (docs/pump.md 22.2).
         withdrawn, added, drug_id, conc, crc = struct.unpack_from(t.REFILL_REQUEST, payload, 0)
         prog = app.therapy.program
         pending = None

@@ -1,4 +1,4 @@
-# Programming- and bolus-time dose checks (protocol/SPEC.md 22):
+# Programming- and bolus-time dose checks (docs/pump.md 22):
 # the worst case of a program, the headroom of a bolus over every future
 # window of the governor, and the drug path's reports used to size and check
 # boluses. Nothing here runs per stroke. The module is imported when a
@@ -181,7 +181,7 @@ def program_refusal(candidate, stroke_nl):
     # -> (NACK code or 0, detail or soft mask, worst 24 h volume, worst 1 h)
     # The worst cases are taken over the governor's own windows (61 min and
     # 24 h 15 min), patient boluses as the strokes they deliver: the same
-    # rule as the headroom of a bolus (bolus_refusal), SPEC 22.4.
+    # rule as the headroom of a bolus (bolus_refusal), docs/pump.md 22.4.
     rates = [candidate.basal_nl_day] if candidate.basal_nl_day else []
     if candidate.mode == t.MODE_FLEX:
         rates += list(candidate.flex_rate_nl_day[: candidate.flex_count])
@@ -225,7 +225,7 @@ def delivered_nl(volume, stroke_nl):
 
 
 def drug_matches(app, candidate):
-    # A program may only run the drug the reservoir holds (SPEC 22.2): when
+    # A program may only run the drug the reservoir holds (docs/pump.md 22.2): when
     # a drug is recorded for the reservoir, a delivering program must name
     # it at its concentration; a new one comes with REFILL.
     path = app.path
@@ -262,7 +262,7 @@ def patient_boluses_in(candidate, window_s):
 def bolus_refusal(app, volume, duration_s, override):
     # Checks shared by every bolus: delivery on, no bolus running, the drug's
     # bolus limits on the dose it pushes out of the tip (the drug path), and
-    # room for it in every future window of the governor (SPEC 22.4).
+    # room for it in every future window of the governor (docs/pump.md 22.4).
     if not app.delivering():
         alarm = app.alarms.stopping()
         return (t.ALARM_ACTIVE, alarm) if alarm else (t.NOT_DELIVERING, 0)

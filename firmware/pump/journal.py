@@ -84,7 +84,7 @@ MAX_SNAPSHOT = const(1536)  # bytes of snapshot payload (persist.py needs about 
 MAX_DELTA = const(32)  # bytes of delta payload
 # Records per event file (two files are kept, so at least this many): the
 # therapy history. 2048 hold over 240 days of a busy patient (4 patient
-# boluses a day, 2 entries each, a refill a month; SPEC section 15): the
+# boluses a day, 2 entries each, a refill a month; docs/pump.md section 15): the
 # noisy entries (sessions, refusals) go to the access log instead.
 EVENTS_PER_FILE = const(2048)
 _ACCESS_PER_FILE = const(256)  # records per access-log file
@@ -144,7 +144,7 @@ class Journal:
         self._chunk = bytearray(_CHUNK)
         self._chunk_events = memoryview(self._chunk)[: (_CHUNK // EVENT_SIZE) * EVENT_SIZE]
         # The event log (the therapy history), and the access log: session
-        # opens and closes, refusals (SPEC section 15), in a ring of its own
+        # opens and closes, refusals (docs/pump.md section 15), in a ring of its own
         # so that no peer can push the therapy history out of the event log.
         chunk = self._chunk_events
         self._events = Ring(fs, EVENT_FILES, _EVENT_BODY_SIZE, events_per_file, chunk)

@@ -1,5 +1,5 @@
 # The drug path: what lies between the reservoir and the catheter tip, and
-# so what dose the patient really receives (DESIGN section 4, SPEC 22).
+# so what dose the patient really receives (DESIGN section 4, docs/pump.md 22).
 #
 # The path is the pump's internal volume (head to catheter connector) plus
 # the catheter (length x volume per cm). It is a first-in-first-out column:

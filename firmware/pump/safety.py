@@ -45,11 +45,11 @@ _FIRST_INTERVAL_MS = const(60_000)
 # watchdog is at most 8.3 s: a feed every 4 s; the virtual board's watchdog is
 # slower so that lockstep time can jump, hal/sim.py says why).
 SELF_TEST_S = selftest.PERIOD_S
-# The clock check (SPEC 14.8): 5-minute windows of the ms timer, 5 % apart
+# The clock check (docs/pump.md 14.8): 5-minute windows of the ms timer, 5 % apart
 # from the RTC is a fault (crystal and RTC agree within ppm).
 CLOCK_WINDOW_MS = const(300_000)
 CLOCK_TOLERANCE_PCT = const(5)
-# LINE_LIMITS mask: what SENSING_LIMITED is about (SPEC log code 29)
+# LINE_LIMITS mask: what SENSING_LIMITED is about (docs/pump.md 15, log code 29)
 _LIMIT_OCCLUSION = const(1)  # a held stroke is not clear of the noise (the CUSUM finds it)
 _LIMIT_LEAK = const(2)  # a weak stroke would need more than 8 in a row
 _LIMIT_SLOW_LEAK = const(4)  # a 30 % leak moves the rise too little (learned rise < 12 mmHg)
@@ -85,7 +85,7 @@ class Safety:
         self._next_burst_s = 0  # RTC seconds: the next burst is due
         self._pulse_last = 0  # ticks of the burst's last sample
         self.supervisor = Supervisor()
-        # the clock check (SPEC 14.8): ticks and RTC seconds at the start
+        # the clock check (docs/pump.md 14.8): ticks and RTC seconds at the start
         # of the current window
         self._clock_ticks0 = 0
         self._clock_s0 = 0
@@ -289,7 +289,7 @@ class Safety:
         if not app.drive.in_stroke:
             self._check_idle_encoder()
         now_s = self._sample_battery()
-        # The clock check (SPEC 14.8): the ms timer that times every stroke
+        # The clock check (docs/pump.md 14.8): the ms timer that times every stroke
         # against the RTC over CLOCK_WINDOW_MS of ticks; more than
         # CLOCK_TOLERANCE_PCT % + 1 s (the RTC's resolution) apart is
         # CLOCK_FAULT, a true window ends the condition.

@@ -26,7 +26,7 @@ KIND_BOLUS = const(1)
 # Fastest bolus: a 200 nL stroke every 250 ms = 2.9 mL/h. A bolus never
 # runs the motor continuously; each stroke is bounded and checked.
 MIN_BOLUS_INTERVAL_MS = const(250)
-# A clock change (SET_CLOCK) and the flex schedule (SPEC 11.5): for this
+# A clock change (SET_CLOCK) and the flex schedule (docs/pump.md 11.3): for this
 # long after an offset stops being current, the basal rate is the lowest the
 # schedule gives under it and under the current offset, so that no window up
 # to the governor's longest (24 h 15 min) holds more than the checked worst
@@ -134,7 +134,7 @@ class Therapy:
         return self.at_tip(rate)
 
     def at_tip(self, rate):
-        # The bridge (SPEC 22.3): while another concentration of the
+        # The bridge (docs/pump.md 22.3): while another concentration of the
         # program's drug is leaving the tip, the volume rate that gives the
         # program's dose rate with it (rounded down, at most the mechanism's
         # maximum). Saline or an empty catheter at the tip, or another drug:

@@ -10,7 +10,7 @@ from bench.cli.main import main
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from protocol import schema
-from tests.firmware.kit import HOUR_MS, MINUTE_MS, program, start_therapy
+from tests.system.kit import HOUR_MS, MINUTE_MS, program, start_therapy
 
 
 def test_alarms_lists_by_priority_and_acknowledges(capsys: pytest.CaptureFixture) -> None:

@@ -20,7 +20,7 @@ import pytest
 from bench.cli.main import main
 from bench.link.pump import PumpClient
 from protocol import schema
-from tests.firmware.kit import reap
+from tests.system.kit import reap
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "bench" / "scenarios"

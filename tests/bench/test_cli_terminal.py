@@ -35,7 +35,7 @@ from bench.link.rig import RigClient
 from bench.program.file import load_program
 from bench.report.records import bench_version
 from protocol import schema
-from tests.firmware.kit import reap
+from tests.system.kit import reap
 
 ROOT = Path(__file__).resolve().parents[2]
 MORPHINE = ROOT / "bench" / "programs" / "morphine-continuous.toml"  # 0.5 mL/day

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
+from bench import vocab
 from bench.board.sim import VirtualBoard
 from bench.cli.main import main
-from bench.link.client import FAULT_RUNAWAY, Refusal, limit_name, program_crc
+from bench.link.client import Refusal, limit_name, program_crc
 from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
@@ -508,8 +509,8 @@ def test_rig_client_typed_methods(bench: Bench) -> None:
     truth = bench.rig.truth()
     assert truth["powered"] == 1 and truth["steps"] > 0
     assert truth["pumped_nl"] == 20_800  # 104 strokes of 200 nL in an hour at 0.5 mL/day
-    bench.rig.inject_fault(FAULT_RUNAWAY, 1)
-    bench.rig.clear_fault(FAULT_RUNAWAY)
+    bench.rig.inject_fault(vocab.FAULTS["RUNAWAY"], 1)
+    bench.rig.clear_fault(vocab.FAULTS["RUNAWAY"])
     assert bench.rig.fill(20_000_000) == 20_000_000 - truth["pumped_nl"]
     assert bench.rig.power_off() is False
     assert bench.rig.truth()["powered"] == 0
@@ -521,7 +522,7 @@ def test_program_rejects_incomplete_fields(bench: Bench) -> None:
         pump.program({"drug_id": 1})
 
 
-# --- dose at the tip (SPEC 22) -----------------------------------------------------------
+# --- dose at the tip (docs/pump.md 22) -----------------------------------------------------------
 
 
 def test_refill_with_a_new_concentration_and_its_program(bench: Bench, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from bench.board import pico, pico_pump
 from bench.board.paths import firmware_tree
 from bench.link.pump import PumpClient
 from protocol import schema
-from tests.firmware import kit
+from tests.system import kit
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -323,7 +323,7 @@ print(m.last_steps, m.aborts)
 
 
 def test_a_move_cut_short_reads_back_what_the_pio_issued(board: pico.PicoBoard) -> None:
-    # What tests/firmware/fakes/rp2.py models: stop() freezes the state
+    # What tests/modules/fakes/rp2.py models: stop() freezes the state
     # machine, exec()s a readback of X and counts at most one step over.
     pico_pump.maintenance(board)
     board.request("reset_pins")
@@ -357,14 +357,14 @@ print(err, c.fails)
 def test_the_emulator_has_no_frequency_counter_so_the_clock_check_is_unavailable(
     board: pico.PicoBoard,
 ) -> None:
-    # What the emulator cannot show (SPEC 14.8): rp2040js
+    # What the emulator cannot show (docs/pump.md 14.8): rp2040js
     # 1.4.1 models the CLOCKS block's clock selection registers (0x00-0x7c)
     # but not FC0 (0x80-0x9c: writes dropped, reads 0xffffffff) and the ROSC
     # block not at all. So RoscClockCheck, run here on the real 32-bit port,
     # finds the counter's FAIL and DIED bits at boot and reports the check
     # unavailable, leaving the seconds on the crystal (rate 1000): the pump
     # runs, as before the check. The check itself is shown on the host fakes
-    # (tests/firmware/test_rp2_hal.py).
+    # (tests/modules/test_rp2_hal.py).
     # A sample (forced on here) allocates nothing on the 32-bit port, whose
     # register addresses are big integers: it reads the counter's FAIL bits
     # and counts one failed sample.

@@ -1,6 +1,6 @@
-"""The fakes of tests/firmware/fakes (machine, rp2) checked against the emulated Pico.
+"""The fakes of tests/modules/fakes (machine, rp2) checked against the emulated Pico.
 
-The host tests of the rp2 HAL (tests/firmware/test_rp2_hal.py) run it on fake
+The host tests of the rp2 HAL (tests/modules/test_rp2_hal.py) run it on fake
 ``machine`` and ``rp2`` modules that emulate the PIO programs cycle by cycle.
 Here the same HAL calls run on the emulated RP2040's real MicroPython and PIO,
 and the results the host tests rest on must be the same: steps per move and
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bench.board import pico, pico_pump
-from tests.firmware import test_rp2_hal as host
-from tests.firmware import upy
+from tests.modules import test_rp2_hal as host
+from tests.modules import upy
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -187,7 +187,7 @@ def test_usb_cdc_polls_and_writes_as_the_fake_stream(board: pico.PicoBoard) -> N
 
 
 def _fs_case(name: str) -> str:
-    """The source of one case of tests/firmware/upy/check_rp2_fs.py."""
+    """The source of one case of tests/modules/upy/check_rp2_fs.py."""
     text = (Path(upy.SCRIPTS) / "check_rp2_fs.py").read_text()
     start = text.index(f"\ndef {name}(")
     end = text.index("\ndef ", start + 1)

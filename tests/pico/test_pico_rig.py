@@ -22,7 +22,7 @@ from bench.link.rig import RigClient
 from bench.report.records import Outcome
 from bench.scenario.load import load_scenario
 from bench.scenario.runner import run_scenario
-from tests.firmware import kit
+from tests.system import kit
 
 pytestmark = [
     pytest.mark.timeout(600),
@@ -125,7 +125,7 @@ def test_the_motor_stall_scenario_passes_on_the_emulated_pico() -> None:
 # device time: `make bench`) check. The rp2 sensor once filtered every
 # reading, so a held stroke looked drained: PARTIAL_OCCLUSION, SENSOR_FAULT at
 # the ceiling, LEAK at the ADC's full scale, never OCCLUSION
-# (tests/firmware/test_rp2_hal.py sweeps the rates on the host).
+# (tests/modules/test_rp2_hal.py sweeps the rates on the host).
 SHORT_FAULT = """
 id: pico-line-fault-short
 title: {alarm} at 4 mL/day on the emulated Pico is raised, and the motor stops

@@ -9,7 +9,7 @@ real MicroPython interpreter (no parsing of firmware source).
 from __future__ import annotations
 
 from protocol import schema
-from tests.firmware import upy
+from tests.modules import upy
 
 _ROWS = """
 import json

@@ -1,7 +1,7 @@
 """An independent decoder written from protocol/SPEC.md alone.
 
 Nothing here imports protocol.schema, protocol.codec or protocol.table: the
-message layouts come from the tables of SPEC sections 4.1-4.4 and 11.1, the
+message layouts come from the tables of SPEC sections 4.1-4.5, the
 header from section 2, the NACK payload from section 5, the trailer and
 reply-MAC sizes from sections 2, 21.4 and 21.6. Every golden vector and
 every frame of a session on a virtual board (signed and plain requests and
@@ -67,7 +67,7 @@ def _typed_table(title: str, name_col: int, type_col: int) -> list[Field]:
 
 
 STATUS_FIELDS = _typed_table("### 4.4 STATUS reply", 1, 2)
-PROGRAM_FIELDS = _typed_table("### 11.1 Fields", 2, 3)
+PROGRAM_FIELDS = _typed_table("### 4.5 The program", 2, 3)
 HEADER = _rows(_section("### Header"))
 COUNTERS = re.findall(r"`(\w+)`", _rows(_section("### 4.1 Pump port"))[4][3].split(":")[1])
 TRAILER = int(re.search(r"the (\d+)-byte auth trailer", SPEC).group(1))
@@ -82,7 +82,7 @@ def _cell(text: str, known: dict[int, tuple[str, list[Field], list[Field] | None
         fields: list[Field] = []
     elif "fields of section 4.4" in text:
         fields = STATUS_FIELDS
-    elif "fields of section 11.1" in text:
+    elif "fields of section 4.5" in text:
         fields = PROGRAM_FIELDS
     elif re.search(r"then the \d+ program fields", text):
         fields = [("crc", "u32", 1), *PROGRAM_FIELDS]
@@ -190,7 +190,7 @@ def check_against_spec(
 
 def test_the_spec_tables_cover_every_message_with_consistent_sizes() -> None:
     status = re.search(r"the (\d+) fields of section 4.4", SPEC)
-    program = re.search(r"the program: (\d+) fields of section 11.1", SPEC)
+    program = re.search(r"the program: (\d+) fields of section 4.5", SPEC)
     assert status and len(STATUS_FIELDS) == int(status.group(1))
     assert program and len(PROGRAM_FIELDS) == int(program.group(1))
     assert len(MESSAGES) >= 40
@@ -215,7 +215,7 @@ def test_every_frame_of_a_session_decodes_from_the_spec_alone(pump: Any, rig: An
     # refusals included) is decoded again from the SPEC and compared with
     # the bench codec's reading.
     from bench.link.client import PumpRefused
-    from tests.firmware import kit
+    from tests.system import kit
 
     seen: list[tuple[bytes, Any]] = []
     for client in (pump, rig):

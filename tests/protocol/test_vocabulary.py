@@ -86,7 +86,7 @@ def test_the_check_finds_a_copy() -> None:
 
 
 def test_no_test_parses_firmware_source() -> None:
-    # Tests read the firmware's tables by running it (tests/firmware/upy.py),
+    # Tests read the firmware's tables by running it (tests/modules/upy.py),
     # or from the schema: a parse of the source would let a copy hide.
     parsers = [
         str(path.relative_to(ROOT))

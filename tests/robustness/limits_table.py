@@ -5,7 +5,7 @@ and its ``DRUGS`` tuple printed (its drug ids are the schema's, from
 protocol/table.py), so the safety invariants are held to exactly the numbers
 the pump ships with, but not to the pump's arithmetic on them: the
 conversion to volumes is done here, rounding down (a volume that holds at
-most the limit), as SPEC section 12.2 states.
+most the limit), as docs/pump.md section 12.2 states.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from tests.firmware import upy
+from tests.modules import upy
 
 _PRINT_DRUGS = "import json; from pump import limits; print(json.dumps(limits.DRUGS))"
 

@@ -2,7 +2,7 @@
 under plant faults (strict-xfail reproductions until they were fixed).
 
 - A fault that made every stroke short logged STROKE_MISMATCH at every stroke,
-  and the log keeps only the newest 256-512 entries (SPEC 15): within hours
+  and the log keeps only the newest 256-512 entries (docs/pump.md 15): within hours
   the program, the refill and the very alarm that reports the fault aged out
   of the log. Now the first mismatched stroke is logged at once and the
   following ones are tallied into at most one entry an hour
@@ -26,7 +26,7 @@ from bench.link.errors import PumpRefused
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
 from bench.robustness.common import ALARM, HOUR_MS
-from tests.firmware import kit
+from tests.system import kit
 
 
 def test_three_hours_of_short_strokes_keep_the_program_and_the_alarm_in_the_log(

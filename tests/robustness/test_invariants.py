@@ -15,7 +15,7 @@ ACK_ALARM. After every step:
   sampled at every step and inside every ADVANCE: 1 s, 2 s, 4 s ... up to
   5 min in the first hour, 30 min after) over any 1 h and any 24 h never
   exceeds the drug's hard hourly and daily dose at the concentration, plus
-  the governor's documented two strokes (SPEC 12.2: its limit is the hard
+  the governor's documented two strokes (docs/pump.md 12.2: its limit is the hard
   limit plus one stroke, and it stops after the stroke that crosses it).
   Windows are measured between samples, so a window's volume is known to
   the sampling resolution around it (docs/robustness.md);
@@ -80,7 +80,7 @@ DRUGS = read_drugs()
 # (drug id, concentration ug/mL): one per machine run
 DRUG_CHOICES = ((1, 10_000), (4, 2_000), (3, 25), (7, 50))
 # the governor's limit is the hard limit plus a stroke, and it stops after the
-# stroke that crosses it (SPEC 12.2): a window may end two strokes over
+# stroke that crosses it (docs/pump.md 12.2): a window may end two strokes over
 WINDOW_SLACK_NL = 2 * STROKE_NL
 PLANT_FAULTS = (
     ("OCCLUSION", 0),

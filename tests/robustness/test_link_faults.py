@@ -19,7 +19,7 @@ from bench.link.rig import RigClient
 from bench.link.transports.protocol_fault import Rates, Serial, parse_url
 from bench.robustness.common import LOG, program_fields
 from bench.robustness.link_faults import clean_scenario, compare_outcomes, link_fault_scenario
-from tests.firmware import kit
+from tests.system import kit
 
 assert bench.link.transports.PACKAGE in serial.protocol_handler_packages
 
@@ -140,7 +140,7 @@ def test_a_scenario_reaches_the_same_outcome_through_link_faults(clean: Any, opt
 
 
 def test_a_lost_reply_and_a_reboot_never_give_a_bolus_twice() -> None:
-    """SPEC 7, 22: the reply cache dies with a reboot, the outcome journal does
+    """SPEC 7, 23: the reply cache dies with a reboot, the outcome journal does
     not. The client sends the BOLUS again under the same request id, in a new
     session, and the pump answers with the journalled reply of the copy that
     ran instead of running it again."""

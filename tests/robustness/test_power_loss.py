@@ -287,7 +287,7 @@ def test_after_a_cut_anywhere_in_confirm_the_log_names_the_active_program(
 ) -> None:
     # A cut between the snapshot that makes the program active and its
     # PROGRAM_ACTIVE entry must not leave a program running that the log
-    # never names: the boot finishes the entry (SPEC 22, section 15).
+    # never names: the boot finishes the entry (docs/pump.md 22, section 15).
     done = swept(confirm_sweep, old, new)
     for record in done.records:
         crc = record["program"]["crc"]
@@ -302,7 +302,7 @@ def test_after_a_cut_anywhere_in_confirm_the_log_names_the_active_program(
 def refill_with_program_sweep(
     board: Board,
 ) -> list[dict[str, Any]]:
-    """Cuts a REFILL that commits a program for a new concentration (SPEC 22.2)."""
+    """Cuts a REFILL that commits a program for a new concentration (docs/pump.md 22.2)."""
     _vb, pump, rig = board
     weak = program_fields(conc_ug_ml=1_000, basal_nl_day=1_000_000)
     strong = program_fields(conc_ug_ml=2_000, basal_nl_day=500_000)

@@ -52,7 +52,7 @@ def _parse_bolus(node: Node, line: int, _ctx: _Context) -> Step:
             raise values["catheter"].fail("catheter goes with kind priming or bridge")
     elif "volume" in values or "dose" in values:
         raise node.fail(
-            f"the pump works out a {kind} bolus from its drug path (SPEC 22.3): "
+            f"the pump works out a {kind} bolus from its drug path (docs/pump.md 22.3): "
             "give no volume or dose (catheter: the one just fitted, optional)"
         )
     return BolusStep(

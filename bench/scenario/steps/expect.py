@@ -228,7 +228,7 @@ def _state_wrong(step: ExpectStateStep, status: dict[str, Any]) -> list[str]:
 def run_expect_log(ex: Executor, step: ExpectLogStep) -> str:
     pump = ex.need_pump()
     mark = ex.marks[step.since] if step.since else None
-    # sessions and refusals are in the access log (SPEC 15)
+    # sessions and refusals are in the access log (docs/pump.md 15)
     access = schema.log_name(step.event) in schema.ACCESS_LOG_CODES
     total = None if mark is None else mark.access_total if access else mark.log_total
     entries = pump.log(total or 0, access=access)

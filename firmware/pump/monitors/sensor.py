@@ -48,7 +48,7 @@
 # (p^10 = 3e-13). Stroke peaks differ from the samples around them, so real
 # runs are rarer still. The count is in the sensor's own units: with a
 # quieter or coarser sensor (sigma of 2 counts: p = 0.14) it must be
-# recomputed (N = 15). tests/firmware/test_monitors.py checks the figure.
+# recomputed (N = 15). tests/modules/test_monitors.py checks the figure.
 #
 # Integers only; on_sample() allocates nothing.
 
