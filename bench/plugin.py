@@ -73,7 +73,7 @@ class _State:
             if self.target_option == SIM:
                 target: Target = SimTarget()
             elif self.target_option == PICO:
-                from bench.board.pico import pico_target
+                from bench.board.pico_pump import pico_target
 
                 target = pico_target()
             else:

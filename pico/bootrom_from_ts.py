@@ -1,8 +1,8 @@
 """Writes the RP2040 B1 bootrom from rp2040js's demo/bootrom.ts, checked by its sha256.
 
 Usage: ``python3 pico/bootrom_from_ts.py bootrom.ts rp2040-bootrom-b1.bin`` (CI:
-.github/workflows/ci.yml). The sha256 is the one ../shared/rp2/README.md
-gives for the bootrom built from raspberrypi/pico-bootrom revision 00a4a191.
+.github/workflows/ci.yml). The sha256 is that of the B1 bootrom built from
+raspberrypi/pico-bootrom revision 00a4a191.
 """
 
 import hashlib

@@ -19,7 +19,7 @@
 // or the ADC level at that instant (valid until the time it names).
 //
 // Fixes to stock rp2040js 1.4.1, all from outside the package (see
-// pico/README.md and ../shared/reference/rp2-emulation.md):
+// pico/README.md):
 //   1. flash erase/program: IO_QSPI, SSI and a NOR chip (flash.mjs);
 //   2. PIO timing: one clock alarm per state machine step, (1 + delay) x
 //      clkdiv / clk_sys apart, instead of 1000 steps per host timer;

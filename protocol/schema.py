@@ -706,7 +706,7 @@ MESSAGES = (
         ("peak_alloc", "I", "B"),  # highest live heap seen at a sample
         ("samples", "I", "count"),
     )),
-    # The line as real catheters make it (docs/plant.md section 1; issue 14):
+    # The line as real catheters make it (docs/plant.md section 1):
     # material 0 keeps PLANT's compliance_x10, 1 silicone, 2 polyurethane,
     # 3 braided (the wall's compliance from its geometry, plus the pump outlet)
     (0x55, "LINE", PORT_RIG, (

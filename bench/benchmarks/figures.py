@@ -17,7 +17,7 @@ and ``main`` (which prints them all) here:
   per-stroke monitor beside a plain 517 mmHg threshold on the same plant, and
   the volume stored in the line when each fires (released at relief);
 - false alarms per simulated year: nominal 90-day runs on two seeds;
-- sensing campaign (issue 14): each line fault on random lines across the
+- sensing campaign: each line fault on random lines across the
   plant's documented range at the four rates, with detection rate, onset to
   alarm and volume (tip migration included: the daily pulsation bursts,
   basal rates; a break at mid-length; sensor noise), and
@@ -333,7 +333,7 @@ def _fmt_ms(ms: float) -> str:
 
 
 def sensing_campaign(patients: int, days: int, lines: int, seed: int | None = None) -> list[Row]:
-    """The line monitors on the rig's plant (bench/board/sensing.py, issue 14): each
+    """The line monitors on the rig's plant (bench/board/sensing.py): each
     fault on random lines across the documented range at the four rates
     (detection rate, onset to alarm, volume pumped meanwhile), and false
     alarms per patient-year of nominal therapy with daily-life CSF. The seed

@@ -29,7 +29,7 @@ PICO_STROKES_NL_DAY = 24_000_000
 
 def emulated_pico() -> list[Row]:
     """Boot, heap and stroke figures of the firmware on the emulated Pico."""
-    from bench.board import pico
+    from bench.board import pico, pico_pump
 
     lack = pico.missing()
     if lack:
@@ -38,7 +38,7 @@ def emulated_pico() -> list[Row]:
     rows = []
     started = time.perf_counter()
     with pico.PicoBoard() as board:
-        pico.wait_hello(board)
+        pico_pump.wait_hello(board)
         wall = time.perf_counter() - started
         emulated = board.status()["first_tx_ns"] / 1e9
         rows.append(
@@ -46,7 +46,7 @@ def emulated_pico() -> list[Row]:
         )
         rows.append(Row("pico: boot to HELLO, wall", f"{wall:.1f}", "s", "incl. Node start"))
         with PumpClient(board.pump_port, timeout_s=30.0) as pump:
-            pico.start_program(
+            pico_pump.start_program(
                 pump, program_fields(drug_id=0, conc_ug_ml=0, basal_nl_day=PICO_STROKES_NL_DAY)
             )
             first = board.status()
@@ -64,8 +64,8 @@ def emulated_pico() -> list[Row]:
                 f"24 mL/day, fast mode: emulated {ratio:.1f} x wall time",
             )
         )
-        pico.maintenance(board)
-        heap = pico.measure_heap(board)
+        pico_pump.maintenance(board)
+        heap = pico_pump.measure_heap(board)
         rows.append(
             Row("pico: free heap at idle", f"{heap['idle_free']:,}", "B", "gc.mem_free(), 32-bit")
         )
@@ -109,7 +109,7 @@ def pico_scenarios(
     """The standard scenarios (bench/scenarios) on the emulated Pico and its rig:
     which pass, and which are not physically possible there (or too long).
     ``only``: these scenario ids alone."""
-    from bench.board import pico
+    from bench.board import pico, pico_pump
     from bench.report.records import Outcome
     from bench.scenario.load import load_scenario
     from bench.scenario.runner import run_scenario
@@ -117,7 +117,7 @@ def pico_scenarios(
     lack = pico.missing()
     if lack:
         return [Row("pico: standard scenarios", "skipped", "", lack)]
-    target = pico.pico_target()
+    target = pico_pump.pico_target()
     target.preflight()
     folder = Path(__file__).resolve().parents[1] / "scenarios"
     rows: list[Row] = []
@@ -160,7 +160,7 @@ def pico_scenarios(
 def frozen_firmware() -> list[Row]:
     """make firmware: a clean build's time, the image's sizes, and the real heap of the
     frozen image beside the .mpy install on the emulated Pico (board and app built)."""
-    from bench.board import firmware, pico
+    from bench.board import firmware, pico, pico_pump
 
     if shutil.which("arm-none-eabi-gcc") is None or not os.environ.get(firmware.ENV_SOURCES):
         return [
@@ -173,8 +173,8 @@ def frozen_firmware() -> list[Row]:
         clean_bytes = clean.read_bytes()
     uf2 = firmware.build()  # the project's own build/firmware (reused by tests)
     record = json.loads((uf2.parent / "manifest.json").read_text())
-    # The same sources give the same bytes (issue 18): two builds in two folders
-    # (moved here from make test: two clean builds cost 2-7 minutes).
+    # The same sources give the same bytes: two builds in two folders (a
+    # benchmark, not a test: two clean builds cost 2-7 minutes).
     same = clean_bytes == uf2.read_bytes()
     rows = [
         Row("frozen: clean build", f"{clean_s:.0f}", "s", "MicroPython rp2 port + the pump"),
@@ -213,9 +213,9 @@ def frozen_firmware() -> list[Row]:
                 pump.provision(keys)  # (refused as PROVISIONED on the .mpy install)
                 work(pump)
 
-            pico.wait_hello(board)
-            pico.maintenance(board)
-            heap = pico.measure_heap(board)
+            pico_pump.wait_hello(board)
+            pico_pump.maintenance(board)
+            heap = pico_pump.measure_heap(board)
             peak = pico_heap.measure(board, provisioned, keys=keys)
         rows.append(
             Row(
@@ -235,11 +235,11 @@ def frozen_firmware() -> list[Row]:
             )
         )
     rows.append(host_heap())
-    rows.append(_frozen_scenario(pico, uf2, "motor-stall"))
+    rows.append(_frozen_scenario(pico_pump, uf2, "motor-stall"))
     return rows
 
 
-def _frozen_scenario(pico: Any, uf2: Path, name: str) -> Row:
+def _frozen_scenario(pico_pump: Any, uf2: Path, name: str) -> Row:
     """A standard scenario on the emulated Pico booting the frozen image
     (``pumpbench run --target pico --uf2``)."""
     from bench.scenario.load import load_scenario
@@ -247,7 +247,7 @@ def _frozen_scenario(pico: Any, uf2: Path, name: str) -> Row:
 
     scenario = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / f"{name}.yaml")
     started = time.perf_counter()
-    record = run_scenario(scenario, pico.pico_target(uf2))
+    record = run_scenario(scenario, pico_pump.pico_target(uf2))
     why = record.problems[0][:50] if record.problems else ""
     wall = time.perf_counter() - started
     return Row(f"frozen: {name}", record.outcome.name, "", f"{wall:.0f} s wall {why}".rstrip())

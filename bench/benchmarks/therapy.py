@@ -38,7 +38,7 @@ THERAPY_DAYS = 90
 def _firmware_constant(module: str, name: str) -> int:
     """An integer constant of firmware/pump/<module>, read from its source."""
     text = (Path(__file__).parents[2] / "firmware" / "pump" / module).read_text()
-    found = re.search(rf"^{name} = ([\d_]+)", text, flags=re.MULTILINE)
+    found = re.search(rf"^{name} = (?:const\()?([\d_]+)", text, flags=re.MULTILINE)
     if found is None:
         raise SystemExit(f"{name} not found in firmware/pump/{module}")
     return int(found.group(1).replace("_", ""))

@@ -195,7 +195,7 @@ def sources(given: str | None) -> Path:
     if not text:
         raise BenchError(
             "make firmware needs the MicroPython sources: give MICROPYTHON_SRC=PATH "
-            "(a release tarball or a checkout; ../shared/rp2/ has v1.28.0)"
+            "(a release tarball or a checkout of v1.28.0: micropython-v1.28.0-rp2-src.tar.xz)"
         )
     path = Path(text).expanduser().resolve()
     if path.is_dir():

@@ -1,6 +1,6 @@
 """The pump's peak heap on the emulated Pico while it works: in a session, in a bolus.
 
-:func:`bench.board.pico.measure_heap` reads the heap once, with the board and the
+:func:`bench.board.pico_pump.measure_heap` reads the heap once, with the board and the
 app built and a stroke moving. This module watches the whole pump instead:
 on a board in maintenance (BOOTSEL held at boot, the REPL free) the raw REPL
 runs ``main.run_rp2_board`` exactly as ``main.py`` does at boot (the frozen
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.board import pico
+from bench.board import pico, pico_pump
 from bench.link.errors import BenchError
 from bench.link.pump import PumpClient
 
@@ -127,13 +127,13 @@ def measure(
     # on a loaded machine (seen: the pump booted, no REPL).
     mode = board.status()["mode"]
     board.set_mode("realtime")
-    pico.maintenance(board)
+    pico_pump.maintenance(board)
     # a sensor's noise on the pressure: a reading that never moves is a stuck
     # sensor to the pump (SENSOR_FAULT stops delivery); +-2 counts is 0.5 mmHg
     board.set_adc(pico.ADC_PRESSURE, PRESSURE_AT_REST, noise=2)
     try:
         _start(board.pump_port, PROBE_SCRIPT)
-        pico.wait_hello(board)  # the probed pump, past its maintenance window
+        pico_pump.wait_hello(board)  # the probed pump, past its maintenance window
         with PumpClient(board.pump_port, keys=keys, timeout_s=30.0) as pump:
             pump.hello()
             work(pump)
@@ -156,7 +156,7 @@ def session_and_bolus(program: dict[str, Any], bolus_nl: int) -> Callable[[PumpC
         pump.status()
         pump.log(0, 8)
         pump.log(0, 8, access=True)
-        pico.start_program(pump, program, reservoir_nl=2_000_000)
+        pico_pump.start_program(pump, program, reservoir_nl=2_000_000)
         pump.bolus("clinician", volume_nl=bolus_nl)
         deadline = time.monotonic() + 120.0
         while pump.status()["bolus_kind"]:

@@ -1,4 +1,4 @@
-"""The line monitors on the rig's plant, in CPython (issue 14).
+"""The line monitors on the rig's plant, in CPython.
 
 The firmware's monitors (firmware/pump/monitors/) and the rig's plant
 (firmware/virtual/plant.py, line.py, noise.py) are plain MicroPython that CPython

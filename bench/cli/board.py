@@ -38,9 +38,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pumpbench-sim-") as scratch:
         keys, key_file = _sim_keys(args.key_file, Path(scratch))
         if args.board == "pico":
-            from bench.board import pico
+            from bench.board import pico_pump
 
-            return pico.run_sim(args, keys, key_file)
+            return pico_pump.run_sim(args, keys, key_file)
         return _run_sim(args, keys, key_file)
 
 

@@ -27,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.target == SIM:
         target = SimTarget(heap=args.heap, say=_note, speed=args.speed)
     elif args.target == "pico":
-        from bench.board.pico import pico_target
+        from bench.board.pico_pump import pico_target
 
         target = pico_target(args.uf2)  # an emulated Pico and its rig per scenario
     elif args.uf2 is not None:

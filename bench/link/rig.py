@@ -30,10 +30,13 @@ class RigClient(Client):
 
         On the virtual board this is lockstep: the call returns once the
         firmware has run everything due up to that instant. The default
-        deadline grows with the duration (a year of idle time takes seconds).
+        deadline grows with the duration (a year of idle time takes seconds
+        alone, a day of strokes a few; on a host busy with other boards
+        several times that: a one-day ADVANCE missed a 10.5 s deadline at
+        load 5). It only bounds a hang, so it is generous.
         """
         if timeout_s is None:
-            timeout_s = 10.0 + duration_ms / 86_400_000 * 0.5
+            timeout_s = 60.0 + duration_ms / 86_400_000 * 2.0
         return self.request("ADVANCE", {"duration_ms": duration_ms}, timeout_s=timeout_s)[
             "device_time_ms"
         ]

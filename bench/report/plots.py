@@ -1,6 +1,6 @@
 """PNG plots for the report, made with matplotlib (Agg: no display needed).
 
-Where a person would rather look than read (DESIGN.md section 6):
+Where a person would rather look than read:
 
 - delivered volume against device time: what left the catheter (rig truth),
   what the pump says it delivered, and the programmed line, with alarms,

@@ -144,7 +144,7 @@ class Rp2Clock:
 # ROSC_FAILS samples in a row stops seconds() (rate 0): CLOCK_FAULT, stop.
 # A counter that never works from boot (the emulated Pico: rp2040js 1.4.1
 # leaves FC0 unimplemented, reads 0xffffffff) leaves the check unavailable
-# (available False) and seconds() on the crystal, as before the check.
+# (available False) and seconds() on the crystal alone.
 _FC0 = {"rp2040": 0x40008080, "rp2350": 0x4001008C}  # CLOCKS_BASE + FC0_REF_KHZ
 _FC_REF = const(0)  # FC0 register offsets from FC0_REF_KHZ
 _FC_MIN = const(4)

@@ -20,6 +20,8 @@
 # Names and ids are the schema's (protocol/schema.py ALARMS, generated into
 # protocol/table.py); a test checks the priorities below against it.
 
+from micropython import const
+
 # isort: off
 from protocol.table import (
     ALARM_BATTERY_EOS as BATTERY_EOS,
@@ -49,11 +51,11 @@ from protocol.table import (
 # isort: on
 from pump.ticks import ticks_add, ticks_diff
 
-HIGH = 3
-MEDIUM = 2
-LOW = 1
+HIGH = const(3)
+MEDIUM = const(2)
+LOW = const(1)
 
-ACK_SILENCE_MS = 120_000
+ACK_SILENCE_MS = const(120_000)
 
 
 COUNT = ALARM_MAX_ID  # the highest id (the schema's); known() says which ids exist
@@ -108,7 +110,7 @@ TABLE = (
     (CLOCK_FAULT, HIGH, True, True, True),
     # The line as measured is too compliant or noisy for some per-stroke
     # detection (a silicone catheter, air after a refill): the clinician
-    # should know; delivery is fine and must not stop (issue 14). The
+    # should know; delivery is fine and must not stop. The
     # measured figures are in the log (LINE_LEARNED).
     (SENSING_LIMITED, LOW, False, False, True),
     # The catheter tip no longer sees CSF (no pressure component, no
@@ -122,20 +124,20 @@ TABLE = (
     (SLOW_LEAK, MEDIUM, True, False, True),
 )
 
-_PRIORITY = 1
-_LATCHING = 2
-_STOPS = 3
-_CLEARABLE = 4
+_PRIORITY = const(1)
+_LATCHING = const(2)
+_STOPS = const(3)
+_CLEARABLE = const(4)
 
 LATCHING_MASK = 0
 for _row_ in TABLE:
     if _row_[_LATCHING]:
         LATCHING_MASK |= 1 << (_row_[0] - 1)
 
-ACTION_CLEARED = 0
-ACTION_RAISED = 1
-ACTION_ACKNOWLEDGED = 2
-ACTION_RESOUNDED = 3
+ACTION_CLEARED = const(0)
+ACTION_RAISED = const(1)
+ACTION_ACKNOWLEDGED = const(2)
+ACTION_RESOUNDED = const(3)
 
 
 def _row(alarm_id):

@@ -12,6 +12,8 @@
 import gc
 import struct
 
+from micropython import const
+
 from protocol import table as t
 from protocol.table import RESET_CAUSE_WATCHDOG, STATE_ALARM, STATE_IDLE, STATE_RUNNING
 from pump import alarms as alarmsmod
@@ -43,23 +45,23 @@ _PROGRAM_FMT = t.PROGRAM_CHANGED_EVENT
 _PROGRAM_ID = t.PROGRAM_CHANGED
 
 
-BOLUS_STARTED = 1
-BOLUS_FINISHED = 2
-BOLUS_CANCELLED = 3
+BOLUS_STARTED = const(1)
+BOLUS_FINISHED = const(2)
+BOLUS_CANCELLED = const(3)
 
 # Housekeeping period: governor windows, pending-program timeout, snapshots.
-HOUSEKEEPING_MS = 60_000
+_HOUSEKEEPING_MS = const(60_000)
 # A program sent but not confirmed within this time is dropped; the old one
 # keeps running (an abandoned programming session never stops the pump).
-PENDING_TIMEOUT_MS = 600_000
+_PENDING_TIMEOUT_MS = const(600_000)
 # A full snapshot at least this often, so recovery replays a bounded log.
-SNAPSHOT_EVERY_S = 3600
+_SNAPSHOT_EVERY_S = const(3600)
 # STROKE_MISMATCH entries: the first mismatched stroke after a quiet period
 # is logged at once; the ones that follow within this time are tallied and
 # logged together, at most one entry per period (a worn head would otherwise
 # log every stroke and push everything else out of the 256-512-entry log).
-MISMATCH_LOG_S = 3600
-_MISMATCH_MAX = 0x3FFFFFFF
+MISMATCH_LOG_S = const(3600)
+_MISMATCH_MAX = const(0x3FFFFFFF)
 
 
 class PumpApp:
@@ -193,7 +195,7 @@ class PumpApp:
         self.safety.start(now)
         self.schedule_stroke(now)
         self._arm_flex(now, now_s)
-        self._housekeeping.after(now, HOUSEKEEPING_MS)
+        self._housekeeping.after(now, _HOUSEKEEPING_MS)
         commands.release_library()
 
     # --- main loop -----
@@ -550,16 +552,16 @@ class PumpApp:
         now_s = self.clock.seconds()
         self.governor.advance(now_s)
         commands.release_library()  # the drug library, if a command loaded it
-        if self.pending is not None and ticks_diff(now, self._pending_since) >= PENDING_TIMEOUT_MS:
+        if self.pending is not None and ticks_diff(now, self._pending_since) >= _PENDING_TIMEOUT_MS:
             self.log(logcodes.PROGRAM_ABANDONED, self.pending.crc, 0)
             self.pending = None
         if self._mismatch_commanded and now_s - self._mismatch_logged_s >= MISMATCH_LOG_S:
             self._log_mismatches(now_s)
-        if now_s - self._last_snapshot_s >= SNAPSHOT_EVERY_S or self.journal.wants_snapshot():
+        if now_s - self._last_snapshot_s >= _SNAPSHOT_EVERY_S or self.journal.wants_snapshot():
             if not self.drive.in_stroke:
                 self.snapshot()
                 self._last_snapshot_s = now_s
-        self._housekeeping.after(now, HOUSEKEEPING_MS)
+        self._housekeeping.after(now, _HOUSEKEEPING_MS)
 
     def snapshot(self):
         # A new snapshot supersedes the stored generation: check that one

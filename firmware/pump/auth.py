@@ -20,23 +20,25 @@ import os
 import struct
 from binascii import crc32
 
+from micropython import const
+
 from protocol import table as t
 from pump import logcodes, once
 
-_BLOCK = 64  # SHA-256 block size
+_BLOCK = const(64)  # SHA-256 block size
 _COUNTER_AT = t.HEADER_SIZE  # + payload size: where the trailer starts
 
 # why a session ended (SESSION_CLOSED b)
-CLOSED = 0
-IDLE = 1
-TOO_OLD = 2
-REPLACED = 3
+CLOSED = const(0)
+IDLE = const(1)
+TOO_OLD = const(2)
+REPLACED = const(3)
 
 # SELF_TEST_FAILED a: the key store is unreadable
-SELF_TEST_KEYS = 3
+SELF_TEST_KEYS = const(3)
 
 # admit(): the request ran before; answer it with its journalled reply
-ANSWERED = -1
+_ANSWERED = const(-1)
 _NO_ID = bytes(t.REQUEST_ID_SIZE)
 
 
@@ -142,7 +144,7 @@ class Sessions:
 
     # --- the guard: every request passes here after framing checks --------
     def admit(self, msg_id, reader, authenticated):
-        # -> 0 to run the request, ANSWERED when it ran before (its reply is
+        # -> 0 to run the request, _ANSWERED when it ran before (its reply is
         # in self.outcomes: send that), or the NACK code (detail in
         # self.detail).
         self._once = False
@@ -184,7 +186,7 @@ class Sessions:
                 if counter > self.counter:
                     self.counter = counter
                 self._used_ms = now
-                return ANSWERED
+                return _ANSWERED
             self._once = True
             self._once_id = request_id
             self._once_crc = crc

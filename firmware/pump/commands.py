@@ -12,6 +12,8 @@
 import struct
 import sys
 
+from micropython import const
+
 from protocol import table as t
 from pump import alarms as alarmsmod
 from pump import auth, logcodes, once
@@ -23,9 +25,9 @@ from pump.version import FIRMWARE_VERSION, MICROPYTHON_VERSION
 DONE = linkmod.DONE
 
 
-WEEK_S = 7 * 86_400
+_WEEK_S = const(7 * 86_400)
 NEVER = 0xFFFFFFFF  # a refill date or time that never comes
-LOG_PAGE = 12  # entries per GET_LOG reply (the schema's array size)
+LOG_PAGE = const(12)  # entries per GET_LOG reply (the schema's array size)
 
 
 def drug_library():
@@ -348,7 +350,7 @@ def handlers(app):
 
     def set_clock(link, payload):
         offset = struct.unpack_from("<I", payload, 0)[0]
-        if offset >= WEEK_S:  # local time repeats weekly: a week covers every offset
+        if offset >= _WEEK_S:  # local time repeats weekly: a week covers every offset
             link.nack(t.BAD_VALUE, 0)
             return DONE
         if not app.therapy.set_clock(offset, app.clock.seconds()):

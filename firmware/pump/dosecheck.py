@@ -1,4 +1,4 @@
-# Programming- and bolus-time dose checks (issue 12, docs/pump.md 22):
+# Programming- and bolus-time dose checks (docs/pump.md 22):
 # the worst case of a program, the headroom of a bolus over every future
 # window of the governor, and the drug path's reports used to size and check
 # boluses. Nothing here runs per stroke. The module is imported when a

@@ -10,19 +10,21 @@
 # motor.stop() de-energises at once; encoder.count() is a step counter that
 # wraps at 2**30 (as a PIO/IRQ counter would be masked).
 
+from micropython import const
+
 from pump.ticks import TICKS_MAX
 
-STROKE_STEPS = 8
+STROKE_STEPS = const(8)
 # 8 steps at 400 steps/s. The stroke ends (and is checked) this long after
 # it started; on the board the PIO reports completion earlier or later.
-STROKE_MS = 20
+STROKE_MS = const(20)
 # Nominal calibration: 25 nL per step, so 200 nL per stroke (a stroke every
 # 6 min at the 0.048 mL/day minimum, 1.4 strokes/s at 24 mL/day).
-DEFAULT_PL_PER_STEP = 25_000
+_DEFAULT_PL_PER_STEP = const(25_000)
 
 
 class Drive:
-    def __init__(self, motor, encoder, pl_per_step=DEFAULT_PL_PER_STEP):
+    def __init__(self, motor, encoder, pl_per_step=_DEFAULT_PL_PER_STEP):
         self.motor = motor
         self.encoder = encoder
         self.pl_per_step = pl_per_step

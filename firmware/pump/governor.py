@@ -1,4 +1,4 @@
-# The independent over-delivery guard (DESIGN.md 4): counts what the encoder
+# The independent over-delivery guard: counts what the encoder
 # says moved, never what the scheduler asked for, over a 1-hour and a 24-hour
 # window that include basal and boluses alike, and tells the caller to
 # fail-stop the pump as soon as either window holds more than its limit.
@@ -42,31 +42,33 @@
 import struct
 from array import array
 
-MINUTE_S = 60
-QUARTER_S = 900
-N_1H = 61  # current minute + 60 full minutes
-N_24H = 97  # current quarter + 96 full quarters
+from micropython import const
 
-BUCKET_MAX_NL = 1 << 23
-LIMIT_1H_MAX_NL = BUCKET_MAX_NL - 1  # see set_limits
-LIMIT_24H_MAX_NL = (1 << 30) - 1
+_MINUTE_S = const(60)
+_QUARTER_S = const(900)
+N_1H = const(61)  # current minute + 60 full minutes
+N_24H = const(97)  # current quarter + 96 full quarters
+
+BUCKET_MAX_NL = const(1 << 23)
+LIMIT_1H_MAX_NL = const(BUCKET_MAX_NL - 1)  # see set_limits
+LIMIT_24H_MAX_NL = const((1 << 30) - 1)
 
 # exceeded values
-WITHIN = 0
-HOURLY = 1
-DAILY = 2
+WITHIN = const(0)
+HOURLY = const(1)
+DAILY = const(2)
 
 # pack() layout, little-endian: version u8, N_1H u8, N_24H u8, exceeded u8,
 # current minute i32, current quarter i32, then the 61 minute buckets and the
 # 97 quarter buckets as i32, oldest slot first in ring order (slot index =
 # absolute bucket number modulo the ring size).
-# 2: buckets hold ng of dose at the tip (1: nL); 3: the limits and the
-# stroke grain follow the bucket numbers (a boot restores them with the
-# windows, without the drug library)
-PACK_VERSION = 3
+# The limits and the stroke grain follow the buckets, so a boot restores
+# them with the windows, without the drug library. A change of this layout
+# changes _PACK_VERSION: restore() refuses a pack of any other version.
+_PACK_VERSION = const(3)
 _HDR_FMT = "<BBBBiiiii"
-_HDR_SIZE = 24
-PACKED_SIZE = _HDR_SIZE + 4 * (N_1H + N_24H)
+_HDR_SIZE = const(24)
+PACKED_SIZE = const(_HDR_SIZE + 4 * (N_1H + N_24H))
 
 
 class _Window:
@@ -140,8 +142,8 @@ class _Window:
 
 class Governor:
     def __init__(self, limit_1h_nl, limit_24h_nl):
-        self._hour = _Window(N_1H, MINUTE_S)
-        self._day = _Window(N_24H, QUARTER_S)
+        self._hour = _Window(N_1H, _MINUTE_S)
+        self._day = _Window(N_24H, _QUARTER_S)
         self.limit_1h_nl = 0
         self.limit_24h_nl = 0
         self.exceeded = WITHIN  # first window that tripped since clear_exceeded()
@@ -204,7 +206,7 @@ class Governor:
             _HDR_FMT,
             buf,
             offset,
-            PACK_VERSION,
+            _PACK_VERSION,
             N_1H,
             N_24H,
             self.exceeded,
@@ -235,7 +237,7 @@ class Governor:
             return False
         header = struct.unpack_from(_HDR_FMT, data, 0)
         version, n1, n24, exceeded, minute, quarter, limit_1h, limit_24h, grain = header
-        if version != PACK_VERSION or n1 != N_1H or n24 != N_24H or exceeded > DAILY:
+        if version != _PACK_VERSION or n1 != N_1H or n24 != N_24H or exceeded > DAILY:
             return False
         if not 0 <= limit_1h <= LIMIT_1H_MAX_NL or not 0 <= limit_24h <= LIMIT_24H_MAX_NL:
             return False

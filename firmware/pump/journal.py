@@ -72,21 +72,23 @@
 # What recover() returns is allocated, though: the snapshot payload and one
 # (kind, bytes) tuple per delta (~120 B each on the 64-bit host, about half
 # on the rp2). The caller bounds that, and the boot time, by taking a
-# snapshot when wants_snapshot() says so (LOG_SNAPSHOT_BYTES of log, about
+# snapshot when wants_snapshot() says so (_LOG_SNAPSHOT_BYTES of log, about
 # a hundred deltas). events() returns a list too: ask for small pages.
 
 import binascii
 import struct
 
-MAX_SNAPSHOT = 1536  # bytes of snapshot payload (persist.py needs about 1.1 KB)
-MAX_DELTA = 32  # bytes of delta payload
+from micropython import const
+
+MAX_SNAPSHOT = const(1536)  # bytes of snapshot payload (persist.py needs about 1.1 KB)
+MAX_DELTA = const(32)  # bytes of delta payload
 # Records per event file (two files are kept, so at least this many): the
 # therapy history. 2048 hold over 240 days of a busy patient (4 patient
 # boluses a day, 2 entries each, a refill a month; docs/pump.md section 15): the
 # noisy entries (sessions, refusals) go to the access log instead.
-EVENTS_PER_FILE = 2048
-ACCESS_PER_FILE = 256  # records per access-log file
-LOG_SNAPSHOT_BYTES = 2048  # wants_snapshot() once the log is this long
+EVENTS_PER_FILE = const(2048)
+_ACCESS_PER_FILE = const(256)  # records per access-log file
+_LOG_SNAPSHOT_BYTES = const(2048)  # wants_snapshot() once the log is this long
 
 SLOT_FILES = ("state.a", "state.b")
 LOG_FILES = ("log.a", "log.b")
@@ -94,28 +96,28 @@ EVENT_FILES = ("events.0", "events.1")
 ACCESS_FILES = ("access.0", "access.1")
 
 _CRC = "<I"
-_CRC_SIZE = 4
+_CRC_SIZE = const(4)
 
 _SNAP_HDR = "<HBBIH"
-_SNAP_HDR_SIZE = 10
-_SNAP_MAGIC = 0x4A53
-_SNAP_VERSION = 1
-_SNAP_NONE = 1  # flags: the snapshot has no payload (recovered as None)
+_SNAP_HDR_SIZE = const(10)
+_SNAP_MAGIC = const(0x4A53)
+_SNAP_VERSION = const(1)
+_SNAP_NONE = const(1)  # flags: the snapshot has no payload (recovered as None)
 
 _DELTA_HDR = "<BBI"
-_DELTA_HDR_SIZE = 6
-DELTA_OVERHEAD = _DELTA_HDR_SIZE + _CRC_SIZE  # bytes on top of the payload
+_DELTA_HDR_SIZE = const(6)
+DELTA_OVERHEAD = const(_DELTA_HDR_SIZE + _CRC_SIZE)  # bytes on top of the payload
 
 _EVENT_BODY = "<IIHii"
-_EVENT_BODY_SIZE = 18
-EVENT_SIZE = _EVENT_BODY_SIZE + _CRC_SIZE
+_EVENT_BODY_SIZE = const(18)
+EVENT_SIZE = const(_EVENT_BODY_SIZE + _CRC_SIZE)
 
 # With no valid snapshot the deltas go to log.b, so the first snapshot lands
 # in state.a without removing them first.
-_NO_SNAPSHOT_SLOT = 1
+_NO_SNAPSHOT_SLOT = const(1)
 
 # Read buffer for the delta log and the event files (> the largest delta).
-_CHUNK = 256
+_CHUNK = const(256)
 
 
 class JournalError(Exception):
@@ -147,7 +149,7 @@ class Journal:
         chunk = self._chunk_events
         self._events = Ring(fs, EVENT_FILES, _EVENT_BODY_SIZE, events_per_file, chunk)
         self._events._load()  # a torn tail is padded now, before any write
-        self.access = Ring(fs, ACCESS_FILES, _EVENT_BODY_SIZE, ACCESS_PER_FILE, chunk)
+        self.access = Ring(fs, ACCESS_FILES, _EVENT_BODY_SIZE, _ACCESS_PER_FILE, chunk)
 
     # --- state: snapshots and deltas -------------------------------------------
     def recover(self, on_delta=None, on_snapshot=None):
@@ -298,7 +300,7 @@ class Journal:
         return self._log_bytes
 
     def wants_snapshot(self):
-        return self._log_bytes >= LOG_SNAPSHOT_BYTES
+        return self._log_bytes >= _LOG_SNAPSHOT_BYTES
 
     def _check_ready(self):
         if not self._ready:

@@ -8,7 +8,7 @@
 # hard limits refuse it (an override never helps), soft limits refuse it
 # unless the clinician confirms (override), and the overridden soft limits are
 # reported as a bit mask for the event log (GIP: "hard -> reject, soft -> warn
-# + confirm; log library version", clinical.md section 5). The independent
+# + confirm; log library version", docs/sources.md [55]). The independent
 # dose governor (pump/governor.py) then enforces the hard hourly and daily
 # limits on the dose that left the catheter tip (what the encoder says moved,
 # through the drug path model); governor_limits() gives it its limits in ng.
@@ -17,6 +17,8 @@
 # integers that volume x concentration can produce (24,000,000 nL x 30,000
 # ug/mL is about 7.2e11, above the RP2040's 31-bit small ints) only cost a
 # short-lived allocation there. Every value stored in the table is below 2**30.
+
+from micropython import const
 
 from protocol.table import (
     DRUG_BACLOFEN,
@@ -30,13 +32,13 @@ from protocol.table import (
 )
 
 # --- library -----------------------------------------------------------------
-LIBRARY_VERSION = 1  # reported with every program check that reaches the log
+LIBRARY_VERSION = const(1)  # reported with every program check that reaches the log
 
-# Pump mechanism (clinical.md 2.1, SynchroMed II): minimum programmable rate
+# Pump mechanism (SynchroMed II [6]): minimum programmable rate
 # 0.048 mL/day; maximum UNCONFIRMED ("often quoted 24 mL/day"), used here as
 # this pump's mechanical maximum. 0 is allowed: the pump is stopped.
-RATE_MIN_NL_DAY = 48_000
-RATE_MAX_NL_DAY = 24_000_000
+RATE_MIN_NL_DAY = const(48_000)
+RATE_MAX_NL_DAY = const(24_000_000)
 
 # The governor's conservative windows (pump/governor.py): one hour is counted
 # as the current minute plus the 60 previous full minutes, so it spans up to
@@ -44,52 +46,52 @@ RATE_MAX_NL_DAY = 24_000_000
 # quarters, up to 24 h 15 min. A program's worst-case volumes passed to
 # check_program() should be taken over the same spans, so that a program the
 # library accepts can never trip the governor.
-WINDOW_1H_S = 61 * 60
-WINDOW_24H_S = 97 * 15 * 60
+WINDOW_1H_S = const(61 * 60)
+WINDOW_24H_S = const(97 * 15 * 60)
 
 # Most the mechanism can move in each window at RATE_MAX_NL_DAY (rounded up):
 # 1,016,667 nL and 24,250,000 nL. Used for the saline/no-drug governor
 # limits, to cap every drug's governor limits, and to reject programs that
 # claim volumes the pump cannot deliver.
-MAX_1H_NL = (RATE_MAX_NL_DAY * WINDOW_1H_S + 86_399) // 86_400
-MAX_24H_NL = (RATE_MAX_NL_DAY * WINDOW_24H_S + 86_399) // 86_400
+MAX_1H_NL = const((RATE_MAX_NL_DAY * WINDOW_1H_S + 86_399) // 86_400)
+MAX_24H_NL = const((RATE_MAX_NL_DAY * WINDOW_24H_S + 86_399) // 86_400)
 
-# Patient bolus sanity (clinical.md 2.1/2.2: lockout range and max
-# activations/day are UNCONFIRMED for implanted pumps). The lockout floor is
-# the upper end of the external PCA lockouts (5-10 min, clinical.md 6 [61]);
+# Patient bolus sanity (no public source gives the lockout range or the most
+# activations a day of an implanted pump: UNCONFIRMED). The lockout floor is
+# the upper end of the external PCA lockouts (5-10 min [61]);
 # intrathecal onset is slower, so nothing shorter is plausible. 24 per day is
 # a project choice (one an hour on average), not a sourced figure.
-PB_LOCKOUT_MIN_S = 600
-PB_LOCKOUT_MAX_S = 86_400
-PB_MAX_PER_DAY = 24
+PB_LOCKOUT_MIN_S = const(600)
+PB_LOCKOUT_MAX_S = const(86_400)
+PB_MAX_PER_DAY = const(24)
 
 # Row fields.
-D_ID = 0
-D_NAME = 1
-D_CONC_MIN = 2  # ug/mL, inclusive
-D_CONC_MAX = 3  # ug/mL, inclusive
-D_DAILY_SOFT = 4  # ng/day
-D_DAILY_HARD = 5  # ng/day
-D_BOLUS_SOFT = 6  # ng per single bolus
-D_BOLUS_HARD = 7  # ng per single bolus
-D_HOUR_HARD = 8  # ng in any 60 min (basal + boluses)
+D_ID = const(0)
+D_NAME = const(1)
+D_CONC_MIN = const(2)  # ug/mL, inclusive
+D_CONC_MAX = const(3)  # ug/mL, inclusive
+D_DAILY_SOFT = const(4)  # ng/day
+D_DAILY_HARD = const(5)  # ng/day
+D_BOLUS_SOFT = const(6)  # ng per single bolus
+D_BOLUS_HARD = const(7)  # ng per single bolus
+D_HOUR_HARD = const(8)  # ng in any 60 min (basal + boluses)
 
-# How the values were chosen (clinical.md section 7, its source numbers in
-# brackets; the "PACC 2012 maxima" there are marked UNCONFIRMED and are used
+# How the values were chosen (source numbers in brackets: docs/sources.md;
+# the "PACC 2012 maxima" are UNCONFIRMED, no primary source, and are used
 # only as the line between soft and hard, never as established fact):
 # - daily soft: the top of the usual maintenance range, or the UNCONFIRMED
 #   PACC maximum where that is lower: above it the clinician must confirm;
 # - daily hard: the highest daily dose the sources mention at all (a labelled
 #   maximum, the top of a published range, or the label's caution level plus
 #   a margin); nothing above it is programmable;
-# - bolus: clinical.md gives no intrathecal bolus maxima except baclofen's
+# - bolus: the sources give no intrathecal bolus maxima except baclofen's
 #   screening doses, so a single bolus is limited to 10 % of the daily soft
 #   (soft) and daily hard (hard) dose, i.e. about 2.4 h of the day's dose;
 # - hourly hard: one largest bolus on top of 61 minutes of basal at the hard
 #   daily dose, rounded up to a round figure: a maximal basal plus one
 #   maximal bolus passes, two maximal boluses within an hour do not (the
-#   CADD-Solis style window that counts basal and boluses, clinical.md 2.3;
-#   the Open PCA lesson that the window must include basal, clinical.md 6).
+#   CADD-Solis style window that counts basal and boluses [38]; the PCA
+#   model's lesson that the window must include basal [60]).
 # - concentration: the commercial strengths listed, up to the UNCONFIRMED
 #   PACC maximum where one is given; the lower bound is the weakest dilution
 #   considered plausible (project choice).
@@ -116,7 +118,7 @@ DRUGS = (
     # 1.5 mg (10 %). 1 h hard 2.2 mg >= 1.5 mg + 61 min of 15 mg/day (0.635 mg).
     (DRUG_HYDROMORPHONE, "hydromorphone", 500, 15_000,
      10_000_000, 15_000_000, 1_000_000, 1_500_000, 2_200_000),
-    # Ziconotide: 25 ug/mL undiluted, 100 ug/mL (clinical.md 7); start <= 2.4
+    # Ziconotide: 25 ug/mL undiluted, 100 ug/mL diluted; start <= 2.4
     # ug/day, steps <= 2.4 ug 2-3x/week, labelled max 19.2 ug/day (0.8 ug/h)
     # by day 21 [65][6][66]; UNCONFIRMED PACC 2012: 100 ug/mL, 19.2 ug/day.
     # Hard 19.2 ug/day (label). Soft 9.6 ug/day: the 2.4 ug/day start plus
@@ -128,8 +130,8 @@ DRUGS = (
     (DRUG_ZICONOTIDE, "ziconotide", 1, 100,
      9_600, 19_200, 960, 1_920, 2_800),
     # Baclofen: 50, 500, 1000, 2000 ug/mL; screening boluses 50/75/100 ug;
-    # maintenance 300-800 ug/day spinal, 90-700 cerebral [67][68]; no maximum
-    # in clinical.md. Soft 800 ug/day (top of spinal maintenance); hard 1,200
+    # maintenance 300-800 ug/day spinal, 90-700 cerebral [67][68]; no source
+    # gives a maximum. Soft 800 ug/day (top of spinal maintenance); hard 1,200
     # ug/day (1.5 x that; a project choice, UNCONFIRMED, no source gives a
     # ceiling). Concentration 50-2000 ug/mL (the products). Bolus soft 100 ug
     # (largest screening dose), hard 150 ug (1.5 x). 1 h hard 210 ug >= 150 ug
@@ -151,10 +153,10 @@ DRUGS = (
     # of 2,000 ug/day (84.7 ug).
     (DRUG_CLONIDINE, "clonidine", 50, 1_000,
      600_000, 2_000_000, 60_000, 200_000, 290_000),
-    # Sufentanil (compounded): 10-100 ug/day [64]; no PACC figure in
-    # clinical.md. Soft 50 ug/day (mid-range, project choice); hard 100 ug/day
-    # (top of the range). Concentration 1-50 ug/mL: UNCONFIRMED, no source in
-    # clinical.md (50 ug/mL is the usual injection strength; verify). Bolus 5
+    # Sufentanil (compounded): 10-100 ug/day [64]; no PACC figure
+    # found. Soft 50 ug/day (mid-range, project choice); hard 100 ug/day
+    # (top of the range). Concentration 1-50 ug/mL: UNCONFIRMED, no source found
+    # (50 ug/mL is the usual injection strength; verify). Bolus 5
     # / 10 ug (10 %). 1 h hard 15 ug >= 10 ug + 61 min of 100 ug/day (4.2 ug).
     (DRUG_SUFENTANIL, "sufentanil", 1, 50,
      50_000, 100_000, 5_000, 10_000, 15_000),
@@ -163,27 +165,27 @@ DRUGS = (
 
 # --- results and reasons -----------------------------------------------------
 # First element of every check result.
-ALLOWED = 0
-REFUSED_HARD = 1  # a hard limit is exceeded; override does not help
-NEEDS_OVERRIDE = 2  # a soft limit is exceeded and override was not given
+ALLOWED = const(0)
+REFUSED_HARD = const(1)  # a hard limit is exceeded; override does not help
+NEEDS_OVERRIDE = const(2)  # a soft limit is exceeded and override was not given
 
 # Limit (reason) codes, second element of a refusal. Soft limits are also
 # reported as bits (1 << code) in the mask of an overridden program.
 # Ids and names are protocol/schema.py LIMITS (NACK details); a test checks.
-LIMIT_NONE = 0
-LIMIT_UNKNOWN_DRUG = 1  # drug id not in the library
-LIMIT_CONCENTRATION = 2  # concentration outside the drug's range
-LIMIT_RATE = 3  # rate or volume outside what the mechanism can do
-LIMIT_DAILY_HARD = 4
-LIMIT_BOLUS_HARD = 5
-LIMIT_HOURLY_HARD = 6
-LIMIT_DAILY_SOFT = 7
-LIMIT_BOLUS_SOFT = 8
-LIMIT_PATIENT_BOLUS = 9  # lockout / max per day not sane
+LIMIT_NONE = const(0)
+LIMIT_UNKNOWN_DRUG = const(1)  # drug id not in the library
+LIMIT_CONCENTRATION = const(2)  # concentration outside the drug's range
+LIMIT_RATE = const(3)  # rate or volume outside what the mechanism can do
+LIMIT_DAILY_HARD = const(4)
+LIMIT_BOLUS_HARD = const(5)
+LIMIT_HOURLY_HARD = const(6)
+LIMIT_DAILY_SOFT = const(7)
+LIMIT_BOLUS_SOFT = const(8)
+LIMIT_PATIENT_BOLUS = const(9)  # lockout / max per day not sane
 
 
-SOFT_DAILY_BIT = 1 << LIMIT_DAILY_SOFT
-SOFT_BOLUS_BIT = 1 << LIMIT_BOLUS_SOFT
+SOFT_DAILY_BIT = const(1 << LIMIT_DAILY_SOFT)
+SOFT_BOLUS_BIT = const(1 << LIMIT_BOLUS_SOFT)
 
 
 # --- conversions ---------------------------------------------------------------

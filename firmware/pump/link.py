@@ -13,39 +13,41 @@
 
 import struct
 
+from micropython import const
+
 from protocol import table as t
 from protocol.wire import FRAME_OK, GARBAGE, NOTHING, FrameReader, FrameWriter
 
 # What a handler returns.
-DONE = 0  # it has called link.ack() or link.nack()
-DEFERRED = 1  # it will call link.ack_deferred() later (e.g. ADVANCE)
+DONE = const(0)  # it has called link.ack() or link.nack()
+DEFERRED = const(1)  # it will call link.ack_deferred() later (e.g. ADVANCE)
 
-_SLOT_EMPTY = 0
-_SLOT_PENDING = 1
-_SLOT_DONE = 2
+_SLOT_EMPTY = const(0)
+_SLOT_PENDING = const(1)
+_SLOT_DONE = const(2)
 
 # Link work per main-loop pass: at most RX_BUDGET bytes are read, and no
 # further read starts once FRAME_BUDGET frames were handled. A flood on a
 # port then costs each pass a bounded slice of time; the scheduler (strokes,
 # monitors, the watchdog feed) runs between slices; the board's idle wakes
 # at once while the port holds more (its poll sees the bytes).
-RX_BUDGET = 128
-FRAME_BUDGET = 4
+RX_BUDGET = const(128)
+FRAME_BUDGET = const(4)
 
 # Cached replies kept per link. The bench has one request in flight per port,
 # so a handful covers reordered retransmissions with room to spare.
-REPLY_CACHE_SLOTS = 4
+_REPLY_CACHE_SLOTS = const(4)
 
 # Counter indexes, in LINK_STATS field order.
-FRAMES_OK = 0
-GARBAGE_COUNT = 1
-BAD_CRC_COUNT = 2
-BAD_FRAME_COUNT = 3
-OVERSIZE_COUNT = 4
-REJECTED = 5
-DUPLICATES = 6
-TX_DROPPED = 7
-N_COUNTERS = 8
+_FRAMES_OK = const(0)
+_GARBAGE_COUNT = const(1)
+_BAD_CRC_COUNT = const(2)
+_BAD_FRAME_COUNT = const(3)
+_OVERSIZE_COUNT = const(4)
+_REJECTED = const(5)
+_DUPLICATES = const(6)
+_TX_DROPPED = const(7)
+_N_COUNTERS = const(8)
 
 
 class _CachedReply:
@@ -84,13 +86,13 @@ class Link:
         self._reader = FrameReader()
         self._writer = FrameWriter()
         self._rx = bytearray(64)
-        self._cache = [_CachedReply() for _ in range(REPLY_CACHE_SLOTS)]
+        self._cache = [_CachedReply() for _ in range(_REPLY_CACHE_SLOTS)]
         self._query = _CachedReply()  # a plain query's reply: built here, never looked up
         self._next_slot = 0
         self._current = None  # the cache slot of the request being handled
         self._event_seq = 0
         self._nack = bytearray(3)  # a signed refusal's payload
-        self.counters = [0] * N_COUNTERS
+        self.counters = [0] * _N_COUNTERS
 
     # --- receive -------------------------------------------------------
     def service(self):
@@ -119,14 +121,14 @@ class Link:
             self._request(reader)
             return
         if result == GARBAGE:
-            counters[GARBAGE_COUNT] += 1
+            counters[_GARBAGE_COUNT] += 1
             return
         if result == t.BAD_CRC:
-            counters[BAD_CRC_COUNT] += 1
+            counters[_BAD_CRC_COUNT] += 1
         elif result == t.OVERSIZE:
-            counters[OVERSIZE_COUNT] += 1
+            counters[_OVERSIZE_COUNT] += 1
         else:
-            counters[BAD_FRAME_COUNT] += 1
+            counters[_BAD_FRAME_COUNT] += 1
         if reader.seq_valid:
             self._send_nack(reader.msg_id, reader.seq, result, 0)
 
@@ -158,7 +160,7 @@ class Link:
         # its counter is no longer above the session's.
         slot = None if query else self._find_cached(seq, reader.crc)
         if slot is not None:
-            counters[DUPLICATES] += 1
+            counters[_DUPLICATES] += 1
             if slot.state == _SLOT_DONE:
                 self._send(slot.msg_id, slot.seq, slot.flags, slot.payload, slot.size)
             return None  # still pending: its one reply is yet to come
@@ -168,13 +170,13 @@ class Link:
             refusal = guard.admit(msg_id, reader, authenticated)
             if refusal < 0:
                 # It ran before (exactly once, SPEC section 23): its reply again.
-                counters[DUPLICATES] += 1
+                counters[_DUPLICATES] += 1
                 kept = guard.outcomes
                 self._send_signed(msg_id, seq, kept.flags, kept.reply, kept.size)
                 return None
             if refusal:
                 if guard.signing():  # refused after its MAC was checked: signed
-                    counters[REJECTED] += 1
+                    counters[_REJECTED] += 1
                     struct.pack_into(_NACK_FMT, self._nack, 0, refusal, guard.detail)
                     flags = t.FLAG_REPLY | t.FLAG_ERROR
                     return self._send_signed(msg_id, seq, flags, self._nack, 3)
@@ -185,8 +187,8 @@ class Link:
         if slot is None:
             # Every slot holds a deferred request still running: refuse
             # rather than evict one, whose reply would then be lost.
-            return self._reject(msg_id, seq, t.BUSY, REPLY_CACHE_SLOTS)
-        counters[FRAMES_OK] += 1
+            return self._reject(msg_id, seq, t.BUSY, _REPLY_CACHE_SLOTS)
+        counters[_FRAMES_OK] += 1
         slot.state = _SLOT_PENDING
         slot.seq = seq
         slot.request_crc = reader.crc
@@ -199,16 +201,16 @@ class Link:
         if outcome != DEFERRED and slot.state != _SLOT_DONE:
             # A handler that forgot to answer is a firmware bug; the request
             # still gets its one reply rather than a silent timeout.
-            self.counters[REJECTED] += 1
+            self.counters[_REJECTED] += 1
             self._finish(slot, t.FLAG_REPLY | t.FLAG_ERROR, _NACK_FMT, (t.BUSY, 0xFFFF))
         return None
 
     def _free_slot(self):
         # The oldest slot that is not waiting for a deferred reply (round
         # robin); a pending slot is never reused before it is answered.
-        for _ in range(REPLY_CACHE_SLOTS):
+        for _ in range(_REPLY_CACHE_SLOTS):
             slot = self._cache[self._next_slot]
-            self._next_slot = (self._next_slot + 1) % REPLY_CACHE_SLOTS
+            self._next_slot = (self._next_slot + 1) % _REPLY_CACHE_SLOTS
             if slot.state != _SLOT_PENDING:
                 return slot
         return None
@@ -220,7 +222,7 @@ class Link:
         return None
 
     def _reject(self, msg_id, seq, code, detail):
-        self.counters[REJECTED] += 1
+        self.counters[_REJECTED] += 1
         self._send_nack(msg_id, seq, code, detail)
 
     # --- reply (called by handlers) --------------------------------------
@@ -234,7 +236,7 @@ class Link:
         self._finish_raw(self._current, t.FLAG_REPLY, payload, len(payload))
 
     def nack(self, code, detail):
-        self.counters[REJECTED] += 1
+        self.counters[_REJECTED] += 1
         self._finish(self._current, t.FLAG_REPLY | t.FLAG_ERROR, _NACK_FMT, (code, detail))
 
     def defer(self):
@@ -328,7 +330,7 @@ class Link:
 
     def _write(self, frame):
         if not self._port.write(frame):
-            self.counters[TX_DROPPED] += 1
+            self.counters[_TX_DROPPED] += 1
 
 
 _NACK_FMT = t.NACK_REPLY

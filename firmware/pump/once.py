@@ -25,12 +25,14 @@
 import struct
 from binascii import crc32
 
+from micropython import const
+
 from protocol import table as t
 from pump.journal import Ring
 
-NEW = 0  # never seen: run it
-IN_DOUBT = 1  # its intent only: it may have run
-DONE = 2  # answered: the reply is in payload/flags/size
+NEW = const(0)  # never seen: run it
+IN_DOUBT = const(1)  # its intent only: it may have run
+DONE = const(2)  # answered: the reply is in payload/flags/size
 
 PER_FILE = 2 * t.OUTCOMES_KEPT  # records per file
 
@@ -39,7 +41,7 @@ PER_FILE = 2 * t.OUTCOMES_KEPT  # records per file
 _BODY = "<IBBBBI%ds%ds" % (t.REQUEST_ID_SIZE, t.OUTCOME_REPLY_SIZE)
 _SIZE = struct.calcsize(_BODY)
 RECORD = _SIZE + 4
-_ID_AT = 12
+_ID_AT = const(12)
 _REPLY_AT = _ID_AT + t.REQUEST_ID_SIZE
 
 

@@ -26,19 +26,21 @@
 import struct
 from array import array
 
-SEGMENTS = 8
-# Head to catheter connector (an assumed design value, as before).
-INTERNAL_NL = 20_000
-# 60 cm at 2.6 uL/cm (Prometra labelling, docs/plant.md): the default catheter.
-DEFAULT_CATHETER_NL = 156_000
-CATHETER_MAX_NL = 520_000  # 200 cm at 2.6 uL/cm
+from micropython import const
 
-PACK_VERSION = 1
+SEGMENTS = const(8)
+# Head to catheter connector (an assumed design value, as before).
+INTERNAL_NL = const(20_000)
+# 60 cm at 2.6 uL/cm (Prometra labelling, docs/plant.md): the default catheter.
+DEFAULT_CATHETER_NL = const(156_000)
+CATHETER_MAX_NL = const(520_000)  # 200 cm at 2.6 uL/cm
+
+_PACK_VERSION = const(1)
 _HDR = "<BBBBiiii"  # version, count, head, res drug, res conc, internal, catheter, carry
-_HDR_SIZE = 20
+_HDR_SIZE = const(20)
 _SEG = "<Bii"
-_SEG_SIZE = 9
-PACKED_SIZE = _HDR_SIZE + SEGMENTS * _SEG_SIZE
+_SEG_SIZE = const(9)
+PACKED_SIZE = const(_HDR_SIZE + SEGMENTS * _SEG_SIZE)
 
 
 class DrugPath:
@@ -162,7 +164,7 @@ class DrugPath:
             _HDR,
             buf,
             offset,
-            PACK_VERSION,
+            _PACK_VERSION,
             self._count,
             self._head,
             self.res_drug,
@@ -184,7 +186,7 @@ class DrugPath:
             _HDR, data, 0
         )
         if (
-            version != PACK_VERSION
+            version != _PACK_VERSION
             or count > SEGMENTS
             or head >= SEGMENTS
             or not 0 <= carry < 1000

@@ -30,29 +30,31 @@
 
 import struct
 
+from micropython import const
+
 from pump import governor as governormod
 from pump import logcodes
 from pump import path as pathmod
 from pump import program as programmod
 from pump import reservoir as reservoirmod
 
-# 2: the battery monitor's ERI date follows the ring; 3: the drug path and
-# the index of the active program's PROGRAM_ACTIVE entry; governor in ng;
-# 4: the clock offsets a clock change still holds binding (docs/pump.md 11.3)
-SNAPSHOT_VERSION = 4
+# A change of the snapshot's layout changes _SNAPSHOT_VERSION: a snapshot of
+# any other version is refused (_restore() returns False), never read as
+# this layout.
+_SNAPSHOT_VERSION = const(4)
 
 # Delta kinds and their payload formats.
-D_STROKE_BEGIN = 1  # kind B, time_s I
-D_STROKE_END = 2  # kind B, moved H, volume nL I, time_s I
-# 3, 4, 5: bolus start, bolus end and patient-bolus records of snapshot
-# version 2 and before (no longer written; their snapshots are refused)
-D_RUNNING = 6  # running B
-D_ALARMS = 7  # active alarm mask I
+D_STROKE_BEGIN = const(1)  # kind B, time_s I
+D_STROKE_END = const(2)  # kind B, moved H, volume nL I, time_s I
+# 3, 4, 5 are not used: kinds are never reused, so that a record of another
+# layout cannot read as one of these
+D_RUNNING = const(6)  # running B
+D_ALARMS = const(7)  # active alarm mask I
 # bolus id H, bolus kind B, target nL I, index of its BOLUS_START entry I,
 # patient-bolus grant time_s I (NO_GRANT for the other kinds)
-D_BOLUS_BEGIN = 8
+D_BOLUS_BEGIN = const(8)
 # bolus id H, delivered nL I, log code of its end B, index of that entry I
-D_BOLUS_CLOSE = 9
+D_BOLUS_CLOSE = const(9)
 
 _STROKE_BEGIN = "<BI"
 _STROKE_END = "<BHII"
@@ -182,7 +184,7 @@ class Persist:
             _THERAPY,
             area,
             0,
-            SNAPSHOT_VERSION,
+            _SNAPSHOT_VERSION,
             1 if t.running else 0,
             t.clock_offset_s,
             t.delivered_nl,
@@ -226,7 +228,7 @@ class Persist:
         t = self.therapy
         head = _HEAD_SIZE
         values = struct.unpack_from(_THERAPY, data, 0)
-        if values[0] != SNAPSHOT_VERSION:
+        if values[0] != _SNAPSHOT_VERSION:
             return False
         (
             _version,

@@ -10,19 +10,21 @@
 import struct
 from binascii import crc32
 
+from micropython import const
+
 from protocol import table as t
 from protocol.table import MODE_CONTINUOUS, MODE_FLEX, MODE_MINIMUM_RATE, MODE_STOPPED
 
-FLEX_STEPS = 24
-EVERY_DAY = 0x7F  # day mask bit 0 = Monday .. bit 6 = Sunday
-MINUTES_PER_DAY = 1440
+FLEX_STEPS = const(24)
+_EVERY_DAY = const(0x7F)  # day mask bit 0 = Monday .. bit 6 = Sunday
+MINUTES_PER_DAY = const(1440)
 # 0.048 mL/day: the lowest rate the pump runs (SynchroMed II minimum), also
 # the rate of the minimum-rate mode that keeps the catheter open.
-MIN_RATE_NL_DAY = 48_000
-MAX_RATE_NL_DAY = 24_000_000
+MIN_RATE_NL_DAY = const(48_000)
+MAX_RATE_NL_DAY = const(24_000_000)
 # The largest reservoir (SynchroMed II 40 mL); a low-reservoir threshold must
 # be below it.
-RESERVOIR_CAPACITY_NL = 40_000_000
+_RESERVOIR_CAPACITY_NL = const(40_000_000)
 
 FORMAT = t.PROGRAM_REQUEST
 SIZE = struct.calcsize(FORMAT)
@@ -114,13 +116,13 @@ class Program:
                 previous = start
                 if not _rate_ok(self.flex_rate_nl_day[i]):
                     return _field_index("flex_rate_nl_day")
-                if self.flex_days[i] & ~(EVERY_DAY | t.FLEX_OVERNIGHT):
+                if self.flex_days[i] & ~(_EVERY_DAY | t.FLEX_OVERNIGHT):
                     return _field_index("flex_days")
         if self.pb_dose_nl and (self.pb_max_per_day == 0 or self.pb_lockout_s == 0):
             return _field_index("pb_max_per_day")
         if self.pb_max_per_day > 48:
             return _field_index("pb_max_per_day")
-        if self.low_reservoir_nl >= RESERVOIR_CAPACITY_NL:
+        if self.low_reservoir_nl >= _RESERVOIR_CAPACITY_NL:
             return _field_index("low_reservoir_nl")
         return -1
 
@@ -151,7 +153,7 @@ class Program:
         for i in range(self.flex_count):
             if self.flex_start_min[i] > minute_of_day:
                 break
-            if (self.flex_days[i] & EVERY_DAY or EVERY_DAY) & bit:
+            if (self.flex_days[i] & _EVERY_DAY or _EVERY_DAY) & bit:
                 found = i
         return found
 

@@ -8,10 +8,10 @@
 # arithmetic (volume x 86,400 s can reach 3.5e12) makes big integers on the
 # RP2040; it runs when a program, a bolus or a refill changes, not per stroke.
 #
-# Clinical anchors (clinical.md):
+# Clinical anchors (sources in brackets: docs/sources.md):
 # - low-reservoir alarm level default 2 mL (SynchroMed II [20]; MiniMed 2007
-#   low <= 2 mL [21]); the level is programmable (2.1);
-# - empty at computed 0 mL (GIP, section 5);
+#   low <= 2 mL [21]); the level is programmable (SynchroMed II);
+# - empty at computed 0 mL (GIP [55]);
 # - next refill date = when the reservoir reaches the alarm level assuming
 #   every allotted patient bolus is taken (Prometra PTC, 3.0 mL [33]);
 # - over-infusion is found at refill as withdrawn < expected; SynchroMed
@@ -19,46 +19,48 @@
 
 import struct
 
+from micropython import const
+
 from protocol.table import REFILL_BAD_VOLUME, REFILL_OK, REFILL_OVER_CAPACITY
 
 # consume() / state
-OK = 0
-LOW = 1
-EMPTY = 2
+OK = const(0)
+LOW = const(1)
+EMPTY = const(2)
 
-NEVER = -1  # time_to_empty_s / refill_date_s when nothing is consumed
+NEVER = const(-1)  # time_to_empty_s / refill_date_s when nothing is consumed
 
-DEFAULT_LOW_NL = 2_000_000
-DEFAULT_CAPACITY_NL = 40_000_000
-COUNTER_MAX = (1 << 30) - 1  # counters saturate here instead of growing
+_DEFAULT_LOW_NL = const(2_000_000)
+DEFAULT_CAPACITY_NL = const(40_000_000)
+COUNTER_MAX = const((1 << 30) - 1)  # counters saturate here instead of growing
 
 # Reconciliation at refill. A discrepancy is flagged when it exceeds the
-# larger of a fixed floor and RECONCILE_PERMILLE of the volume the pump
+# larger of a fixed floor and _RECONCILE_PERMILLE of the volume the pump
 # believes it delivered since the last fill. The percentage is taken of the
 # delivered volume, not of the expected remainder, because the labelled
-# accuracy (14.5 % over programmed, clinical.md 2.1 [7]) is about delivery: a
+# accuracy (14.5 % over programmed, SynchroMed II [7]) is about delivery: a
 # pump that is 14.5 % fast over 20 mL leaves 2.9 mL less than expected,
 # whatever the remainder. The 0.5 mL floor keeps small deliveries from being
 # flagged for syringe-reading error (project choice; measured per-refill
 # errors are +2.5 % clinical, -2.4 % bench [8]).
-RECONCILE_MIN_NL = 500_000
-RECONCILE_PERMILLE = 145
+_RECONCILE_MIN_NL = const(500_000)
+_RECONCILE_PERMILLE = const(145)
 
 # refill() result codes: protocol/table.py REFILL_* (the RESERVOIR NACK detail)
 
-_DAY_S = 86_400
+_DAY_S = const(86_400)
 
 # pack() layout, little-endian: version u8, 3 pad bytes, then i32 volume,
 # low threshold, capacity, filled (volume at the last fill), delivered since
 # the last fill, overrun (counted while already empty).
-PACK_VERSION = 1
+_PACK_VERSION = const(1)
 _FMT = "<B3xiiiiii"
-PACKED_SIZE = 28
+PACKED_SIZE = const(28)
 
 
 class Reservoir:
     def __init__(
-        self, volume_nl=0, low_threshold_nl=DEFAULT_LOW_NL, capacity_nl=DEFAULT_CAPACITY_NL
+        self, volume_nl=0, low_threshold_nl=_DEFAULT_LOW_NL, capacity_nl=DEFAULT_CAPACITY_NL
     ):
         if not (
             0 < capacity_nl <= COUNTER_MAX
@@ -150,7 +152,7 @@ class Reservoir:
         #   discrepancy_nl = withdrawn - expected: negative means less was
         #     left than expected (over-infusion, or a leak), positive means
         #     more (under-infusion, occlusion, stall);
-        #   flagged = |discrepancy| > max(RECONCILE_MIN_NL, RECONCILE_PERMILLE
+        #   flagged = |discrepancy| > max(_RECONCILE_MIN_NL, _RECONCILE_PERMILLE
         #     per mille of the volume delivered since the last fill);
         #   code = REFILL_OK after which the account is added_nl, or
         #     REFILL_OVER_CAPACITY / REFILL_BAD_VOLUME with nothing changed
@@ -163,9 +165,9 @@ class Reservoir:
         basis = self.filled_nl - expected
         if basis < 0:
             basis = 0
-        tolerance = basis * RECONCILE_PERMILLE // 1000
-        if tolerance < RECONCILE_MIN_NL:
-            tolerance = RECONCILE_MIN_NL
+        tolerance = basis * _RECONCILE_PERMILLE // 1000
+        if tolerance < _RECONCILE_MIN_NL:
+            tolerance = _RECONCILE_MIN_NL
         magnitude = discrepancy if discrepancy >= 0 else -discrepancy
         flagged = magnitude > tolerance
         if added_nl > capacity:
@@ -192,7 +194,7 @@ class Reservoir:
             _FMT,
             buf,
             offset,
-            PACK_VERSION,
+            _PACK_VERSION,
             self.volume_nl,
             self.low_threshold_nl,
             self.capacity_nl,
@@ -216,7 +218,7 @@ class Reservoir:
             _FMT, data, 0
         )
         if (
-            version != PACK_VERSION
+            version != _PACK_VERSION
             or not 0 < capacity <= COUNTER_MAX
             or not 0 <= low < capacity
             or not 0 <= volume <= capacity

@@ -16,6 +16,8 @@
 # A monitor's verdict changes an alarm only on an edge (raised / gone).
 # Alarms that stop delivery go through the app's one fail-stop path.
 
+from micropython import const
+
 from pump import alarms as alarmsmod
 from pump import logcodes
 from pump.drive import STROKE_STEPS
@@ -34,24 +36,24 @@ from pump.ticks import ticks_diff
 # The "after" sample, this long after a stroke ends: a healthy line (time
 # constant ~8 ms) is back at baseline; an occluded one still holds the stroke.
 # Shorter than the gap between bolus strokes (250 - 20 ms).
-AFTER_MS = 200
-MONITOR_MS = 60_000
+AFTER_MS = const(200)
+MONITOR_MS = const(60_000)
 # The first stroke after boot has no interval: taken as long (a run of held
 # strokes then counts by strokes alone).
-_FIRST_INTERVAL_MS = 60_000
+_FIRST_INTERVAL_MS = const(60_000)
 # The supervisor runs twice per watchdog period of the board (an RP2040
 # watchdog is at most 8.3 s: a feed every 4 s; the virtual board's watchdog is
 # slower so that lockstep time can jump, virtual/board.py says why).
 SELF_TEST_S = selftest.PERIOD_S
 # The clock check (docs/pump.md 14.8): 5-minute windows of the ms timer, 5 % apart
 # from the RTC is a fault (crystal and RTC agree within ppm).
-CLOCK_WINDOW_MS = 300_000
-CLOCK_TOLERANCE_PCT = 5
+CLOCK_WINDOW_MS = const(300_000)
+CLOCK_TOLERANCE_PCT = const(5)
 # LINE_LIMITS mask: what SENSING_LIMITED is about (docs/pump.md 15, log code 29)
-LIMIT_OCCLUSION = 1  # a held stroke is not clear of the noise (the CUSUM finds it)
-LIMIT_LEAK = 2  # a weak stroke would need more than 8 in a row
-LIMIT_SLOW_LEAK = 4  # a 30 % leak moves the rise too little (learned rise < 12 mmHg)
-LIMIT_PULSE = 8  # the CSF pulsation is too weak for the noise (tip migration)
+_LIMIT_OCCLUSION = const(1)  # a held stroke is not clear of the noise (the CUSUM finds it)
+_LIMIT_LEAK = const(2)  # a weak stroke would need more than 8 in a row
+_LIMIT_SLOW_LEAK = const(4)  # a 30 % leak moves the rise too little (learned rise < 12 mmHg)
+_LIMIT_PULSE = const(8)  # the CSF pulsation is too weak for the noise (tip migration)
 
 # Findings that can no longer be re-tested once delivery has stopped: they
 # latch as events and are cleared by a clinician (CLEAR_ALARM).
@@ -206,13 +208,13 @@ class Safety:
         # logs which (a mask) and the measured noise whenever that changes.
         mask = 0
         if self.occlusion.limited():
-            mask |= LIMIT_OCCLUSION
+            mask |= _LIMIT_OCCLUSION
         if self.leak.limited():
-            mask |= LIMIT_LEAK
+            mask |= _LIMIT_LEAK
         if self.leak.slow_limited():
-            mask |= LIMIT_SLOW_LEAK
+            mask |= _LIMIT_SLOW_LEAK
         if self.pulse.limited():
-            mask |= LIMIT_PULSE
+            mask |= _LIMIT_PULSE
         if mask != self._limits:
             self._limits = mask
             self.app.log(logcodes.LINE_LIMITS, mask, self.learner.noise_floor_x10)

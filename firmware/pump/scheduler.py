@@ -3,11 +3,13 @@
 # Nothing polls at a fixed rate, so the virtual board can jump its clock from
 # deadline to deadline and 30 idle days cost a few thousand wake-ups.
 
+from micropython import const
+
 from pump.ticks import ticks_add, ticks_diff
 
 # Longest single sleep the scheduler asks for. Bounded so that ticks_diff
 # stays unambiguous and so that a board never sleeps past its watchdog.
-MAX_WAIT_MS = 60_000
+MAX_WAIT_MS = const(60_000)
 
 
 class Task:

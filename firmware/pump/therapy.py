@@ -10,39 +10,41 @@
 # between strokes (the app confirms it only when no stroke is running); a
 # flex step switches at its start minute; a bolus starts between strokes.
 
+from micropython import const
+
 from protocol.table import BOLUS_NONE
 from pump.program import MAX_RATE_NL_DAY, MINUTES_PER_DAY, stopped_program
 from pump.ticks import ticks_add, ticks_diff
 
-DAY_MS = 86_400_000
-DAY_S = 86_400
+DAY_MS = const(86_400_000)
+DAY_S = const(86_400)
 
-KIND_BASAL = 0
-KIND_BOLUS = 1
+KIND_BASAL = const(0)
+KIND_BOLUS = const(1)
 
 
 # Fastest bolus: a 200 nL stroke every 250 ms = 2.9 mL/h. A bolus never
 # runs the motor continuously; each stroke is bounded and checked.
-MIN_BOLUS_INTERVAL_MS = 250
+MIN_BOLUS_INTERVAL_MS = const(250)
 # A clock change (SET_CLOCK) and the flex schedule (docs/pump.md 11.3): for this
 # long after an offset stops being current, the basal rate is the lowest the
 # schedule gives under it and under the current offset, so that no window up
 # to the governor's longest (24 h 15 min) holds more than the checked worst
-# case of either clock. Up to HELD_OFFSETS earlier offsets are held; a change
+# case of either clock. Up to _HELD_OFFSETS earlier offsets are held; a change
 # when all are still held is refused.
-CLOCK_HOLD_S = 24 * 3600 + 900
-HELD_OFFSETS = 3
+_CLOCK_HOLD_S = const(24 * 3600 + 900)
+_HELD_OFFSETS = const(3)
 # Patient boluses remembered for the daily maximum (the schema allows at
 # most 48 a day; the ring holds one day's worth at that maximum).
-PB_HISTORY = 48
+_PB_HISTORY = const(48)
 
 # Why a patient bolus was refused (also NACK details).
-PB_OK = 0
-PB_DISABLED = 1
-PB_LOCKOUT = 2
-PB_DAILY_MAX = 3
-PB_BUSY = 4
-PB_STOPPED = 5
+PB_OK = const(0)
+PB_DISABLED = const(1)
+PB_LOCKOUT = const(2)
+PB_DAILY_MAX = const(3)
+PB_BUSY = const(4)
+PB_STOPPED = const(5)
 
 
 class Therapy:
@@ -54,8 +56,8 @@ class Therapy:
         self.clock_offset_s = 0  # device seconds -> local time (0: Monday 00:00)
         # earlier offsets still binding after a clock change, and the device
         # second each one stops binding (0: the slot is free)
-        self.held_offset_s = [0] * HELD_OFFSETS
-        self.held_until_s = [0] * HELD_OFFSETS
+        self.held_offset_s = [0] * _HELD_OFFSETS
+        self.held_until_s = [0] * _HELD_OFFSETS
         # basal: Bresenham over the stroke interval, all small integers
         self.rate_nl_day = 0
         self._interval_ms = 0
@@ -71,8 +73,8 @@ class Therapy:
         self.bolus_delivered_nl = 0
         self.bolus_interval_ms = 0
         self.bolus_next = 0
-        # patient-bolus history: device seconds of the last PB_HISTORY
-        self.pb_times = [0] * PB_HISTORY
+        # patient-bolus history: device seconds of the last _PB_HISTORY
+        self.pb_times = [0] * _PB_HISTORY
         self.pb_count = 0  # total ever granted (index into the ring)
         self.delivered_nl = 0  # since manufacture: basal + boluses
         self.basal_delivered_nl = 0
@@ -81,14 +83,14 @@ class Therapy:
     # --- time of day -----
     def set_clock(self, offset_s, now_s):
         # A new local-time offset. The one it replaces stays binding for
-        # CLOCK_HOLD_S. False (nothing changed) when every slot still holds
+        # _CLOCK_HOLD_S. False (nothing changed) when every slot still holds
         # an offset: too many changes within a day.
         if offset_s == self.clock_offset_s:
             return True
-        for i in range(HELD_OFFSETS):
+        for i in range(_HELD_OFFSETS):
             if self.held_until_s[i] <= now_s:
                 self.held_offset_s[i] = self.clock_offset_s
-                self.held_until_s[i] = now_s + CLOCK_HOLD_S
+                self.held_until_s[i] = now_s + _CLOCK_HOLD_S
                 self.clock_offset_s = offset_s
                 return True
         return False
@@ -103,7 +105,7 @@ class Therapy:
         # Device seconds until the flex rate may change: a step start or
         # local midnight under any binding offset, or a hold ending.
         wait = DAY_S
-        for i in range(-1, HELD_OFFSETS):
+        for i in range(-1, _HELD_OFFSETS):
             offset = self._offset(i, now_s)
             if offset < 0:
                 continue
@@ -122,7 +124,7 @@ class Therapy:
         if not self.running:
             return 0
         rate = -1
-        for i in range(-1, HELD_OFFSETS):
+        for i in range(-1, _HELD_OFFSETS):
             offset = self._offset(i, now_s)
             if offset >= 0:
                 local = now_s + offset
@@ -237,7 +239,7 @@ class Therapy:
         self.delivered_nl += volume_nl
         if kind == KIND_BASAL:
             self.basal_delivered_nl += volume_nl
-            # Lost steps (issue 14): the encoder says a part of the stroke
+            # Lost steps: the encoder says a part of the stroke
             # did not move; the next basal stroke comes that much of an
             # interval sooner, so the rate is kept. A stroke that moved
             # nothing is a stall (StrokeCheck retries, then stops); the
@@ -293,7 +295,7 @@ class Therapy:
         if self.bolus_kind != BOLUS_NONE:
             return PB_BUSY, 0
         if self.pb_count:
-            last = self.pb_times[(self.pb_count - 1) % PB_HISTORY]
+            last = self.pb_times[(self.pb_count - 1) % _PB_HISTORY]
             wait = last + program.pb_lockout_s - now_s
             if wait > 0:
                 return PB_LOCKOUT, wait if wait < 0xFFFF else 0xFFFF
@@ -304,12 +306,12 @@ class Therapy:
     def patient_boluses_last_day(self, now_s):
         count = 0
         newest = self.pb_count
-        oldest = newest - PB_HISTORY if newest > PB_HISTORY else 0
+        oldest = newest - _PB_HISTORY if newest > _PB_HISTORY else 0
         for index in range(oldest, newest):
-            if now_s - self.pb_times[index % PB_HISTORY] < DAY_S:
+            if now_s - self.pb_times[index % _PB_HISTORY] < DAY_S:
                 count += 1
         return count
 
     def record_patient_bolus(self, now_s):
-        self.pb_times[self.pb_count % PB_HISTORY] = now_s
+        self.pb_times[self.pb_count % _PB_HISTORY] = now_s
         self.pb_count += 1

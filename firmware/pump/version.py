@@ -1,4 +1,6 @@
-# The firmware version reported at HELLO and checked after flashing.
+# The firmware version: reported at HELLO, checked after flashing, the frozen
+# UF2's name and the bench package's version (pyproject.toml reads it here).
+# The one place it is written.
 import sys
 
 FIRMWARE_VERSION = "0.1.0"

@@ -1,4 +1,4 @@
-"""The person at the terminal (issue 17, items 6-9): rig commands, what status and
+"""The person at the terminal: rig commands, what status and
 log say, --json, sessions only for changes, and one-line errors with the right
 exit code.
 

@@ -1,4 +1,4 @@
-"""The standard dose scenarios (issue 12, docs/pump.md 22) pass end to end against
+"""The standard dose scenarios (docs/pump.md 22) pass end to end against
 the rig's truth of the dose at the tip: concentration up and down, a bridge
 bolus, a refill with a new drug, priming a new catheter, a bolus then a day
 of basal, patient boluses up to the daily maximum."""

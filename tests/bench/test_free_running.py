@@ -1,4 +1,4 @@
-"""Part of the standard suite on free-running virtual boards (issue 13, item 2).
+"""Part of the standard suite on free-running virtual boards.
 
 Lockstep device time is a test convenience; a board on a bench runs in real
 time. These scenarios of `make run` run here on boards whose clock follows

@@ -134,7 +134,8 @@ def test_a_wrapping_url_finds_the_virtual_board_it_wraps() -> None:
 def test_a_virtual_boards_key_store_is_private_even_in_a_shared_directory(
     tmp_path: Path,
 ) -> None:
-    # Issue 15: keys.bin was written 0644 in a caller-chosen journal directory.
+    # keys.bin is the pump's secret: 0600 even in a caller-chosen journal
+    # directory, and made so when an earlier tool left it readable.
     store = tmp_path / schema.KEYSTORE_FILE
     store.write_bytes(keys.generate().keystore())
     store.chmod(0o644)  # left readable by an earlier tool
@@ -149,8 +150,8 @@ def test_a_virtual_boards_key_store_is_private_even_in_a_shared_directory(
 
 
 def test_a_fault_url_works_from_the_cli(capsys: pytest.CaptureFixture) -> None:
-    # Issue 15: `--port fault://...` could not be opened (the handler was
-    # registered only where bench.link.transports was imported).
+    # `--port fault://...` opens from the CLI too (the handler is registered
+    # wherever a port is opened, not only where bench.link.transports is).
     from bench.board.sim import BoardOptions, VirtualBoard
 
     with VirtualBoard(BoardOptions()) as board:

@@ -1,4 +1,4 @@
-"""The plant's line as real catheters make it (firmware/virtual/line.py, issue 14):
+"""The plant's line as real catheters make it (firmware/virtual/line.py):
 wall compliance from material and geometry, trapped air, inertance (a damped
 second-order line), occlusion site, the absolute sensor, daily-life CSF.
 
@@ -57,10 +57,10 @@ def quiet_plant(rig: SimpleNamespace, cm: int = 60, seed: int = 1) -> object:
     return p
 
 
-# --- derivations against the issue's independent figures -----------------------------
+# --- derivations against independent figures (docs/plant.md 1b) -----------------------------
 def test_silicone_wall_compliance_matches_the_independent_lame_figures(rig) -> None:
     line = rig.line
-    # issue 14: silicone 2-4 MPa, ID 0.53 / OD 1.4 mm: 15-30 nL/mmHg for 60 cm,
+    # independent figures: silicone 2-4 MPa, ID 0.53 / OD 1.4 mm: 15-30 nL/mmHg for 60 cm,
     # 23-44 for 90 cm (within 10 %); polyurethane 80A about 4 at 60 cm
     lo60, hi60 = (line.wall_compliance(line.SILICONE, 60, k) for k in (4000, 2000))
     lo90, hi90 = (line.wall_compliance(line.SILICONE, 90, k) for k in (4000, 2000))
@@ -92,7 +92,7 @@ def test_inertance_time_constant_is_about_17_ms_for_any_length(rig) -> None:
     line = rig.line
     for cm in (10, 40, 60, 90, 200):
         assert line.inertance(cm) / line.poiseuille(cm) == pytest.approx(16.7, abs=0.1)
-    # the line rings (zeta < 1) below about 40 nL/mmHg at 60 cm (issue 14)
+    # the line rings (zeta < 1) below about 40 nL/mmHg at 60 cm
     r, ll = line.poiseuille(60), line.inertance(60)
     assert line.damping(35.0, r, ll) < 1 < line.damping(45.0, r, ll)
 

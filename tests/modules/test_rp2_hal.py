@@ -8,8 +8,9 @@ for mpremote.
 
 from __future__ import annotations
 
-import os
+import re
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from protocol import codec, schema
 from tests.modules import upy
 
 FAKES = str(Path(__file__).with_name("fakes"))
-FIRMWARE_VERSION = "0.1.0"
 
 
 def check(script: str, case: str, *args: str) -> Any:
@@ -332,7 +332,7 @@ def test_board_ticks_wrap_at_2_30() -> None:
     }
 
 
-# --- the clock check's second source (issue 13 item 6, docs/pump.md 14.8) -------------------
+# --- the clock check's second source (docs/pump.md 14.8) ------------------------------
 def test_the_seconds_follow_the_ring_oscillator_when_the_crystal_strays() -> None:
     # FC0 counts the ROSC against the crystal; hal/rp2.RoscClockCheck. 600 s
     # of true time at each crystal error: seconds() keeps true time (within
@@ -476,7 +476,7 @@ def test_main_runs_the_pump_app_on_the_pico_and_answers_hello_over_usb() -> None
     assert frames[0].fields["reset_cause"] == 2  # WATCHDOG
     hello = next(frame for frame in frames if frame.name == "HELLO")
     assert hello.seq == 7
-    assert hello.fields["firmware_version"].rstrip("\x00") == FIRMWARE_VERSION
+    assert hello.fields["firmware_version"].rstrip("\x00") == flash.firmware_version()
     assert hello.fields["board"].rstrip("\x00") == "pico"
     assert hello.fields["device_id"].rstrip("\x00") == "E66058388B3A5A2C"
     assert hello.fields["schema_fingerprint"] == schema.FINGERPRINT
@@ -489,11 +489,9 @@ def test_main_runs_the_pump_app_on_the_pico_and_answers_hello_over_usb() -> None
 # objects are about 1.5 times the RP2040's. This is a regression guard that
 # runs everywhere; the budgets that bind are measured on the real 32-bit port
 # of the emulated Pico (bench/board/pico.py): with .mpy files at least 64 KB of the
-# 245,888 B heap stays free (tests/pico, 141,888 B used at the end of issue
-# 16), and the frozen image (make firmware) uses at most 64 KB
-# (tests/system/test_frozen_image.py, 52,192 B). Host figure at the same
-# point: 209,920 B (195,008 B before issues 12, 13, 15 added the drug path,
-# the clock check, the outcome journal and signed replies).
+# 245,888 B heap stays free (tests/pico), and the frozen image (make
+# firmware) uses at most 64 KB (tests/system/test_frozen_image.py).
+# Measured figures of each: firmware/README.md, README's memory budget.
 RP2_HEAP_BUDGET = 216 * 1024
 
 
@@ -663,7 +661,7 @@ def test_flash_copies_resets_and_checks_hello_on_a_board(
     # copied from the staging directory: compiled modules, main.py as source
     assert "main.py" in install["files"] and "pump/app.mpy" in install["files"]
     assert "armv6m" in out.out
-    assert FIRMWARE_VERSION in out.out and f"{schema.FINGERPRINT:#010x}" in out.out
+    assert flash.firmware_version() in out.out and f"{schema.FINGERPRINT:#010x}" in out.out
 
 
 def test_flash_parser_registers_in_one_line() -> None:
@@ -679,9 +677,27 @@ def test_flash_parser_registers_in_one_line() -> None:
     assert args.key_file == Path("k.keys")
 
 
-def test_firmware_version_constant_matches() -> None:
-    assert flash.firmware_version() == FIRMWARE_VERSION
-    assert os.path.exists(ROOT / "firmware" / "board_config.py")
+def test_the_version_string_is_written_once() -> None:
+    # firmware/pump/version.py is the one place; pyproject.toml reads it
+    # (dynamic), the bench, flash and the UF2's name read it from the tree.
+    version = flash.firmware_version()
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\S*)", version), version
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    # Not copies: a sample HELLO payload in the codec's vectors, and the
+    # emulator's own npm package (pico/), whose version is its own.
+    others = {"protocol/generate.py", "protocol/vectors.json", "pico/package.json"}
+    others.add("pico/package-lock.json")
+    copies = []
+    for name in filter(None, (n.decode() for n in tracked)):
+        path = ROOT / name
+        if name in others or name == "firmware/pump/version.py" or not path.is_file():
+            continue
+        if version.encode() in path.read_bytes():
+            copies.append(name)
+    assert copies == [], f"the firmware version {version} is also written in {copies}"
+    assert 'dynamic = ["version"]' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_one_version_string_names_the_bench_package_and_the_firmware() -> None:

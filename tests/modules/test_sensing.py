@@ -1,6 +1,6 @@
-"""Sensing that holds on real catheters (issue 14): every failure row of the
-issue's table, on the rig's plant (firmware/virtual/) with the pump's monitors
-(firmware/pump/monitors/) wired as pump/safety.py wires them, in CPython
+"""Sensing that holds on real catheters: every finding of the table in
+firmware/pump/monitors/README.md, on the rig's plant (firmware/virtual/) with the
+pump's monitors wired as pump/safety.py wires them, in CPython
 (bench/board/sensing.py), with fixed seeds. The MicroPython side (no allocation,
 the same arithmetic) is checked by upy/check_monitors_*.py.
 """
@@ -203,7 +203,7 @@ def test_daily_life_on_random_lines_raises_nothing() -> None:
         nominal(spec, interval, 7_100 + case)
 
 
-# --- the learned spread holds the sensor's noise (a false OCCLUSION, issue 14) --------------
+# --- the learned spread holds the sensor's noise (a false OCCLUSION otherwise) ---------------
 # 90 cm of silicone with 30 uL of air (C ~ 70 nL/mmHg: a rise of 2.9 mmHg) and
 # a sensor noise of 0.8 mmHg (the residual's noise alone: 1.13 mmHg). The
 # learner kept only strokes whose residual was under half the rise, so it

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.board import pico
+from bench.board import pico, pico_pump
 from bench.board.paths import firmware_tree
 from bench.link.pump import PumpClient
 from protocol import schema
@@ -61,7 +61,7 @@ def _wait(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-de
 @pytest.fixture(scope="module")
 def board() -> Iterator[pico.PicoBoard]:
     with pico.PicoBoard() as b:
-        pico.wait_hello(b)
+        pico_pump.wait_hello(b)
         yield b
         assert b.alive, b.stderr_text()
 
@@ -94,15 +94,15 @@ def test_ctrl_c_bytes_on_the_port_while_the_pump_boots_do_not_stop_it(
     # MicroPython arms Ctrl-C for main.py and USB comes up just before it: a
     # 0x03 that arrived before main.py switched it off left the pump at the
     # REPL (one CI run in a few, while wait_hello's frames met the boot).
-    with pico.CtrlCNoise(board.pump_port):
+    with pico_pump.CtrlCNoise(board.pump_port):
         board.reset()
-        hello = pico.wait_hello(board, timeout_s=60.0)
+        hello = pico_pump.wait_hello(board, timeout_s=60.0)
     assert hello["board"] == "pico"
 
 
 def test_a_confirmed_program_strokes_at_the_pins(board: pico.PicoBoard, pump: PumpClient) -> None:
     board.request("reset_pins")
-    pico.start_program(pump, FAST_PROGRAM)
+    pico_pump.start_program(pump, FAST_PROGRAM)
 
     def two_strokes() -> dict | None:  # type: ignore[type-arg]
         s = board.status()
@@ -162,7 +162,7 @@ print(PressureSensor(board_config).read_x10(), BatteryMonitor(board_config).read
 def test_pressure_and_battery_read_the_adc_through_the_calibration(
     board: pico.PicoBoard,
 ) -> None:
-    pico.maintenance(board)  # BOOTSEL within the window: the REPL is free
+    pico_pump.maintenance(board)  # BOOTSEL within the window: the REPL is free
     for pressure_raw, battery_raw in ((561, 1241), (1200, 1000), (410, 4095)):
         board.set_adc(pico.ADC_PRESSURE, pressure_raw)
         board.set_adc(pico.ADC_BATTERY, battery_raw)
@@ -183,16 +183,16 @@ PICO_HEAP_FREE_MIN = 64 * 1024
 
 
 def test_the_real_heap_of_the_32_bit_port_leaves_the_budget_free(board: pico.PicoBoard) -> None:
-    pico.maintenance(board)
-    heap = pico.measure_heap(board)
+    pico_pump.maintenance(board)
+    heap = pico_pump.measure_heap(board)
     assert heap["steps"] == 8
     assert heap["idle_free"] >= PICO_HEAP_FREE_MIN, heap
     assert heap["stroke_free"] >= PICO_HEAP_FREE_MIN, heap
 
 
-# The .mpy install's own budget (issue 18): its peak live heap while the pump
-# works (a session with a few requests, a program, a clinician bolus) stays
-# under this, so at least 64 KB of the 245,888 stay free. Measured 159,520 B.
+# The .mpy install's own budget: its peak live heap while the pump works (a
+# session with a few requests, a program, a clinician bolus) stays under
+# this, so at least 64 KB of the 245,888 stay free (measured: firmware/README.md).
 PICO_MPY_HEAP_BUDGET = 176 * 1024
 
 
@@ -204,7 +204,7 @@ def test_the_mpy_install_s_peak_heap_in_a_session_and_a_bolus_is_within_its_budg
     work = pico_heap.session_and_bolus(kit.program(basal_nl_day=1_000_000), 1_000)
     heap = pico_heap.measure(board, work)
     print(f".mpy install on the emulated Pico: {heap}")
-    pico.wait_hello(board)  # (reset into the pump: the next tests find it booted)
+    pico_pump.wait_hello(board)  # (reset into the pump: the next tests find it booted)
     assert heap["heap_total"] == 245_888  # the RP2040 port's heap
     # the probe saw the session and the bolus (non-zero: passes in each)
     assert heap["session_alloc"] > 0 and heap["bolus_alloc"] > 0, heap
@@ -248,9 +248,9 @@ def test_a_power_cut_mid_stroke_on_real_littlefs_keeps_the_accounting_within_a_s
     # Real time: the cut is armed between two strokes 17 s apart; fast mode
     # (idle time skipped) could run a whole stroke past it before it is armed.
     with pico.PicoBoard(mode="realtime") as b:
-        pico.wait_hello(b)
+        pico_pump.wait_hello(b)
         with PumpClient(b.pump_port, timeout_s=30.0) as pump:
-            pico.start_program(pump, kit.program(basal_nl_day=1_000_000))
+            pico_pump.start_program(pump, kit.program(basal_nl_day=1_000_000))
             done = _wait(
                 lambda: (lambda n: n if n >= 8 and n % 8 == 0 else 0)(
                     b.status()["step_rises_enabled"]
@@ -264,7 +264,7 @@ def test_a_power_cut_mid_stroke_on_real_littlefs_keeps_the_accounting_within_a_s
         moved = b.status()["step_rises_enabled"]
         assert moved == done + 4
         b.power(True)
-        pico.wait_hello(b)
+        pico_pump.wait_hello(b)
         with PumpClient(b.pump_port, timeout_s=30.0) as pump:
             status = pump.status()
         nl_per_step = CFG["PL_PER_STEP"] // 1000
@@ -290,10 +290,10 @@ def test_the_stroke_check_on_the_real_pio_encoder_raises_the_alarm(
     encoder: dict, alarms: tuple[str, ...]
 ) -> None:
     with pico.PicoBoard() as b:
-        pico.wait_hello(b)
+        pico_pump.wait_hello(b)
         b.set_encoder(**encoder)
         with PumpClient(b.pump_port, timeout_s=30.0) as pump:
-            pico.start_program(pump, FAST_PROGRAM)
+            pico_pump.start_program(pump, FAST_PROGRAM)
             _wait(
                 lambda: any(kit.alarm_active(pump.status(), a) for a in alarms),
                 90.0,
@@ -325,7 +325,7 @@ print(m.last_steps, m.aborts)
 def test_a_move_cut_short_reads_back_what_the_pio_issued(board: pico.PicoBoard) -> None:
     # What tests/modules/fakes/rp2.py models: stop() freezes the state
     # machine, exec()s a readback of X and counts at most one step over.
-    pico.maintenance(board)
+    pico_pump.maintenance(board)
     board.request("reset_pins")
     issued, aborts = (int(v) for v in pico.repl_exec(board.pump_port, ABORT_SCRIPT).split())
     at_pins = board.status()["step_rises_enabled"]
@@ -357,7 +357,7 @@ print(err, c.fails)
 def test_the_emulator_has_no_frequency_counter_so_the_clock_check_is_unavailable(
     board: pico.PicoBoard,
 ) -> None:
-    # What the emulator cannot show (issue 13 item 6, docs/pump.md 14.8): rp2040js
+    # What the emulator cannot show (docs/pump.md 14.8): rp2040js
     # 1.4.1 models the CLOCKS block's clock selection registers (0x00-0x7c)
     # but not FC0 (0x80-0x9c: writes dropped, reads 0xffffffff) and the ROSC
     # block not at all. So RoscClockCheck, run here on the real 32-bit port,
@@ -368,6 +368,6 @@ def test_the_emulator_has_no_frequency_counter_so_the_clock_check_is_unavailable
     # A sample (forced on here) allocates nothing on the 32-bit port, whose
     # register addresses are big integers: it reads the counter's FAIL bits
     # and counts one failed sample.
-    pico.maintenance(board)
+    pico_pump.maintenance(board)
     out = pico.repl_exec(board.pump_port, CLOCK_CHECK_SCRIPT).split()
     assert out == ["False", "-1", "1000", "0", "1"]  # mem32 is signed: 0xffffffff

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.board import pico
+from bench.board import pico, pico_pump
 from tests.modules import test_rp2_hal as host
 from tests.modules import upy
 
@@ -29,8 +29,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def board() -> Iterator[pico.PicoBoard]:
     with pico.PicoBoard() as b:
-        pico.wait_hello(b)
-        pico.maintenance(b)  # BOOTSEL in the window: the REPL is free
+        pico_pump.wait_hello(b)
+        pico_pump.maintenance(b)  # BOOTSEL in the window: the REPL is free
         yield b
         assert b.alive, b.stderr_text()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.board import pico
+from bench.board import pico, pico_pump
 from bench.board.paths import firmware_tree
 from bench.link import keys as keysmod
 from bench.link.pump import PumpClient
@@ -65,7 +65,7 @@ def test_make_flash_turns_a_stock_emulated_pico_into_the_pump(tmp_path: Path) ->
         # Again, on the board now running the pump (Ctrl-C is off, so mpremote
         # cannot break in): a person resets it and holds BOOTSEL within the
         # maintenance window, then runs make flash.
-        pico.maintenance(board)
+        pico_pump.maintenance(board)
         again = _make_flash(board.pump_port, key_file)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "HELLO ok" in again.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.board import pico
+from bench.board import pico, pico_pump
 from bench.link.client import Refusal
 from bench.link.pump import PumpClient
 from bench.link.rig import RigClient
@@ -35,7 +35,7 @@ NL_PER_STEP = 25  # board_config PL_PER_STEP / 1000 and the plant's nominal head
 @pytest.fixture(scope="module")
 def rigged() -> Iterator[pico.PicoBoard]:
     with pico.PicoBoard(rig=True, seed=7) as board:
-        pico.wait_hello(board)
+        pico_pump.wait_hello(board)
         yield board
         assert board.alive, board.stderr_text()
         assert board.rig_process is not None and board.rig_process.poll() is None
@@ -70,7 +70,7 @@ def test_strokes_at_the_pins_move_the_plant_and_the_pump_counts_them(
         rig.fill(20_000_000, 0)
         pump.hello()
         rigged.request("reset_pins")
-        pico.start_program(pump, kit.program(basal_nl_day=1_000_000))
+        pico_pump.start_program(pump, kit.program(basal_nl_day=1_000_000))
         rig.advance(5 * 60_000)  # 17 strokes at 1 mL/day
         truth = rig.truth()
         pins = rigged.status()
@@ -100,7 +100,7 @@ def test_a_power_cut_keeps_the_flash_and_the_rig_s_time_goes_on(rigged: pico.Pic
         assert off >= before + 60_000
         assert rig.truth()["powered"] == 0
         assert rig.power_on() is True
-        hello = pico.wait_hello(rigged)
+        hello = pico_pump.wait_hello(rigged)
         assert hello["board"] == "pico"
     with PumpClient(rigged.pump_port) as pump:
         status = pump.status()
@@ -115,7 +115,7 @@ def test_a_power_cut_keeps_the_flash_and_the_rig_s_time_goes_on(rigged: pico.Pic
 # standard scenario of up to 8 h, and leak and occlusion-minimum-rate.
 def test_the_motor_stall_scenario_passes_on_the_emulated_pico() -> None:
     scenario = load_scenario(SCENARIOS / "motor-stall.yaml")
-    record = run_scenario(scenario, pico.pico_target())
+    record = run_scenario(scenario, pico_pump.pico_target())
     assert record.outcome is Outcome.PASS, (record.outcome, record.problems, record.log[-8:])
 
 
@@ -157,5 +157,5 @@ def test_a_line_fault_is_named_and_stops_the_motor_on_the_emulated_pico(
 ) -> None:
     path = tmp_path / "short.yaml"
     path.write_text(SHORT_FAULT.format(fault=fault, param=param, alarm=alarm))
-    record = run_scenario(load_scenario(path), pico.pico_target())
+    record = run_scenario(load_scenario(path), pico_pump.pico_target())
     assert record.outcome is Outcome.PASS, (record.outcome, record.problems, record.log[-8:])

@@ -1,4 +1,4 @@
-"""An independent decoder written from protocol/SPEC.md alone (issue 15 item 5).
+"""An independent decoder written from protocol/SPEC.md alone.
 
 Nothing here imports protocol.schema, protocol.codec or protocol.table: the
 message layouts come from the tables of SPEC sections 4.1-4.5, the

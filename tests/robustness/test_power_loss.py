@@ -285,9 +285,9 @@ def test_a_cut_in_confirm_never_runs_the_old_program_with_the_new_running_state(
 def test_after_a_cut_anywhere_in_confirm_the_log_names_the_active_program(
     swept: Callable[..., Swept], old: dict[str, Any], new: dict[str, Any]
 ) -> None:
-    # Issue 12: a cut between the snapshot that makes the program active and
-    # its PROGRAM_ACTIVE entry left a program running that the log never
-    # named. The boot finishes the entry (docs/pump.md 22, section 15).
+    # A cut between the snapshot that makes the program active and its
+    # PROGRAM_ACTIVE entry must not leave a program running that the log
+    # never names: the boot finishes the entry (docs/pump.md 22, section 15).
     done = swept(confirm_sweep, old, new)
     for record in done.records:
         crc = record["program"]["crc"]

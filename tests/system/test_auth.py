@@ -482,8 +482,8 @@ def test_every_refusal_is_in_the_access_log_with_its_tally_and_a_reset_loses_non
     stranger: PumpClient, rig: RigClient
 ) -> None:
     # docs/pump.md 15: one access-log entry per refusal, b = refusals ever; the
-    # tally lives in the journal, not in RAM (issue 15: 502 refusals, 2 in
-    # the log after a reset).
+    # tally lives in the journal, not in RAM (a reset must not restart it:
+    # 502 refusals are never 2 in the log after a reset).
     def entries() -> list[tuple[int, int]]:
         return [
             (e["a"], e["b"])

@@ -1,4 +1,4 @@
-"""Clock changes cannot overdose (issue 13, item 5; docs/pump.md 11.3).
+"""Clock changes cannot overdose (docs/pump.md 11.3).
 
 The flex schedule follows local time (device time + the SET_CLOCK offset);
 the governor, lockouts and windows run on monotonic device time. After a

@@ -1,10 +1,10 @@
-"""An independent clock check (issue 13, item 6; docs/pump.md 14.8).
+"""An independent clock check (docs/pump.md 14.8).
 
 The millisecond timer that times every stroke is compared with the RTC
 (device seconds) over 5-minute windows of the timer; more than 5 % + 1 s
 apart raises CLOCK_FAULT (high priority, stops delivery). The rig's
 TIMER_FAST fault makes the timer fast while the RTC keeps true time: at
-x3 the pump used to deliver three times the dose unseen.
+x3, unchecked, the pump would deliver three times the dose unseen.
 """
 
 from __future__ import annotations

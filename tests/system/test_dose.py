@@ -1,4 +1,4 @@
-"""Dose, not volume (issue 12, docs/pump.md 22): concentration changes, the drug in the
+"""Dose, not volume (docs/pump.md 22): concentration changes, the drug in the
 catheter, refills with a drug, priming, and bolus headroom, each measured
 against the rig's truth of the dose that left the catheter tip (TRUTH tip_ng,
 the plant's own model of the drug path) over every 1 h and 24 h window."""

@@ -1,4 +1,4 @@
-"""Durations on the wire have a maximum; intervals survive the tick wrap (issue 13, item 4).
+"""Durations on the wire have a maximum; intervals survive the tick wrap.
 
 A bolus duration is refused above BOLUS_MAX_DURATION_S (a day) with NACK
 DURATION: its strokes are timed on the firmware's millisecond ticks, which

@@ -1,4 +1,4 @@
-"""Flex steps across midnight as one step (issue 12 item 7, docs/pump.md 11.3).
+"""Flex steps across midnight as one step (docs/pump.md 11.3).
 
 A flex step marked FLEX_OVERNIGHT (bit 7 of its flex_days) runs on past
 midnight until the next day's first step: 22:00-02:00 is the 22:00 step and

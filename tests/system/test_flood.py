@@ -1,4 +1,4 @@
-"""Therapy is never starved by link traffic (issue 13, item 1).
+"""Therapy is never starved by link traffic.
 
 A keyless flood of PING frames on the pump port (or on the rig port of the
 virtual board) at full speed, for 10 s (lockstep) or 5 min (free-running) of

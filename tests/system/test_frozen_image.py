@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.board import firmware, image, pico
+from bench.board import firmware, image, pico, pico_pump
 from bench.board.paths import firmware_tree
 from bench.link import keys as keysmod
 from bench.link.errors import BenchError
@@ -31,7 +31,7 @@ def _missing() -> str:
     if shutil.which("arm-none-eabi-gcc") is None or shutil.which("cmake") is None:
         return "no Arm toolchain: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi cmake"
     if not os.environ.get(firmware.ENV_SOURCES):
-        return "no MicroPython sources: set MICROPYTHON_SRC (.ci/run points it at ../shared/rp2)"
+        return "no MicroPython sources: set MICROPYTHON_SRC (.ci/run sets it from CI's inputs)"
     return ""
 
 
@@ -135,7 +135,7 @@ def test_without_sources_make_firmware_says_what_is_missing_in_one_line(
 
 
 # --- the frozen image on the emulated Pico (bench/board/pico.py) ----------------------------
-# The budget of issue 18: the frozen firmware's heap, with the board and the app
+# The frozen firmware's heap budget, with the board and the app
 # built and during a stroke's PIO move, under 64 KB of the RP2040 port's 245,888.
 FROZEN_HEAP_BUDGET = 64 * 1024
 
@@ -160,8 +160,8 @@ def test_the_frozen_uf2_boots_into_the_pump_on_an_empty_filesystem(
     frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
 ) -> None:
     board, keys = frozen_pico
-    with pico.CtrlCNoise(board.pump_port):  # a host talking while it boots
-        hello = pico.wait_hello(board)
+    with pico_pump.CtrlCNoise(board.pump_port):  # a host talking while it boots
+        hello = pico_pump.wait_hello(board)
     assert hello["firmware_version"] == firmware_tree().version()
     assert hello["micropython_version"] == "1.28.0"
     assert hello["board"] != "sim"
@@ -177,8 +177,8 @@ def test_the_frozen_firmware_runs_in_64_kb_of_heap(
     frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
 ) -> None:
     board, _keys = frozen_pico
-    pico.maintenance(board)
-    heap = pico.measure_heap(board)
+    pico_pump.maintenance(board)
+    heap = pico_pump.measure_heap(board)
     assert heap["steps"] == 8
     print(f"frozen image on the emulated Pico: {heap}")
     assert heap["idle_alloc"] <= FROZEN_HEAP_BUDGET, heap
@@ -204,7 +204,7 @@ def test_the_frozen_firmware_s_peak_heap_in_a_session_and_a_bolus_is_under_64_kb
 
     heap = pico_heap.measure(board, work, keys=keys)
     print(f"frozen image on the emulated Pico, in a session and a bolus: {heap}")
-    pico.wait_hello(board)
+    pico_pump.wait_hello(board)
     assert heap["heap_total"] == 245_888  # the RP2040 port's heap
     assert heap["session_alloc"] > 0 and heap["bolus_alloc"] > 0, heap
     assert heap["session_alloc"] <= FROZEN_HEAP_BUDGET, heap
@@ -216,7 +216,7 @@ def test_the_frozen_firmware_s_peak_heap_in_a_session_and_a_bolus_is_under_64_kb
 def test_a_power_cut_mid_stroke_on_the_frozen_image_is_recovered_within_a_stroke(
     frozen_pico: tuple[pico.PicoBoard, keysmod.DeviceKeys],
 ) -> None:
-    # The frozen pump with its journal on real littlefs (issue 18, item 3):
+    # The frozen pump with its journal on real littlefs:
     # the power is cut at the STEP pin halfway through a stroke (flash kept as
     # it was at that instant); after power-on the accounting is within one
     # stroke of what the pins moved, never under. Real time: the cut is armed
@@ -227,12 +227,12 @@ def test_a_power_cut_mid_stroke_on_the_frozen_image_is_recovered_within_a_stroke
     nl_per_step = 25  # board_config PL_PER_STEP / 1000
     board.bootsel(False)
     board.reset()  # out of the heap test's maintenance: the pump boots
-    pico.wait_hello(board)
+    pico_pump.wait_hello(board)
     with PumpClient(board.pump_port, keys=keys, timeout_s=30.0) as pump:
         pump.hello()
         pump.provision(keys)  # (idempotent: the first test may have done it)
         board.request("reset_pins")
-        pico.start_program(pump, kit.program(basal_nl_day=1_000_000))
+        pico_pump.start_program(pump, kit.program(basal_nl_day=1_000_000))
         deadline = time.monotonic() + 90.0
         done = 0
         while time.monotonic() < deadline:
@@ -252,7 +252,7 @@ def test_a_power_cut_mid_stroke_on_the_frozen_image_is_recovered_within_a_stroke
     moved = status_at_cut["step_rises_enabled"]
     assert moved == done + 4
     board.power(True)
-    pico.wait_hello(board)
+    pico_pump.wait_hello(board)
     with PumpClient(board.pump_port, keys=keys, timeout_s=30.0) as pump:
         after = pump.status()["delivered_nl"]
     # what the cut stroke moved (4 steps) is counted, at most the whole stroke
@@ -272,7 +272,7 @@ def test_scenarios_run_on_the_frozen_uf2_through_the_pico_target(frozen_uf2: Pat
     lack = pico.missing()
     if lack:
         pytest.skip(f"emulated Pico: {lack}")
-    target = pico.pico_target(frozen_uf2)
+    target = pico_pump.pico_target(frozen_uf2)
     target.preflight()
     assert target.label == f"pico ({frozen_uf2.name})"
     scenario = load_scenario(firmware.ROOT / "bench" / "scenarios" / "handshake.yaml")

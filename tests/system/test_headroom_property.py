@@ -1,4 +1,4 @@
-"""One rule for windows and headroom (issue 12 item 5, docs/pump.md 22.4), as a
+"""One rule for windows and headroom (docs/pump.md 22.4), as a
 property over random programs, patient-bolus settings, press times and a
 clinician bolus, each on a fresh virtual board:
 

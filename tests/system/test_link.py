@@ -199,8 +199,8 @@ def test_hello_from_another_schema_is_refused(pump: PumpClient, rig: RigClient) 
 
 # --- plain queries never take a reply-cache slot (SPEC section 7) -----------------------
 # A poller or a keyless flood of queries between a request with an effect and
-# its retransmission used to push the effect's reply out of the 4-slot cache:
-# the copy then ran again (a flooded rig port advanced device time twice).
+# its retransmission must not push the effect's reply out of the 4-slot cache:
+# the copy would run again (a flooded rig port would advance device time twice).
 
 
 def _queries(port: str, count: int, first_seq: int) -> list[tuple[bytes, int]]:

@@ -1,4 +1,4 @@
-"""The therapy history outlives the refill interval (issue 12 item 6, issue 15 item 3).
+"""The therapy history outlives the refill interval.
 
 180 days of a busy patient on the virtual board: 4 patient boluses a day,
 each from a patient programmer in a session of its own, a refill and a new
@@ -10,6 +10,8 @@ counts every refused press.
 """
 
 from __future__ import annotations
+
+import pytest
 
 from bench.board.sim import VirtualBoard
 from bench.link.errors import PumpRefused
@@ -25,6 +27,9 @@ OPENS = 1000  # idle session opens over the run
 PB = {"pb_dose_nl": 2_000, "pb_lockout_s": 3 * 3600, "pb_max_per_day": PRESSES}
 
 
+# About 7,000 signed requests: 45-75 s on a busy 2-core host, past the
+# suite's 120 s default at load 5.
+@pytest.mark.timeout(400)
 def test_180_days_of_a_busy_patient_stay_in_the_log_whatever_the_session_traffic(
     board: VirtualBoard, pump: PumpClient, rig: RigClient
 ) -> None:

@@ -1,6 +1,6 @@
 """Therapy-changing requests run at most once per request id (protocol/SPEC.md section 23).
 
-The sequences of issue 15: a reply lost while another peer pushes it out of
+The sequences: a reply lost while another peer pushes it out of
 the reply cache, a resend answered REPLAY, a resend after a reboot; every
 one must leave exactly one BOLUS_START in the log and hand the client the
 reply of the one copy that ran. The power-cut sweep is in
@@ -78,7 +78,7 @@ def test_a_lost_bolus_reply_pushed_out_of_the_cache_by_another_peer_runs_once(
     monkeypatch: pytest.MonkeyPatch,
     reboot: bool,
 ) -> None:
-    # Issue 15: the bolus's reply is lost; a patient programmer on the same
+    # The bolus's reply is lost; a patient programmer on the same
     # link opens a session, sends a request and closes it (the clinician's
     # session is replaced, its reply evicted from the 4-slot cache); maybe
     # the pump reboots too. The client's resend meets no session, opens one
@@ -113,11 +113,10 @@ def test_a_lost_bolus_reply_pushed_out_of_the_cache_by_another_peer_runs_once(
 def test_an_identical_resend_after_keyless_requests_gets_the_original_reply(
     pump: PumpClient, monkeypatch: pytest.MonkeyPatch, meanwhile: str
 ) -> None:
-    # Issue 15: 4 keyless PINGs pushed the reply out of the cache; the
-    # identical resend (same counter) was answered REPLAY, and the CLI told
-    # the operator "refused" while the bolus ran. Plain queries no longer
-    # take a cache slot (SPEC 7), but 4 keyless challenges still evict it:
-    # then the outcome journal answers the resend (SPEC 23).
+    # 4 keyless requests meanwhile: PINGs take no cache slot (plain queries,
+    # SPEC 7); 4 keyless challenges do evict the reply, and then the outcome
+    # journal answers the identical resend (SPEC 23), never REPLAY: the CLI
+    # would tell the operator "refused" while the bolus runs.
     fields = {"token": 7} if meanwhile == "PING" else {"role": schema.ROLE_PATIENT}
 
     def pings() -> None:

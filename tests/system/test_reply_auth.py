@@ -95,7 +95,8 @@ def test_a_forging_relay_gets_every_forged_reply_refused(
 
 
 def test_a_link_that_echoes_requests_gives_no_reply(board: VirtualBoard) -> None:
-    # Issue 15: PumpClient.confirm() "succeeded" on loop:// with no pump.
+    # An echo is no pump: a request's own bytes coming back are no reply
+    # (PumpClient.confirm() must not succeed on loop://).
     with PumpClient("loop://", keys=board.keys, timeout_s=0.2, retries=1) as echo:
         with pytest.raises(BenchError, match="no reply"):
             echo.ping()

@@ -59,8 +59,8 @@ CASES = [
     Case("ENCODER_FAILURE", 0, "ENCODER_FAILURE", MINUTE_MS, True),
     Case("SENSOR_STUCK", 0, "SENSOR_FAULT", 5 * MINUTE_MS, False),
     Case("SENSOR_OFFSET", 20_000, "SENSOR_FAULT", 2 * MINUTE_MS, False),  # +2000 mmHg
-    # +600 mmHg: in range, above the 517 mmHg ceiling, while the strokes drain
-    # (issue 14: was OCCLUSION and a watchdog reset)
+    # +600 mmHg: in range, above the 517 mmHg ceiling, while the strokes drain:
+    # a sensor fault, never an OCCLUSION (nor a watchdog reset)
     Case("SENSOR_OFFSET", 6_000, "SENSOR_FAULT", 3 * MINUTE_MS, False),
     Case("BATTERY", 2_550, "BATTERY_ERI", 12 * MINUTE_MS, False),  # mean of 10, 1/min
     Case("BATTERY", 2_300, "BATTERY_EOS", 12 * MINUTE_MS, True),

@@ -1,5 +1,5 @@
 """A stop from any monitor, at any rate, at any moment of a stroke: no reset
-and no false alarm after it (issue 13, item 3).
+and no false alarm after it.
 
 The supervisor feeds the watchdog only while every monitor it expects runs
 on time; after a stop it must no longer expect strokes, or the pump reboots
@@ -53,8 +53,8 @@ class Stop:
 # stroke), each a different path to fail_stop.
 STOPS = [
     Stop("BATTERY", 2_200, "BATTERY_EOS", 15 * MINUTE_MS),  # end of service
-    # a blocked catheter: held strokes (the +600 mmHg offset this row used
-    # is SENSOR_FAULT since issue 14, which does not stop delivery)
+    # a blocked catheter: held strokes (not a sensor offset: that is
+    # SENSOR_FAULT, which does not stop delivery)
     Stop("OCCLUSION", 0, "OCCLUSION", 40 * MINUTE_MS),
     Stop("LEAK", 100, "LEAK", 30 * MINUTE_MS),  # a catheter break
     Stop("CORRUPT_JOURNAL", 20, "MEMORY", 61 * MINUTE_MS),  # the hourly self-test

@@ -55,7 +55,7 @@ def test_continuous_delivers_its_rate_over_days(pump: PumpClient, rig: RigClient
 def test_lost_steps_are_made_up_by_earlier_basal_strokes(
     pump: PumpClient, rig: RigClient, lost_pct: int
 ) -> None:
-    # issue 14: the head loses 15-50 % of its steps; the encoder sees it and
+    # the head loses 15-50 % of its steps; the encoder sees it and
     # the next strokes come sooner, so the patient still gets the rate
     start_therapy(pump, rig, program(basal_nl_day=1_000_000))
     rig.advance(HOUR_MS)

@@ -1,21 +1,21 @@
 # Battery: elective replacement indicator (ERI) and end of service (EOS).
 #
-# SynchroMed (clinical.md 2.1): ERI is non-critical (an hourly beep), and the
-# pump stops 90 days after ERI; a battery too low to run the pump is
-# critical. So:
-#   BATTERY_ERI  the mean of the last AVERAGE samples is at or below eri_mv:
+# SynchroMed II (docs/sources.md [9][18][19]): ERI is non-critical (an
+# hourly beep), and the pump stops 90 days after ERI; a battery too low to
+# run the pump is critical. So:
+#   BATTERY_ERI  the mean of the last _AVERAGE samples is at or below eri_mv:
 #                latched for good (a primary cell does not recover), and the
 #                device second of the first ERI starts a countdown of
 #                EOS_AFTER_ERI_S;
 #   BATTERY_EOS  the mean is at or below eos_mv, or the countdown has run
 #                out: delivery stops; latched for good.
-# Debounce: decisions use the mean of the last AVERAGE samples (GIP,
-# clinical.md 5: "battery every 3 min (mean of 10)"); none is taken before
-# AVERAGE samples have arrived, so a single low reading under motor load
+# Debounce: decisions use the mean of the last _AVERAGE samples (GIP [55]:
+# "battery every 3 min (mean of 10)"); none is taken before
+# _AVERAGE samples have arrived, so a single low reading under motor load
 # never raises ERI (the app should sample between strokes). The ERI date
 # survives reboots through pack()/unpack() (the journal keeps it); after a
 # reboot the countdown goes on from that date, and a battery already past
-# EOS is found again after AVERAGE samples.
+# EOS is found again after _AVERAGE samples.
 #
 # Units: mV, device seconds (monotonic across reboots: the app restores its
 # clock from the journal). Integers only; on_sample() and eos_days_left()
@@ -24,29 +24,31 @@
 import struct
 from array import array
 
+from micropython import const
+
 from pump.monitors import BATTERY_EOS, BATTERY_ERI
 
 # Defaults for a 3.0-3.2 V lithium primary cell (the implant chemistry and
-# its ERI voltage are not public, clinical.md: UNCONFIRMED): ERI at 2.60 V,
+# its ERI voltage are not public: UNCONFIRMED): ERI at 2.60 V,
 # EOS at 2.40 V. The app passes the cell's own values.
-DEFAULT_ERI_MV = 2_600
-DEFAULT_EOS_MV = 2_400
-AVERAGE = 10  # samples in the mean (GIP: mean of 10)
-EOS_AFTER_ERI_S = 90 * 86_400  # SynchroMed: the pump stops 90 days after ERI
-DAY_S = 86_400
-NO_ERI = 0xFFFF  # eos_days_left() before any ERI (STATUS eos_days: 0xFFFF)
-NOT_SET = -1  # eri_s before any ERI
+_DEFAULT_ERI_MV = const(2_600)
+_DEFAULT_EOS_MV = const(2_400)
+_AVERAGE = const(10)  # samples in the mean (GIP: mean of 10)
+EOS_AFTER_ERI_S = const(90 * 86_400)  # SynchroMed: the pump stops 90 days after ERI
+DAY_S = const(86_400)
+NO_ERI = const(0xFFFF)  # eos_days_left() before any ERI (STATUS eos_days: 0xFFFF)
+NOT_SET = const(-1)  # eri_s before any ERI
 
 # pack() layout, little-endian: version u8, flags u8 (bit 0: EOS reached),
 # 2 pad bytes, eri_s i32 (-1: no ERI yet).
-PACK_VERSION = 1
+_PACK_VERSION = const(1)
 _FMT = "<BBxxi"
-PACKED_SIZE = 8
-_EOS_FLAG = 1
+PACKED_SIZE = const(8)
+_EOS_FLAG = const(1)
 
 
 class BatteryMonitor:
-    def __init__(self, eri_mv=DEFAULT_ERI_MV, eos_mv=DEFAULT_EOS_MV, average=AVERAGE):
+    def __init__(self, eri_mv=_DEFAULT_ERI_MV, eos_mv=_DEFAULT_EOS_MV, average=_AVERAGE):
         if not (0 < eos_mv < eri_mv and 0 < average):
             raise ValueError("battery monitor")
         self.eri_mv = eri_mv
@@ -117,7 +119,7 @@ class BatteryMonitor:
 
     # --- persistence -----------------------------------------------------------
     def pack_into(self, buf, offset=0):
-        struct.pack_into(_FMT, buf, offset, PACK_VERSION, _EOS_FLAG if self.eos else 0, self.eri_s)
+        struct.pack_into(_FMT, buf, offset, _PACK_VERSION, _EOS_FLAG if self.eos else 0, self.eri_s)
         return PACKED_SIZE
 
     def pack(self):
@@ -131,7 +133,7 @@ class BatteryMonitor:
         if len(data) != PACKED_SIZE:
             return False
         version, flags, eri_s = struct.unpack_from(_FMT, data, 0)
-        if version != PACK_VERSION or flags & ~_EOS_FLAG or eri_s < NOT_SET:
+        if version != _PACK_VERSION or flags & ~_EOS_FLAG or eri_s < NOT_SET:
             return False
         if flags & _EOS_FLAG and eri_s == NOT_SET:
             return False

@@ -26,12 +26,12 @@
 #   learned        the first LEARN_BURSTS (3) bursts after reset(): the
 #                  smallest p (a cough, a strain or a posture change inside a
 #                  burst only adds power) and the mean noise variance.
-#   low burst      p < LOW_PCT % of the learned p, and p < Z_MIN v / sqrt(N)
+#   low burst      p < _LOW_PCT % of the learned p, and p < _Z_MIN v / sqrt(N)
 #                  with this burst's own noise v (not clearly above zero):
 #                  three disturbed learning bursts (a reference far too
 #                  high) cannot make a healthy pulsation low.
-#   limited        the learned p is less than Z_MIN sd1 above the zero band
-#                  Z_MIN sd0: sd0 = v / sqrt(N) is p's sd without a
+#   limited        the learned p is less than _Z_MIN sd1 above the zero band
+#                  _Z_MIN sd0: sd0 = v / sqrt(N) is p's sd without a
 #                  pulsation, sd1 = sqrt((v^2 + 4 p v) / N) with it (the
 #                  noise's own term and its product with the pulsation): the
 #                  pulsation is too weak or the sensor too noisy to watch
@@ -75,8 +75,8 @@ QUIET_MS = const(500)
 # 250 ms) is dropped and tried again at the next period
 BURST_MAX_MS = const(600_000)
 LEARN_BURSTS = const(3)
-LOW_PCT = const(50)
-Z_MIN = const(4)
+_LOW_PCT = const(50)
+_Z_MIN = const(4)
 RUN_BURSTS = const(2)
 CLIP_X10 = const(250)
 V_MAX_X16 = const(20_000)  # noise over 3.5 mmHg: limited
@@ -120,8 +120,8 @@ class PulseMonitor:
         return self.learned >= LEARN_BURSTS and not self.limited()
 
     def limited(self):
-        # Learned, and the learned p is not Z_MIN sd (with the pulsation)
-        # above the zero band (Z_MIN sd of p without it): the pulsation is
+        # Learned, and the learned p is not _Z_MIN sd (with the pulsation)
+        # above the zero band (_Z_MIN sd of p without it): the pulsation is
         # too weak or the sensor too noisy to watch.
         if self.learned < LEARN_BURSTS:
             return False
@@ -133,7 +133,7 @@ class PulseMonitor:
         root = isqrt(BURST_SAMPLES)
         sd0 = v // root
         sd1 = isqrt(v * (v + 4 * p)) // root
-        return p < Z_MIN * (sd0 + sd1)
+        return p < _Z_MIN * (sd0 + sd1)
 
     # --- hot path ------------------------------------------------------------
     def on_sample(self, reading_x10, follows):
@@ -186,9 +186,9 @@ class PulseMonitor:
         if self.limited():
             self.low = 0
             return self.alarm
-        # low: under LOW_PCT % of the learned p, and not Z_MIN sd (this
+        # low: under _LOW_PCT % of the learned p, and not _Z_MIN sd (this
         # burst's noise alone: v / sqrt(N)) above zero
-        if p < self.pulse_x16 * LOW_PCT // 100 and p < Z_MIN * noise // isqrt(BURST_SAMPLES):
+        if p < self.pulse_x16 * _LOW_PCT // 100 and p < _Z_MIN * noise // isqrt(BURST_SAMPLES):
             self.absent = True
             self.low = 0 if line_open else self.low + 1
             if self.low >= RUN_BURSTS:

@@ -181,9 +181,9 @@ class RiseLearner:
         # The learning window keeps only strokes whose residual is under half
         # their rise (a held stroke teaches nothing): on a soft, noisy line
         # (a rise of 3 mmHg, a residual's noise of 1.1 mmHg) that cuts the
-        # residual's spread at +-1.2 sd, and the sds it measures came out at
-        # half the truth (a false OCCLUSION every few days: issue 14). The
-        # measured noise is their floor.
+        # residual's spread at +-1.2 sd, and the sds it measures would be
+        # half the truth (a false OCCLUSION every few days). The measured
+        # noise is their floor.
         self._floor()
         self.version += 1
 

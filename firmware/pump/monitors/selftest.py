@@ -1,7 +1,7 @@
 # Periodic self-test of what the pump trusts between boots: the active
 # program's bytes against the CRC they were confirmed with, and the journal's
 # current snapshot slot and delta log (what a reboot would recover). GIP
-# (clinical.md 5): periodic RAM/ROM CRC, a CPU test every 60 minutes. A
+# (docs/sources.md [55]): periodic RAM/ROM CRC, a CPU test every 60 minutes. A
 # failure is MEMORY (stops delivery): corrupted configuration or state is
 # not acted on.
 #
@@ -14,9 +14,11 @@
 
 from binascii import crc32
 
+from micropython import const
+
 from pump.monitors import MEMORY
 
-PERIOD_S = 3_600  # GIP: CPU test every 60 min; the CRCs are checked as often
+PERIOD_S = const(3_600)  # GIP: CPU test every 60 min; the CRCs are checked as often
 
 
 def program_ok(raw, crc):

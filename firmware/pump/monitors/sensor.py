@@ -8,12 +8,12 @@
 #                 where the sensor noise makes that improbable.
 #   noisy         the second differences (a - 2 b + c) of three readings
 #                 PAIR_MS apart on a settled line (around each stroke's
-#                 "after" sample: on_triple()) beyond JUMP_X10 in NOISY_COUNT
+#                 "after" sample: on_triple()) beyond JUMP_X10 in _NOISY_COUNT
 #                 of the last WINDOW strokes.
-# SENSOR_FAULT (stuck, out of range) clears after CLEAR_SAMPLES plausible
+# SENSOR_FAULT (stuck, out of range) clears after _CLEAR_SAMPLES plausible
 # readings in a row (in range, and each different from the one before);
 # noisy clears after QUIET_PAIRS triples in a row without a jump. From
-# SUSPECT_COUNT jumps in the window the sensor is suspect (suspect()): the
+# _SUSPECT_COUNT jumps in the window the sensor is suspect (suspect()): the
 # app feeds no stroke to the occlusion and leak monitors (no evidence either
 # way) until it is not.
 #
@@ -29,7 +29,7 @@
 # one false fault in 1,000 pump-years at 24 mL/day); the kink where a
 # cough or a strain starts or stops, only if a triple straddles it. A sensor
 # whose noise is 1.5 mmHg jumps in 15 % of triples, 2 mmHg in 28 %, 5 mmHg in
-# 72 %: SENSOR_FAULT within tens of strokes. Meanwhile, from SUSPECT_COUNT =
+# 72 %: SENSOR_FAULT within tens of strokes. Meanwhile, from _SUSPECT_COUNT =
 # 2 jumps in the window (at 1.5 mmHg: 93 % of strokes; healthy at 0.5 mmHg:
 # 2e-7, at 0.8: 2 %) the strokes are not judged, so the noise never lines
 # up the 3-8 weak or held strokes of a false LEAK or OCCLUSION. Up to about 1
@@ -52,20 +52,22 @@
 #
 # Integers only; on_sample() allocates nothing.
 
+from micropython import const
+
 from pump.monitors import SENSOR_FAULT
 
-LOW_X10 = -500  # -50 mmHg
-HIGH_X10 = 15_000  # 1500 mmHg
-NOISE_X10 = 5  # sensor noise sigma the stuck count is computed for (0.5 mmHg)
-STUCK_SAMPLES = 11
-CLEAR_SAMPLES = 3
-PAIR_MS = 20  # the readings of a triple, this far apart
-JUMP_X10 = 53  # 3 x 1.22 + 1.6 mmHg
-WINDOW = 30  # pairs (bits of a small int on the Pico)
-NOISY_COUNT = 8
-SUSPECT_COUNT = 2
-QUIET_PAIRS = 90
-_OLDER = (1 << (WINDOW - 1)) - 1  # all but the oldest pair
+LOW_X10 = const(-500)  # -50 mmHg
+HIGH_X10 = const(15_000)  # 1500 mmHg
+NOISE_X10 = const(5)  # sensor noise sigma the stuck count is computed for (0.5 mmHg)
+STUCK_SAMPLES = const(11)
+_CLEAR_SAMPLES = const(3)
+PAIR_MS = const(20)  # the readings of a triple, this far apart
+JUMP_X10 = const(53)  # 3 x 1.22 + 1.6 mmHg
+WINDOW = const(30)  # pairs (bits of a small int on the Pico)
+_NOISY_COUNT = const(8)
+_SUSPECT_COUNT = const(2)
+QUIET_PAIRS = const(90)
+_OLDER = const((1 << (WINDOW - 1)) - 1)  # all but the oldest pair
 
 
 class SensorCheck:
@@ -74,7 +76,7 @@ class SensorCheck:
         low_x10=LOW_X10,
         high_x10=HIGH_X10,
         stuck_samples=STUCK_SAMPLES,
-        clear_samples=CLEAR_SAMPLES,
+        clear_samples=_CLEAR_SAMPLES,
     ):
         if not (low_x10 < high_x10 and 1 < stuck_samples and 0 < clear_samples):
             raise ValueError("sensor check")
@@ -138,7 +140,7 @@ class SensorCheck:
 
     def suspect(self):
         # Enough jumps in the window that a stroke response means little.
-        return self._count >= SUSPECT_COUNT
+        return self._count >= _SUSPECT_COUNT
 
     def on_triple(self, a_x10, b_x10, c_x10):
         # Three readings PAIR_MS apart on a settled line (around a stroke's
@@ -150,7 +152,7 @@ class SensorCheck:
         # masked before the shift: never past 2**30 - 1 (a small int on the Pico)
         self._jumps = ((jumps & _OLDER) << 1) | jump
         self._quiet = 0 if jump else self._quiet + 1
-        if self._count >= NOISY_COUNT:
+        if self._count >= _NOISY_COUNT:
             self.noisy = True
         elif self._quiet >= QUIET_PAIRS:
             self.noisy = False

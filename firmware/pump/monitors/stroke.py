@@ -17,8 +17,8 @@
 #   SHORT            the encoder saw fewer steps than commanded, but some:
 #                    counted (the head is wearing: SynchroMed returned pumps,
 #                    shaft wear 59 %)
-#   LOST_STEPS       the alarm: LOST_STROKES short strokes in a row, or more
-#                    than LOST_PCT % of the steps commanded over the last
+#   LOST_STEPS       the alarm: _LOST_STROKES short strokes in a row, or more
+#                    than _LOST_PCT % of the steps commanded over the last
 #                    WINDOW strokes lost (an intermittent loss never makes a
 #                    long run: 5 % lost is a short stroke in 2 of 5)
 #   RUNAWAY          the encoder saw more steps than commanded: stop at once
@@ -38,46 +38,48 @@
 #
 # Integers only; nothing allocates.
 
+from micropython import const
+
 from pump.monitors import ENCODER_FAILURE, LOST_STEPS, MOTOR_STALL, RUNAWAY
 
-OK = 0
-RETRY = -1
-SHORT = -2
+OK = const(0)
+RETRY = const(-1)
+SHORT = const(-2)
 STALL = MOTOR_STALL
 # LOST_STEPS, RUNAWAY and ENCODER_FAILURE are actions too (their alarm ids).
 
 # 3 retries after the first attempt: a particle or a sticky gear gets 4 tries
 # in all; a permanent stall (SynchroMed 2019 recall) is declared within a few
 # seconds, with no drug lost (nothing moved).
-MAX_RETRIES = 3
+MAX_RETRIES = const(3)
 # Suggested pause before a retry (the app's scheduler waits it).
-RETRY_DELAY_MS = 1_000
+RETRY_DELAY_MS = const(1_000)
 # 3 short strokes in a row raise LOST_STEPS (one short stroke can be a missed
 # encoder edge) ...
-LOST_STROKES = 3
+_LOST_STROKES = const(3)
 # ... and so does losing more than 10 % of the steps over the last 32
-# strokes (GIP, clinical.md 5: under 90 % of the rate for 15 min is an
+# strokes (GIP [55]: under 90 % of the rate for 15 min is an
 # under-infusion alarm; 32 strokes are 3.2 h at the minimum rate, 23 s at
 # the maximum).
-LOST_PCT = 10
-WINDOW = 32
+_LOST_PCT = const(10)
+WINDOW = const(32)
 # Encoder steps above the commanded count tolerated in a stroke, and encoder
 # steps tolerated while idle: 0, the encoder counts motor steps exactly
 # (a stepper holding position does not move).
-RUNAWAY_TOLERANCE_STEPS = 0
-IDLE_TOLERANCE_STEPS = 0
-COUNT_MAX = (1 << 30) - 1
+_RUNAWAY_TOLERANCE_STEPS = const(0)
+_IDLE_TOLERANCE_STEPS = const(0)
+_COUNT_MAX = const((1 << 30) - 1)
 
 
 class StrokeCheck:
     def __init__(
         self,
         max_retries=MAX_RETRIES,
-        lost_strokes=LOST_STROKES,
-        lost_pct=LOST_PCT,
+        lost_strokes=_LOST_STROKES,
+        lost_pct=_LOST_PCT,
         window=WINDOW,
-        runaway_tolerance_steps=RUNAWAY_TOLERANCE_STEPS,
-        idle_tolerance_steps=IDLE_TOLERANCE_STEPS,
+        runaway_tolerance_steps=_RUNAWAY_TOLERANCE_STEPS,
+        idle_tolerance_steps=_IDLE_TOLERANCE_STEPS,
     ):
         if max_retries < 0 or lost_strokes <= 0 or not 0 < lost_pct < 100 or window <= 0:
             raise ValueError("stroke check")
@@ -149,7 +151,7 @@ class StrokeCheck:
         self._slot = i if i < len(w) else 0
         too_many = self.window_lost * 100 > commanded * len(w) * self.lost_pct
         if lost:
-            if self.lost_steps < COUNT_MAX - 255:  # saturates: stays a small int
+            if self.lost_steps < _COUNT_MAX - 255:  # saturates: stays a small int
                 self.lost_steps += lost
             self.short += 1
         else:

@@ -1,5 +1,5 @@
 # Supervisor: feeds the watchdog only while every monitor has run on time
-# (GIP, clinical.md 5: a per-task watchdog; alarm if a task is silent for
+# (GIP, docs/sources.md [55]: a per-task watchdog; alarm if a task is silent for
 # more than 3 minutes). A task that stops running - a hung monitor, a
 # scheduler that lost a deadline - stops the feeding, and the hardware
 # watchdog resets the pump, which then raises WATCHDOG_RESET.
@@ -23,21 +23,23 @@
 
 from array import array
 
+from micropython import const
+
 from pump.ticks import ticks_diff
 
 # Scheduling jitter allowed on top of each period (the scheduler runs a due
 # task after the one in progress; a stroke takes 20 ms, a journal write a few
 # ms): 2 s, well inside the RP2040 watchdog's 8.3 s maximum.
-SLACK_MS = 2_000
-CAPACITY = 8  # monitors that can be registered
-NONE = -1  # late() when every monitor is on time
+SLACK_MS = const(2_000)
+_CAPACITY = const(8)  # monitors that can be registered
+NONE = const(-1)  # late() when every monitor is on time
 # Longest period: a quarter of the tick wrap, so that period + slack stays
 # well inside what ticks_diff measures (2**29 ms).
-MAX_PERIOD_MS = 1 << 28
+_MAX_PERIOD_MS = const(1 << 28)
 
 
 class Supervisor:
-    def __init__(self, capacity=CAPACITY, slack_ms=SLACK_MS):
+    def __init__(self, capacity=_CAPACITY, slack_ms=SLACK_MS):
         if capacity <= 0 or slack_ms < 0:
             raise ValueError("supervisor")
         self.slack_ms = slack_ms
@@ -52,7 +54,7 @@ class Supervisor:
         # -> the monitor's index (at construction, not on a hot path).
         if self._count >= len(self._period):
             raise ValueError("supervisor full")
-        if not 0 <= period_ms <= MAX_PERIOD_MS:
+        if not 0 <= period_ms <= _MAX_PERIOD_MS:
             raise ValueError("period")
         i = self._count
         self.names.append(name)
@@ -71,7 +73,7 @@ class Supervisor:
 
     def set_period(self, index, period_ms, now_ticks):
         # A new expectation (0: not watched); the monitor's clock restarts.
-        if not 0 <= period_ms <= MAX_PERIOD_MS:
+        if not 0 <= period_ms <= _MAX_PERIOD_MS:
             raise ValueError("period")
         self._period[index] = period_ms
         self._last[index] = now_ticks

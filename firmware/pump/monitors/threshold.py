@@ -8,8 +8,8 @@ from pump.monitors.occlusion import CEILING_X10
 class ThresholdDetector:
     # The plain detector the benchmark compares against: OCCLUSION as soon as
     # `samples` readings in a row are at or above a fixed limit. Default limit
-    # 517 mmHg (about 10 psi), ECRI's value for epidural lines (clinical.md
-    # 3), not the 20 psi (1034 mmHg) general maximum: the lower limit is the
+    # 517 mmHg (about 10 psi), ECRI's value for epidural lines
+    # (docs/sources.md [46]), not the 20 psi (1034 mmHg) general maximum: the lower limit is the
     # one an intrathecal pump would use, and it makes the plain detector as
     # fast as it can be, so the comparison does not flatter the monitor.
     def __init__(self, limit_x10=CEILING_X10, samples=1):

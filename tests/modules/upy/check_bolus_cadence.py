@@ -8,7 +8,7 @@
 # - no window of k intervals holds more than k + 1 strokes;
 # - with every stroke less than (interval - MIN_BOLUS_INTERVAL_MS) late, the
 #   bolus ends on time: its last stroke starts within that lag of the
-#   schedule's last slot (before the fix every lag added up).
+#   schedule's last slot (lags never add up).
 import json
 
 from pump.therapy import KIND_BOLUS, MIN_BOLUS_INTERVAL_MS, Therapy

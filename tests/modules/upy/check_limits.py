@@ -86,7 +86,7 @@ try:
 except ValueError:
     pass
 
-# --- refusals, each with a clinical.md example ---------------------------------
+# --- refusals, each with an example from the drug library's sources --------------
 # Ziconotide 25 ug/mL at 1 mL/day = 25 ug/day > 19.2 ug/day labelled maximum:
 # hard, and an override does not help.
 r = check_program(DRUG_ZICONOTIDE, 25, 1_000_000, 42_362, 0, False)
@@ -144,7 +144,7 @@ assert r == (ALLOWED, SOFT_DAILY_BIT | SOFT_BOLUS_BIT), r
 r = check_program(DRUG_ZICONOTIDE, 100, 96_000 + 38_400, 4_067 + 38_400, 19_200, True)
 assert r == (REFUSED_HARD, L.LIMIT_HOURLY_HARD), r
 
-# Bolus limits, baclofen (screening boluses 50/75/100 ug, clinical.md 7):
+# Bolus limits, baclofen (screening boluses 50/75/100 ug, docs/sources.md [67][68]):
 # at 500 ug/mL a 200 uL bolus is 100 ug: the largest screening dose, allowed
 assert check_program(DRUG_BACLOFEN, 500, 1_400_000, 250_834, 200_000, False) == (ALLOWED, 0)
 # 240 uL = 120 ug: above the 100 ug soft bolus limit

@@ -1,5 +1,5 @@
-# Runs under MicroPython: the link's work per main-loop pass is bounded
-# (issue 13). A port that never runs dry (a flood) gives back control after
+# Runs under MicroPython: the link's work per main-loop pass is bounded.
+# A port that never runs dry (a flood) gives back control after
 # at most RX_BUDGET bytes or FRAME_BUDGET frames; the frames
 # left in the port are served by the next passes, none lost.
 import json
