@@ -1,7 +1,9 @@
 # Runs under MicroPython: the plant takes the head's motion from the motor's
 # commands (steps, step rate), never from the pump's stroke constants. A
-# sweep of drives with other stroke lengths (pump.drive.STROKE_STEPS patched,
-# 1..MAX_MOVE_STEPS) and motors at other rates (SimMotor.set_rate) must give
+# sweep of drives with other stroke lengths (the pump's Drive behind a motor
+# that turns each stroke into n steps, 1..MAX_MOVE_STEPS: pump.drive's
+# STROKE_STEPS is a const() folded into its code) and motors at other rates
+# (SimMotor.set_rate) must give
 # the plant the volume the steps pumped and the pressure rise of that volume
 # flowing in over the steps' duration at that rate (closed form, computed
 # here). Prints one JSON line; raises on the first failure.
@@ -11,7 +13,7 @@ import sys
 
 # The plant and the virtual board's motor load without the pump's drive.
 from virtual import plant as P
-from virtual.board import SimEncoder, SimMotor
+from virtual.board import PL_PER_STEP, SimEncoder, SimMotor
 
 assert "pump.drive" not in sys.modules, "the plant imports the pump's drive"
 
@@ -20,6 +22,20 @@ from pump import drive as drivemod  # noqa: E402
 MAX_MOVE_STEPS = 64  # board_config.MAX_MOVE_STEPS: a move is bounded
 RATES = (1, 7, 50, 133, 400, 999, 1000, 2_500, 5_000)  # steps/s, the driver's range
 CALIBRATIONS = (0, -200_000, 123_457)  # ppm
+
+
+class StrokesOf:
+    """A drive whose strokes are `steps` long, as the motor driver sees it."""
+
+    def __init__(self, motor, steps):
+        self.motor = motor
+        self.steps = steps
+
+    def start(self, _stroke_steps):
+        self.motor.start(self.steps)
+
+    def stop(self):
+        self.motor.stop()
 
 
 class Clock:
@@ -48,8 +64,7 @@ def one(steps, rate, ppm):
     clock = Clock()
     motor = SimMotor(plant, clock)
     motor.set_rate(rate)
-    drivemod.STROKE_STEPS = steps  # another drive: the plant must not care
-    drive = drivemod.Drive(motor, SimEncoder(plant), drivemod.DEFAULT_PL_PER_STEP)
+    drive = drivemod.Drive(StrokesOf(motor, steps), SimEncoder(plant), PL_PER_STEP)
     t0 = 1_000
     clock.now = t0
     base = plant.pressure_mmhg(t0)
@@ -75,7 +90,7 @@ def one(steps, rate, ppm):
     # the drive counts what the encoder saw (its own calibration: nominal)
     clock.now = t0 + d
     counted = drive.finish_stroke()
-    assert counted == steps * drivemod.DEFAULT_PL_PER_STEP // 1000
+    assert counted == steps * PL_PER_STEP // 1000
     if ppm == 0:
         assert counted == volume
     # everything pumped leaves the tip once the line has drained
