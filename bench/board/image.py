@@ -115,11 +115,15 @@ class ImageSizes:
 def image_sizes(arch: str | None = "armv6m", tree: FirmwareTree | None = None) -> ImageSizes:
     """Bytes of .mpy of what ships (the manifest) and of what only the virtual board runs."""
     tree = tree or firmware_tree()
-    on_board = {item.target for item in board_files(tree)}
+    every = shipped_files(tree)
     with tempfile.TemporaryDirectory(prefix="mpy-sizes-") as out:
-        every = shipped_files(tree)
-        built = compile_all(Path(out), arch, tree, every)
-        sizes = {item.target: path.stat().st_size for item, path in zip(every, built, strict=True)}
+        return sizes_of(every, compile_all(Path(out), arch, tree, every), tree)
+
+
+def sizes_of(every: list[ShippedFile], built: list[Path], tree: FirmwareTree) -> ImageSizes:
+    """image_sizes() of files already compiled (``built[i]`` from ``every[i]``)."""
+    on_board = {item.target for item in board_files(tree)}
+    sizes = {item.target: path.stat().st_size for item, path in zip(every, built, strict=True)}
     missing = on_board - sizes.keys()
     if missing:  # the manifest names a file the tree's image does not hold
         raise BenchError(f"firmware/manifest.py ships {sorted(missing)}, not in the image")
@@ -326,13 +330,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "mpy")
     parser.add_argument("--arch", help="mpy-cross -march (armv6m: RP2040, armv7emsp: RP2350)")
     args = parser.parse_args(argv)
+    tree = firmware_tree()
+    every = shipped_files(tree)
     try:
-        built = compile_all(args.out, args.arch)
+        built = compile_all(args.out, args.arch, tree, every)
+        sizes = sizes_of(every, built, tree)
     except BenchError as exc:
         raise SystemExit(f"bench.board.image: {exc}") from None
     size = sum(path.stat().st_size for path in built)
     print(f"mpy-cross: {len(built)} files compiled into {args.out}, {size} bytes of .mpy")
-    print(image_sizes(args.arch).line())
+    print(sizes.line())
 
 
 if __name__ == "__main__":
