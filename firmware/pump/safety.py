@@ -252,9 +252,9 @@ class Safety:
     def _line_open(self):
         # A leak before the tip is known (the condition, or its latched
         # alarm): the CSF pulsation no longer reaches the sensor through the
-        # split, so a burst without it says nothing of where the tip is.
-        # Found in the leak-first-hour scenario with seed 11: TIP_MIGRATION
-        # 28 minutes after LEAK, from the bursts the low level starts.
+        # split, so a burst without it says nothing of where the tip is
+        # (the bursts the low level starts would otherwise name the leak
+        # TIP_MIGRATION: leak-first-hour with --seed 11).
         active = self.app.alarms.active
         return bool(
             self.leak.alarm

@@ -220,8 +220,8 @@ class Therapy:
     def _after_bolus_stroke(self, started_ticks):
         # As for basal, the cadence follows the schedule: a bolus stroke the
         # loop started late (behind a basal stroke, a busy pass, a slow host)
-        # does not push the rest of the bolus back, which made a 10-minute
-        # bolus 7 % slow on a free-running board. The catch-up never brings
+        # does not push the rest of the bolus back (each lag would add to
+        # the bolus's duration and lower its rate). The catch-up never brings
         # two strokes closer than MIN_BOLUS_INTERVAL_MS, and a stroke later
         # than a whole interval restarts the cadence from now, so no window
         # holds more strokes than the schedule gives it, plus one.

@@ -47,7 +47,6 @@ RIG_KIND = b"pico-emu"
 _NS_PER_MS = const(1_000_000)
 _ADC_PRESSURE = const(0)
 _ADC_BATTERY = const(3)
-_FAULT_CORRUPT_JOURNAL = const(11)
 # STEP edges this many of the board's configured step periods apart (or
 # closer) belong to one move: the later one's rate is read from the gap.
 _MOVE_GAP_PERIODS = const(4)
@@ -322,7 +321,7 @@ class PicoRig(rigmod.VirtualRig):
 
     def _on_inject(self, link, payload):
         fault = payload[0]
-        if fault in (rigmod.FAULT_TIMER_FAST, _FAULT_CORRUPT_JOURNAL):
+        if fault in (rigmod.FAULT_TIMER_FAST, plantmod.FAULT_CORRUPT_JOURNAL):
             link.nack(t.BAD_VALUE, 0)  # the crystal and the flash are the chip's own
             return linkmod.DONE
         return rigmod.VirtualRig._on_inject(self, link, payload)
